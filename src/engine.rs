@@ -1,0 +1,338 @@
+//! The sync engine: for each pair, fetch a window, let the mark decide, write the page.
+//!
+//! Fetching ([`crate::api`]), deciding ([`crate::mark`]) and writing ([`crate::store`]) stay
+//! separate; this module only sequences them, keeps the run's counters and isolates pairs from
+//! each other's failures.
+
+use std::fmt;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ApiClient, ApiError};
+use crate::domain::PairKey;
+use crate::mark::{PageView, Walk, WalkError};
+use crate::settings::PairConfig;
+use crate::store::{Outcome, PageWrite, RunTotals, Store, StoreError};
+
+/// Why one pair's run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PairError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Walk(#[from] WalkError),
+}
+
+/// How one pair's run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairOutcome {
+    Ok,
+    Failed,
+    /// Stopped by shutdown after its last committed page.
+    Interrupted,
+    /// Another process holds the pair's lock.
+    Skipped,
+}
+
+impl fmt::Display for PairOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PairOutcome::Ok => "ok",
+            PairOutcome::Failed => "failed",
+            PairOutcome::Interrupted => "interrupted",
+            PairOutcome::Skipped => "skipped",
+        })
+    }
+}
+
+/// What one pair's run did.
+#[derive(Debug, Clone)]
+pub struct PairReport {
+    pub pair: PairKey,
+    pub outcome: PairOutcome,
+    pub totals: RunTotals,
+    /// The mark's settled count after the run.
+    pub settled: i64,
+    pub recoveries: Vec<String>,
+    /// The error with its whole cause chain, when the run failed.
+    pub error: Option<String>,
+}
+
+/// What a pass over all pairs did.
+#[derive(Debug, Clone, Default)]
+pub struct SyncReport {
+    pub pairs: Vec<PairReport>,
+}
+
+impl SyncReport {
+    pub fn failed(&self) -> impl Iterator<Item = &PairReport> {
+        self.pairs
+            .iter()
+            .filter(|p| p.outcome == PairOutcome::Failed)
+    }
+
+    pub fn totals(&self) -> RunTotals {
+        let mut t = RunTotals::default();
+        for p in &self.pairs {
+            t.add(&p.totals);
+        }
+        t
+    }
+}
+
+impl fmt::Display for SyncReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = self.totals();
+        let failed = self.failed().count();
+        write!(
+            f,
+            "{} pairs ({} failed), {} requests, {} pages, {} visits inserted, {} updated, {} activities written, {} rejects",
+            self.pairs.len(),
+            failed,
+            t.requests,
+            t.pages,
+            t.visits_inserted,
+            t.visits_updated,
+            t.activities_written,
+            t.rejects
+        )
+    }
+}
+
+/// Knobs of the walk.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineOptions {
+    pub page_size: u32,
+    pub settle_after: Duration,
+    pub concurrency: usize,
+}
+
+/// Syncs pairs: the only place that calls the API, the mark and the store together.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    store: Store,
+    api: ApiClient,
+    options: EngineOptions,
+}
+
+impl Engine {
+    pub fn new(store: Store, api: ApiClient, options: EngineOptions) -> Self {
+        Engine {
+            store,
+            api,
+            options,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// One pass over every pair, `concurrency` at a time. A failing pair does not stop the others.
+    pub async fn sync_all(&self, pairs: &[PairConfig], shutdown: &CancellationToken) -> SyncReport {
+        let mut reports: Vec<PairReport> = futures_util::stream::iter(pairs)
+            .map(|pair| self.sync_pair(pair, shutdown))
+            .buffer_unordered(self.options.concurrency.max(1))
+            .collect()
+            .await;
+        reports.sort_by(|a, b| a.pair.cmp(&b.pair));
+        SyncReport { pairs: reports }
+    }
+
+    /// One run of one pair, recorded in `sync_runs`.
+    pub async fn sync_pair(&self, pair: &PairConfig, shutdown: &CancellationToken) -> PairReport {
+        let key = &pair.key;
+        let mut report = PairReport {
+            pair: key.clone(),
+            outcome: PairOutcome::Failed,
+            totals: RunTotals::default(),
+            settled: 0,
+            recoveries: Vec::new(),
+            error: None,
+        };
+        let session = match self.store.lock_pair(key).await {
+            Ok(Some(session)) => session,
+            Ok(None) => {
+                tracing::warn!(pair = %key, "another szb-sync process is syncing this pair; skipped");
+                report.outcome = PairOutcome::Skipped;
+                report.error = Some("another process held the pair's lock".to_owned());
+                if let Err(e) = self
+                    .store
+                    .record_skipped_run(key, "another process held the pair's lock")
+                    .await
+                {
+                    tracing::warn!(pair = %key, error = %chain(&e), "could not record the skipped run");
+                }
+                return report;
+            }
+            Err(e) => {
+                report.error = Some(chain(&e));
+                tracing::error!(pair = %key, error = %chain(&e), "sync failed");
+                return report;
+            }
+        };
+        self.run_locked(pair, session, shutdown, &mut report).await;
+        match report.outcome {
+            PairOutcome::Failed => {
+                tracing::error!(pair = %key, error = report.error.as_deref().unwrap_or(""), "sync failed")
+            }
+            outcome => tracing::info!(
+                pair = %key,
+                %outcome,
+                requests = report.totals.requests,
+                inserted = report.totals.visits_inserted,
+                updated = report.totals.visits_updated,
+                settled = report.settled,
+                "pair synced"
+            ),
+        }
+        report
+    }
+
+    async fn run_locked(
+        &self,
+        pair: &PairConfig,
+        mut session: crate::store::PairSession,
+        shutdown: &CancellationToken,
+        report: &mut PairReport,
+    ) {
+        let (mark, known_total, run) = match async {
+            let (mark, known_total) = session.load_mark().await?;
+            let run = session.start_run(&mark).await?;
+            Ok::<_, StoreError>((mark, known_total, run))
+        }
+        .await
+        {
+            Ok(x) => x,
+            Err(e) => {
+                report.error = Some(chain(&e));
+                return;
+            }
+        };
+        let settle_after =
+            chrono::Duration::from_std(self.options.settle_after).unwrap_or(chrono::Duration::MAX);
+        let mut walk = Walk::new(mark, known_total, settle_after, self.options.page_size);
+        let result = self
+            .walk(pair, &mut session, &mut walk, shutdown, &mut report.totals)
+            .await;
+        report.settled = walk.mark().settled;
+        report.recoveries = walk.recoveries().iter().map(ToString::to_string).collect();
+        let outcome = match result {
+            Ok(true) => Outcome::Ok,
+            Ok(false) => Outcome::Interrupted,
+            Err(e) => {
+                report.error = Some(chain(&e));
+                Outcome::Failed
+            }
+        };
+        report.outcome = match outcome {
+            Outcome::Ok => PairOutcome::Ok,
+            Outcome::Interrupted => PairOutcome::Interrupted,
+            Outcome::Failed => PairOutcome::Failed,
+        };
+        let finished = session
+            .finish_run(
+                run,
+                outcome,
+                &report.totals,
+                walk.mark(),
+                &report.recoveries,
+                report.error.as_deref(),
+            )
+            .await;
+        let finished = match finished {
+            Ok(()) => session.release().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = finished {
+            // The database went away mid-run: pages already committed stand; the row stays
+            // `running` and the next run closes it as interrupted.
+            tracing::warn!(pair = %pair.key, error = %chain(&e), "could not close the run row");
+            if report.outcome != PairOutcome::Failed {
+                report.outcome = PairOutcome::Failed;
+                report.error = Some(chain(&e));
+            }
+        }
+    }
+
+    /// Walks until the end of the list. `Ok(false)` when shutdown stopped it between pages.
+    async fn walk(
+        &self,
+        pair: &PairConfig,
+        session: &mut crate::store::PairSession,
+        walk: &mut Walk,
+        shutdown: &CancellationToken,
+        totals: &mut RunTotals,
+    ) -> Result<bool, PairError> {
+        let mut window = walk.first_window();
+        loop {
+            if shutdown.is_cancelled() {
+                return Ok(false);
+            }
+            let page = tokio::select! {
+                page = self.api.fetch(&pair.key, &pair.token, &window) => page,
+                // Nothing is half-written while a request is in flight: drop it and stop.
+                () = shutdown.cancelled() => return Ok(false),
+            };
+            let page = match page {
+                Ok(page) => page,
+                Err(ApiError::Exhausted { attempts, last }) => {
+                    totals.requests += attempts;
+                    return Err(ApiError::Exhausted { attempts, last }.into());
+                }
+                Err(e) => {
+                    totals.requests += 1;
+                    return Err(e.into());
+                }
+            };
+            totals.requests += page.attempts;
+            totals.pages += 1;
+            let decision = walk.on_page(
+                &window,
+                PageView {
+                    total: page.total,
+                    entries: &page.entries,
+                    upstream_now: page.upstream_now,
+                },
+            )?;
+            let entries = &page.entries[decision.write_from.min(page.entries.len())..];
+            if !entries.is_empty() || decision.mark.is_some() {
+                let written = session
+                    .write_page(&PageWrite {
+                        entries,
+                        first_position: decision.first_position,
+                        mark: walk.mark(),
+                        upstream_total: page.total,
+                    })
+                    .await?;
+                totals.visits_inserted += written.visits_inserted;
+                totals.visits_updated += written.visits_updated;
+                totals.activities_written += written.activities_written;
+                totals.rejects += written.rejects;
+            }
+            match decision.next {
+                Some(next) => window = next,
+                None => return Ok(true),
+            }
+        }
+    }
+}
+
+/// An error with its whole cause chain, for logs and run rows.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,20 @@
+//! `szb-sync`: parse the command line, start logging, hand over to the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use szb_sync::cli::{Cli, execute};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    szb_sync::telemetry::init(cli.log_format);
+    match execute(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            // `{:#}` prints the whole cause chain on one line.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

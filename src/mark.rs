@@ -1,0 +1,667 @@
+//! The high-water mark over the upstream's offset-paginated list, and the walk that moves it.
+//!
+//! All of the mark's logic lives here, free of I/O: the engine asks [`Walk`] which window to fetch,
+//! hands it each page, and gets back what to write and which mark to commit with it.
+//!
+//! - **The prefix.** Positions `[0, S)` of a pair's ascending list are settled and stored.
+//! - **The anchor group.** The visits sharing one `visitAt` that start at `S`. Finding that group
+//!   again, preceded by a smaller `visitAt`, tells where `S` is now: the list has no ids and no
+//!   "since" filter, and retention purges shift every offset.
+//! - **Settled.** `lastOnlineAt <= upstream now - settle_after`. The mark never passes an unsettled
+//!   visit (a viewer still online keeps raising it), and moves a whole `visitAt` group at a time.
+//! - **Overlap.** Each next window starts at or before the previous window's last tie group, minus
+//!   one, and finds that group again; reading pages back to back would skip visits when a purge
+//!   lands between two requests.
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::domain::Entry;
+
+/// How many times one walk may lose its place and start over before it gives up.
+const MAX_RESTARTS: u32 = 4;
+
+/// The committed state of one pair's walk.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Mark {
+    /// `S`: how many visits at the head of the ascending list are settled and stored.
+    pub settled: i64,
+    /// The group at position `S`; `None` exactly when `settled` is 0.
+    pub anchor: Option<Anchor>,
+}
+
+/// A group of visits sharing one `visitAt`, recorded so it can be found again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchor {
+    pub visit_at: DateTime<Utc>,
+    /// Activity ids of the group's members seen so far. The group may gain members later.
+    pub activity_ids: Vec<String>,
+}
+
+/// Sort order of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    Asc,
+    Desc,
+}
+
+/// One request's window over the list: entries `[(page-1)·page_size, page·page_size)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub page: i64,
+    pub page_size: u32,
+    pub order: Order,
+}
+
+impl Window {
+    /// Position of the window's first entry.
+    pub fn offset(&self) -> i64 {
+        (self.page - 1) * i64::from(self.page_size)
+    }
+
+    /// Position just past the window's last entry.
+    pub fn end(&self) -> i64 {
+        self.page * i64::from(self.page_size)
+    }
+
+    /// The first page of the ascending list.
+    pub fn first(max_size: u32) -> Self {
+        Window {
+            page: 1,
+            page_size: max_size,
+            order: Order::Asc,
+        }
+    }
+
+    /// The ascending window that contains position `x` and reaches furthest past it.
+    ///
+    /// Any page size up to `max_size` works, so try them all: `page = ⌊x/s⌋ + 1` contains `x`,
+    /// and the largest `page·s` leaves the most room after `x`. On equal reach the smaller size
+    /// wins (fewer entries re-read).
+    pub fn covering(x: i64, max_size: u32) -> Self {
+        Self::best(x, max_size, |_, end| end)
+    }
+
+    /// The ascending window that contains position `x` and balances room on both sides: before
+    /// `x`, for visits purged since `known_total` was seen, and after `known_total`, for visits
+    /// appended since. A quiet pair then costs one request, and a moderate purge is found in
+    /// the same response.
+    pub fn around(x: i64, known_total: i64, max_size: u32) -> Self {
+        Self::best(x, max_size, |offset, end| {
+            (x - offset).min(end - known_total)
+        })
+    }
+
+    /// The window containing `x` with the highest `score(offset, end)`; ties go to the larger reach.
+    fn best(x: i64, max_size: u32, score: impl Fn(i64, i64) -> i64) -> Self {
+        let x = x.max(0);
+        let mut best: Option<(i64, i64, Window)> = None;
+        for s in 1..=i64::from(max_size) {
+            let page = x / s + 1;
+            let (offset, end) = ((page - 1) * s, page * s);
+            let key = (score(offset, end), end);
+            if best.as_ref().is_none_or(|(k, e, _)| key > (*k, *e)) {
+                best = Some((
+                    key.0,
+                    key.1,
+                    Window {
+                        page,
+                        page_size: s as u32,
+                        order: Order::Asc,
+                    },
+                ));
+            }
+        }
+        best.map_or(Window::first(max_size), |(_, _, w)| w)
+    }
+}
+
+/// A fetched page as the mark sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct PageView<'a> {
+    /// `pager.total` of this response.
+    pub total: i64,
+    pub entries: &'a [Entry],
+    /// The upstream's clock when it answered (its `Date` header, else ours).
+    pub upstream_now: DateTime<Utc>,
+}
+
+/// Something that made the walk re-find its place. Recorded in the run's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovery {
+    /// The anchor was found `by` positions left of where it was: old visits were purged.
+    Shifted { by: i64 },
+    /// Visits appeared before a position already read (late data): reading again from `from`.
+    LateInsert { from: i64 },
+    /// The anchor was not where it should be and not in the window: reading again from `from`.
+    Lost { from: i64 },
+    /// A tie group fills a whole page; its far side cannot be verified.
+    OversizedTieGroup { at: i64 },
+}
+
+impl std::fmt::Display for Recovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Recovery::Shifted { by } => write!(f, "shifted left by {by} (purge upstream)"),
+            Recovery::LateInsert { from } => {
+                write!(f, "late insert before the mark: re-read from {from}")
+            }
+            Recovery::Lost { from } => write!(f, "anchor not found: re-read from {from}"),
+            Recovery::OversizedTieGroup { at } => {
+                write!(
+                    f,
+                    "tie group at {at} larger than a page: continued by offset"
+                )
+            }
+        }
+    }
+}
+
+/// What to do with a page, decided by [`Walk::on_page`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// Entries `[write_from..]` of the page are to be written; earlier ones were already.
+    pub write_from: usize,
+    /// List position of `entries[write_from]`.
+    pub first_position: i64,
+    /// The mark to commit in the same transaction as the page, when it changed.
+    pub mark: Option<Mark>,
+    /// The next window to fetch, or `None` when the walk reached the end of the list.
+    pub next: Option<Window>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WalkError {
+    #[error(
+        "the upstream list kept shifting: lost the position {0} times in one run; will retry next run"
+    )]
+    Unstable(u32),
+    #[error("asked for page {asked_page} of size {asked_size}, got {got} items")]
+    OversizedPage {
+        asked_page: i64,
+        asked_size: u32,
+        got: usize,
+    },
+}
+
+/// Where the next window must pick up: the group starting at `pos`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Cursor {
+    pos: i64,
+    /// `None` when the position is taken on trust (the head of the list, or past an oversized
+    /// tie group).
+    group: Option<Anchor>,
+}
+
+/// One sync of one pair: a state machine fed with pages.
+#[derive(Debug)]
+pub struct Walk {
+    committed: Mark,
+    /// The committed mark changed without a page moving it (a shift): commit it with the next page.
+    mark_dirty: bool,
+    cursor: Cursor,
+    /// The cursor is the committed mark being verified, not an overlap inside this walk.
+    verifying_mark: bool,
+    /// First position seen in this walk whose visit is not settled; the mark stays at or before it.
+    first_unsettled: Option<i64>,
+    settle_after: Duration,
+    max_size: u32,
+    /// `pager.total` when the mark was last written, to aim the first window.
+    known_total: Option<i64>,
+    restarts: u32,
+    recoveries: Vec<Recovery>,
+}
+
+impl Walk {
+    pub fn new(
+        mark: Mark,
+        known_total: Option<i64>,
+        settle_after: Duration,
+        max_size: u32,
+    ) -> Self {
+        let cursor = Cursor {
+            pos: mark.settled,
+            group: mark.anchor.clone(),
+        };
+        Walk {
+            committed: mark,
+            mark_dirty: false,
+            cursor,
+            verifying_mark: true,
+            first_unsettled: None,
+            settle_after,
+            max_size: max_size.max(1),
+            known_total,
+            restarts: 0,
+            recoveries: Vec::new(),
+        }
+    }
+
+    /// The first window: it holds the visit just before the anchor group and reaches as far past
+    /// it as any page size allows, so a quiet pair costs one request.
+    pub fn first_window(&self) -> Window {
+        match (self.known_total, self.cursor.pos) {
+            (Some(total), pos) if pos > 0 && self.cursor.group.is_some() => {
+                Window::around(pos - 1, total, self.max_size)
+            }
+            _ => self.window_for_cursor(),
+        }
+    }
+
+    /// The mark as committed so far (or as loaded).
+    pub fn mark(&self) -> &Mark {
+        &self.committed
+    }
+
+    pub fn recoveries(&self) -> &[Recovery] {
+        &self.recoveries
+    }
+
+    fn window_for_cursor(&self) -> Window {
+        match (&self.cursor.group, self.cursor.pos) {
+            (_, 0) => Window::first(self.max_size),
+            (Some(_), pos) => Window::covering(pos - 1, self.max_size),
+            (None, pos) => Window::covering(pos, self.max_size),
+        }
+    }
+
+    /// Takes the page fetched for `window` and decides what to write, what to commit and what to
+    /// fetch next.
+    pub fn on_page(&mut self, window: &Window, page: PageView<'_>) -> Result<Decision, WalkError> {
+        let entries = page.entries;
+        if entries.len() > window.page_size as usize {
+            return Err(WalkError::OversizedPage {
+                asked_page: window.page,
+                asked_size: window.page_size,
+                got: entries.len(),
+            });
+        }
+        let offset = window.offset();
+        let start = match locate(&self.cursor, offset, entries) {
+            Located::At(i) => i,
+            Located::Right => {
+                let from = if self.verifying_mark {
+                    0
+                } else {
+                    self.committed.settled
+                };
+                self.recoveries.push(Recovery::LateInsert { from });
+                return self.restart(entries.len());
+            }
+            Located::NotFound => {
+                let from = if self.verifying_mark {
+                    0
+                } else {
+                    self.committed.settled
+                };
+                self.recoveries.push(Recovery::Lost { from });
+                return self.restart(entries.len());
+            }
+        };
+        let found_at = offset + start as i64;
+        if found_at < self.cursor.pos {
+            self.shift_left(self.cursor.pos - found_at);
+        }
+        self.verifying_mark = false;
+
+        let cutoff = page.upstream_now - self.settle_after;
+        for (j, entry) in entries.iter().enumerate().skip(start) {
+            if self.first_unsettled.is_none() && !is_settled(entry, cutoff) {
+                self.first_unsettled = Some(offset + j as i64);
+            }
+        }
+
+        let mut mark = None;
+        let limit = self.first_unsettled.unwrap_or(i64::MAX);
+        let lowest = (self.committed.settled + 1).max(offset + 1);
+        if let Some(b) = last_boundary(entries, offset, lowest, limit) {
+            self.committed = Mark {
+                settled: b,
+                anchor: Some(group_at(entries, (b - offset) as usize)),
+            };
+            self.mark_dirty = true;
+        }
+        if self.mark_dirty {
+            mark = Some(self.committed.clone());
+            self.mark_dirty = false;
+        }
+
+        let seen_end = offset + entries.len() as i64;
+        let next = if entries.len() < window.page_size as usize || seen_end >= page.total {
+            None
+        } else {
+            Some(self.advance_cursor(entries, offset, found_at))
+        };
+        Ok(Decision {
+            write_from: start,
+            first_position: found_at,
+            mark,
+            next,
+        })
+    }
+
+    /// Moves the cursor to the page's last tie group, so the next window re-reads it whole.
+    fn advance_cursor(&mut self, entries: &[Entry], offset: i64, found_at: i64) -> Window {
+        let seen_end = offset + entries.len() as i64;
+        if let Some(c) = last_boundary(entries, offset, (found_at + 1).max(offset + 1), i64::MAX) {
+            let next = Window::covering(c - 1, self.max_size);
+            if next.end() > seen_end {
+                self.cursor = Cursor {
+                    pos: c,
+                    group: Some(group_at(entries, (c - offset) as usize)),
+                };
+                return next;
+            }
+        }
+        // The page is one tie group (or nearly): nothing to find again, so go on by offset.
+        tracing::warn!(
+            at = found_at,
+            "tie group larger than a page: continuing by offset"
+        );
+        self.recoveries
+            .push(Recovery::OversizedTieGroup { at: found_at });
+        self.cursor = Cursor {
+            pos: seen_end,
+            group: None,
+        };
+        self.window_for_cursor()
+    }
+
+    /// Purged visits moved everything left by `d`; keep positions in the new coordinates.
+    fn shift_left(&mut self, d: i64) {
+        self.recoveries.push(Recovery::Shifted { by: d });
+        if self.committed.settled > d {
+            self.committed.settled -= d;
+        } else {
+            // The purge reached the anchor group itself: nothing left before the cursor.
+            self.committed = Mark::default();
+        }
+        self.mark_dirty = true;
+        self.first_unsettled = self.first_unsettled.map(|u| (u - d).max(0));
+    }
+
+    /// Lost the place: a mid-walk cursor falls back to the committed mark, the mark to the head.
+    fn restart(&mut self, page_len: usize) -> Result<Decision, WalkError> {
+        self.restarts += 1;
+        if self.restarts > MAX_RESTARTS {
+            return Err(WalkError::Unstable(self.restarts));
+        }
+        if self.verifying_mark {
+            self.committed = Mark::default();
+            self.mark_dirty = true;
+        }
+        self.cursor = Cursor {
+            pos: self.committed.settled,
+            group: self.committed.anchor.clone(),
+        };
+        self.verifying_mark = true;
+        self.first_unsettled = None;
+        // Nothing of a page whose place is unknown gets written.
+        Ok(Decision {
+            write_from: page_len,
+            first_position: 0,
+            mark: None,
+            next: Some(self.window_for_cursor()),
+        })
+    }
+}
+
+enum Located {
+    /// The cursor's position is at this index of the page.
+    At(usize),
+    /// The cursor's group sits further right than expected: visits were inserted before it.
+    Right,
+    NotFound,
+}
+
+/// Finds the cursor's position in a page at `offset`: the first entry with `visitAt` at or after
+/// the group's, preceded by a smaller one. The list is sorted, so that place is unique, and it
+/// stays right even if the group itself lost members.
+fn locate(cursor: &Cursor, offset: i64, entries: &[Entry]) -> Located {
+    let Some(group) = &cursor.group else {
+        let i = cursor.pos - offset;
+        return if (0..=entries.len() as i64).contains(&i) {
+            Located::At(i as usize)
+        } else {
+            Located::NotFound
+        };
+    };
+    let t = group.visit_at;
+    let Some(i) = entries
+        .iter()
+        .position(|e| e.visit_at().is_some_and(|v| v >= t))
+    else {
+        return Located::NotFound;
+    };
+    let boundary_seen = if i == 0 {
+        offset == 0
+    } else {
+        entries[i - 1].visit_at().is_some_and(|v| v < t)
+    };
+    if !boundary_seen {
+        return Located::NotFound;
+    }
+    let found = offset + i as i64;
+    if found > cursor.pos {
+        return Located::Right;
+    }
+    if entries[i].visit_at() == Some(t) {
+        let members: Vec<&str> = entries[i..]
+            .iter()
+            .take_while(|e| e.visit_at() == Some(t))
+            .filter_map(Entry::activity_id)
+            .collect();
+        let missing = group
+            .activity_ids
+            .iter()
+            .filter(|id| !members.contains(&id.as_str()))
+            .count();
+        if missing > 0 {
+            tracing::debug!(missing, "anchor group lost members upstream");
+        }
+    }
+    Located::At(i)
+}
+
+fn is_settled(entry: &Entry, cutoff: DateTime<Utc>) -> bool {
+    match entry.last_online_at() {
+        Some(t) => t <= cutoff,
+        // A reject whose lastOnlineAt cannot be read will not become readable by waiting.
+        None => matches!(entry, Entry::Rejected { .. }),
+    }
+}
+
+/// The largest group boundary `b` with `lowest <= b <= limit` inside the page: entries `b-1`
+/// and `b` both have a readable `visitAt`, in strict order.
+fn last_boundary(entries: &[Entry], offset: i64, lowest: i64, limit: i64) -> Option<i64> {
+    (1..entries.len()).rev().find_map(|j| {
+        let b = offset + j as i64;
+        if b < lowest || b > limit {
+            return None;
+        }
+        match (entries[j - 1].visit_at(), entries[j].visit_at()) {
+            (Some(a), Some(c)) if a < c => Some(b),
+            _ => None,
+        }
+    })
+}
+
+/// The group starting at index `i`, as far as this page shows it.
+fn group_at(entries: &[Entry], i: usize) -> Anchor {
+    let visit_at = entries[i]
+        .visit_at()
+        .expect("boundaries have readable visitAt");
+    Anchor {
+        visit_at,
+        activity_ids: entries[i..]
+            .iter()
+            .take_while(|e| e.visit_at() == Some(visit_at))
+            .filter_map(|e| e.activity_id().map(str::to_owned))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Visit;
+    use chrono::TimeZone;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_600_000_000 + secs, 0).unwrap()
+    }
+
+    fn visit(secs: i64, activity: &str, open: bool) -> Entry {
+        Entry::Visit {
+            visit: Visit {
+                agent_id: 1,
+                user_id: 2,
+                activity_id: activity.to_owned(),
+                visit_at: at(secs),
+                last_online_at: if open { now() } else { at(secs + 60) },
+                duration_minutes: 1,
+                extra: Default::default(),
+            },
+            activity: None,
+        }
+    }
+
+    /// A list of `n` settled visits one second apart.
+    fn list(n: i64) -> Vec<Entry> {
+        (0..n).map(|i| visit(i * 10, "a", false)).collect()
+    }
+
+    fn now() -> DateTime<Utc> {
+        at(100_000_000)
+    }
+
+    /// Runs a whole walk over a static list; returns (requests, final mark, written positions).
+    fn run(
+        list: &[Entry],
+        mark: Mark,
+        known_total: Option<i64>,
+        max: u32,
+    ) -> (usize, Mark, Vec<i64>) {
+        let mut walk = Walk::new(mark, known_total, Duration::hours(1), max);
+        let mut window = Some(walk.first_window());
+        let (mut requests, mut written) = (0, Vec::new());
+        while let Some(w) = window {
+            requests += 1;
+            assert!(requests < 10_000, "walk does not end");
+            let lo = (w.offset() as usize).min(list.len());
+            let hi = (w.end() as usize).min(list.len());
+            let d = walk
+                .on_page(
+                    &w,
+                    PageView {
+                        total: list.len() as i64,
+                        entries: &list[lo..hi],
+                        upstream_now: now(),
+                    },
+                )
+                .unwrap();
+            for j in d.write_from..(hi - lo) {
+                written.push(w.offset() + j as i64);
+            }
+            window = d.next;
+        }
+        (requests, walk.mark().clone(), written)
+    }
+
+    #[test]
+    fn covering_window_holds_the_position_and_reaches_furthest() {
+        for x in [0, 1, 998, 999, 1000, 1001, 54_321, 999_999] {
+            let w = Window::covering(x, 1000);
+            assert!(w.offset() <= x && x < w.end(), "{x}: {w:?}");
+            assert!(w.end() > x);
+        }
+        assert_eq!(Window::covering(999, 1000).end(), 1998);
+    }
+
+    #[test]
+    fn first_sync_reads_everything_once_and_keeps_the_last_group_as_anchor() {
+        for n in [0, 1, 999, 1000, 1001, 2500] {
+            let l = list(n);
+            let (_, mark, written) = run(&l, Mark::default(), None, 1000);
+            let mut uniq = written.clone();
+            uniq.dedup();
+            assert_eq!(uniq, (0..n).collect::<Vec<_>>(), "n = {n}");
+            assert_eq!(mark.settled, (n - 1).max(0), "n = {n}");
+        }
+    }
+
+    #[test]
+    fn quiet_pair_costs_one_request() {
+        for n in [1, 2, 999, 1000, 1001, 1999, 2000, 2500, 123_457] {
+            let l = list(n);
+            let (_, mark, _) = run(&l, Mark::default(), None, 1000);
+            let (requests, again, written) = run(&l, mark.clone(), Some(n), 1000);
+            assert_eq!(requests, 1, "n = {n}");
+            assert_eq!(again, mark);
+            assert_eq!(
+                written,
+                vec![n - 1],
+                "only the anchor group is re-read, n = {n}"
+            );
+        }
+    }
+
+    #[test]
+    fn mark_stops_before_an_open_visit() {
+        let mut l = list(50);
+        l[20] = visit(200, "a", true);
+        let (_, mark, _) = run(&l, Mark::default(), None, 7);
+        assert_eq!(mark.settled, 20);
+        assert_eq!(mark.anchor.unwrap().visit_at, at(200));
+    }
+
+    #[test]
+    fn purge_before_the_mark_shifts_it_without_a_restart() {
+        let l = list(3000);
+        let (_, mark, _) = run(&l, Mark::default(), None, 1000);
+        let purged = &l[10..];
+        let (requests, again, written) = run(purged, mark, Some(3000), 1000);
+        assert_eq!(requests, 1);
+        assert_eq!(again.settled, 2989);
+        assert_eq!(written, vec![2989]);
+    }
+
+    #[test]
+    fn purge_larger_than_the_window_reads_again_from_the_head() {
+        let l = list(30);
+        let (_, mark, _) = run(&l, Mark::default(), None, 10);
+        let mut purged = l[29..].to_vec();
+        purged.extend((0..5).map(|i| visit(1000 + i, "b", false)));
+        let (_, again, written) = run(&purged, mark, Some(30), 10);
+        let mut uniq = written;
+        uniq.sort();
+        uniq.dedup();
+        assert_eq!(uniq, (0..6).collect::<Vec<_>>());
+        assert_eq!(again.settled, 5);
+    }
+
+    #[test]
+    fn ties_across_a_page_boundary_are_read_whole() {
+        let mut l = list(25);
+        for (i, e) in l.iter_mut().enumerate().skip(8).take(5) {
+            *e = visit(85, &format!("t{i}"), false);
+        }
+        let (_, _, written) = run(&l, Mark::default(), None, 10);
+        let mut uniq = written;
+        uniq.sort();
+        uniq.dedup();
+        assert_eq!(uniq, (0..25).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_tie_group_larger_than_a_page_still_ends() {
+        let mut l = list(40);
+        for (i, e) in l.iter_mut().enumerate().skip(5).take(25) {
+            *e = visit(55, &format!("t{i}"), false);
+        }
+        let (_, _, written) = run(&l, Mark::default(), None, 10);
+        let mut uniq = written;
+        uniq.sort();
+        uniq.dedup();
+        assert_eq!(uniq, (0..40).collect::<Vec<_>>());
+    }
+}

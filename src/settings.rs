@@ -1,0 +1,1126 @@
+//! Configuration: defaults, then a TOML file, then `SZB_…` environment variables; validated once.
+//!
+//! Users write these files, so the keys are a stable contract; `config/example.toml` lists every
+//! one. Layers, lowest precedence first:
+//!
+//! 1. the defaults of [`Settings::default`];
+//! 2. the TOML file: the path given to [`Settings::load`], else `config/szb-sync.toml` (relative
+//!    to the working directory) when it exists, else none;
+//! 3. `DATABASE_URL`, for `database.url` only;
+//! 4. `SZB_SECTION__KEY` variables, `__` separating the levels: `SZB_DATABASE__URL`,
+//!    `SZB_API__TOKEN`, `SZB_SYNC__SETTLE_AFTER=90m`. A bare `SZB_SECTION` sets a whole section
+//!    (`SZB_TARGETS='[{agent_id=1,user_ids=[2]}]'`). Other `SZB_` variables without `__`
+//!    (`SZB_CONFIG`, say) are not configuration and are ignored.
+//!
+//! So for the database URL: `SZB_DATABASE__URL` > `DATABASE_URL` > file > default.
+//!
+//! Unknown keys are errors, and every error names the key it is about. Tokens and the database URL
+//! are [`Secret`]s: they never appear in `Debug` output or in error messages.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use figment::providers::{Format, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider, Source};
+use serde::{Deserialize, Deserializer};
+use url::Url;
+
+use crate::domain::PairKey;
+use crate::secret::{Secret, redact_url};
+
+/// The configuration file used when none is given, relative to the working directory.
+pub const DEFAULT_CONFIG_PATH: &str = "config/szb-sync.toml";
+
+/// Everything the daemon can be told. Build it with [`Settings::load`] (or [`Settings::load_from`]
+/// in tests); [`Settings::default`] gives the documented defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub api: ApiSettings,
+    pub schedule: ScheduleSettings,
+    pub sync: SyncSettings,
+    /// The (agent, users) lists to keep in step. May be empty for `migrate` and `demo`; see
+    /// [`Settings::require_targets`].
+    pub targets: Vec<Target>,
+    /// `api.token_file`'s content, read once by [`Settings::from_figment`].
+    #[serde(skip)]
+    file_token: Option<Secret>,
+}
+
+/// `[database]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `postgres://…`; may carry a password, hence a [`Secret`]. Log it with [`redact_url`].
+    pub url: Secret,
+    /// Size of the connection pool.
+    pub max_connections: u32,
+}
+
+/// `[api]`: the upstream, shangzhibo.tv.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSettings {
+    #[serde(deserialize_with = "deserialize_url")]
+    pub base_url: Url,
+    /// Token for every target that has none of its own.
+    pub token: Option<Secret>,
+    /// A file holding the token (e.g. a systemd credential); its content is trimmed.
+    /// Mutually exclusive with `token`.
+    pub token_file: Option<PathBuf>,
+    /// Records per page, 1..=1000.
+    pub page_size: u32,
+    /// Timeout of one HTTP request, connection included.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Retries per request on 5xx, timeouts and 429.
+    pub max_retries: u32,
+    /// First wait between retries; it doubles on each further retry.
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff: Duration,
+    /// The longest a 429's `Retry-After` is honoured; longer asks fail the request.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_after: Duration,
+    /// Client-side request budget, shared by all pairs that use one token. Must be > 0.
+    pub max_requests_per_second: f64,
+    /// Responses larger than this are refused.
+    pub max_body_bytes: u64,
+    /// Allow a plain `http://` base_url on a non-loopback host.
+    pub allow_insecure_http: bool,
+}
+
+/// `[schedule]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScheduleSettings {
+    /// Six fields with seconds (`sec min hour day-of-month month day-of-week`), optionally a
+    /// seventh for the year. Evaluated in UTC.
+    pub cron: String,
+}
+
+/// `[sync]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncSettings {
+    /// A visit is settled (can no longer change) once
+    /// `lastOnlineAt <= upstream now - settle_after`; the mark only moves past settled visits.
+    #[serde(with = "humantime_serde")]
+    pub settle_after: Duration,
+    /// Pairs synced at once, 1..=64.
+    pub concurrency: usize,
+}
+
+/// One `[[targets]]` entry: an agent and the users to sync under it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    pub agent_id: i64,
+    pub user_ids: Vec<i64>,
+    /// This agent's token; overrides `api.token` and `api.token_file`.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// Sync only this activity for these users.
+    #[serde(default)]
+    pub activity_id: Option<String>,
+}
+
+/// One pair to sync, with the token resolved.
+#[derive(Debug, Clone)]
+pub struct PairConfig {
+    pub key: PairKey,
+    pub token: Secret,
+}
+
+/// Why the settings could not be loaded or used. Messages name the key; none prints a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("config file {} not found", .0.display())]
+    FileNotFound(PathBuf),
+    /// The file or environment could not be read into [`Settings`] (syntax, type, unknown key).
+    #[error("{0}")]
+    Parse(String),
+    /// Values that parsed but make no sense; one message per problem, each naming its key.
+    #[error("{}", .0.join("; "))]
+    Invalid(Vec<String>),
+    #[error("api.token_file {}: {source}", path.display())]
+    TokenFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "no targets configured: add a [[targets]] section with agent_id and user_ids to the \
+         config file (or set SZB_TARGETS)"
+    )]
+    NoTargets,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("postgres://root@127.0.0.1:5432/szb"),
+            max_connections: 8,
+        }
+    }
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            base_url: Url::parse("https://shangzhibo.tv").expect("valid default URL"),
+            token: None,
+            token_file: None,
+            page_size: 1000,
+            timeout: Duration::from_secs(30),
+            max_retries: 5,
+            retry_backoff: Duration::from_millis(500),
+            max_retry_after: Duration::from_secs(5 * 60),
+            max_requests_per_second: 5.0,
+            max_body_bytes: 16 * 1024 * 1024,
+            allow_insecure_http: false,
+        }
+    }
+}
+
+impl Default for ScheduleSettings {
+    fn default() -> Self {
+        Self {
+            cron: "0 */10 * * * *".to_owned(),
+        }
+    }
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        Self {
+            settle_after: Duration::from_secs(2 * 60 * 60),
+            concurrency: 4,
+        }
+    }
+}
+
+impl Settings {
+    /// Loads defaults, the TOML file and the process environment (see the module doc), then
+    /// validates. An explicit `path` must exist; without one, [`DEFAULT_CONFIG_PATH`] is used
+    /// when present.
+    pub fn load(path: Option<&Path>) -> Result<Self, SettingsError> {
+        let env: Vec<(String, String)> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
+        Self::load_with_env(path, env)
+    }
+
+    /// Like [`Settings::load`], but from a TOML string and the given variables instead of a file
+    /// and the process environment. For tests.
+    pub fn load_from(toml: Option<&str>, env: &[(&str, &str)]) -> Result<Self, SettingsError> {
+        let mut figment = Figment::new();
+        if let Some(toml) = toml {
+            figment = figment.merge(Toml::string(toml));
+        }
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+        Self::from_figment(with_env(figment, env.collect()))
+    }
+
+    fn load_with_env(
+        path: Option<&Path>,
+        env: Vec<(String, String)>,
+    ) -> Result<Self, SettingsError> {
+        let file = match path {
+            Some(path) if !path.exists() => return Err(SettingsError::FileNotFound(path.into())),
+            Some(path) => Some(path.to_path_buf()),
+            None => Some(PathBuf::from(DEFAULT_CONFIG_PATH)).filter(|p| p.is_file()),
+        };
+        let mut figment = Figment::new();
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        Self::from_figment(with_env(figment, env))
+    }
+
+    /// Extracts settings from a fully layered figment (defaults fill whatever it lacks), reads
+    /// `api.token_file`, and validates.
+    pub fn from_figment(figment: Figment) -> Result<Self, SettingsError> {
+        let mut settings: Settings = figment.extract().map_err(describe_figment_error)?;
+        if settings.api.token.is_some() && settings.api.token_file.is_some() {
+            return Err(SettingsError::Invalid(vec![
+                "api.token and api.token_file are both set; keep one".to_owned(),
+            ]));
+        }
+        if let Some(path) = &settings.api.token_file {
+            settings.file_token = Some(read_token_file(path)?);
+        }
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks every value, naming the offending key. [`Settings::load`] calls it; call it again
+    /// after changing settings by hand.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let mut problems = Vec::new();
+        let mut problem = |msg: String| problems.push(msg);
+
+        let db = &self.database;
+        match Url::parse(db.url.expose()) {
+            Ok(url) if matches!(url.scheme(), "postgres" | "postgresql") => {}
+            _ => problem(format!(
+                "database.url must be a postgres:// URL, got {}",
+                redact_url(db.url.expose())
+            )),
+        }
+        if db.max_connections == 0 {
+            problem("database.max_connections must be at least 1, got 0".to_owned());
+        }
+
+        let api = &self.api;
+        if let Err(msg) = check_base_url(&api.base_url, api.allow_insecure_http) {
+            problem(msg);
+        }
+        if api.token.is_some() && api.token_file.is_some() {
+            problem("api.token and api.token_file are both set; keep one".to_owned());
+        }
+        if api.token.as_ref().is_some_and(Secret::is_empty) {
+            problem(
+                "api.token must not be empty (remove the key if targets carry their own)".into(),
+            );
+        }
+        if !(1..=1000).contains(&api.page_size) {
+            problem(format!(
+                "api.page_size must be between 1 and 1000, got {}",
+                api.page_size
+            ));
+        }
+        if api.timeout.is_zero() {
+            problem("api.timeout must be more than 0s".to_owned());
+        }
+        if !(api.max_requests_per_second.is_finite() && api.max_requests_per_second > 0.0) {
+            problem(format!(
+                "api.max_requests_per_second must be more than 0, got {}",
+                api.max_requests_per_second
+            ));
+        }
+        if api.max_body_bytes == 0 {
+            problem("api.max_body_bytes must be more than 0".to_owned());
+        }
+
+        if let Err(msg) = check_cron(&self.schedule.cron) {
+            problem(msg);
+        }
+
+        if !(1..=64).contains(&self.sync.concurrency) {
+            problem(format!(
+                "sync.concurrency must be between 1 and 64, got {}",
+                self.sync.concurrency
+            ));
+        }
+
+        let has_default_token = api.token.is_some() || api.token_file.is_some();
+        let mut seen: BTreeMap<(i64, i64, Option<&str>), usize> = BTreeMap::new();
+        for (i, target) in self.targets.iter().enumerate() {
+            if target.agent_id <= 0 {
+                problem(format!(
+                    "targets[{i}].agent_id must be a positive id, got {}",
+                    target.agent_id
+                ));
+            }
+            if target.user_ids.is_empty() {
+                problem(format!("targets[{i}].user_ids must not be empty"));
+            }
+            if target.token.as_ref().is_some_and(Secret::is_empty) {
+                problem(format!("targets[{i}].token must not be empty"));
+            } else if target.token.is_none() && !has_default_token {
+                problem(format!(
+                    "targets[{i}]: no token: set targets[{i}].token, api.token or api.token_file"
+                ));
+            }
+            if target
+                .activity_id
+                .as_deref()
+                .is_some_and(|a| a.trim().is_empty())
+            {
+                problem(format!(
+                    "targets[{i}].activity_id must not be empty (remove the key to sync every \
+                     activity)"
+                ));
+            }
+            for &user_id in &target.user_ids {
+                if user_id <= 0 {
+                    problem(format!(
+                        "targets[{i}].user_ids must hold positive ids, got {user_id}"
+                    ));
+                    continue;
+                }
+                let key = (target.agent_id, user_id, target.activity_id.as_deref());
+                if let Some(first) = seen.insert(key, i) {
+                    let activity = target
+                        .activity_id
+                        .as_ref()
+                        .map(|a| format!(" activity {a:?}"))
+                        .unwrap_or_default();
+                    let place = if first == i {
+                        "twice in the same target".to_owned()
+                    } else {
+                        format!("already in targets[{first}]")
+                    };
+                    problem(format!(
+                        "targets[{i}]: agent {} user {user_id}{activity} is {place}",
+                        target.agent_id
+                    ));
+                }
+            }
+        }
+
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(SettingsError::Invalid(problems))
+        }
+    }
+
+    /// For the commands that sync (`sync`, `run`): at least one target must be configured.
+    pub fn require_targets(&self) -> Result<(), SettingsError> {
+        if self.targets.is_empty() {
+            Err(SettingsError::NoTargets)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// One entry per (target, user id), in configuration order, with its token resolved:
+    /// the target's own token, else `api.token`, else the content of `api.token_file`.
+    pub fn pairs(&self) -> Result<Vec<PairConfig>, SettingsError> {
+        let file_token = match (&self.file_token, &self.api.token_file) {
+            (Some(token), _) => Some(token.clone()),
+            // Settings built by hand rather than loaded: read the file now.
+            (None, Some(path)) if self.api.token.is_none() => Some(read_token_file(path)?),
+            _ => None,
+        };
+        let mut pairs = Vec::new();
+        for (i, target) in self.targets.iter().enumerate() {
+            let token = target
+                .token
+                .as_ref()
+                .or(self.api.token.as_ref())
+                .or(file_token.as_ref())
+                .ok_or_else(|| {
+                    SettingsError::Invalid(vec![format!(
+                        "targets[{i}]: no token: set targets[{i}].token, api.token or \
+                         api.token_file"
+                    )])
+                })?;
+            for &user_id in &target.user_ids {
+                pairs.push(PairConfig {
+                    key: PairKey::new(target.agent_id, user_id, target.activity_id.clone()),
+                    token: token.clone(),
+                });
+            }
+        }
+        Ok(pairs)
+    }
+}
+
+fn read_token_file(path: &Path) -> Result<Secret, SettingsError> {
+    let content = std::fs::read_to_string(path).map_err(|source| SettingsError::TokenFile {
+        path: path.into(),
+        source,
+    })?;
+    let token = content.trim();
+    if token.is_empty() {
+        return Err(SettingsError::Invalid(vec![format!(
+            "api.token_file {} is empty",
+            path.display()
+        )]));
+    }
+    Ok(Secret::new(token))
+}
+
+fn deserialize_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Url, D::Error> {
+    let raw = String::deserialize(deserializer)?;
+    Url::parse(&raw).map_err(|e| serde::de::Error::custom(format!("invalid URL {raw:?}: {e}")))
+}
+
+fn check_base_url(url: &Url, allow_insecure_http: bool) -> Result<(), String> {
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let loopback = match url.host() {
+                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+                Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+                None => false,
+            };
+            if loopback || allow_insecure_http {
+                Ok(())
+            } else {
+                Err(
+                    "api.base_url: plain http is only allowed for loopback hosts (set \
+                     api.allow_insecure_http = true to override)"
+                        .to_owned(),
+                )
+            }
+        }
+        other => Err(format!(
+            "api.base_url must be an http(s) URL, got scheme {other:?}"
+        )),
+    }
+}
+
+/// The same parser and options as `tokio_cron_scheduler::Job::new_async` (croner, seconds
+/// required), so that what passes here is what the scheduler accepts; croner is called directly
+/// because the scheduler swallows its error text.
+fn check_cron(cron: &str) -> Result<(), String> {
+    const EXPECTS: &str = "szb-sync expects 6 (sec min hour day-of-month month day-of-week)";
+    let fields = cron.split_whitespace().count();
+    if !cron.trim_start().starts_with('@') {
+        if fields == 5 {
+            return Err(format!(
+                "schedule.cron {cron:?} has 5 fields; {EXPECTS}, e.g. \"0 {}\"",
+                cron.trim()
+            ));
+        }
+        if !(6..=7).contains(&fields) {
+            return Err(format!(
+                "schedule.cron {cron:?} has {fields} fields; {EXPECTS}, optionally a 7th for the \
+                 year, e.g. \"0 */10 * * * *\""
+            ));
+        }
+    }
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(cron)
+        .map_err(|e| format!("schedule.cron {cron:?} is not a valid cron expression: {e}"))?;
+    tokio_cron_scheduler::JobBuilder::new()
+        .with_schedule(cron)
+        .map_err(|e| format!("schedule.cron {cron:?} is refused by the scheduler: {e}"))?;
+    Ok(())
+}
+
+// ---- environment ---------------------------------------------------------------------------
+
+const SECTIONS: [&str; 5] = ["database", "api", "schedule", "sync", "targets"];
+
+/// Keys whose environment value is taken verbatim rather than parsed as a number, bool or array
+/// (a token of digits stays a string; a cron with spaces is not split).
+fn is_string_key(key: &str) -> bool {
+    matches!(
+        key,
+        "database.url"
+            | "api.base_url"
+            | "api.token"
+            | "api.token_file"
+            | "api.timeout"
+            | "api.retry_backoff"
+            | "api.max_retry_after"
+            | "schedule.cron"
+            | "sync.settle_after"
+    )
+}
+
+fn with_env(figment: Figment, env: Vec<(String, String)>) -> Figment {
+    let database_url = env
+        .iter()
+        .find(|(k, _)| k == "DATABASE_URL")
+        .map(|(k, v)| (k.clone(), "database.url".to_owned(), v.clone()));
+    let szb = env.into_iter().filter_map(|(name, value)| {
+        let rest = name
+            .get(..4)
+            .filter(|p| p.eq_ignore_ascii_case("SZB_"))
+            .map(|_| &name[4..])?;
+        let key = rest.to_ascii_lowercase().replace("__", ".");
+        let is_config = rest.contains("__") || SECTIONS.contains(&key.as_str());
+        (is_config && !key.is_empty()).then(|| (name.clone(), key, value))
+    });
+    figment
+        .merge(EnvVars(database_url.into_iter().collect()))
+        .merge(EnvVars(szb.collect()))
+}
+
+/// A figment provider over (variable name, key path, value) triples, so that [`Settings::load`]
+/// and [`Settings::load_from`] share one mapping and errors name the variable.
+struct EnvVars(Vec<(String, String, String)>);
+
+impl Provider for EnvVars {
+    fn metadata(&self) -> Metadata {
+        let names: Arc<BTreeMap<String, String>> = Arc::new(
+            self.0
+                .iter()
+                .map(|(n, k, _)| (k.clone(), n.clone()))
+                .collect(),
+        );
+        Metadata::named("environment variable").interpolater(move |_: &Profile, keys: &[&str]| {
+            // The error may be about a key below the one a variable set (SZB_TARGETS sets a whole
+            // list) or above it (a misspelt section in SZB_DATABSE__URL).
+            let path = keys.join(".");
+            let related = |key: &String| {
+                let (short, long) = if key.len() <= path.len() {
+                    (key, &path)
+                } else {
+                    (&path, key)
+                };
+                long == short || long.starts_with(&format!("{short}."))
+            };
+            names
+                .iter()
+                .find(|(key, _)| **key == path)
+                .or_else(|| names.iter().find(|(key, _)| related(key)))
+                .map_or_else(|| "SZB_…".to_owned(), |(_, name)| name.clone())
+        })
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut dict = Dict::new();
+        for (_, key, raw) in &self.0 {
+            let value = if is_string_key(key) {
+                Value::from(raw.clone())
+            } else {
+                raw.parse()
+                    .unwrap_or_else(|never: std::convert::Infallible| match never {})
+            };
+            insert_path(&mut dict, key, value);
+        }
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+fn insert_path(dict: &mut Dict, path: &str, value: Value) {
+    match path.split_once('.') {
+        None => {
+            dict.insert(path.to_owned(), value);
+        }
+        Some((head, rest)) => {
+            let entry = dict
+                .entry(head.to_owned())
+                .or_insert_with(|| Value::from(Dict::new()));
+            if entry.as_dict().is_none() {
+                *entry = Value::from(Dict::new());
+            }
+            if let Value::Dict(_, inner) = entry {
+                insert_path(inner, rest, value);
+            }
+        }
+    }
+}
+
+// ---- error messages -----------------------------------------------------------------------
+
+fn describe_figment_error(error: figment::Error) -> SettingsError {
+    let messages: BTreeSet<String> = error.into_iter().map(|e| describe_one(&e)).collect();
+    SettingsError::Parse(messages.into_iter().collect::<Vec<_>>().join("; "))
+}
+
+fn describe_one(error: &figment::Error) -> String {
+    use figment::error::Kind;
+
+    let key = display_path(&error.path);
+    let secret = key == "database.url" || key.ends_with("token");
+
+    let what = match &error.kind {
+        Kind::UnknownField(field, expected) => {
+            // The path ends with the unknown field itself.
+            let parent = error.path.strip_suffix(std::slice::from_ref(field));
+            let section = match parent.map(display_path) {
+                Some(p) if !p.is_empty() => format!("in [{p}]"),
+                _ => "at the top level".to_owned(),
+            };
+            return format!(
+                "config error: unknown key `{key}` {section}{}; known keys: {}",
+                origin(error, &error.path),
+                expected.join(", ")
+            );
+        }
+        // The found value could be a token: say only what was expected.
+        Kind::InvalidType(_, expected) | Kind::InvalidValue(_, expected) if secret => {
+            format!("invalid value, expected {expected}")
+        }
+        Kind::Message(msg) if msg.starts_with("TOML parse error") => sanitize_toml_error(msg),
+        kind => kind.to_string(),
+    };
+    let origin = origin(error, &error.path);
+    if key.is_empty() {
+        format!("config error: {what}{origin}")
+    } else {
+        format!("config error at {key}: {what}{origin}")
+    }
+}
+
+/// `targets.0.token` as users write it: `targets[0].token`.
+fn display_path(path: &[String]) -> String {
+    let mut key = String::new();
+    for part in path {
+        if part.parse::<usize>().is_ok() {
+            key.push_str(&format!("[{part}]"));
+        } else {
+            if !key.is_empty() {
+                key.push('.');
+            }
+            key.push_str(part);
+        }
+    }
+    key
+}
+
+fn origin(error: &figment::Error, path: &[String]) -> String {
+    let Some(md) = &error.metadata else {
+        return String::new();
+    };
+    match &md.source {
+        Some(Source::File(file)) => format!(" (in {})", file.display()),
+        _ if md.name == "environment variable" => {
+            let profile = error.profile.clone().unwrap_or_default();
+            format!(" (from {})", md.interpolate(&profile, path))
+        }
+        _ => String::new(),
+    }
+}
+
+/// Keeps the position and the reason of a TOML syntax error but drops the quoted source lines,
+/// which may hold a token.
+fn sanitize_toml_error(msg: &str) -> String {
+    msg.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.contains('|'))
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    fn load(toml: &str) -> Result<Settings, SettingsError> {
+        Settings::load_from(Some(toml), &[])
+    }
+
+    fn error(toml: &str) -> String {
+        load(toml)
+            .expect_err("settings should be refused")
+            .to_string()
+    }
+
+    const TOKEN: &str = "tok-SECRET-4711";
+
+    #[test]
+    fn defaults_are_the_documented_values() {
+        let s = Settings::load_from(None, &[]).unwrap();
+
+        assert_eq!(
+            s.database.url.expose(),
+            "postgres://root@127.0.0.1:5432/szb"
+        );
+        assert_eq!(s.database.max_connections, 8);
+        assert_eq!(s.api.base_url.as_str(), "https://shangzhibo.tv/");
+        assert!(s.api.token.is_none() && s.api.token_file.is_none());
+        assert_eq!(s.api.page_size, 1000);
+        assert_eq!(s.api.timeout, Duration::from_secs(30));
+        assert_eq!(s.api.max_retries, 5);
+        assert_eq!(s.api.retry_backoff, Duration::from_millis(500));
+        assert_eq!(s.api.max_retry_after, Duration::from_secs(300));
+        assert_eq!(s.api.max_requests_per_second, 5.0);
+        assert_eq!(s.api.max_body_bytes, 16_777_216);
+        assert!(!s.api.allow_insecure_http);
+        assert_eq!(s.schedule.cron, "0 */10 * * * *");
+        assert_eq!(s.sync.settle_after, Duration::from_secs(7200));
+        assert_eq!(s.sync.concurrency, 4);
+        assert!(s.targets.is_empty());
+        assert!(Settings::default().validate().is_ok());
+    }
+
+    #[test]
+    fn toml_overrides_the_defaults() {
+        let s = load(
+            r#"
+            [database]
+            url = "postgres://app@db/szb"
+            [api]
+            token = "t"
+            page_size = 200
+            timeout = "1m 30s"
+            max_requests_per_second = 2
+            [schedule]
+            cron = "30 0 * * * *"
+            [sync]
+            settle_after = "45m"
+            concurrency = 8
+            [[targets]]
+            agent_id = 105131
+            user_ids = [15460259, 15460260]
+            [[targets]]
+            agent_id = 7
+            user_ids = [8]
+            token = "own"
+            activity_id = "act-1"
+            "#,
+        )
+        .unwrap();
+
+        assert_eq!(s.database.url.expose(), "postgres://app@db/szb");
+        assert_eq!(s.database.max_connections, 8);
+        assert_eq!(s.api.page_size, 200);
+        assert_eq!(s.api.timeout, Duration::from_secs(90));
+        assert_eq!(s.api.max_requests_per_second, 2.0);
+        assert_eq!(s.schedule.cron, "30 0 * * * *");
+        assert_eq!(s.sync.settle_after, Duration::from_secs(45 * 60));
+        assert_eq!(s.sync.concurrency, 8);
+        assert_eq!(s.targets.len(), 2);
+        assert_eq!(s.targets[1].activity_id.as_deref(), Some("act-1"));
+    }
+
+    #[test]
+    fn environment_overrides_the_file_with_double_underscore_nesting() {
+        let toml = "[api]\npage_size = 10\ntoken = \"from-file\"\n[sync]\nconcurrency = 2\n";
+        let env = [
+            ("SZB_API__PAGE_SIZE", "20"),
+            ("SZB_API__TOKEN", "12345"),
+            ("SZB_SYNC__SETTLE_AFTER", "90m"),
+            ("SZB_SCHEDULE__CRON", "0 0 * * * *"),
+            ("SZB_API__ALLOW_INSECURE_HTTP", "true"),
+            ("SZB_CONFIG", "ignored.toml"),
+            ("SZB_LOG_FORMAT", "json"),
+            ("UNRELATED", "x"),
+        ];
+
+        let s = Settings::load_from(Some(toml), &env).unwrap();
+
+        assert_eq!(s.api.page_size, 20);
+        assert_eq!(s.api.token.as_ref().unwrap().expose(), "12345");
+        assert_eq!(s.sync.settle_after, Duration::from_secs(90 * 60));
+        assert_eq!(s.sync.concurrency, 2);
+        assert_eq!(s.schedule.cron, "0 0 * * * *");
+        assert!(s.api.allow_insecure_http);
+    }
+
+    #[test]
+    fn szb_database_url_beats_database_url_beats_the_file() {
+        let toml = "[database]\nurl = \"postgres://file/szb\"\n";
+        let plain = ("DATABASE_URL", "postgres://plain/szb");
+        let szb = ("SZB_DATABASE__URL", "postgres://szb/szb");
+
+        let file_only = Settings::load_from(Some(toml), &[]).unwrap();
+        let with_plain = Settings::load_from(Some(toml), &[plain]).unwrap();
+        let with_both = Settings::load_from(Some(toml), &[szb, plain]).unwrap();
+
+        assert_eq!(file_only.database.url.expose(), "postgres://file/szb");
+        assert_eq!(with_plain.database.url.expose(), "postgres://plain/szb");
+        assert_eq!(with_both.database.url.expose(), "postgres://szb/szb");
+    }
+
+    #[test]
+    fn targets_can_come_from_the_environment() {
+        let env = [
+            ("SZB_API__TOKEN", "t"),
+            ("SZB_TARGETS", "[{agent_id=1, user_ids=[2, 3]}]"),
+        ];
+
+        let s = Settings::load_from(None, &env).unwrap();
+
+        assert_eq!(s.targets.len(), 1);
+        assert_eq!(s.targets[0].user_ids, vec![2, 3]);
+    }
+
+    #[test]
+    fn page_size_out_of_range_names_the_key() {
+        let msg = error("[api]\npage_size = 5000\n");
+        assert!(
+            msg.contains("api.page_size must be between 1 and 1000, got 5000"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_naming_key_and_section() {
+        let msg = error("[api]\npagesize = 10\n");
+        assert!(msg.contains("unknown key `api.pagesize` in [api]"), "{msg}");
+        assert!(msg.contains("page_size"), "{msg}");
+
+        let msg = error("[[targets]]\nagent_id = 1\nuser_ids = [2]\nuser = 3\n");
+        assert!(
+            msg.contains("unknown key `targets[0].user` in [targets[0]]"),
+            "{msg}"
+        );
+
+        let msg = error("[databse]\nurl = \"postgres://x/y\"\n");
+        assert!(
+            msg.contains("unknown key `databse` at the top level"),
+            "{msg}"
+        );
+
+        let msg = Settings::load_from(None, &[("SZB_API__PAGESIZE", "1")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("`api.pagesize`") && msg.contains("SZB_API__PAGESIZE"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_key_and_the_variable() {
+        let msg = Settings::load_from(None, &[("SZB_API__PAGE_SIZE", "x")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("config error at api.page_size: invalid type"),
+            "{msg}"
+        );
+        assert!(msg.contains("SZB_API__PAGE_SIZE"), "{msg}");
+    }
+
+    #[test]
+    fn a_wrong_type_in_a_file_names_the_key_and_the_file() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "[api]\npage_size = \"x\"").unwrap();
+
+        let msg = Settings::load_with_env(Some(file.path()), vec![])
+            .unwrap_err()
+            .to_string();
+
+        assert!(
+            msg.contains(r#"config error at api.page_size: invalid type: found string "x""#),
+            "{msg}"
+        );
+        assert!(msg.contains(&file.path().display().to_string()), "{msg}");
+    }
+
+    #[test]
+    fn an_explicit_config_path_must_exist() {
+        let msg = Settings::load(Some(Path::new("/nonexistent/szb.toml")))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(msg, "config file /nonexistent/szb.toml not found");
+    }
+
+    #[test]
+    fn a_five_field_cron_is_explained() {
+        let msg = error("[schedule]\ncron = \"*/5 * * * *\"\n");
+        assert!(
+            msg.contains(
+                r#"schedule.cron "*/5 * * * *" has 5 fields; szb-sync expects 6 (sec min hour day-of-month month day-of-week), e.g. "0 */5 * * * *""#
+            ),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn an_unparsable_cron_shows_the_parser_error() {
+        let msg = error("[schedule]\ncron = \"0 61 * * * *\"\n");
+        assert!(
+            msg.starts_with(r#"schedule.cron "0 61 * * * *" is not a valid cron"#),
+            "{msg}"
+        );
+        assert!(
+            msg.len() > r#"schedule.cron "0 61 * * * *" is not a valid cron expression: "#.len()
+        );
+
+        assert!(load("[schedule]\ncron = \"0 0 12 * * Mon-Fri 2030\"\n").is_ok());
+    }
+
+    #[test]
+    fn plain_http_is_refused_unless_loopback_or_allowed() {
+        let msg = error("[api]\nbase_url = \"http://example.com\"\n");
+        assert!(
+            msg.contains(
+                "api.base_url: plain http is only allowed for loopback hosts (set \
+                 api.allow_insecure_http = true to override)"
+            ),
+            "{msg}"
+        );
+
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://localhost:1",
+            "http://[::1]:9",
+        ] {
+            assert!(
+                load(&format!("[api]\nbase_url = \"{ok}\"\n")).is_ok(),
+                "{ok}"
+            );
+        }
+        assert!(
+            load("[api]\nbase_url = \"http://example.com\"\nallow_insecure_http = true\n").is_ok()
+        );
+        let msg = error("[api]\nbase_url = \"not a url\"\n");
+        assert!(
+            msg.contains("config error at api.base_url: invalid URL"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn targets_are_checked() {
+        let msg = error("[[targets]]\nagent_id = 1\nuser_ids = []\ntoken = \"t\"\n");
+        assert!(
+            msg.contains("targets[0].user_ids must not be empty"),
+            "{msg}"
+        );
+
+        let msg = error(
+            "[[targets]]\nagent_id = 1\nuser_ids = [2]\ntoken = \"t\"\n\
+             [[targets]]\nagent_id = 1\nuser_ids = [3]\n",
+        );
+        assert!(
+            msg.contains("targets[1]: no token: set targets[1].token, api.token or api.token_file"),
+            "{msg}"
+        );
+
+        let msg = error("[api]\ntoken = \"t\"\n[[targets]]\nagent_id = 0\nuser_ids = [-2]\n");
+        assert!(
+            msg.contains("targets[0].agent_id must be a positive id, got 0"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("targets[0].user_ids must hold positive ids, got -2"),
+            "{msg}"
+        );
+
+        let msg = error("[[targets]]\nuser_ids = [2]\n");
+        assert!(msg.contains("missing field `agent_id`"), "{msg}");
+    }
+
+    #[test]
+    fn a_pair_listed_twice_is_refused() {
+        let msg = error(
+            "[api]\ntoken = \"t\"\n\
+             [[targets]]\nagent_id = 1\nuser_ids = [2, 3]\n\
+             [[targets]]\nagent_id = 1\nuser_ids = [3]\n",
+        );
+        assert!(
+            msg.contains("targets[1]: agent 1 user 3 is already in targets[0]"),
+            "{msg}"
+        );
+
+        // Another activity filter is another list upstream: allowed.
+        assert!(
+            load(
+                "[api]\ntoken = \"t\"\n\
+                 [[targets]]\nagent_id = 1\nuser_ids = [3]\n\
+                 [[targets]]\nagent_id = 1\nuser_ids = [3]\nactivity_id = \"a\"\n",
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn tokens_never_show_in_debug_output_or_errors() {
+        let s = load(&format!(
+            "[database]\nurl = \"postgres://u:{TOKEN}@db/szb\"\n\
+             [api]\ntoken = \"{TOKEN}\"\n\
+             [[targets]]\nagent_id = 1\nuser_ids = [2]\ntoken = \"{TOKEN}\"\n"
+        ))
+        .unwrap();
+        let pairs = s.pairs().unwrap();
+
+        assert!(!format!("{s:?} {pairs:?}").contains(TOKEN));
+
+        let msg = error(&format!("[api]\ntoken = {{ x = \"{TOKEN}\" }}\n"));
+        assert!(!msg.contains(TOKEN), "{msg}");
+        let msg = error(&format!("[api]\ntoken = \"{TOKEN}\n"));
+        assert!(!msg.contains(TOKEN), "{msg}");
+        let msg = error(&format!("[database]\nurl = \"mysql://u:{TOKEN}@db/x\"\n"));
+        assert!(
+            msg.contains("database.url must be a postgres:// URL"),
+            "{msg}"
+        );
+        assert!(!msg.contains(TOKEN), "{msg}");
+    }
+
+    #[test]
+    fn token_file_is_read_trimmed_and_used() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "  {TOKEN}  ").unwrap();
+        let toml = format!(
+            "[api]\ntoken_file = {:?}\n\
+             [[targets]]\nagent_id = 1\nuser_ids = [2]\n\
+             [[targets]]\nagent_id = 3\nuser_ids = [4]\ntoken = \"own\"\n",
+            file.path()
+        );
+
+        let s = load(&toml).unwrap();
+        std::fs::remove_file(file.path()).unwrap();
+        let pairs = s.pairs().unwrap();
+
+        assert_eq!(pairs.len(), 2);
+        assert_eq!(pairs[0].key, PairKey::new(1, 2, None));
+        assert_eq!(pairs[0].token.expose(), TOKEN);
+        assert_eq!(pairs[1].token.expose(), "own");
+        assert!(!format!("{s:?}").contains(TOKEN));
+    }
+
+    #[test]
+    fn token_file_problems_name_the_path_not_the_content() {
+        let msg = error("[api]\ntoken_file = \"/nonexistent/token\"\n");
+        assert!(
+            msg.starts_with("api.token_file /nonexistent/token: "),
+            "{msg}"
+        );
+
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "{TOKEN}").unwrap();
+        let msg = error(&format!(
+            "[api]\ntoken = \"t\"\ntoken_file = {:?}\n",
+            file.path()
+        ));
+        assert!(
+            msg.contains("api.token and api.token_file are both set"),
+            "{msg}"
+        );
+        assert!(!msg.contains(TOKEN), "{msg}");
+
+        let empty = tempfile::NamedTempFile::new().unwrap();
+        let msg = error(&format!("[api]\ntoken_file = {:?}\n", empty.path()));
+        assert!(msg.contains("is empty"), "{msg}");
+    }
+
+    #[test]
+    fn pairs_expand_each_user_and_prefer_the_target_token() {
+        let s = load(
+            "[api]\ntoken = \"shared\"\n\
+             [[targets]]\nagent_id = 1\nuser_ids = [2, 3]\n\
+             [[targets]]\nagent_id = 4\nuser_ids = [5]\ntoken = \"own\"\nactivity_id = \"a\"\n",
+        )
+        .unwrap();
+
+        let pairs = s.pairs().unwrap();
+
+        let got: Vec<_> = pairs
+            .iter()
+            .map(|p| (p.key.clone(), p.token.expose()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (PairKey::new(1, 2, None), "shared"),
+                (PairKey::new(1, 3, None), "shared"),
+                (PairKey::new(4, 5, Some("a".into())), "own"),
+            ]
+        );
+    }
+
+    #[test]
+    fn no_targets_loads_but_sync_commands_refuse() {
+        let s = Settings::load_from(None, &[]).unwrap();
+        assert!(s.pairs().unwrap().is_empty());
+        assert!(matches!(s.require_targets(), Err(SettingsError::NoTargets)));
+    }
+
+    #[test]
+    fn the_shipped_config_files_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        for name in ["szb-sync.toml", "example.toml"] {
+            let path = dir.join(name);
+            let result = Settings::load_with_env(Some(&path), vec![]);
+            assert!(result.is_ok(), "{name}: {}", result.unwrap_err());
+        }
+        let shipped = Settings::load_with_env(Some(&dir.join("szb-sync.toml")), vec![]).unwrap();
+        assert!(shipped.targets.is_empty());
+        let example = Settings::load_with_env(Some(&dir.join("example.toml")), vec![]).unwrap();
+        assert_eq!(example.targets.len(), 2);
+    }
+}

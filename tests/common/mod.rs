@@ -1,0 +1,284 @@
+//! Shared test harness: a fresh database per test, the simulator as upstream, and the engine
+//! built from settings the way the binary builds it.
+//!
+//! Postgres is found in this order: `DATABASE_URL`; a server answering on 127.0.0.1:5432;
+//! testcontainers' Postgres where Docker runs; else the test fails saying how to provide one.
+
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::{Connection, PgConnection, PgPool, Row};
+use szb_sync::engine::{Engine, SyncReport};
+use szb_sync::secret::Secret;
+use szb_sync::settings::{PairConfig, Settings, Target};
+use szb_sync::simulator::{Simulator, SpawnedSimulator};
+use szb_sync::store::Store;
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+
+static SERVER: OnceCell<String> = OnceCell::const_new();
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// The URL of a Postgres server the tests may create databases on.
+async fn server_url() -> String {
+    SERVER
+        .get_or_init(|| async {
+            if let Ok(url) = std::env::var("DATABASE_URL") {
+                return url;
+            }
+            for url in [
+                "postgres://root@127.0.0.1:5432/postgres",
+                "postgres://postgres@127.0.0.1:5432/postgres",
+            ] {
+                if PgConnection::connect(url).await.is_ok() {
+                    return url.to_owned();
+                }
+            }
+            if let Some(url) = container_url().await {
+                return url;
+            }
+            panic!(
+                "no Postgres for the tests: set DATABASE_URL=postgres://USER@HOST:PORT/DB (a role \
+                 that may CREATE DATABASE), or start one on 127.0.0.1:5432 (`docker compose up -d db`), \
+                 or install Docker so testcontainers can start one"
+            );
+        })
+        .await
+        .clone()
+}
+
+/// Starts a throwaway Postgres with testcontainers when a Docker engine answers.
+async fn container_url() -> Option<String> {
+    use testcontainers_modules::postgres::Postgres;
+    use testcontainers_modules::testcontainers::runners::AsyncRunner;
+    let container = Postgres::default().start().await.ok()?;
+    let port = container.get_host_port_ipv4(5432).await.ok()?;
+    // Kept for the whole test process; the testcontainers reaper removes it afterwards.
+    Box::leak(Box::new(container));
+    Some(format!(
+        "postgres://postgres:postgres@127.0.0.1:{port}/postgres"
+    ))
+}
+
+/// A database of its own for one test, dropped when the test ends.
+pub struct TestDb {
+    pub url: String,
+    pub pool: PgPool,
+    name: String,
+    admin_url: String,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let admin_url = server_url().await;
+        let name = format!(
+            "szb_test_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst),
+            rand::random::<u32>()
+        );
+        let mut admin = PgConnection::connect(&admin_url)
+            .await
+            .expect("connecting to the test server");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("creating a test database");
+        let mut url = url::Url::parse(&admin_url).unwrap();
+        url.set_path(&name);
+        let url = url.to_string();
+        let pool = PgPool::connect(&url).await.unwrap();
+        TestDb {
+            url,
+            pool,
+            name,
+            admin_url,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs outside async context; a thread with its own runtime does the cleanup.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut admin)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A visit row as stored.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct VisitRow {
+    pub user_id: i64,
+    pub visit_at: DateTime<Utc>,
+    pub activity_id: String,
+    pub last_online_at: DateTime<Utc>,
+    pub duration_minutes: i32,
+}
+
+/// Settings for tests: fast retries, no request budget to wait on, short settle time.
+pub fn test_settings(base_url: &str, targets: Vec<Target>) -> Settings {
+    let mut s = Settings::default();
+    s.api.base_url = base_url.parse().unwrap();
+    s.api.retry_backoff = Duration::from_millis(1);
+    s.api.max_requests_per_second = 10_000.0;
+    s.api.timeout = Duration::from_secs(5);
+    s.sync.settle_after = Duration::from_secs(3600);
+    s.targets = targets;
+    s
+}
+
+pub fn target(agent_id: i64, token: &str, user_ids: &[i64]) -> Target {
+    Target {
+        agent_id,
+        user_ids: user_ids.to_vec(),
+        token: Some(Secret::new(token)),
+        activity_id: None,
+    }
+}
+
+/// A test's world: its database, the simulator serving as upstream, and an engine.
+pub struct Harness {
+    pub db: TestDb,
+    pub sim: Simulator,
+    pub server: SpawnedSimulator,
+    pub settings: Settings,
+    pub engine: Engine,
+    pub pairs: Vec<PairConfig>,
+}
+
+impl Harness {
+    /// Starts the simulator and an engine syncing `targets` with `page_size`.
+    pub async fn new(sim: Simulator, targets: Vec<Target>, page_size: u32) -> Harness {
+        let db = TestDb::new().await;
+        let server = sim.spawn().await.unwrap();
+        let mut settings = test_settings(&server.base_url, targets);
+        settings.api.page_size = page_size;
+        settings.database.url = Secret::new(db.url.clone());
+        Self::with_settings(db, sim, server, settings).await
+    }
+
+    pub async fn with_settings(
+        db: TestDb,
+        sim: Simulator,
+        server: SpawnedSimulator,
+        settings: Settings,
+    ) -> Harness {
+        settings.validate().expect("test settings are valid");
+        let store = Store::connect(&settings.database.url, 4).await.unwrap();
+        store.migrate().await.unwrap();
+        let engine = szb_sync::cli::engine(&settings, store).unwrap();
+        let pairs = settings.pairs().unwrap();
+        Harness {
+            db,
+            sim,
+            server,
+            settings,
+            engine,
+            pairs,
+        }
+    }
+
+    /// One pass over every pair.
+    pub async fn sync(&self) -> SyncReport {
+        self.engine
+            .sync_all(&self.pairs, &CancellationToken::new())
+            .await
+    }
+
+    /// One pass that must succeed for every pair.
+    pub async fn sync_ok(&self) -> SyncReport {
+        let report = self.sync().await;
+        for p in &report.pairs {
+            assert_eq!(
+                p.outcome,
+                szb_sync::engine::PairOutcome::Ok,
+                "{}: {:?}",
+                p.pair,
+                p.error
+            );
+        }
+        report
+    }
+
+    pub async fn visits(&self, agent_id: i64, user_id: i64) -> Vec<VisitRow> {
+        let rows = sqlx::query(
+            "SELECT user_id, activity_id, visit_at, last_online_at, duration_minutes FROM visits
+              WHERE agent_id = $1 AND user_id = $2 ORDER BY visit_at, activity_id",
+        )
+        .bind(agent_id)
+        .bind(user_id)
+        .fetch_all(&self.db.pool)
+        .await
+        .unwrap();
+        let mut rows: Vec<VisitRow> = rows
+            .iter()
+            .map(|r| VisitRow {
+                user_id: r.get("user_id"),
+                activity_id: r.get("activity_id"),
+                visit_at: r.get("visit_at"),
+                last_online_at: r.get("last_online_at"),
+                duration_minutes: r.get("duration_minutes"),
+            })
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    /// What the simulator holds (or ever held, purged visits included), as rows.
+    pub fn truth(&self, agent_id: i64, user_id: i64, ever: bool) -> Vec<VisitRow> {
+        let visits = if ever {
+            self.sim.all_visits_ever(agent_id, user_id)
+        } else {
+            self.sim.visits(agent_id, user_id)
+        };
+        let mut rows: Vec<VisitRow> = visits
+            .into_iter()
+            .map(|v| VisitRow {
+                user_id: v.user_id,
+                activity_id: v.activity_id,
+                visit_at: v.visit_at,
+                last_online_at: v.last_online_at,
+                duration_minutes: v.duration_minutes,
+            })
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Total `xact`-visible row changes are hard to observe; instead compare
+    /// `last_changed_at` maxima before and after.
+    pub async fn last_change(&self) -> Option<DateTime<Utc>> {
+        sqlx::query_scalar(
+            "SELECT max(t) FROM (SELECT max(last_changed_at) t FROM visits
+                                 UNION ALL SELECT max(last_changed_at) FROM activities) x",
+        )
+        .fetch_one(&self.db.pool)
+        .await
+        .unwrap()
+    }
+}

@@ -1,0 +1,230 @@
+//! End-to-end syncs against the simulator and a real Postgres: what lands in the tables.
+
+mod common;
+
+use common::{Harness, target};
+use szb_sync::engine::PairOutcome;
+use szb_sync::simulator::Simulator;
+
+const AGENT: i64 = 105_131;
+const TOKEN: &str = "tok-105131";
+
+fn sim_with(users: &[(i64, usize)]) -> Simulator {
+    let sim = Simulator::new(7);
+    sim.add_agent(AGENT, TOKEN);
+    for (user, n) in users {
+        sim.generate_visits(AGENT, *user, *n);
+    }
+    sim
+}
+
+/// Row versions of every synced table: any UPDATE or INSERT changes it.
+async fn row_versions(h: &Harness) -> String {
+    sqlx::query_scalar(
+        "SELECT coalesce((SELECT string_agg(xmin::text || ctid::text, ',' ORDER BY agent_id, user_id, activity_id, visit_at) FROM visits), '')
+             || '|' || coalesce((SELECT string_agg(xmin::text || ctid::text, ',' ORDER BY id) FROM activities), '')
+             || '|' || coalesce((SELECT string_agg(xmin::text || ctid::text, ',' ORDER BY agent_id, user_id) FROM sync_state), '')",
+    )
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn first_sync_lands_every_visit_and_activity_with_the_right_values() {
+    let sim = sim_with(&[(1, 2345), (2, 17)]);
+    let h = Harness::new(sim, vec![target(AGENT, TOKEN, &[1, 2])], 1000).await;
+
+    let report = h.sync_ok().await;
+
+    assert_eq!(h.visits(AGENT, 1).await, h.truth(AGENT, 1, false));
+    assert_eq!(h.visits(AGENT, 2).await, h.truth(AGENT, 2, false));
+    assert_eq!(report.totals().visits_inserted, 2345 + 17);
+    for a in h.sim.activities() {
+        let row = sqlx::query_as::<
+            _,
+            (
+                Option<String>,
+                Option<String>,
+                Option<bool>,
+                Option<chrono::DateTime<chrono::Utc>>,
+                Option<i64>,
+            ),
+        >(
+            "SELECT name, status, is_pushing, updated_at, agent_id FROM activities WHERE id = $1",
+        )
+        .bind(&a.id)
+        .fetch_optional(&h.db.pool)
+        .await
+        .unwrap();
+        let Some((name, status, pushing, updated, agent)) = row else {
+            continue;
+        };
+        assert_eq!(name.as_deref(), Some(a.name.as_str()));
+        assert_eq!(status.as_deref(), Some(a.status.as_str()));
+        assert_eq!(pushing, Some(a.is_pushing));
+        assert_eq!(
+            updated,
+            Some(a.updated_at),
+            "updatedAt and the updateAt spelling both land"
+        );
+        assert_eq!(agent, Some(a.agent_id));
+    }
+    let missing: i64 = h
+        .count("SELECT count(*) FROM visits v LEFT JOIN activities a ON a.id = v.activity_id WHERE a.name IS NULL")
+        .await;
+    assert_eq!(missing, 0, "every visit's activity landed whole");
+}
+
+#[tokio::test]
+async fn resync_with_no_changes_makes_one_request_per_pair_and_writes_nothing() {
+    let sim = sim_with(&[(1, 2345), (2, 1000), (3, 1)]);
+    let h = Harness::new(sim, vec![target(AGENT, TOKEN, &[1, 2, 3])], 1000).await;
+    h.sync_ok().await;
+    let before = row_versions(&h).await;
+    h.sim.reset_request_counts();
+
+    let report = h.sync_ok().await;
+
+    for user in [1, 2, 3] {
+        assert_eq!(h.sim.requests_for(AGENT, user), 1, "user {user}");
+    }
+    assert_eq!(row_versions(&h).await, before, "no row was written");
+    let t = report.totals();
+    assert_eq!(
+        (t.visits_inserted, t.visits_updated, t.activities_written),
+        (0, 0, 0)
+    );
+}
+
+#[tokio::test]
+async fn appended_visits_land_on_the_next_sync() {
+    let sim = sim_with(&[(1, 1500)]);
+    let h = Harness::new(sim, vec![target(AGENT, TOKEN, &[1])], 1000).await;
+    h.sync_ok().await;
+
+    h.sim.append_visits(AGENT, 1, 777);
+    let report = h.sync_ok().await;
+
+    assert_eq!(report.totals().visits_inserted, 777);
+    assert_eq!(h.visits(AGENT, 1).await, h.truth(AGENT, 1, false));
+}
+
+#[tokio::test]
+async fn pairs_of_every_size_around_the_page_boundary_sync_exactly() {
+    let sizes = [0usize, 1, 999, 1000, 1001, 2500];
+    let users: Vec<(i64, usize)> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (i as i64 + 1, *n))
+        .collect();
+    let sim = sim_with(&users);
+    let ids: Vec<i64> = users.iter().map(|(u, _)| *u).collect();
+    let h = Harness::new(sim, vec![target(AGENT, TOKEN, &ids)], 1000).await;
+
+    h.sync_ok().await;
+    h.sim.reset_request_counts();
+    h.sync_ok().await;
+
+    for (user, n) in users {
+        let rows = h.visits(AGENT, user).await;
+        assert_eq!(rows.len(), n, "user {user}");
+        assert_eq!(rows, h.truth(AGENT, user, false), "user {user}");
+        assert_eq!(
+            h.sim.requests_for(AGENT, user),
+            1,
+            "quiet resync of {n} visits"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sync_stopped_after_its_second_page_resumes_without_gap_or_duplicate() {
+    let sim = sim_with(&[(1, 2500)]);
+    let h = Harness::new(sim, vec![target(AGENT, TOKEN, &[1])], 1000).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let trip = stop.clone();
+    h.sim.set_before_request(move |_, req| {
+        if req.request_no == 3 {
+            trip.cancel();
+        }
+    });
+
+    let first = h.engine.sync_all(&h.pairs, &stop).await;
+    let landed = h.visits(AGENT, 1).await.len();
+    h.sim.clear_before_request();
+    let second = h.sync_ok().await;
+
+    assert_eq!(first.pairs[0].outcome, PairOutcome::Interrupted);
+    assert!(
+        (1000..2500).contains(&landed),
+        "two pages committed, not more: {landed}"
+    );
+    assert_eq!(h.visits(AGENT, 1).await, h.truth(AGENT, 1, false));
+    assert_eq!(
+        second.totals().visits_inserted as usize,
+        2500 - landed,
+        "the resumed run inserts exactly what was missing"
+    );
+    let runs: Vec<String> = sqlx::query_scalar("SELECT outcome FROM sync_runs ORDER BY id")
+        .fetch_all(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(runs, ["interrupted", "ok"]);
+}
+
+#[tokio::test]
+async fn a_refused_token_fails_that_pair_clearly_and_the_others_still_sync() {
+    let sim = sim_with(&[(1, 30)]);
+    sim.add_agent(200_001, "right-token");
+    sim.generate_visits(200_001, 9, 12);
+    let h = Harness::new(
+        sim,
+        vec![
+            target(AGENT, TOKEN, &[1]),
+            target(200_001, "wrong-token", &[9]),
+        ],
+        1000,
+    )
+    .await;
+
+    let report = h.sync().await;
+
+    let bad = report
+        .pairs
+        .iter()
+        .find(|p| p.pair.agent_id == 200_001)
+        .unwrap();
+    assert_eq!(bad.outcome, PairOutcome::Failed);
+    let msg = bad.error.as_deref().unwrap();
+    assert!(
+        msg.contains("agent 200001") && msg.contains("token"),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("wrong-token"),
+        "the token never appears in errors: {msg}"
+    );
+    assert_eq!(h.visits(AGENT, 1).await, h.truth(AGENT, 1, false));
+    assert!(h.visits(200_001, 9).await.is_empty());
+    let (outcome, error): (String, Option<String>) =
+        sqlx::query_as("SELECT outcome, error FROM sync_runs WHERE agent_id = 200001")
+            .fetch_one(&h.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(outcome, "failed");
+    assert!(error.unwrap().contains("用户明细"));
+}
+
+#[tokio::test]
+async fn small_pages_walk_with_overlap_and_land_everything() {
+    let sim = sim_with(&[(1, 503)]);
+    let h = Harness::new(sim, vec![target(AGENT, TOKEN, &[1])], 10).await;
+
+    h.sync_ok().await;
+    h.sim.reset_request_counts();
+    h.sync_ok().await;
+
+    assert_eq!(h.visits(AGENT, 1).await, h.truth(AGENT, 1, false));
+    assert_eq!(h.sim.requests_for(AGENT, 1), 1);
+}
