@@ -132,7 +132,9 @@ pub enum Recovery {
     Shifted { by: i64 },
     /// Visits appeared before a position already read (late data): reading again from `from`.
     LateInsert { from: i64 },
-    /// The anchor was not where it should be and not in the window: reading again from `from`.
+    /// The anchor was not in the first window; a `visitAt desc` search found it at `at`.
+    Found { at: i64, was: i64 },
+    /// The anchor could not be found again: reading again from `from`.
     Lost { from: i64 },
     /// A tie group fills a whole page; its far side cannot be verified.
     OversizedTieGroup { at: i64 },
@@ -144,6 +146,9 @@ impl std::fmt::Display for Recovery {
             Recovery::Shifted { by } => write!(f, "shifted left by {by} (purge upstream)"),
             Recovery::LateInsert { from } => {
                 write!(f, "late insert before the mark: re-read from {from}")
+            }
+            Recovery::Found { at, was } => {
+                write!(f, "anchor found by a descending search at {at} (was {was})")
             }
             Recovery::Lost { from } => write!(f, "anchor not found: re-read from {from}"),
             Recovery::OversizedTieGroup { at } => {
@@ -207,6 +212,8 @@ pub struct Walk {
     max_size: u32,
     /// `pager.total` when the mark was last written, to aim the first window.
     known_total: Option<i64>,
+    /// A `visitAt desc` search for the anchor already ran in this walk.
+    searched_desc: bool,
     restarts: u32,
     recoveries: Vec<Recovery>,
 }
@@ -231,6 +238,7 @@ impl Walk {
             settle_after,
             max_size: max_size.max(1),
             known_total,
+            searched_desc: false,
             restarts: 0,
             recoveries: Vec::new(),
         }
@@ -275,6 +283,9 @@ impl Walk {
                 got: entries.len(),
             });
         }
+        if window.order == Order::Desc {
+            return Ok(self.on_desc_page(window, page));
+        }
         let offset = window.offset();
         let start = match locate(&self.cursor, offset, entries) {
             Located::At(i) => i,
@@ -286,6 +297,25 @@ impl Walk {
                 };
                 self.recoveries.push(Recovery::LateInsert { from });
                 return self.restart(entries.len());
+            }
+            Located::NotFound
+                if self.verifying_mark
+                    && self.committed.anchor.is_some()
+                    && !self.searched_desc =>
+            {
+                // Purged past the window, most likely: the anchor sits near the newest end, so
+                // a descending search finds it in a request or two.
+                self.searched_desc = true;
+                return Ok(Decision {
+                    write_from: entries.len(),
+                    first_position: 0,
+                    mark: None,
+                    next: Some(Window {
+                        page: 1,
+                        page_size: self.max_size,
+                        order: Order::Desc,
+                    }),
+                });
             }
             Located::NotFound => {
                 let from = if self.verifying_mark {
@@ -337,6 +367,72 @@ impl Walk {
             mark,
             next,
         })
+    }
+
+    /// A page of the descending search for the anchor group lost from the first window.
+    fn on_desc_page(&mut self, window: &Window, page: PageView<'_>) -> Decision {
+        let entries = page.entries;
+        let offset = window.offset();
+        let anchor = self
+            .committed
+            .anchor
+            .clone()
+            .expect("a descending search runs only for a mark with an anchor");
+        let t = anchor.visit_at;
+        let nothing = Decision {
+            write_from: entries.len(),
+            first_position: 0,
+            mark: None,
+            next: None,
+        };
+        if let Some(j) = entries
+            .iter()
+            .position(|e| e.visit_at().is_some_and(|v| v < t))
+        {
+            // The first older visit, counted from the newest end of one response: its total and
+            // offset agree, so appends between requests cannot skew the position.
+            let start = page.total - (offset + j as i64);
+            self.recoveries.push(Recovery::Found {
+                at: start,
+                was: self.committed.settled,
+            });
+            self.committed.settled = start;
+            self.mark_dirty = true;
+            self.cursor = Cursor {
+                pos: start,
+                group: Some(anchor),
+            };
+            self.first_unsettled = None;
+            return Decision {
+                next: Some(Window::around(start - 1, page.total, self.max_size)),
+                ..nothing
+            };
+        }
+        let at_oldest = entries.len() < window.page_size as usize
+            || offset + entries.len() as i64 >= page.total;
+        if at_oldest {
+            // Nothing older than the anchor is left: the whole prefix was purged, maybe the
+            // anchor group too. Read everything that remains.
+            self.recoveries.push(Recovery::Lost { from: 0 });
+            self.committed = Mark::default();
+            self.mark_dirty = true;
+            self.cursor = Cursor {
+                pos: 0,
+                group: None,
+            };
+            self.first_unsettled = None;
+            return Decision {
+                next: Some(Window::first(self.max_size)),
+                ..nothing
+            };
+        }
+        Decision {
+            next: Some(Window {
+                page: window.page + 1,
+                ..*window
+            }),
+            ..nothing
+        }
     }
 
     /// Moves the cursor to the page's last tie group, so the next window re-reads it whole.
@@ -549,12 +645,16 @@ mod tests {
             assert!(requests < 10_000, "walk does not end");
             let lo = (w.offset() as usize).min(list.len());
             let hi = (w.end() as usize).min(list.len());
+            let page: Vec<Entry> = match w.order {
+                Order::Asc => list[lo..hi].to_vec(),
+                Order::Desc => list.iter().rev().skip(lo).take(hi - lo).cloned().collect(),
+            };
             let d = walk
                 .on_page(
                     &w,
                     PageView {
                         total: list.len() as i64,
-                        entries: &list[lo..hi],
+                        entries: &page,
                         upstream_now: now(),
                     },
                 )
@@ -623,6 +723,20 @@ mod tests {
         assert_eq!(requests, 1);
         assert_eq!(again.settled, 2989);
         assert_eq!(written, vec![2989]);
+    }
+
+    #[test]
+    fn purge_past_the_first_window_is_found_by_a_descending_search() {
+        let l = list(5000);
+        let (_, mark, _) = run(&l, Mark::default(), None, 1000);
+        let purged = &l[2500..];
+        let (requests, again, written) = run(purged, mark, Some(5000), 1000);
+        assert_eq!(
+            requests, 3,
+            "first window, one descending page, the window around the anchor"
+        );
+        assert_eq!(again.settled, 2499);
+        assert_eq!(written, vec![2499]);
     }
 
     #[test]

@@ -512,7 +512,6 @@ impl World {
         all.sort_by(|a, b| (a.id.len(), &a.id).cmp(&(b.id.len(), &b.id)));
         all
     }
-
 }
 
 // Lookups and generation.
@@ -767,7 +766,6 @@ impl World {
         self.agent_mut(agent_id).activity_ids.push(id.clone());
         id
     }
-
 }
 
 // Serving a request.
