@@ -136,7 +136,8 @@ pub enum Recovery {
     Found { at: i64, was: i64 },
     /// The anchor could not be found again: reading again from `from`.
     Lost { from: i64 },
-    /// A tie group fills a whole page; its far side cannot be verified.
+    /// No allowed window holds this tie group whole with the visit before it (a group as large
+    /// as a page, or tiny pages); the walk went on by offset and the mark waits before it.
     OversizedTieGroup { at: i64 },
 }
 
@@ -154,7 +155,7 @@ impl std::fmt::Display for Recovery {
             Recovery::OversizedTieGroup { at } => {
                 write!(
                     f,
-                    "tie group at {at} larger than a page: continued by offset"
+                    "tie group at {at} not readable whole in one window: continued by offset"
                 )
             }
         }
@@ -192,9 +193,12 @@ pub enum WalkError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Cursor {
     pos: i64,
-    /// `None` when the position is taken on trust (the head of the list, or past an oversized
-    /// tie group).
+    /// The group starting at `pos`, to be found again with the visit before it. `None` at the
+    /// head of the list, or when no allowed window can hold that group and its predecessor.
     group: Option<Anchor>,
+    /// Without a group: the `visitAt` the entry at `pos - 1` must still have, and where the tie
+    /// group holding that entry starts. `None` with no group: the position is taken on trust.
+    after: Option<(DateTime<Utc>, i64)>,
 }
 
 /// One sync of one pair: a state machine fed with pages.
@@ -206,8 +210,10 @@ pub struct Walk {
     cursor: Cursor,
     /// The cursor is the committed mark being verified, not an overlap inside this walk.
     verifying_mark: bool,
-    /// First position seen in this walk whose visit is not settled; the mark stays at or before it.
-    first_unsettled: Option<i64>,
+    /// The mark stays at or before this position: the first visit seen in this walk that is not
+    /// settled, or the first tie group that could not be read whole in one response (with
+    /// shuffled ties, reading a group in two parts can miss a member).
+    hold: Option<i64>,
     settle_after: Duration,
     max_size: u32,
     /// `pager.total` when the mark was last written, to aim the first window.
@@ -228,13 +234,14 @@ impl Walk {
         let cursor = Cursor {
             pos: mark.settled,
             group: mark.anchor.clone(),
+            after: None,
         };
         Walk {
             committed: mark,
             mark_dirty: false,
             cursor,
             verifying_mark: true,
-            first_unsettled: None,
+            hold: None,
             settle_after,
             max_size: max_size.max(1),
             known_total,
@@ -265,10 +272,11 @@ impl Walk {
     }
 
     fn window_for_cursor(&self) -> Window {
-        match (&self.cursor.group, self.cursor.pos) {
-            (_, 0) => Window::first(self.max_size),
-            (Some(_), pos) => Window::covering(pos - 1, self.max_size),
-            (None, pos) => Window::covering(pos, self.max_size),
+        let c = &self.cursor;
+        match (c.pos, c.group.is_some() || c.after.is_some()) {
+            (0, _) => Window::first(self.max_size),
+            (pos, true) => Window::covering(pos - 1, self.max_size),
+            (pos, false) => Window::covering(pos, self.max_size),
         }
     }
 
@@ -328,6 +336,14 @@ impl Walk {
             }
         };
         let found_at = offset + start as i64;
+        if let Some((visit_at, group_from)) = self.cursor.after
+            && entries.get(start).and_then(Entry::visit_at) == Some(visit_at)
+        {
+            // A tie group ran across the last page's end: it was not read whole.
+            self.recoveries
+                .push(Recovery::OversizedTieGroup { at: group_from });
+            self.hold_at(group_from);
+        }
         if found_at < self.cursor.pos {
             self.shift_left(self.cursor.pos - found_at);
         }
@@ -335,13 +351,13 @@ impl Walk {
 
         let cutoff = page.upstream_now - self.settle_after;
         for (j, entry) in entries.iter().enumerate().skip(start) {
-            if self.first_unsettled.is_none() && !is_settled(entry, cutoff) {
-                self.first_unsettled = Some(offset + j as i64);
+            if !is_settled(entry, cutoff) {
+                self.hold_at(offset + j as i64);
             }
         }
 
         let mut mark = None;
-        let limit = self.first_unsettled.unwrap_or(i64::MAX);
+        let limit = self.hold.unwrap_or(i64::MAX);
         let lowest = (self.committed.settled + 1).max(offset + 1);
         if let Some(b) = last_boundary(entries, offset, lowest, limit) {
             self.committed = Mark {
@@ -401,8 +417,9 @@ impl Walk {
             self.cursor = Cursor {
                 pos: start,
                 group: Some(anchor),
+                after: None,
             };
-            self.first_unsettled = None;
+            self.hold = None;
             return Decision {
                 next: Some(Window::around(start - 1, page.total, self.max_size)),
                 ..nothing
@@ -419,8 +436,9 @@ impl Walk {
             self.cursor = Cursor {
                 pos: 0,
                 group: None,
+                after: None,
             };
-            self.first_unsettled = None;
+            self.hold = None;
             return Decision {
                 next: Some(Window::first(self.max_size)),
                 ..nothing
@@ -438,28 +456,50 @@ impl Walk {
     /// Moves the cursor to the page's last tie group, so the next window re-reads it whole.
     fn advance_cursor(&mut self, entries: &[Entry], offset: i64, found_at: i64) -> Window {
         let seen_end = offset + entries.len() as i64;
-        if let Some(c) = last_boundary(entries, offset, (found_at + 1).max(offset + 1), i64::MAX) {
+        let last_group = last_boundary(entries, offset, (found_at + 1).max(offset + 1), i64::MAX);
+        if let Some(c) = last_group {
             let next = Window::covering(c - 1, self.max_size);
             if next.end() > seen_end {
                 self.cursor = Cursor {
                     pos: c,
                     group: Some(group_at(entries, (c - offset) as usize)),
+                    after: None,
                 };
                 return next;
             }
         }
-        // The page is one tie group (or nearly): nothing to find again, so go on by offset.
+        // Tiny pages may not line up around that group: check the page's last entry instead.
+        let group_from = last_group.unwrap_or(found_at);
+        if let Some(last) = entries.last().and_then(Entry::visit_at) {
+            let next = Window::covering(seen_end - 1, self.max_size);
+            if next.end() > seen_end {
+                self.cursor = Cursor {
+                    pos: seen_end,
+                    group: None,
+                    after: Some((last, group_from)),
+                };
+                return next;
+            }
+        }
+        // Nothing to check against: go on by offset, and keep the mark before the last group,
+        // which this walk cannot read whole.
         tracing::warn!(
-            at = found_at,
-            "tie group larger than a page: continuing by offset"
+            at = group_from,
+            "tie group cannot be re-read whole in one window: continuing by offset"
         );
         self.recoveries
-            .push(Recovery::OversizedTieGroup { at: found_at });
+            .push(Recovery::OversizedTieGroup { at: group_from });
+        self.hold_at(group_from);
         self.cursor = Cursor {
             pos: seen_end,
             group: None,
+            after: None,
         };
         self.window_for_cursor()
+    }
+
+    fn hold_at(&mut self, pos: i64) {
+        self.hold = Some(self.hold.map_or(pos, |h| h.min(pos)));
     }
 
     /// Purged visits moved everything left by `d`; keep positions in the new coordinates.
@@ -472,7 +512,7 @@ impl Walk {
             self.committed = Mark::default();
         }
         self.mark_dirty = true;
-        self.first_unsettled = self.first_unsettled.map(|u| (u - d).max(0));
+        self.hold = self.hold.map(|u| (u - d).max(0));
     }
 
     /// Lost the place: a mid-walk cursor falls back to the committed mark, the mark to the head.
@@ -488,9 +528,10 @@ impl Walk {
         self.cursor = Cursor {
             pos: self.committed.settled,
             group: self.committed.anchor.clone(),
+            after: None,
         };
         self.verifying_mark = true;
-        self.first_unsettled = None;
+        self.hold = None;
         // Nothing of a page whose place is unknown gets written.
         Ok(Decision {
             write_from: page_len,
@@ -515,10 +556,16 @@ enum Located {
 fn locate(cursor: &Cursor, offset: i64, entries: &[Entry]) -> Located {
     let Some(group) = &cursor.group else {
         let i = cursor.pos - offset;
-        return if (0..=entries.len() as i64).contains(&i) {
-            Located::At(i as usize)
-        } else {
-            Located::NotFound
+        let in_page = (0..=entries.len() as i64).contains(&i);
+        return match cursor.after {
+            _ if !in_page => Located::NotFound,
+            None => Located::At(i as usize),
+            Some((visit_at, _))
+                if i > 0 && entries[i as usize - 1].visit_at() == Some(visit_at) =>
+            {
+                Located::At(i as usize)
+            }
+            Some(_) => Located::NotFound,
         };
     };
     let t = group.visit_at;
@@ -702,6 +749,17 @@ mod tests {
                 vec![n - 1],
                 "only the anchor group is re-read, n = {n}"
             );
+        }
+    }
+
+    #[test]
+    fn quiet_pair_with_tiny_pages_costs_one_request() {
+        for n in [2, 6, 21, 37] {
+            let l = list(n);
+            let (_, mark, _) = run(&l, Mark::default(), None, 5);
+            assert_eq!(mark.settled, n - 1);
+            let (requests, _, _) = run(&l, mark, Some(n), 5);
+            assert_eq!(requests, 1, "n = {n}");
         }
     }
 

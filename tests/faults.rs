@@ -1,0 +1,821 @@
+//! Faults and hostile input: a misbehaving upstream, a Postgres that goes away, two syncs racing,
+//! items that break the schema. szb-sync must retry what is transient, fail one pair clearly on
+//! what is not, never commit half a page, and pick up where it stopped on the next run.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use chrono::{DateTime, Utc};
+use common::{Harness, TestDb, VisitRow, target, test_settings};
+use serde_json::{Value, json};
+use sqlx::{Connection, PgConnection, Row};
+use szb_sync::engine::{PairOutcome, PairReport, SyncReport};
+use szb_sync::secret::Secret;
+use szb_sync::settings::{Settings, Target};
+use szb_sync::simulator::{Fault, Simulator};
+use szb_sync::store::Store;
+use tokio_util::sync::CancellationToken;
+
+const AGENT: i64 = 105_131;
+const TOKEN: &str = "tok-105131";
+
+fn sim_with(users: &[(i64, usize)]) -> Simulator {
+    let sim = Simulator::new(11);
+    sim.add_agent(AGENT, TOKEN);
+    for (user, n) in users {
+        sim.generate_visits(AGENT, *user, *n);
+    }
+    sim
+}
+
+/// A harness with pages of 10 and whatever else `tweak` changes in the test settings.
+async fn harness(
+    sim: Simulator,
+    targets: Vec<Target>,
+    tweak: impl FnOnce(&mut Settings),
+) -> Harness {
+    let db = TestDb::new().await;
+    let server = sim.spawn().await.unwrap();
+    let mut settings = test_settings(&server.base_url, targets);
+    settings.api.page_size = 10;
+    settings.database.url = Secret::new(db.url.clone());
+    tweak(&mut settings);
+    Harness::with_settings(db, sim, server, settings).await
+}
+
+/// Spoils the requests numbered in `plan` (1-based, over all pairs) with their fault.
+///
+/// Faults are a FIFO consumed by whichever request comes next, so each one is queued while the
+/// request before it is being answered; this needs requests to go one at a time.
+fn plan_faults(sim: &Simulator, plan: Vec<(u64, Fault)>) {
+    for (_, fault) in plan.iter().filter(|(n, _)| *n == 1) {
+        sim.push_fault(fault.clone());
+    }
+    sim.set_before_request(move |world, req| {
+        for (_, fault) in plan.iter().filter(|(n, _)| *n == req.request_no + 1) {
+            world.push_fault(fault.clone());
+        }
+    });
+}
+
+/// One `sync_runs` row.
+#[derive(Debug, Clone)]
+struct RunRow {
+    outcome: String,
+    error: Option<String>,
+    requests: i32,
+    pages: i32,
+    visits_inserted: i32,
+    rejects: i32,
+    mark_before: Option<i64>,
+    mark_after: Option<i64>,
+}
+
+/// The pair's runs, oldest first.
+async fn runs(h: &Harness, agent_id: i64, user_id: i64) -> Vec<RunRow> {
+    sqlx::query(
+        "SELECT outcome, error, requests, pages, visits_inserted, rejects, mark_before, mark_after
+           FROM sync_runs WHERE agent_id = $1 AND user_id = $2 ORDER BY id",
+    )
+    .bind(agent_id)
+    .bind(user_id)
+    .fetch_all(&h.db.pool)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| RunRow {
+        outcome: r.get("outcome"),
+        error: r.get("error"),
+        requests: r.get("requests"),
+        pages: r.get("pages"),
+        visits_inserted: r.get("visits_inserted"),
+        rejects: r.get("rejects"),
+        mark_before: r.get("mark_before"),
+        mark_after: r.get("mark_after"),
+    })
+    .collect()
+}
+
+/// The only run of the pair.
+async fn only_run(h: &Harness, agent_id: i64, user_id: i64) -> RunRow {
+    let mut all = runs(h, agent_id, user_id).await;
+    assert_eq!(all.len(), 1, "one run row: {all:?}");
+    all.remove(0)
+}
+
+/// `sync_state.settled_count` of the pair, `None` without a row.
+async fn settled(h: &Harness, agent_id: i64, user_id: i64) -> Option<i64> {
+    sqlx::query_scalar("SELECT settled_count FROM sync_state WHERE agent_id = $1 AND user_id = $2")
+        .bind(agent_id)
+        .bind(user_id)
+        .fetch_optional(&h.db.pool)
+        .await
+        .unwrap()
+}
+
+fn report_for(report: &SyncReport, agent_id: i64, user_id: i64) -> &PairReport {
+    report
+        .pairs
+        .iter()
+        .find(|p| p.pair.agent_id == agent_id && p.pair.user_id == user_id)
+        .unwrap_or_else(|| panic!("no report for agent {agent_id} user {user_id}"))
+}
+
+/// The stored rows are true visits, and they are the oldest ones: no gap before the newest.
+fn assert_gapless_prefix(stored: &[VisitRow], truth: &[VisitRow]) {
+    for row in stored {
+        assert!(truth.contains(row), "not an upstream visit: {row:?}");
+    }
+    let Some(newest) = stored.iter().map(|r| r.visit_at).max() else {
+        return;
+    };
+    for row in truth.iter().filter(|r| r.visit_at < newest) {
+        assert!(stored.contains(row), "gap: {row:?} is missing");
+    }
+}
+
+/// A run that met `plan.len()` retryable faults still ends ok with every visit, and counts
+/// every request it made.
+async fn retried_faults_cost_requests_but_not_visits(
+    plan: Vec<(u64, Fault)>,
+    tweak: impl FnOnce(&mut Settings),
+) -> Duration {
+    let sim = sim_with(&[(1, 45)]);
+    let h = harness(sim, vec![target(AGENT, TOKEN, &[1])], tweak).await;
+    let spoiled = plan.len() as i32;
+    plan_faults(&h.sim, plan);
+
+    let started = Instant::now();
+    h.sync_ok().await;
+    let elapsed = started.elapsed();
+
+    assert_eq!(h.visits(AGENT, 1).await, h.truth(AGENT, 1, false));
+    let run = only_run(&h, AGENT, 1).await;
+    assert_eq!(run.outcome, "ok");
+    assert_eq!(run.error, None);
+    assert_eq!(
+        run.requests,
+        run.pages + spoiled,
+        "each spoiled answer cost one more request: {run:?}"
+    );
+    assert_eq!(
+        i64::from(run.requests),
+        h.sim.requests_for(AGENT, 1) as i64,
+        "the run row counts what the upstream saw"
+    );
+    elapsed
+}
+
+/// Every attempt at the second request is spoiled: the pair fails with an error holding each of
+/// `expect`, and only the first page is in the tables.
+async fn a_persistent_fault_fails_the_pair_without_a_partial_page(fault: Fault, expect: &[&str]) {
+    let sim = sim_with(&[(1, 45)]);
+    let h = harness(sim, vec![target(AGENT, TOKEN, &[1])], |s| {
+        s.api.max_retries = 2;
+        s.api.max_body_bytes = 256 * 1024;
+    })
+    .await;
+    plan_faults(&h.sim, (2..=4).map(|n| (n, fault.clone())).collect());
+
+    let report = h.sync().await;
+
+    let pair = report_for(&report, AGENT, 1);
+    assert_eq!(pair.outcome, PairOutcome::Failed);
+    let run = only_run(&h, AGENT, 1).await;
+    assert_eq!(run.outcome, "failed");
+    let error = run.error.clone().expect("a failed run says why");
+    // Quoted bodies may come Debug-escaped; compare their content.
+    let unescaped = error.replace("\\\"", "\"");
+    for needle in expect {
+        assert!(
+            unescaped.contains(needle),
+            "error lacks {needle:?}: {error}"
+        );
+    }
+    assert_eq!(pair.error.as_deref(), Some(error.as_str()));
+    let stored = h.visits(AGENT, 1).await;
+    let truth = h.truth(AGENT, 1, false);
+    assert_eq!(
+        stored.len(),
+        10,
+        "the first page and nothing of the spoiled one"
+    );
+    assert_gapless_prefix(&stored, &truth);
+    assert_eq!(run.pages, 1);
+    assert_eq!(i64::from(run.requests), h.sim.requests_for(AGENT, 1) as i64);
+    assert_eq!(h.count("SELECT count(*) FROM sync_rejects").await, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server errors, retries, timeouts, broken bodies
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn server_errors_500_502_503_are_retried_and_every_visit_lands() {
+    retried_faults_cost_requests_but_not_visits(
+        vec![
+            (1, Fault::Status(500)),
+            (2, Fault::Status(502)),
+            (5, Fault::Status(503)),
+            (6, Fault::Status(500)),
+        ],
+        |_| {},
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn more_failures_than_max_retries_fail_only_that_pair_which_keeps_its_pages_and_resumes() {
+    let sim = sim_with(&[(1, 30), (2, 50), (3, 30)]);
+    let h = harness(sim, vec![target(AGENT, TOKEN, &[1, 2, 3])], |s| {
+        s.api.max_retries = 2;
+        // One pair after the other, so the faults below reach user 2's requests.
+        s.sync.concurrency = 1;
+    })
+    .await;
+    let mut seen_for_user_2 = 0;
+    h.sim.set_before_request(move |world, req| {
+        if req.user_id == 2 {
+            seen_for_user_2 += 1;
+            if seen_for_user_2 == 2 {
+                // The third request of user 2 and both its retries.
+                for _ in 0..3 {
+                    world.push_fault(Fault::Status(503));
+                }
+            }
+        }
+    });
+
+    let first = h.sync().await;
+
+    assert_eq!(report_for(&first, AGENT, 2).outcome, PairOutcome::Failed);
+    for user in [1, 3] {
+        assert_eq!(report_for(&first, AGENT, user).outcome, PairOutcome::Ok);
+        assert_eq!(h.visits(AGENT, user).await, h.truth(AGENT, user, false));
+        let run = only_run(&h, AGENT, user).await;
+        assert_eq!((run.outcome.as_str(), run.requests), ("ok", run.pages));
+    }
+    let failed = only_run(&h, AGENT, 2).await;
+    assert_eq!(failed.outcome, "failed");
+    let error = failed.error.clone().unwrap();
+    assert!(error.contains("HTTP 503"), "{error}");
+    assert_eq!(
+        (failed.pages, failed.requests),
+        (2, 5),
+        "two good pages, then one try and two retries"
+    );
+    assert_eq!(h.sim.requests_for(AGENT, 2), 5);
+    let kept = h.visits(AGENT, 2).await;
+    let truth = h.truth(AGENT, 2, false);
+    assert_gapless_prefix(&kept, &truth);
+    let mark = settled(&h, AGENT, 2).await.expect("the mark was committed");
+    assert!(
+        mark > 0 && mark <= kept.len() as i64,
+        "mark {mark}, {} kept",
+        kept.len()
+    );
+    assert!(kept.len() < truth.len());
+    assert_eq!(failed.mark_after, Some(mark));
+
+    h.sim.clear_before_request();
+    h.sim.reset_request_counts();
+    let second = h.sync_ok().await;
+
+    assert_eq!(h.visits(AGENT, 2).await, truth);
+    let resumed = runs(&h, AGENT, 2).await.pop().unwrap();
+    assert_eq!(resumed.outcome, "ok");
+    assert_eq!(
+        resumed.mark_before,
+        Some(mark),
+        "started from the kept mark"
+    );
+    assert_eq!(
+        resumed.visits_inserted as usize,
+        truth.len() - kept.len(),
+        "inserted exactly what was missing"
+    );
+    assert_eq!(
+        report_for(&second, AGENT, 2).totals.visits_inserted as usize,
+        truth.len() - kept.len()
+    );
+}
+
+#[tokio::test]
+async fn a_request_slower_than_api_timeout_is_retried() {
+    let elapsed = retried_faults_cost_requests_but_not_visits(
+        vec![(1, Fault::Slow(Duration::from_millis(1500)))],
+        |s| s.api.timeout = Duration::from_millis(300),
+    )
+    .await;
+
+    assert!(
+        elapsed < Duration::from_millis(1500),
+        "the client gave up on the slow answer instead of waiting for it: {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn timeouts_past_the_retry_budget_fail_the_pair_naming_api_timeout() {
+    let sim = sim_with(&[(1, 15)]);
+    let h = harness(sim, vec![target(AGENT, TOKEN, &[1])], |s| {
+        s.api.timeout = Duration::from_millis(300);
+        s.api.max_retries = 1;
+    })
+    .await;
+    h.sim.push_fault(Fault::Slow(Duration::from_secs(1)));
+    h.sim.push_fault(Fault::Slow(Duration::from_secs(1)));
+
+    let report = h.sync().await;
+
+    assert_eq!(report.pairs[0].outcome, PairOutcome::Failed);
+    let run = only_run(&h, AGENT, 1).await;
+    assert_eq!(
+        (run.outcome.as_str(), run.requests, run.pages),
+        ("failed", 2, 0)
+    );
+    let error = run.error.unwrap();
+    assert!(error.contains("api.timeout"), "{error}");
+    assert!(h.visits(AGENT, 1).await.is_empty());
+    assert_eq!(settled(&h, AGENT, 1).await, None);
+}
+
+#[tokio::test]
+async fn a_truncated_body_is_retried() {
+    retried_faults_cost_requests_but_not_visits(vec![(2, Fault::Truncated)], |_| {}).await;
+}
+
+#[tokio::test]
+async fn an_html_page_with_status_200_is_retried() {
+    retried_faults_cost_requests_but_not_visits(vec![(2, Fault::NotJson)], |_| {}).await;
+}
+
+#[tokio::test]
+async fn truncated_bodies_every_time_fail_the_pair_quoting_the_body() {
+    a_persistent_fault_fails_the_pair_without_a_partial_page(
+        Fault::Truncated,
+        &["undecodable", "{\"pager\":{\"page\":"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn html_bodies_every_time_fail_the_pair_quoting_the_body() {
+    a_persistent_fault_fails_the_pair_without_a_partial_page(
+        Fault::NotJson,
+        &[
+            "undecodable",
+            "<!DOCTYPE html><html><head><title>502 Bad Gateway",
+        ],
+    )
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 429 and the request budget
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn too_many_requests_waits_the_retry_after_seconds_then_succeeds() {
+    let elapsed = retried_faults_cost_requests_but_not_visits(
+        vec![(
+            2,
+            Fault::TooManyRequests {
+                retry_after: "1".into(),
+            },
+        )],
+        |_| {},
+    )
+    .await;
+
+    assert!(elapsed >= Duration::from_secs(1), "waited only {elapsed:?}");
+}
+
+#[tokio::test]
+async fn too_many_requests_waits_until_the_retry_after_date_then_succeeds() {
+    let until = SystemTime::now() + Duration::from_secs(2);
+    let date = httpdate::fmt_http_date(until);
+    // The header has whole seconds: the client owes a wait until that second, no more.
+    let until = httpdate::parse_http_date(&date).unwrap();
+    let started = SystemTime::now();
+
+    retried_faults_cost_requests_but_not_visits(
+        vec![(1, Fault::TooManyRequests { retry_after: date })],
+        |_| {},
+    )
+    .await;
+
+    let owed = until.duration_since(started).unwrap_or_default();
+    let waited = started.elapsed().unwrap();
+    assert!(owed >= Duration::from_millis(900), "owed {owed:?}");
+    assert!(waited >= owed, "waited {waited:?}, owed {owed:?}");
+}
+
+#[tokio::test]
+async fn a_retry_after_beyond_max_retry_after_is_capped() {
+    let elapsed = retried_faults_cost_requests_but_not_visits(
+        vec![(
+            1,
+            Fault::TooManyRequests {
+                retry_after: "3600".into(),
+            },
+        )],
+        |s| s.api.max_retry_after = Duration::from_secs(1),
+    )
+    .await;
+
+    assert!(
+        elapsed >= Duration::from_secs(1) && elapsed < Duration::from_secs(15),
+        "waited the cap (1s), not the hour: {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn pairs_sharing_a_token_share_its_request_budget() {
+    let sim = sim_with(&[(1, 30), (2, 30)]);
+    let h = harness(sim, vec![target(AGENT, TOKEN, &[1, 2])], |s| {
+        s.api.max_requests_per_second = 5.0;
+    })
+    .await;
+
+    let started = Instant::now();
+    h.sync_ok().await;
+    let elapsed = started.elapsed();
+
+    let requests = h.sim.request_count();
+    assert!(requests >= 6, "enough requests to measure: {requests}");
+    let least = Duration::from_secs_f64((requests - 1) as f64 / 5.0);
+    assert!(
+        elapsed >= least,
+        "{requests} requests at 5/s need at least {least:?}, took {elapsed:?}"
+    );
+    for user in [1, 2] {
+        assert_eq!(h.visits(AGENT, user).await, h.truth(AGENT, user, false));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refused tokens
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn refused_tokens_401_and_403_are_not_retried_and_say_what_to_check() {
+    const FORBIDDEN: i64 = 300_001;
+    const WRONG: i64 = 300_002;
+    let sim = sim_with(&[(1, 25)]);
+    sim.add_agent(FORBIDDEN, "tok-forbidden");
+    sim.generate_visits(FORBIDDEN, 2, 5);
+    sim.set_agent_forbidden(FORBIDDEN, true);
+    sim.add_agent(WRONG, "the-right-one");
+    sim.generate_visits(WRONG, 3, 5);
+    let h = harness(
+        sim,
+        vec![
+            target(AGENT, TOKEN, &[1]),
+            target(FORBIDDEN, "tok-forbidden", &[2]),
+            target(WRONG, "not-the-right-one", &[3]),
+        ],
+        |s| s.api.max_retries = 3,
+    )
+    .await;
+
+    let report = h.sync().await;
+
+    assert_eq!(report_for(&report, AGENT, 1).outcome, PairOutcome::Ok);
+    assert_eq!(h.visits(AGENT, 1).await, h.truth(AGENT, 1, false));
+    for (agent, user, status) in [(FORBIDDEN, 2, "403"), (WRONG, 3, "401")] {
+        assert_eq!(
+            h.sim.requests_for(agent, user),
+            1,
+            "HTTP {status} is not retried"
+        );
+        assert_eq!(
+            report_for(&report, agent, user).outcome,
+            PairOutcome::Failed
+        );
+        let run = only_run(&h, agent, user).await;
+        assert_eq!((run.outcome.as_str(), run.requests), ("failed", 1));
+        let error = run.error.unwrap();
+        for needle in [format!("agent {agent}"), "用户明细".into(), status.into()] {
+            assert!(
+                error.contains(&needle),
+                "HTTP {status}: lacks {needle:?}: {error}"
+            );
+        }
+        assert!(!error.contains("not-the-right-one"), "{error}");
+        assert!(h.visits(agent, user).await.is_empty());
+        assert_eq!(settled(&h, agent, user).await, None);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Postgres going away, two syncs at once
+// ---------------------------------------------------------------------------------------------
+
+/// `(visits committed, backends terminated)`, or what went wrong.
+type Terminated = Result<(i64, i64), String>;
+
+/// From a connection of its own: the visits committed so far, then every other backend of the
+/// database terminated. Runs on its own thread and runtime (the caller holds a std lock).
+fn terminate_other_backends(url: String) -> Terminated {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let mut conn = PgConnection::connect(&url)
+                .await
+                .map_err(|e| e.to_string())?;
+            let committed: i64 = sqlx::query_scalar("SELECT count(*) FROM visits")
+                .fetch_one(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            let killed: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                  WHERE datname = current_database() AND pid <> pg_backend_pid()) t",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+            Ok((committed, killed))
+        })
+    })
+    .join()
+    .map_err(|_| "the terminating thread panicked".to_owned())?
+}
+
+#[tokio::test]
+async fn losing_postgres_mid_run_fails_the_run_cleanly_and_the_next_sync_repairs_it() {
+    let sim = sim_with(&[(1, 60)]);
+    let h = harness(sim, vec![target(AGENT, TOKEN, &[1])], |_| {}).await;
+    let outcome: Arc<Mutex<Option<Terminated>>> = Arc::default();
+    let (url, slot) = (h.db.url.clone(), outcome.clone());
+    h.sim.set_before_request(move |_, req| {
+        if req.request_no == 3 {
+            *slot.lock().unwrap() = Some(terminate_other_backends(url.clone()));
+        }
+    });
+
+    let first = h.sync().await;
+
+    let (committed, killed) = outcome
+        .lock()
+        .unwrap()
+        .take()
+        .expect("the hook ran")
+        .expect("terminating the backends worked");
+    assert!(killed >= 1, "the engine's connections were terminated");
+    assert!(
+        committed >= 10,
+        "two pages were committed before: {committed}"
+    );
+    let pair = &first.pairs[0];
+    assert_eq!(pair.outcome, PairOutcome::Failed);
+    let error = pair.error.as_deref().unwrap_or_default();
+    assert!(error.to_lowercase().contains("database"), "{error}");
+    let stored = h.visits(AGENT, 1).await;
+    let truth = h.truth(AGENT, 1, false);
+    assert_eq!(
+        stored.len() as i64,
+        committed,
+        "nothing was written after the connection was lost"
+    );
+    assert_gapless_prefix(&stored, &truth);
+    assert!(settled(&h, AGENT, 1).await.unwrap_or(0) <= committed);
+
+    h.sim.clear_before_request();
+    h.sync_ok().await;
+
+    assert_eq!(h.visits(AGENT, 1).await, truth);
+    let all = runs(&h, AGENT, 1).await;
+    let outcomes: Vec<&str> = all.iter().map(|r| r.outcome.as_str()).collect();
+    assert_eq!(outcomes.len(), 2, "{all:?}");
+    assert!(
+        matches!(outcomes[0], "failed" | "interrupted"),
+        "the lost run is closed, not left running: {all:?}"
+    );
+    assert_eq!(outcomes[1], "ok");
+}
+
+#[tokio::test]
+async fn two_syncs_at_once_never_corrupt_or_duplicate() {
+    let users = [1, 2, 3];
+    let sim = sim_with(&[(1, 40), (2, 40), (3, 40)]);
+    let h = harness(sim, vec![target(AGENT, TOKEN, &users)], |_| {}).await;
+    let other = szb_sync::cli::engine(
+        &h.settings,
+        Store::connect(&h.settings.database.url, 4).await.unwrap(),
+    )
+    .unwrap();
+    // Slow first answers keep the first sync's locks held while the second one starts.
+    for _ in 0..3 {
+        h.sim.push_fault(Fault::Slow(Duration::from_millis(400)));
+    }
+    let stop = CancellationToken::new();
+
+    let (a, b) = tokio::join!(
+        h.engine.sync_all(&h.pairs, &stop),
+        other.sync_all(&h.pairs, &stop)
+    );
+
+    for user in users {
+        let outcomes = [
+            report_for(&a, AGENT, user).outcome,
+            report_for(&b, AGENT, user).outcome,
+        ];
+        assert!(
+            matches!(
+                outcomes,
+                [PairOutcome::Ok, PairOutcome::Ok | PairOutcome::Skipped]
+                    | [PairOutcome::Skipped, PairOutcome::Ok]
+            ),
+            "user {user}: {outcomes:?} ({:?} / {:?})",
+            report_for(&a, AGENT, user).error,
+            report_for(&b, AGENT, user).error
+        );
+        let mut rows: Vec<String> = runs(&h, AGENT, user)
+            .await
+            .into_iter()
+            .map(|r| r.outcome)
+            .collect();
+        rows.sort();
+        assert!(
+            rows == ["ok", "ok"] || rows == ["ok", "skipped"],
+            "user {user}: {rows:?}"
+        );
+        assert_eq!(h.visits(AGENT, user).await, h.truth(AGENT, user, false));
+    }
+    assert_eq!(
+        h.count(
+            "SELECT count(*) - count(DISTINCT (agent_id, user_id, activity_id, visit_at)) FROM visits"
+        )
+        .await,
+        0
+    );
+    assert_eq!(h.count("SELECT count(*) FROM sync_state").await, 3);
+
+    h.sim.reset_request_counts();
+    h.sync_ok().await;
+    for user in users {
+        assert_eq!(
+            h.sim.requests_for(AGENT, user),
+            1,
+            "a quiet pair after the race"
+        );
+        assert_eq!(h.visits(AGENT, user).await, h.truth(AGENT, user, false));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile input
+// ---------------------------------------------------------------------------------------------
+
+fn iso(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[tokio::test]
+async fn items_breaking_the_schema_are_rejected_once_each_and_the_rest_lands() {
+    let sim = sim_with(&[(1, 35)]);
+    let truth = sim.visits(AGENT, 1);
+    let activity = truth[0].activity_id.clone();
+    let item = |at: DateTime<Utc>| {
+        json!({
+            "activity": null,
+            "visitAt": iso(at),
+            "lastOnlineAt": iso(at + chrono::Duration::minutes(4)),
+            "duration": 4,
+            "userId": 1,
+            "activityId": activity,
+        })
+    };
+    let at = |i: usize| truth[i].visit_at + chrono::Duration::milliseconds(500);
+    let mut bad_visit_at = item(at(4));
+    bad_visit_at["visitAt"] = json!("yesterday");
+    let mut no_user = item(at(12));
+    no_user.as_object_mut().unwrap().remove("userId");
+    let mut string_duration = item(at(21));
+    string_duration["duration"] = json!("4");
+    // Last in the list: every later sync reads it again.
+    let mut absurd_duration = item(truth[34].visit_at + chrono::Duration::hours(1));
+    absurd_duration["duration"] = json!(99_999_999);
+    let bad: Vec<(Value, DateTime<Utc>, &str)> = vec![
+        (bad_visit_at, at(4), "visitAt"),
+        (no_user, at(12), "userId"),
+        (string_duration, at(21), "duration"),
+        (
+            absurd_duration,
+            truth[34].visit_at + chrono::Duration::hours(1),
+            "duration",
+        ),
+    ];
+    for (raw, sort_at, _) in &bad {
+        sim.insert_raw_item(AGENT, 1, *sort_at, raw.clone());
+    }
+    let h = harness(sim, vec![target(AGENT, TOKEN, &[1])], |_| {}).await;
+
+    h.sync_ok().await;
+    h.sync_ok().await;
+    // A walk from scratch reads every bad item again.
+    sqlx::query("DELETE FROM sync_state")
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+    h.sync_ok().await;
+
+    assert_eq!(h.visits(AGENT, 1).await, h.truth(AGENT, 1, false));
+    assert_eq!(h.count("SELECT count(*) FROM sync_rejects").await, 4);
+    let all = runs(&h, AGENT, 1).await;
+    assert_eq!(all.len(), 3);
+    assert!(
+        all[0].rejects >= 4,
+        "the first run counts its rejects: {:?}",
+        all[0]
+    );
+    let mut unnamed = Vec::new();
+    for (raw, _, field) in &bad {
+        let reasons: Vec<String> = sqlx::query_scalar(
+            "SELECT reason FROM sync_rejects WHERE agent_id = $1 AND user_id = 1 AND raw = $2",
+        )
+        .bind(AGENT)
+        .bind(raw)
+        .fetch_all(&h.db.pool)
+        .await
+        .unwrap();
+        assert_eq!(reasons.len(), 1, "stored once, verbatim: {raw}");
+        if !reasons[0].contains(field) {
+            unnamed.push(format!("{field}: {:?} for {raw}", reasons[0]));
+        }
+    }
+    assert!(
+        unnamed.is_empty(),
+        "each reason names its field: {unnamed:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_body_over_max_body_bytes_once_is_retried() {
+    retried_faults_cost_requests_but_not_visits(vec![(2, Fault::Huge(1_000_000))], |s| {
+        s.api.max_body_bytes = 256 * 1024;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bodies_over_max_body_bytes_every_time_fail_the_pair_clearly() {
+    a_persistent_fault_fails_the_pair_without_a_partial_page(
+        Fault::Huge(1_000_000),
+        &["max_body_bytes"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn deeply_nested_json_once_is_retried() {
+    retried_faults_cost_requests_but_not_visits(vec![(2, Fault::DeepNesting(10_000))], |_| {})
+        .await;
+}
+
+#[tokio::test]
+async fn deeply_nested_json_every_time_fails_the_pair_without_crashing() {
+    a_persistent_fault_fails_the_pair_without_a_partial_page(
+        Fault::DeepNesting(10_000),
+        &["undecodable", "recursion limit"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_pager_contradicting_its_items_once_is_retried() {
+    retried_faults_cost_requests_but_not_visits(vec![(2, Fault::BadPager)], |_| {}).await;
+}
+
+#[tokio::test]
+async fn a_pager_contradicting_its_items_every_time_fails_the_pair() {
+    a_persistent_fault_fails_the_pair_without_a_partial_page(
+        Fault::BadPager,
+        &["pager contradicts its items"],
+    )
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn plain_http_to_a_remote_host_is_refused_unless_allow_insecure_http() {
+    for url in ["http://api.example.com", "http://10.1.2.3:8080"] {
+        let toml = format!("[api]\nbase_url = \"{url}\"\n");
+        let err = Settings::load_from(Some(&toml), &[])
+            .expect_err(url)
+            .to_string();
+        assert!(err.contains("allow_insecure_http"), "{url}: {err}");
+
+        let allowed = format!("{toml}allow_insecure_http = true\n");
+        let settings = Settings::load_from(Some(&allowed), &[]).unwrap();
+        assert_eq!(settings.api.base_url.as_str().trim_end_matches('/'), url);
+    }
+}

@@ -1,0 +1,737 @@
+//! The real `szb-sync` binary as a child process: killed mid-walk, stopped by SIGTERM, and each
+//! subcommand's exit code and output, against the simulator and a fresh database per test.
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt as _;
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{TestDb, VisitRow};
+use sqlx::{Connection, PgConnection, PgPool, Row};
+use szb_sync::simulator::{Fault, Simulator};
+use tempfile::NamedTempFile;
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_szb-sync");
+const AGENT: i64 = 105_131;
+const TOKEN: &str = "tok-process-105131";
+/// Every child gets this long before the test gives up on it (and `kill_on_drop` reaps it).
+const CHILD_LIMIT: Duration = Duration::from_secs(30);
+
+// ---- helpers --------------------------------------------------------------------------------
+
+/// A simulator with one agent and `n` generated visits for each user.
+fn sim_with(users: &[(i64, usize)]) -> Simulator {
+    let sim = Simulator::new(11);
+    sim.add_agent(AGENT, TOKEN);
+    for (user, n) in users {
+        sim.generate_visits(AGENT, *user, *n);
+    }
+    sim
+}
+
+/// One `[[targets]]` entry: agent, its token, its users.
+struct Tgt<'a>(i64, &'a str, &'a [i64]);
+
+/// A config file pointing at `base_url` and `db_url`, fast retries, no budget to wait on.
+fn config(base_url: &str, db_url: &str, page_size: u32, targets: &[Tgt<'_>]) -> NamedTempFile {
+    let mut toml = format!(
+        "[database]\nurl = {db_url:?}\nmax_connections = 4\n\n\
+         [api]\nbase_url = {base_url:?}\npage_size = {page_size}\ntimeout = \"5s\"\n\
+         retry_backoff = \"1ms\"\nmax_requests_per_second = 1000\n\n\
+         [schedule]\ncron = \"0 0 0 1 1 * 2099\"\n\n\
+         [sync]\nsettle_after = \"1h\"\n"
+    );
+    for Tgt(agent, token, users) in targets {
+        toml.push_str(&format!(
+            "\n[[targets]]\nagent_id = {agent}\nuser_ids = {users:?}\ntoken = {token:?}\n"
+        ));
+    }
+    write_config(&toml)
+}
+
+fn write_config(toml: &str) -> NamedTempFile {
+    let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    std::io::Write::write_all(&mut file, toml.as_bytes()).unwrap();
+    file
+}
+
+/// `szb-sync ARGS` with a clean environment (no `DATABASE_URL` or `SZB_…` of the test process
+/// leaks in), `RUST_LOG=warn`, and a working directory without `config/szb-sync.toml`.
+fn szb(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn")
+        .current_dir(std::env::temp_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+fn with_config<'a>(file: &'a NamedTempFile, command: &'a str) -> [&'a str; 3] {
+    ["--config", file.path().to_str().unwrap(), command]
+}
+
+/// What a finished child left behind.
+struct Finished {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Finished {
+    fn both(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+impl std::fmt::Debug for Finished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+async fn finish(child: Child) -> Finished {
+    let out = tokio::time::timeout(CHILD_LIMIT, child.wait_with_output())
+        .await
+        .expect("the child finishes in time")
+        .unwrap();
+    Finished {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+async fn run(args: &[&str]) -> Finished {
+    finish(szb(args).spawn().unwrap()).await
+}
+
+/// Sends `signal` (`KILL`, `TERM`) to `pid` and waits for `kill` itself, so the signal has been
+/// delivered when this returns. A pid of 0 is never signalled (it would mean our process group).
+fn signal(pid: u32, signal: &str) {
+    assert_ne!(pid, 0, "no child pid to signal");
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid}: {status}");
+}
+
+/// The stored visits of a pair, sorted.
+async fn stored(pool: &PgPool, agent_id: i64, user_id: i64) -> Vec<VisitRow> {
+    let rows = sqlx::query(
+        "SELECT user_id, activity_id, visit_at, last_online_at, duration_minutes FROM visits
+          WHERE agent_id = $1 AND user_id = $2",
+    )
+    .bind(agent_id)
+    .bind(user_id)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut rows: Vec<VisitRow> = rows
+        .iter()
+        .map(|r| VisitRow {
+            user_id: r.get("user_id"),
+            activity_id: r.get("activity_id"),
+            visit_at: r.get("visit_at"),
+            last_online_at: r.get("last_online_at"),
+            duration_minutes: r.get("duration_minutes"),
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// The simulator's visits of a pair in list order (ascending `visitAt`, ties as served).
+fn truth_in_list_order(sim: &Simulator, agent_id: i64, user_id: i64) -> Vec<VisitRow> {
+    sim.visits(agent_id, user_id)
+        .into_iter()
+        .map(|v| VisitRow {
+            user_id: v.user_id,
+            activity_id: v.activity_id,
+            visit_at: v.visit_at,
+            last_online_at: v.last_online_at,
+            duration_minutes: v.duration_minutes,
+        })
+        .collect()
+}
+
+fn sorted(mut rows: Vec<VisitRow>) -> Vec<VisitRow> {
+    rows.sort();
+    rows
+}
+
+/// Asserts that the stored visits are exactly the first K of the upstream list, each once and
+/// with the upstream's values, and that the mark does not claim more than was stored. Returns K.
+async fn assert_prefix_of_truth(pool: &PgPool, sim: &Simulator, user_id: i64) -> usize {
+    let (rows, distinct): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT (agent_id, user_id, activity_id, visit_at)) FROM visits",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(rows, distinct, "no visit is stored twice");
+    let got = stored(pool, AGENT, user_id).await;
+    let truth = truth_in_list_order(sim, AGENT, user_id);
+    let k = got.len();
+    assert!(k <= truth.len(), "{k} stored of {} upstream", truth.len());
+    assert_eq!(
+        got,
+        sorted(truth[..k].to_vec()),
+        "the {k} stored visits are the head of the upstream list: no gap, no stranger"
+    );
+    let settled: Option<i64> = sqlx::query_scalar(
+        "SELECT settled_count FROM sync_state WHERE agent_id = $1 AND user_id = $2",
+    )
+    .bind(AGENT)
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await
+    .unwrap();
+    let settled = settled.unwrap_or(0);
+    assert!(
+        settled as usize <= k,
+        "the mark ({settled}) never passes what is stored ({k})"
+    );
+    k
+}
+
+async fn outcomes(pool: &PgPool) -> Vec<String> {
+    sqlx::query_scalar("SELECT outcome FROM sync_runs ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+async fn unfinished_runs(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM sync_runs WHERE finished_at IS NULL")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Waits until Postgres has noticed that a killed child's connections are gone (their advisory
+/// locks released), so the next run is not told another process holds the pair.
+async fn wait_for_dead_sessions(pool: &PgPool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let held: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
+                AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if held == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the killed child's advisory locks are still held after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_for_exit(child: &mut Child, limit: Duration) -> ExitStatus {
+    tokio::time::timeout(limit, child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("the child did not exit within {limit:?}"))
+        .unwrap()
+}
+
+async fn read_pipes(child: &mut Child) -> (String, String) {
+    use tokio::io::AsyncReadExt as _;
+    let (mut out, mut err) = (String::new(), String::new());
+    if let Some(mut s) = child.stdout.take() {
+        s.read_to_string(&mut out).await.unwrap();
+    }
+    if let Some(mut s) = child.stderr.take() {
+        s.read_to_string(&mut err).await.unwrap();
+    }
+    (out, err)
+}
+
+// ---- crash and shutdown ---------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_mid_walk_resumes_without_gap_or_duplicate() {
+    const USER: i64 = 1;
+    let sim = sim_with(&[(USER, 5000)]);
+    let server = sim.spawn().await.unwrap();
+    let db = TestDb::new().await;
+    let cfg = config(
+        &server.base_url,
+        &db.url,
+        100,
+        &[Tgt(AGENT, TOKEN, &[USER])],
+    );
+    let pid = Arc::new(AtomicU32::new(0));
+    let kill_at = Arc::new(AtomicU64::new(0));
+    let (hook_pid, hook_kill_at) = (Arc::clone(&pid), Arc::clone(&kill_at));
+    sim.set_before_request(move |_, req| {
+        if req.request_no == hook_kill_at.load(Ordering::SeqCst) {
+            // Taken, so a pid the OS may reuse later is never signalled twice.
+            signal(hook_pid.swap(0, Ordering::SeqCst), "KILL");
+        }
+    });
+
+    let mut landed = Vec::new();
+    for n in [7, 3, 12] {
+        sim.reset_request_counts();
+        kill_at.store(n, Ordering::SeqCst);
+        let mut child = szb(&with_config(&cfg, "sync")).spawn().unwrap();
+        pid.store(child.id().unwrap(), Ordering::SeqCst);
+
+        let status = wait_for_exit(&mut child, CHILD_LIMIT).await;
+        let (stdout, stderr) = read_pipes(&mut child).await;
+
+        assert_eq!(
+            (status.code(), status.signal()),
+            (None, Some(9)),
+            "killed at request {n}\n{stdout}\n{stderr}"
+        );
+        assert_eq!(
+            sim.request_count(),
+            n,
+            "nothing was requested after the kill"
+        );
+        let k = assert_prefix_of_truth(&db.pool, &sim, USER).await;
+        assert!(k < 5000, "killed at request {n}, yet {k} visits landed");
+        landed.push(k);
+        wait_for_dead_sessions(&db.pool).await;
+    }
+    kill_at.store(0, Ordering::SeqCst);
+    let last = run(&with_config(&cfg, "sync")).await;
+
+    assert!(last.status.success(), "{last:?}");
+    assert!(landed[0] > 0, "pages before the first kill were committed");
+    assert!(
+        landed.windows(2).all(|w| w[0] < w[1]),
+        "each resumed run keeps what the killed ones committed and adds its own pages: {landed:?}"
+    );
+    assert_eq!(
+        stored(&db.pool, AGENT, USER).await,
+        sorted(truth_in_list_order(&sim, AGENT, USER))
+    );
+    assert_prefix_of_truth(&db.pool, &sim, USER).await;
+    assert_eq!(
+        outcomes(&db.pool).await,
+        ["interrupted", "interrupted", "interrupted", "ok"],
+        "each run closes the row a killed run left 'running'"
+    );
+    assert_eq!(unfinished_runs(&db.pool).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_finishes_the_page_in_flight_and_exits_zero() {
+    const USER: i64 = 1;
+    let sim = sim_with(&[(USER, 3000)]);
+    let server = sim.spawn().await.unwrap();
+    let db = TestDb::new().await;
+    let cfg = config(
+        &server.base_url,
+        &db.url,
+        100,
+        &[Tgt(AGENT, TOKEN, &[USER])],
+    );
+    let pid = Arc::new(AtomicU32::new(0));
+    let signalled_at = Arc::new(Mutex::new(None::<Instant>));
+    let (hook_pid, hook_signalled_at) = (Arc::clone(&pid), Arc::clone(&signalled_at));
+    sim.set_before_request(move |world, req| {
+        if req.request_no == 5 {
+            // Request 6 hangs upstream; SIGTERM lands while it is in flight.
+            world.push_fault(Fault::Slow(Duration::from_secs(5)));
+            let pid = hook_pid.swap(0, Ordering::SeqCst);
+            let at = Arc::clone(&hook_signalled_at);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(1));
+                *at.lock().unwrap() = Some(Instant::now());
+                signal(pid, "TERM");
+            });
+        }
+    });
+    let mut child = szb(&with_config(&cfg, "sync")).spawn().unwrap();
+    pid.store(child.id().unwrap(), Ordering::SeqCst);
+
+    let status = wait_for_exit(&mut child, CHILD_LIMIT).await;
+    let exited_at = Instant::now();
+    let (stdout, stderr) = read_pipes(&mut child).await;
+
+    let signalled_at = signalled_at.lock().unwrap().expect("SIGTERM was sent");
+    assert_eq!(status.code(), Some(0), "{status}\n{stdout}\n{stderr}");
+    assert!(
+        exited_at - signalled_at < Duration::from_secs(10),
+        "exited {:?} after SIGTERM",
+        exited_at - signalled_at
+    );
+    assert!(
+        stdout.contains("interrupted"),
+        "the summary says so:\n{stdout}"
+    );
+    assert_eq!(outcomes(&db.pool).await, ["interrupted"]);
+    assert_eq!(unfinished_runs(&db.pool).await, 0, "the run row was closed");
+    let k = assert_prefix_of_truth(&db.pool, &sim, USER).await;
+    assert!(
+        k > 400,
+        "page 5, answered before SIGTERM, is committed (four pages hold at most 400): {k}"
+    );
+    assert_eq!(sim.request_count(), 6, "nothing is requested after SIGTERM");
+
+    sim.clear_before_request();
+    let next = run(&with_config(&cfg, "sync")).await;
+
+    assert!(next.status.success(), "{next:?}");
+    assert_eq!(
+        stored(&db.pool, AGENT, USER).await,
+        sorted(truth_in_list_order(&sim, AGENT, USER))
+    );
+    assert_eq!(outcomes(&db.pool).await, ["interrupted", "ok"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn run_daemon_stops_cleanly_on_sigterm() {
+    const USER: i64 = 1;
+    let sim = sim_with(&[(USER, 450)]);
+    let server = sim.spawn().await.unwrap();
+    let db = TestDb::new().await;
+    let cfg = config(
+        &server.base_url,
+        &db.url,
+        100,
+        &[Tgt(AGENT, TOKEN, &[USER])],
+    );
+    let mut child = szb(&with_config(&cfg, "run")).spawn().unwrap();
+    let pid = child.id().unwrap();
+
+    // The daemon syncs once at start, long before its 2099 tick.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ok: Option<i64> =
+            sqlx::query_scalar("SELECT count(*) FROM sync_runs WHERE outcome = 'ok'")
+                .fetch_one(&db.pool)
+                .await
+                .ok();
+        if ok.unwrap_or(0) > 0 {
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let (stdout, stderr) = read_pipes(&mut child).await;
+            panic!("the daemon exited early: {status}\n{stdout}\n{stderr}");
+        }
+        assert!(Instant::now() < deadline, "no sync run within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        stored(&db.pool, AGENT, USER).await,
+        sorted(truth_in_list_order(&sim, AGENT, USER))
+    );
+    let signalled_at = Instant::now();
+    signal(pid, "TERM");
+
+    let status = wait_for_exit(&mut child, Duration::from_secs(10)).await;
+    let (stdout, stderr) = read_pipes(&mut child).await;
+
+    assert_eq!(status.code(), Some(0), "{status}\n{stdout}\n{stderr}");
+    assert!(signalled_at.elapsed() < Duration::from_secs(5));
+    assert_eq!(outcomes(&db.pool).await, ["ok"]);
+}
+
+// ---- command line ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn config_errors_exit_non_zero_naming_the_key_or_path_but_never_the_token() {
+    const SECRET: &str = "s3cret-token-never-printed";
+    let base = format!(
+        "[database]\nurl = \"postgres://root@127.0.0.1:1/x\"\n\
+         [api]\nbase_url = \"http://127.0.0.1:1\"\ntoken = \"{SECRET}\"\n"
+    );
+    let targets = "[[targets]]\nagent_id = 1\nuser_ids = [2]\n";
+    let page_size = write_config(&format!("{base}page_size = 5000\n{targets}"));
+    let unknown = write_config(&format!("{base}pagesize = 10\n{targets}"));
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing-szb.toml");
+    let missing = missing.to_str().unwrap();
+
+    let page_size = run(&with_config(&page_size, "sync")).await;
+    let unknown = run(&with_config(&unknown, "sync")).await;
+    let missing = run(&["--config", missing, "sync"]).await;
+
+    assert!(!page_size.status.success(), "{page_size:?}");
+    assert!(
+        page_size
+            .stderr
+            .contains("api.page_size must be between 1 and 1000, got 5000"),
+        "{page_size:?}"
+    );
+    assert!(!unknown.status.success(), "{unknown:?}");
+    assert!(unknown.stderr.contains("pagesize"), "{unknown:?}");
+    assert!(!missing.status.success(), "{missing:?}");
+    assert!(
+        missing
+            .stderr
+            .contains(dir.path().join("missing-szb.toml").to_str().unwrap()),
+        "{missing:?}"
+    );
+    for out in [&page_size, &unknown] {
+        assert!(!out.both().contains(SECRET), "{out:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_token_fails_sync_and_check_naming_the_agent_but_never_the_token() {
+    const OTHER: i64 = 200_001;
+    const WRONG: &str = "wrong-token-8c1f2e";
+    let sim = sim_with(&[(1, 120)]);
+    sim.add_agent(OTHER, "right-token-200001");
+    sim.generate_visits(OTHER, 9, 12);
+    let server = sim.spawn().await.unwrap();
+    let db = TestDb::new().await;
+    let cfg = config(
+        &server.base_url,
+        &db.url,
+        100,
+        &[Tgt(AGENT, TOKEN, &[1]), Tgt(OTHER, WRONG, &[9])],
+    );
+
+    let sync = run(&with_config(&cfg, "sync")).await;
+    let check = run(&with_config(&cfg, "check")).await;
+
+    assert!(!sync.status.success(), "{sync:?}");
+    assert!(sync.both().contains("agent 200001"), "{sync:?}");
+    assert!(!sync.both().contains(WRONG), "{sync:?}");
+    assert!(sync.stdout.contains("2 pairs (1 failed)"), "{sync:?}");
+    assert_eq!(
+        stored(&db.pool, AGENT, 1).await,
+        sorted(truth_in_list_order(&sim, AGENT, 1)),
+        "the good pair still synced"
+    );
+    assert!(stored(&db.pool, OTHER, 9).await.is_empty());
+    assert!(!check.status.success(), "{check:?}");
+    assert!(check.stdout.contains("agent 200001: FAILED"), "{check:?}");
+    assert!(
+        check.stdout.contains("agent 105131: token accepted"),
+        "{check:?}"
+    );
+    assert!(!check.both().contains(WRONG), "{check:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sync_prints_a_summary_and_status_shows_each_pair_settled_and_ok() {
+    let users = [(1, 250), (2, 40)];
+    let sim = sim_with(&users);
+    let server = sim.spawn().await.unwrap();
+    let db = TestDb::new().await;
+    let cfg = config(
+        &server.base_url,
+        &db.url,
+        100,
+        &[Tgt(AGENT, TOKEN, &[1, 2])],
+    );
+
+    let sync = run(&with_config(&cfg, "sync")).await;
+    let status = run(&with_config(&cfg, "status")).await;
+
+    assert!(sync.status.success(), "{sync:?}");
+    assert!(
+        sync.stdout.contains("2 pairs (0 failed)") && sync.stdout.contains("290 visits inserted"),
+        "{sync:?}"
+    );
+    assert!(status.status.success(), "{status:?}");
+    for (user, n) in users {
+        let truth = truth_in_list_order(&sim, AGENT, user);
+        // Every visit is settled, but the mark keeps the newest `visitAt` group as its anchor.
+        let last_group = truth
+            .iter()
+            .filter(|v| v.visit_at == truth[n - 1].visit_at)
+            .count();
+        let settled = n - last_group;
+        assert_eq!(stored(&db.pool, AGENT, user).await, sorted(truth));
+        let prefix = format!("agent {AGENT} user {user} ");
+        let line = status
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no status line for user {user}: {status:?}"));
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // pair (4 words), settled, upstream, visits, rejects, last run, …
+        assert_eq!(fields[4], settled.to_string(), "settled: {line}");
+        assert_eq!(fields[5], n.to_string(), "upstream: {line}");
+        assert_eq!(fields[6], n.to_string(), "visits: {line}");
+        assert_eq!(fields[8], "ok", "last run: {line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn check_passes_with_a_good_config() {
+    let sim = sim_with(&[(1, 3)]);
+    let server = sim.spawn().await.unwrap();
+    let db = TestDb::new().await;
+    let cfg = config(&server.base_url, &db.url, 100, &[Tgt(AGENT, TOKEN, &[1])]);
+
+    let check = run(&with_config(&cfg, "check")).await;
+
+    assert!(check.status.success(), "{check:?}");
+    assert!(check.stdout.contains("database: reachable"), "{check:?}");
+    assert!(
+        check
+            .stdout
+            .contains("agent 105131: token accepted (3 visits"),
+        "{check:?}"
+    );
+    assert!(!check.both().contains(TOKEN), "{check:?}");
+}
+
+#[tokio::test]
+async fn migrate_creates_the_tables_on_a_fresh_database() {
+    let db = TestDb::new().await;
+    let cfg = write_config(&format!("[database]\nurl = {:?}\n", db.url));
+
+    let migrate = run(&with_config(&cfg, "migrate")).await;
+
+    assert!(migrate.status.success(), "{migrate:?}");
+    assert!(migrate.stdout.contains("migrations applied"), "{migrate:?}");
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables
+          WHERE table_schema = 'public' AND table_name NOT LIKE '\\_sqlx%' ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        tables,
+        [
+            "activities",
+            "sync_rejects",
+            "sync_runs",
+            "sync_state",
+            "visits"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_api_serves_the_demo_world() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = szb(&["mock-api", "--listen", &listen]).spawn().unwrap();
+    let pid = child.id().unwrap();
+    let client = reqwest::Client::new();
+    let url = format!("http://{listen}/api/v3/agent/105131/user/15460260/stats/visits?pageSize=5");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reply = loop {
+        match client
+            .get(&url)
+            .header("Authorization", "Bearer demo-token-105131")
+            .send()
+            .await
+        {
+            Ok(reply) => break reply,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "mock-api never answered: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let status = reply.status();
+    let body: serde_json::Value = reply.json().await.unwrap();
+    let refused = client.get(&url).send().await.unwrap().status();
+    drop(client);
+    signal(pid, "TERM");
+    let exit = wait_for_exit(&mut child, Duration::from_secs(10)).await;
+
+    assert_eq!(status, 200);
+    assert_eq!(body["items"].as_array().unwrap().len(), 5, "{body}");
+    assert_eq!(body["pager"]["total"], 37);
+    assert_eq!(refused, 401);
+    assert_eq!(exit.code(), Some(0), "{exit}");
+}
+
+/// A database the test did not create through [`TestDb`], dropped when the test ends.
+struct DropDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl Drop for DropDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut admin)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_creates_its_database_syncs_and_prints_the_sample_query() {
+    let db = TestDb::new().await;
+    let name = format!("szb_demo_{}_{}", std::process::id(), rand::random::<u32>());
+    let mut url = url::Url::parse(&db.url).unwrap();
+    url.set_path(&name);
+    let url = url.to_string();
+    let _cleanup = DropDatabase {
+        admin_url: db.url.clone(),
+        name: name.clone(),
+    };
+    let workdir = tempfile::tempdir().unwrap();
+
+    let demo = finish(
+        szb(&["demo"])
+            .env("SZB_DATABASE__URL", &url)
+            .current_dir(workdir.path())
+            .spawn()
+            .unwrap(),
+    )
+    .await;
+
+    assert!(demo.status.success(), "{demo:?}");
+    assert!(demo.stdout.contains("created the database"), "{demo:?}");
+    assert!(demo.stdout.contains("A sample query"), "{demo:?}");
+    assert!(
+        demo.stdout.contains("viewers") && demo.stdout.contains("minutes_watched"),
+        "{demo:?}"
+    );
+    let mut conn = PgConnection::connect(&url).await.unwrap();
+    let visits: i64 = sqlx::query_scalar("SELECT count(*) FROM visits")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    assert!(visits > 0, "{visits} visits landed");
+    assert!(
+        demo.stdout
+            .contains(&format!("In Postgres now: {visits} visits")),
+        "{demo:?}"
+    );
+}
