@@ -79,6 +79,8 @@ impl ApiError {
                 | ApiError::Transport(_)
                 | ApiError::Decode { .. }
                 | ApiError::Inconsistent(_)
+                // A proxy's error page can be huge once; a page of ours stays far below it.
+                | ApiError::TooLarge { .. }
         )
     }
 }
@@ -531,7 +533,8 @@ mod wire {
         pair: &PairKey,
         now: DateTime<Utc>,
     ) -> Result<(Visit, Option<Activity>), String> {
-        let wire = WireVisit::deserialize(raw).map_err(|e| e.to_string())?;
+        // The path names the field, also for type errors (`duration: invalid type …`).
+        let wire: WireVisit = serde_path_to_error::deserialize(raw).map_err(|e| e.to_string())?;
         let visit_at = time(&wire.visit_at).map_err(|e| format!("visitAt: {e}"))?;
         let last_online_at =
             time(&wire.last_online_at).map_err(|e| format!("lastOnlineAt: {e}"))?;

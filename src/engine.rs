@@ -244,18 +244,16 @@ impl Engine {
                 report.error.as_deref(),
             )
             .await;
-        let finished = match finished {
-            Ok(()) => session.release().await,
-            Err(e) => Err(e),
-        };
         if let Err(e) = finished {
-            // The database went away mid-run: pages already committed stand; the row stays
-            // `running` and the next run closes it as interrupted.
+            // The database is away: committed pages stand; the next run closes this row.
             tracing::warn!(pair = %pair.key, error = %chain(&e), "could not close the run row");
             if report.outcome != PairOutcome::Failed {
                 report.outcome = PairOutcome::Failed;
                 report.error = Some(chain(&e));
             }
+        } else if let Err(e) = session.release().await {
+            // Dropping the session closes its connection, which releases the lock anyway.
+            tracing::debug!(pair = %pair.key, error = %chain(&e), "releasing the pair lock failed");
         }
     }
 

@@ -165,6 +165,7 @@ impl Store {
         }
         Ok(Some(PairSession {
             conn,
+            pool: self.pool.clone(),
             pair: pair.clone(),
         }))
     }
@@ -323,6 +324,8 @@ pub struct PageWritten {
 #[derive(Debug)]
 pub struct PairSession {
     conn: PoolConnection<Postgres>,
+    /// For closing the run's row when the locked connection itself was lost.
+    pool: PgPool,
     pair: PairKey,
 }
 
@@ -409,7 +412,9 @@ impl PairSession {
         Ok(RunId(id))
     }
 
-    /// Closes the run's row with what it did.
+    /// Closes the run's row with what it did. If the session's own connection was lost (the
+    /// database restarted mid-run), a fresh one records the real outcome instead of leaving the
+    /// row for the next run to close as interrupted.
     pub async fn finish_run(
         &mut self,
         run: RunId,
@@ -419,27 +424,40 @@ impl PairSession {
         recoveries: &[String],
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE sync_runs SET finished_at = now(), outcome = $2, requests = $3, pages = $4,
-                    visits_inserted = $5, visits_updated = $6, activities_written = $7,
-                    rejects = $8, mark_after = $9, recoveries = $10, error = $11
-              WHERE id = $1",
-        )
-        .bind(run.0)
-        .bind(outcome.as_str())
-        .bind(clamp_i32(u64::from(totals.requests)))
-        .bind(clamp_i32(u64::from(totals.pages)))
-        .bind(clamp_i32(totals.visits_inserted))
-        .bind(clamp_i32(totals.visits_updated))
-        .bind(clamp_i32(totals.activities_written))
-        .bind(clamp_i32(totals.rejects))
-        .bind(mark_after.settled)
-        .bind(recoveries)
-        .bind(error)
-        .execute(&mut *self.conn)
-        .await
-        .map_err(query_err("closing the run row"))?;
-        Ok(())
+        let close = |error: Option<&str>| {
+            sqlx::query(
+                "UPDATE sync_runs SET finished_at = now(), outcome = $2, requests = $3, pages = $4,
+                        visits_inserted = $5, visits_updated = $6, activities_written = $7,
+                        rejects = $8, mark_after = $9, recoveries = $10, error = $11
+                  WHERE id = $1",
+            )
+            .bind(run.0)
+            .bind(outcome.as_str())
+            .bind(clamp_i32(u64::from(totals.requests)))
+            .bind(clamp_i32(u64::from(totals.pages)))
+            .bind(clamp_i32(totals.visits_inserted))
+            .bind(clamp_i32(totals.visits_updated))
+            .bind(clamp_i32(totals.activities_written))
+            .bind(clamp_i32(totals.rejects))
+            .bind(mark_after.settled)
+            .bind(recoveries.to_vec())
+            .bind(error.map(str::to_owned))
+        };
+        let first = close(error)
+            .execute(&mut *self.conn)
+            .await
+            .map_err(query_err("closing the run row"));
+        match first {
+            Err(e) if e.is_connection() => {
+                tracing::debug!(error = %e, "run row closed on a fresh connection");
+                close(error)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(query_err("closing the run row"))?;
+                Ok(())
+            }
+            other => other.map(|_| ()),
+        }
     }
 
     /// Writes one page and the mark in one transaction.

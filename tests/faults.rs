@@ -592,9 +592,13 @@ async fn losing_postgres_mid_run_fails_the_run_cleanly_and_the_next_sync_repairs
     let all = runs(&h, AGENT, 1).await;
     let outcomes: Vec<&str> = all.iter().map(|r| r.outcome.as_str()).collect();
     assert_eq!(outcomes.len(), 2, "{all:?}");
+    assert_eq!(
+        outcomes[0], "failed",
+        "the lost run is closed with its real outcome: {all:?}"
+    );
     assert!(
-        matches!(outcomes[0], "failed" | "interrupted"),
-        "the lost run is closed, not left running: {all:?}"
+        all[0].error.as_deref().unwrap_or("").contains("database"),
+        "the lost run's row keeps the real error: {all:?}"
     );
     assert_eq!(outcomes[1], "ok");
 }
