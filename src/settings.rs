@@ -83,7 +83,7 @@ pub struct ApiSettings {
     /// First wait between retries; it doubles on each further retry.
     #[serde(with = "humantime_serde")]
     pub retry_backoff: Duration,
-    /// The longest a 429's `Retry-After` is honoured; longer asks fail the request.
+    /// The longest wait for a 429's `Retry-After`; longer asks are capped to this, then retried.
     #[serde(with = "humantime_serde")]
     pub max_retry_after: Duration,
     /// Client-side request budget, shared by all pairs that use one token. Must be > 0.
