@@ -90,8 +90,10 @@ impl ApiError {
 pub struct FetchedPage {
     pub total: i64,
     pub entries: Vec<Entry>,
-    /// The upstream's `Date` header, else our clock.
-    pub upstream_now: DateTime<Utc>,
+    /// The upstream's clock: its `Date` header, when it sent a readable one.
+    pub server_date: Option<DateTime<Utc>>,
+    /// Our clock when the answer arrived.
+    pub local_now: DateTime<Utc>,
     /// Requests this page cost, retries included.
     pub attempts: u32,
 }
@@ -272,13 +274,14 @@ impl ApiClient {
             .await
             .map_err(|e| self.transport_error(e))?;
         let status = response.status();
-        let upstream_now = response
+        let local_now = Utc::now();
+        let server_date = response
             .headers()
             .get(DATE)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| httpdate::parse_http_date(v).ok())
-            .map(DateTime::<Utc>::from)
-            .unwrap_or_else(Utc::now);
+            .map(DateTime::<Utc>::from);
+        let upstream_now = server_date.unwrap_or(local_now);
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)
@@ -292,7 +295,8 @@ impl ApiClient {
         Ok(FetchedPage {
             total,
             entries,
-            upstream_now,
+            server_date,
+            local_now,
             attempts: 1,
         })
     }

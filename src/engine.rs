@@ -294,7 +294,8 @@ impl Engine {
                 PageView {
                     total: page.total,
                     entries: &page.entries,
-                    upstream_now: page.upstream_now,
+                    server_date: page.server_date,
+                    local_now: page.local_now,
                 },
             )?;
             let entries = &page.entries[decision.write_from.min(page.entries.len())..];

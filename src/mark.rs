@@ -121,8 +121,10 @@ pub struct PageView<'a> {
     /// `pager.total` of this response.
     pub total: i64,
     pub entries: &'a [Entry],
-    /// The upstream's clock when it answered (its `Date` header, else ours).
-    pub upstream_now: DateTime<Utc>,
+    /// The upstream's clock when it answered (its `Date` header), when known.
+    pub server_date: Option<DateTime<Utc>>,
+    /// Our clock when the answer arrived.
+    pub local_now: DateTime<Utc>,
 }
 
 /// Something that made the walk re-find its place. Recorded in the run's row.
@@ -220,6 +222,8 @@ pub struct Walk {
     known_total: Option<i64>,
     /// A `visitAt desc` search for the anchor already ran in this walk.
     searched_desc: bool,
+    /// The newest `lastOnlineAt` read in this walk.
+    newest_seen: Option<DateTime<Utc>>,
     restarts: u32,
     recoveries: Vec<Recovery>,
 }
@@ -246,6 +250,7 @@ impl Walk {
             max_size: max_size.max(1),
             known_total,
             searched_desc: false,
+            newest_seen: None,
             restarts: 0,
             recoveries: Vec::new(),
         }
@@ -349,7 +354,7 @@ impl Walk {
         }
         self.verifying_mark = false;
 
-        let cutoff = page.upstream_now - self.settle_after;
+        let cutoff = self.upstream_now(&page, start) - self.settle_after;
         for (j, entry) in entries.iter().enumerate().skip(start) {
             if !is_settled(entry, cutoff) {
                 self.hold_at(offset + j as i64);
@@ -496,6 +501,22 @@ impl Walk {
             after: None,
         };
         self.window_for_cursor()
+    }
+
+    /// "Now" on the platform's clock, which `lastOnlineAt` is written with: its `Date` header.
+    /// Without one, the newest `lastOnlineAt` seen in this walk bounds our clock, so a local
+    /// clock running ahead cannot settle a visit early.
+    fn upstream_now(&mut self, page: &PageView<'_>, start: usize) -> DateTime<Utc> {
+        let newest = page.entries[start..]
+            .iter()
+            .filter_map(Entry::last_online_at)
+            .max();
+        self.newest_seen = self.newest_seen.max(newest);
+        match (page.server_date, self.newest_seen) {
+            (Some(date), _) => date,
+            (None, Some(newest)) => newest.min(page.local_now),
+            (None, None) => page.local_now,
+        }
     }
 
     fn hold_at(&mut self, pos: i64) {
@@ -702,7 +723,8 @@ mod tests {
                     PageView {
                         total: list.len() as i64,
                         entries: &page,
-                        upstream_now: now(),
+                        server_date: Some(now()),
+                        local_now: now(),
                     },
                 )
                 .unwrap();
@@ -761,6 +783,28 @@ mod tests {
             let (requests, _, _) = run(&l, mark, Some(n), 5);
             assert_eq!(requests, 1, "n = {n}");
         }
+    }
+
+    #[test]
+    fn without_a_date_header_a_fast_local_clock_cannot_settle_recent_visits() {
+        // 40 visits 10 s apart, each online for 60 s; our clock is a year ahead.
+        let l = list(40);
+        let mut walk = Walk::new(Mark::default(), None, Duration::seconds(100), 1000);
+        let window = walk.first_window();
+        walk.on_page(
+            &window,
+            PageView {
+                total: 40,
+                entries: &l,
+                server_date: None,
+                local_now: at(365 * 86_400),
+            },
+        )
+        .unwrap();
+        // The newest lastOnlineAt is at(450): only visits last online by at(350) are settled.
+        let settled_until = walk.mark().anchor.as_ref().unwrap().visit_at;
+        assert_eq!(walk.mark().settled, 30);
+        assert_eq!(settled_until, at(300));
     }
 
     #[test]
