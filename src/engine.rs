@@ -313,6 +313,9 @@ impl Engine {
                 totals.activities_written += written.activities_written;
                 totals.rejects += written.rejects;
             }
+            if let Some(err) = decision.give_up {
+                return Err(err.into());
+            }
             match decision.next {
                 Some(next) => window = next,
                 None => return Ok(true),

@@ -169,15 +169,19 @@ impl std::fmt::Display for Recovery {
 pub struct Decision {
     /// Entries `[write_from..]` of the page are to be written; earlier ones were already.
     pub write_from: usize,
-    /// List position of `entries[write_from]`.
-    pub first_position: i64,
+    /// List position of `entries[write_from]`; `None` when the page's place in the list is not
+    /// known. Its visits are written all the same: rows are keyed by the visits themselves,
+    /// only the mark needs positions.
+    pub first_position: Option<i64>,
     /// The mark to commit in the same transaction as the page, when it changed.
     pub mark: Option<Mark>,
     /// The next window to fetch, or `None` when the walk reached the end of the list.
     pub next: Option<Window>,
+    /// Write this page, then end the run with this error.
+    pub give_up: Option<WalkError>,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum WalkError {
     #[error(
         "the upstream list kept shifting: lost the position {0} times in one run; will retry next run"
@@ -309,7 +313,7 @@ impl Walk {
                     self.committed.settled
                 };
                 self.recoveries.push(Recovery::LateInsert { from });
-                return self.restart(entries.len());
+                return self.restart();
             }
             Located::NotFound
                 if self.verifying_mark
@@ -320,9 +324,10 @@ impl Walk {
                 // a descending search finds it in a request or two.
                 self.searched_desc = true;
                 return Ok(Decision {
-                    write_from: entries.len(),
-                    first_position: 0,
+                    write_from: 0,
+                    first_position: None,
                     mark: None,
+                    give_up: None,
                     next: Some(Window {
                         page: 1,
                         page_size: self.max_size,
@@ -337,7 +342,7 @@ impl Walk {
                     self.committed.settled
                 };
                 self.recoveries.push(Recovery::Lost { from });
-                return self.restart(entries.len());
+                return self.restart();
             }
         };
         let found_at = offset + start as i64;
@@ -384,9 +389,10 @@ impl Walk {
         };
         Ok(Decision {
             write_from: start,
-            first_position: found_at,
+            first_position: Some(found_at),
             mark,
             next,
+            give_up: None,
         })
     }
 
@@ -400,11 +406,13 @@ impl Walk {
             .clone()
             .expect("a descending search runs only for a mark with an anchor");
         let t = anchor.visit_at;
+        // Written (its visits are real), but a descending page has no ascending positions.
         let nothing = Decision {
-            write_from: entries.len(),
-            first_position: 0,
+            write_from: 0,
+            first_position: None,
             mark: None,
             next: None,
+            give_up: None,
         };
         if let Some(j) = entries
             .iter()
@@ -537,10 +545,21 @@ impl Walk {
     }
 
     /// Lost the place: a mid-walk cursor falls back to the committed mark, the mark to the head.
-    fn restart(&mut self, page_len: usize) -> Result<Decision, WalkError> {
+    fn restart(&mut self) -> Result<Decision, WalkError> {
+        // Whatever happens to the walk, the visits of this page are written.
+        let lost_page = Decision {
+            write_from: 0,
+            first_position: None,
+            mark: None,
+            next: None,
+            give_up: None,
+        };
         self.restarts += 1;
         if self.restarts > MAX_RESTARTS {
-            return Err(WalkError::Unstable(self.restarts));
+            return Ok(Decision {
+                give_up: Some(WalkError::Unstable(self.restarts)),
+                ..lost_page
+            });
         }
         if self.verifying_mark {
             self.committed = Mark::default();
@@ -553,12 +572,9 @@ impl Walk {
         };
         self.verifying_mark = true;
         self.hold = None;
-        // Nothing of a page whose place is unknown gets written.
         Ok(Decision {
-            write_from: page_len,
-            first_position: 0,
-            mark: None,
             next: Some(self.window_for_cursor()),
+            ..lost_page
         })
     }
 }
@@ -728,9 +744,10 @@ mod tests {
                     },
                 )
                 .unwrap();
-            for j in d.write_from..(hi - lo) {
-                written.push(w.offset() + j as i64);
+            if let Some(first) = d.first_position {
+                written.extend((0..(hi - lo - d.write_from) as i64).map(|k| first + k));
             }
+            assert!(d.give_up.is_none(), "{:?}", d.give_up);
             window = d.next;
         }
         (requests, walk.mark().clone(), written)

@@ -303,9 +303,9 @@ impl Outcome {
 /// One page's worth of writes, committed atomically with the mark.
 #[derive(Debug)]
 pub struct PageWrite<'a> {
-    /// Entries in list order; `first_position` is the list position of the first.
+    /// Entries in list order; `first_position` is the list position of the first, when known.
     pub entries: &'a [Entry],
-    pub first_position: i64,
+    pub first_position: Option<i64>,
     /// The pair's mark after this page (written only if it differs from the stored one).
     pub mark: &'a Mark,
     pub upstream_total: i64,
@@ -631,7 +631,7 @@ struct Batch<'a> {
     activities: Vec<&'a Activity>,
     /// Activity ids referenced by visits whose activity was not sent whole.
     placeholder_ids: Vec<&'a str>,
-    rejects: Vec<(&'a Reject, i64)>,
+    rejects: Vec<(&'a Reject, Option<i64>)>,
 }
 
 impl<'a> Batch<'a> {
@@ -639,7 +639,7 @@ impl<'a> Batch<'a> {
         let mut visits: HashMap<(&str, DateTime<Utc>), &Visit> = HashMap::new();
         let mut activities: HashMap<&str, &Activity> = HashMap::new();
         let mut referenced: Vec<&str> = Vec::new();
-        let mut rejects: HashMap<String, (&Reject, i64)> = HashMap::new();
+        let mut rejects: HashMap<String, (&Reject, Option<i64>)> = HashMap::new();
         for (i, entry) in page.entries.iter().enumerate() {
             match entry {
                 Entry::Visit { visit, activity } => {
@@ -664,7 +664,7 @@ impl<'a> Batch<'a> {
                 Entry::Rejected { reject, .. } => {
                     rejects
                         .entry(reject.raw.to_string())
-                        .or_insert((reject, page.first_position + i as i64));
+                        .or_insert((reject, page.first_position.map(|p| p + i as i64)));
                 }
             }
         }
