@@ -298,6 +298,17 @@ impl Engine {
                     local_now: page.local_now,
                 },
             )?;
+            tracing::debug!(
+                pair = %pair.key,
+                ?window,
+                total = page.total,
+                items = page.entries.len(),
+                first_position = ?decision.first_position,
+                write_from = decision.write_from,
+                mark = ?decision.mark.as_ref().map(|m| m.settled),
+                next = ?decision.next,
+                "page"
+            );
             let entries = &page.entries[decision.write_from.min(page.entries.len())..];
             if !entries.is_empty() || decision.mark.is_some() {
                 let written = session

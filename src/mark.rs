@@ -20,6 +20,9 @@ use crate::domain::Entry;
 /// How many times one walk may lose its place and start over before it gives up.
 const MAX_RESTARTS: u32 = 4;
 
+/// How many times in a row a walk looks further left for a group a purge shifted.
+const MAX_STEP_BACKS: u32 = 3;
+
 /// The committed state of one pair's walk.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Mark {
@@ -229,6 +232,10 @@ pub struct Walk {
     /// The newest `lastOnlineAt` read in this walk.
     newest_seen: Option<DateTime<Utc>>,
     restarts: u32,
+    /// Consecutive windows moved left to find a cursor group shifted by a purge mid-walk.
+    step_backs: u32,
+    /// `pager.total` of the previous page.
+    last_total: Option<i64>,
     recoveries: Vec<Recovery>,
 }
 
@@ -256,6 +263,8 @@ impl Walk {
             searched_desc: false,
             newest_seen: None,
             restarts: 0,
+            step_backs: 0,
+            last_total: None,
             recoveries: Vec::new(),
         }
     }
@@ -335,6 +344,32 @@ impl Walk {
                     }),
                 });
             }
+            Located::NotFound
+                if !self.verifying_mark
+                    && self.step_backs < MAX_STEP_BACKS
+                    && self.cursor.pos > 0
+                    && entries
+                        .first()
+                        .and_then(Entry::visit_at)
+                        .zip(self.cursor.group.as_ref())
+                        .is_some_and(|(first, group)| first >= group.visit_at) =>
+            {
+                // The page starts at or after the group: old visits were purged since the last
+                // request. Look a little further left (the drop in `total` is a lower bound on
+                // the shift), instead of walking again from the mark.
+                let drop = self.last_total.map_or(1, |t| (t - page.total).max(1));
+                let back = drop.saturating_mul(2 << self.step_backs);
+                self.step_backs += 1;
+                self.last_total = Some(page.total);
+                let x = (self.cursor.pos - 1 - back).max(0);
+                return Ok(Decision {
+                    write_from: 0,
+                    first_position: None,
+                    mark: None,
+                    give_up: None,
+                    next: Some(Window::covering(x, self.max_size)),
+                });
+            }
             Located::NotFound => {
                 let from = if self.verifying_mark {
                     0
@@ -345,7 +380,17 @@ impl Walk {
                 return self.restart();
             }
         };
+        self.step_backs = 0;
+        self.last_total = Some(page.total);
         let found_at = offset + start as i64;
+        // Continuing by the last entry's visitAt: write that entry's whole tie group as this
+        // response shows it, since shuffled ties may have changed places since the last one.
+        let mut write_from = start;
+        if let Some((visit_at, _)) = self.cursor.after {
+            while write_from > 0 && entries[write_from - 1].visit_at() == Some(visit_at) {
+                write_from -= 1;
+            }
+        }
         if let Some((visit_at, group_from)) = self.cursor.after
             && entries.get(start).and_then(Entry::visit_at) == Some(visit_at)
         {
@@ -388,8 +433,8 @@ impl Walk {
             Some(self.advance_cursor(entries, offset, found_at))
         };
         Ok(Decision {
-            write_from: start,
-            first_position: Some(found_at),
+            write_from,
+            first_position: Some(offset + write_from as i64),
             mark,
             next,
             give_up: None,
@@ -856,6 +901,35 @@ mod tests {
         );
         assert_eq!(again.settled, 2499);
         assert_eq!(written, vec![2499]);
+    }
+
+    #[test]
+    fn a_purge_between_two_pages_of_a_walk_is_found_by_stepping_back() {
+        let l = list(3000);
+        let mut walk = Walk::new(Mark::default(), None, Duration::hours(1), 1000);
+        let view = |entries: &[Entry], total: usize| PageView {
+            total: total as i64,
+            entries: entries.to_vec().leak(),
+            server_date: Some(now()),
+            local_now: now(),
+        };
+        let w1 = walk.first_window();
+        let d1 = walk.on_page(&w1, view(&l[..1000], 3000)).unwrap();
+        // 7 of the oldest visits are purged before the second request.
+        let purged = &l[7..];
+        let w2 = d1.next.unwrap();
+        let page2 = &purged[w2.offset() as usize..(w2.end() as usize).min(purged.len())];
+        let d2 = walk.on_page(&w2, view(page2, purged.len())).unwrap();
+        let w3 = d2.next.unwrap();
+        assert!(w3.offset() < w2.offset(), "looked further left: {w3:?}");
+        let page3 = &purged[w3.offset() as usize..(w3.end() as usize).min(purged.len())];
+        let d3 = walk.on_page(&w3, view(page3, purged.len())).unwrap();
+        assert_eq!(
+            d3.first_position,
+            Some(999 - 7),
+            "the group found 7 to the left"
+        );
+        assert_eq!(walk.recoveries(), &[Recovery::Shifted { by: 7 }]);
     }
 
     #[test]

@@ -167,6 +167,11 @@ pub struct Harness {
 impl Harness {
     /// Starts the simulator and an engine syncing `targets` with `page_size`.
     pub async fn new(sim: Simulator, targets: Vec<Target>, page_size: u32) -> Harness {
+        // `RUST_LOG=szb_sync=debug cargo test …` shows the walk's decisions.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let db = TestDb::new().await;
         let server = sim.spawn().await.unwrap();
         let mut settings = test_settings(&server.base_url, targets);
