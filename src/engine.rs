@@ -271,6 +271,7 @@ impl Engine {
             if shutdown.is_cancelled() {
                 return Ok(false);
             }
+            let fetch_started = std::time::Instant::now();
             let page = tokio::select! {
                 page = self.api.fetch(&pair.key, &pair.token, &window) => page,
                 // Nothing is half-written while a request is in flight: drop it and stop.
@@ -298,9 +299,11 @@ impl Engine {
                     local_now: page.local_now,
                 },
             )?;
+            let fetch_ms = fetch_started.elapsed().as_millis() as u64;
             tracing::debug!(
                 pair = %pair.key,
                 ?window,
+                fetch_ms,
                 total = page.total,
                 items = page.entries.len(),
                 first_position = ?decision.first_position,
@@ -311,6 +314,7 @@ impl Engine {
             );
             let entries = &page.entries[decision.write_from.min(page.entries.len())..];
             if !entries.is_empty() || decision.mark.is_some() {
+                let write_started = std::time::Instant::now();
                 let written = session
                     .write_page(&PageWrite {
                         entries,
@@ -319,6 +323,7 @@ impl Engine {
                         upstream_total: page.total,
                     })
                     .await?;
+                tracing::debug!(pair = %pair.key, write_ms = write_started.elapsed().as_millis() as u64, "page written");
                 totals.visits_inserted += written.visits_inserted;
                 totals.visits_updated += written.visits_updated;
                 totals.activities_written += written.activities_written;

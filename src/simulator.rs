@@ -547,11 +547,13 @@ impl World {
             })
     }
 
+    /// The newest `visitAt` the user ever had, purged visits included: the platform writes
+    /// visits as they happen, so new ones never land before a visit it already purged.
     fn last_sort_at(&self, agent_id: i64, user_id: i64) -> Option<DateTime<Utc>> {
-        self.user(agent_id, user_id)?
-            .entries
-            .last()
-            .map(Entry::sort_at)
+        let user = self.user(agent_id, user_id)?;
+        let current = user.entries.last().map(Entry::sort_at);
+        let purged = user.purged.iter().map(|v| v.visit_at).max();
+        current.max(purged)
     }
 
     /// Activities the user already has a visit of at exactly `visit_at`.
@@ -605,7 +607,8 @@ impl World {
     }
 
     /// `n` ascending whole-second instants after `last` and (room permitting) up to `end`,
-    /// about six hours apart on average.
+    /// about six hours apart on average, and never spread over more than two years (a long
+    /// history is denser instead of reaching back before the platform existed).
     fn spread_times(
         &mut self,
         last: Option<DateTime<Utc>>,
@@ -614,7 +617,7 @@ impl World {
         tie_rate: f64,
     ) -> Vec<DateTime<Utc>> {
         let n_i64 = i64::try_from(n).unwrap_or(i64::MAX / 2);
-        let earliest = end - Duration::hours(6 * n_i64);
+        let earliest = end - Duration::hours((6 * n_i64).min(2 * 365 * 24));
         let start = match last {
             Some(last) => (last.trunc_subsecs(0) + Duration::seconds(1)).max(earliest),
             None => earliest,
