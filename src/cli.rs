@@ -44,6 +44,16 @@ pub enum Command {
     Check,
     /// Show each pair's mark, last run and last error.
     Status,
+    /// Forget the marks of configured pairs so the next sync re-reads them from the start
+    /// (after rejects were fixed upstream, say). Stored visits stay.
+    Resync {
+        /// Only pairs of this agent.
+        #[arg(long)]
+        agent_id: Option<i64>,
+        /// Only this user.
+        #[arg(long)]
+        user_id: Option<i64>,
+    },
     /// Serve the built-in simulator of the upstream API.
     MockApi {
         /// Address to listen on.
@@ -73,6 +83,7 @@ pub async fn execute(cli: Cli) -> Result<ExitCode> {
         Command::Run => run(&load(&cli)?).await,
         Command::Check => check(&load(&cli)?).await,
         Command::Status => status(&load(&cli)?).await,
+        Command::Resync { agent_id, user_id } => resync(&load(&cli)?, agent_id, user_id).await,
     }
 }
 
@@ -248,6 +259,32 @@ async fn status(settings: &Settings) -> Result<ExitCode> {
             println!("    last error: {e}");
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn resync(
+    settings: &Settings,
+    agent_id: Option<i64>,
+    user_id: Option<i64>,
+) -> Result<ExitCode> {
+    let keys: Vec<_> = settings
+        .pairs()?
+        .into_iter()
+        .map(|p| p.key)
+        .filter(|k| {
+            agent_id.is_none_or(|a| a == k.agent_id) && user_id.is_none_or(|u| u == k.user_id)
+        })
+        .collect();
+    if keys.is_empty() {
+        anyhow::bail!("no configured pair matches --agent-id {agent_id:?} --user-id {user_id:?}");
+    }
+    let store = connect(settings).await?;
+    store.migrate().await.context("applying migrations")?;
+    let forgotten = store.forget_marks(&keys).await?;
+    println!(
+        "forgot {forgotten} marks of {} matching pairs: their next sync re-reads them from the start",
+        keys.len()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -686,6 +686,25 @@ impl<'a> Batch<'a> {
     }
 }
 
+impl Store {
+    /// Forgets the marks of these pairs, so their next sync walks the whole list again.
+    /// Stored visits stay; re-reading them writes nothing unless they changed.
+    pub async fn forget_marks(&self, pairs: &[PairKey]) -> Result<u64, StoreError> {
+        let result = sqlx::query(
+            "DELETE FROM sync_state s
+              USING UNNEST($1::int8[], $2::int8[], $3::text[]) AS p(agent_id, user_id, activity_filter)
+              WHERE (s.agent_id, s.user_id, s.activity_filter) = (p.agent_id, p.user_id, p.activity_filter)",
+        )
+        .bind(pairs.iter().map(|p| p.agent_id).collect::<Vec<_>>())
+        .bind(pairs.iter().map(|p| p.user_id).collect::<Vec<_>>())
+        .bind(pairs.iter().map(|p| p.filter_str()).collect::<Vec<_>>())
+        .execute(&self.pool)
+        .await
+        .map_err(query_err("forgetting marks"))?;
+        Ok(result.rows_affected())
+    }
+}
+
 /// The query `szb-sync demo` prints and runs: viewers and minutes watched per activity.
 pub const SAMPLE_QUERY: &str = "SELECT a.name AS activity, count(DISTINCT v.user_id) AS viewers,
        count(*) AS visits, sum(v.duration_minutes) AS minutes_watched

@@ -228,3 +228,34 @@ async fn small_pages_walk_with_overlap_and_land_everything() {
     assert_eq!(h.visits(AGENT, 1).await, h.truth(AGENT, 1, false));
     assert_eq!(h.sim.requests_for(AGENT, 1), 1);
 }
+
+#[tokio::test]
+async fn forgetting_a_mark_re_reads_the_pair_from_the_start() {
+    let sim = sim_with(&[(1, 1500), (2, 40)]);
+    let h = Harness::new(sim, vec![target(AGENT, TOKEN, &[1, 2])], 1000).await;
+    h.sync_ok().await;
+    // A row lost behind the mark (restored from an old backup, say): a plain sync does not see it.
+    sqlx::query("DELETE FROM visits WHERE agent_id = $1 AND user_id = 1 AND visit_at = (SELECT min(visit_at) FROM visits WHERE user_id = 1)")
+        .bind(AGENT)
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+    h.sync_ok().await;
+    assert_eq!(h.visits(AGENT, 1).await.len(), 1499);
+
+    let forgotten = h
+        .engine
+        .store()
+        .forget_marks(&[h.pairs[0].key.clone()])
+        .await
+        .unwrap();
+    let report = h.sync_ok().await;
+
+    assert_eq!(forgotten, 1);
+    assert_eq!(h.visits(AGENT, 1).await, h.truth(AGENT, 1, false));
+    assert_eq!(
+        report.totals().visits_inserted,
+        1,
+        "only the lost row is written again"
+    );
+}
