@@ -735,3 +735,58 @@ async fn demo_creates_its_database_syncs_and_prints_the_sample_query() {
         "{demo:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_daemon_waits_for_a_database_that_is_away_and_syncs_once_it_is_back() {
+    const USER: i64 = 1;
+    let sim = sim_with(&[(USER, 30)]);
+    let server = sim.spawn().await.unwrap();
+    let admin = TestDb::new().await;
+    // A database that does not exist yet: connecting fails until the test creates it.
+    let name = format!("szb_late_{}_{}", std::process::id(), rand::random::<u32>());
+    let mut url = url::Url::parse(&admin.url).unwrap();
+    url.set_path(&name);
+    let url = url.to_string();
+    let _cleanup = DropDatabase {
+        admin_url: admin.url.clone(),
+        name: name.clone(),
+    };
+    let cfg = config(&server.base_url, &url, 100, &[Tgt(AGENT, TOKEN, &[USER])]);
+    let mut child = szb(&with_config(&cfg, "run")).spawn().unwrap();
+    let pid = child.id().unwrap();
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the daemon must not exit while the database is away"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin.pool)
+        .await
+        .unwrap();
+    let pool = PgPool::connect(&url).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ok: i64 = sqlx::query_scalar("SELECT count(*) FROM sync_runs WHERE outcome = 'ok'")
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(0);
+        if ok > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no sync within 30 s of the database coming back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    signal(pid, "TERM");
+    let status = wait_for_exit(&mut child, Duration::from_secs(10)).await;
+
+    assert_eq!(status.code(), Some(0), "{status}");
+    assert_eq!(
+        stored(&pool, AGENT, USER).await,
+        sorted(truth_in_list_order(&sim, AGENT, USER))
+    );
+    pool.close().await;
+}
