@@ -147,7 +147,8 @@ pub struct ApiClient {
     max_body_bytes: u64,
     retry: RetryPolicy,
     interval: Duration,
-    budgets: Arc<Mutex<HashMap<String, Arc<Budget>>>>,
+    /// Keyed by a hash of the token, so the map (and `Debug`) never holds a token.
+    budgets: Arc<Mutex<HashMap<u64, Arc<Budget>>>>,
 }
 
 impl ApiClient {
@@ -182,9 +183,13 @@ impl ApiClient {
     }
 
     fn budget(&self, token: &Secret) -> Arc<Budget> {
+        use std::hash::{BuildHasher, RandomState};
+        // One RandomState per process would do; a fixed one keeps the key stable across clones.
+        static KEYS: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
+        let key = KEYS.get_or_init(RandomState::new).hash_one(token.expose());
         let mut budgets = self.budgets.lock().expect("budget map poisoned");
         budgets
-            .entry(token.expose().to_owned())
+            .entry(key)
             .or_insert_with(|| {
                 Arc::new(Budget {
                     interval: self.interval,
@@ -843,6 +848,14 @@ mod tests {
         let d = parse_retry_after(&later, now).unwrap();
         assert!((28..=30).contains(&d.as_secs()), "{d:?}");
         assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_token() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = ApiClient::new(&crate::settings::Settings::default().api).unwrap();
+        let _ = client.budget(&Secret::new("tok-very-secret"));
+        assert!(!format!("{client:?}").contains("tok-very-secret"));
     }
 
     #[test]

@@ -780,3 +780,17 @@ impl Store {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn debug_output_never_shows_the_database_password() {
+        let url = Secret::new("postgres://bob:hunter2-secret@127.0.0.1:1/szb");
+        let store = Store::connect_lazy(&url, 2).unwrap();
+        assert!(!format!("{store:?}").contains("hunter2-secret"));
+        let err = Store::connect(&url, 2).await.unwrap_err();
+        assert!(!format!("{err} {err:?}").contains("hunter2-secret"), "{err}");
+    }
+}
