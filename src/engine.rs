@@ -154,6 +154,11 @@ impl Engine {
             recoveries: Vec::new(),
             error: None,
         };
+        if shutdown.is_cancelled() {
+            // Shutting down: pairs not started yet are left for the next run, untouched.
+            report.outcome = PairOutcome::Interrupted;
+            return report;
+        }
         let session = match self.store.lock_pair(key).await {
             Ok(Some(session)) => session,
             Ok(None) => {

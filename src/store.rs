@@ -791,6 +791,9 @@ mod tests {
         let store = Store::connect_lazy(&url, 2).unwrap();
         assert!(!format!("{store:?}").contains("hunter2-secret"));
         let err = Store::connect(&url, 2).await.unwrap_err();
-        assert!(!format!("{err} {err:?}").contains("hunter2-secret"), "{err}");
+        assert!(
+            !format!("{err} {err:?}").contains("hunter2-secret"),
+            "{err}"
+        );
     }
 }
