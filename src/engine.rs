@@ -263,6 +263,9 @@ impl Engine {
     }
 
     /// Walks until the end of the list. `Ok(false)` when shutdown stopped it between pages.
+    ///
+    /// Two stages overlap: while a page is written, the next window (already decided by the
+    /// mark) is fetched. Writes stay in list order, one at a time.
     async fn walk(
         &self,
         pair: &PairConfig,
@@ -272,28 +275,19 @@ impl Engine {
         totals: &mut RunTotals,
     ) -> Result<bool, PairError> {
         let mut window = walk.first_window();
+        let mut prefetched = None;
         loop {
             if shutdown.is_cancelled() {
                 return Ok(false);
             }
-            let fetch_started = std::time::Instant::now();
-            let page = tokio::select! {
-                page = self.api.fetch(&pair.key, &pair.token, &window) => page,
-                // Nothing is half-written while a request is in flight: drop it and stop.
-                () = shutdown.cancelled() => return Ok(false),
+            let page = match prefetched.take() {
+                Some(page) => page,
+                None => match self.fetch(pair, &window, shutdown).await {
+                    Some(page) => page,
+                    None => return Ok(false),
+                },
             };
-            let page = match page {
-                Ok(page) => page,
-                Err(ApiError::Exhausted { attempts, last }) => {
-                    totals.requests += attempts;
-                    return Err(ApiError::Exhausted { attempts, last }.into());
-                }
-                Err(e) => {
-                    totals.requests += 1;
-                    return Err(e.into());
-                }
-            };
-            totals.requests += page.attempts;
+            let page = count_requests(page, totals)?;
             totals.pages += 1;
             let decision = walk.on_page(
                 &window,
@@ -304,11 +298,9 @@ impl Engine {
                     local_now: page.local_now,
                 },
             )?;
-            let fetch_ms = fetch_started.elapsed().as_millis() as u64;
             tracing::debug!(
                 pair = %pair.key,
                 ?window,
-                fetch_ms,
                 total = page.total,
                 items = page.entries.len(),
                 first_position = ?decision.first_position,
@@ -318,8 +310,11 @@ impl Engine {
                 "page"
             );
             let entries = &page.entries[decision.write_from.min(page.entries.len())..];
-            if !entries.is_empty() || decision.mark.is_some() {
-                let write_started = std::time::Instant::now();
+            let write = async {
+                if entries.is_empty() && decision.mark.is_none() {
+                    return Ok(None);
+                }
+                let started = std::time::Instant::now();
                 let written = session
                     .write_page(&PageWrite {
                         entries,
@@ -328,7 +323,19 @@ impl Engine {
                         upstream_total: page.total,
                     })
                     .await?;
-                tracing::debug!(pair = %pair.key, write_ms = write_started.elapsed().as_millis() as u64, "page written");
+                tracing::debug!(pair = %pair.key, write_ms = started.elapsed().as_millis() as u64, "page written");
+                Ok::<_, StoreError>(Some(written))
+            };
+            let prefetch = async {
+                match decision.next {
+                    Some(next) if decision.give_up.is_none() => {
+                        self.fetch(pair, &next, shutdown).await
+                    }
+                    _ => None,
+                }
+            };
+            let (written, next_page) = tokio::join!(write, prefetch);
+            if let Some(written) = written? {
                 totals.visits_inserted += written.visits_inserted;
                 totals.visits_updated += written.visits_updated;
                 totals.activities_written += written.activities_written;
@@ -338,9 +345,50 @@ impl Engine {
                 return Err(err.into());
             }
             match decision.next {
-                Some(next) => window = next,
+                Some(next) => {
+                    window = next;
+                    prefetched = next_page;
+                }
                 None => return Ok(true),
             }
+        }
+    }
+
+    /// One window, or `None` when shutdown came first: nothing is half-written while a
+    /// request is in flight, so it is dropped.
+    async fn fetch(
+        &self,
+        pair: &PairConfig,
+        window: &crate::mark::Window,
+        shutdown: &CancellationToken,
+    ) -> Option<Result<crate::api::FetchedPage, ApiError>> {
+        let started = std::time::Instant::now();
+        let page = tokio::select! {
+            page = self.api.fetch(&pair.key, &pair.token, window) => page,
+            () = shutdown.cancelled() => return None,
+        };
+        tracing::debug!(pair = %pair.key, ?window, fetch_ms = started.elapsed().as_millis() as u64, "page fetched");
+        Some(page)
+    }
+}
+
+/// Adds a fetch's requests (retries included) to the run's count.
+fn count_requests(
+    page: Result<crate::api::FetchedPage, ApiError>,
+    totals: &mut RunTotals,
+) -> Result<crate::api::FetchedPage, ApiError> {
+    match page {
+        Ok(page) => {
+            totals.requests += page.attempts;
+            Ok(page)
+        }
+        Err(ApiError::Exhausted { attempts, last }) => {
+            totals.requests += attempts;
+            Err(ApiError::Exhausted { attempts, last })
+        }
+        Err(e) => {
+            totals.requests += 1;
+            Err(e)
         }
     }
 }
