@@ -12,8 +12,8 @@ async fn main() -> ExitCode {
     match execute(cli).await {
         Ok(code) => code,
         Err(e) => {
-            // `{:#}` prints the whole cause chain on one line.
-            eprintln!("error: {e:#}");
+            // The whole cause chain on one line, without repeating a cause a message already quotes.
+            eprintln!("error: {}", szb_sync::engine::chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -30,7 +30,11 @@ pub enum SchedulerError {
 pub async fn migrate_with_retry(store: &Store, shutdown: &CancellationToken) -> bool {
     let mut wait = Duration::from_secs(1);
     loop {
-        match store.migrate().await {
+        let migrated = tokio::select! {
+            migrated = store.migrate() => migrated,
+            () = shutdown.cancelled() => return false,
+        };
+        match migrated {
             Ok(()) => return true,
             Err(e) => {
                 tracing::error!(error = %crate::engine::chain(&e), retry_in_s = wait.as_secs(), "cannot apply migrations; will retry");

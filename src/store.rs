@@ -69,9 +69,23 @@ fn query_err(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
 }
 
 /// A handle on the database. Cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Store {
     pool: PgPool,
+    /// For a direct connection that tells why the pool cannot connect (it only says it timed
+    /// out). Holds the password: never printed.
+    options: std::sync::Arc<PgConnectOptions>,
+    /// The URL with its password masked, for messages.
+    url: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("url", &self.url)
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Store {
@@ -86,21 +100,42 @@ impl Store {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2))
             .acquire_timeout(std::time::Duration::from_secs(10))
-            .connect_lazy_with(options);
-        Ok(Store { pool })
+            .connect_lazy_with(options.clone());
+        Ok(Store {
+            pool,
+            options: std::sync::Arc::new(options),
+            url: redact_url(url.expose()),
+        })
     }
 
     /// Connects and checks the database answers.
     pub async fn connect(url: &Secret, max_connections: u32) -> Result<Self, StoreError> {
         let store = Self::connect_lazy(url, max_connections)?;
-        store.ping().await.map_err(|e| match e {
-            StoreError::Query { source, .. } => StoreError::Connect {
-                url: redact_url(url.expose()),
-                source,
-            },
-            other => other,
-        })?;
+        store.reachable().await?;
         Ok(store)
+    }
+
+    /// Opens one connection outside the pool: its error says why (refused, unknown host, bad
+    /// password, no such database), where the pool would only say it timed out.
+    pub async fn reachable(&self) -> Result<(), StoreError> {
+        let conn = sqlx::PgConnection::connect_with(&self.options)
+            .await
+            .map_err(|source| StoreError::Connect {
+                url: self.url.clone(),
+                source,
+            })?;
+        let _ = conn.close().await;
+        Ok(())
+    }
+
+    /// The pool could not hand out a connection: ask the database directly why.
+    async fn explain(&self, context: &'static str, source: sqlx::Error) -> StoreError {
+        if matches!(source, sqlx::Error::PoolTimedOut)
+            && let Err(e) = self.reachable().await
+        {
+            return e;
+        }
+        StoreError::Query { context, source }
     }
 
     /// Creates the database named in `url` when it does not exist yet.
@@ -136,6 +171,8 @@ impl Store {
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        // Fails fast, with the reason, when the database is away.
+        self.reachable().await?;
         MIGRATOR.run(&self.pool).await?;
         Ok(())
     }
@@ -148,11 +185,10 @@ impl Store {
     /// one pair at once. `None` when another session holds it. The connection closes when the
     /// session is dropped, which releases the lock even on a panic or an error path.
     pub async fn lock_pair(&self, pair: &PairKey) -> Result<Option<PairSession>, StoreError> {
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(query_err("acquiring a connection"))?;
+        let mut conn = match self.pool.acquire().await {
+            Ok(conn) => conn,
+            Err(e) => return Err(self.explain("acquiring a connection", e).await),
+        };
         conn.close_on_drop();
         let locked: bool =
             sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")

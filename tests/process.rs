@@ -790,3 +790,28 @@ async fn run_daemon_waits_for_a_database_that_is_away_and_syncs_once_it_is_back(
     );
     pool.close().await;
 }
+
+#[tokio::test]
+async fn an_unreachable_database_is_named_with_its_reason_not_a_pool_timeout() {
+    let cfg = write_config(
+        "[database]\nurl = \"postgres://bob:db-secret-pw@127.0.0.1:1/szb\"\n\
+         [api]\nbase_url = \"http://127.0.0.1:1\"\ntoken = \"t\"\n\
+         [[targets]]\nagent_id = 1\nuser_ids = [2]\n",
+    );
+    let started = Instant::now();
+
+    let out = run(&with_config(&cfg, "sync")).await;
+
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("cannot connect to Postgres at postgres://bob:***@127.0.0.1:1/szb"),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr.contains("refused"),
+        "the cause, not a pool timeout: {out:?}"
+    );
+    assert!(!out.stderr.contains("db-secret-pw") && !out.stdout.contains("db-secret-pw"));
+    assert!(started.elapsed() < Duration::from_secs(5), "fails fast");
+}
