@@ -97,6 +97,13 @@ async fn connect(settings: &Settings) -> Result<Store> {
 
 /// The engine the settings describe.
 pub fn engine(settings: &Settings, store: Store) -> Result<Engine> {
+    if settings.api.page_size < 50 {
+        tracing::warn!(
+            page_size = settings.api.page_size,
+            "api.page_size below 50: windows may not line up around tie groups, and the mark may \
+             wait while every sync re-reads from there (costs requests, not correctness)"
+        );
+    }
     let api = ApiClient::new(&settings.api).context("building the HTTP client")?;
     Ok(Engine::new(
         store,

@@ -142,7 +142,7 @@ pub enum Recovery {
     /// The anchor could not be found again: reading again from `from`.
     Lost { from: i64 },
     /// No allowed window holds this tie group whole with the visit before it (a group as large
-    /// as a page, or tiny pages); the walk went on by offset and the mark waits before it.
+    /// as a page, or small pages); the walk went on without moving the mark further.
     OversizedTieGroup { at: i64 },
 }
 
@@ -160,7 +160,7 @@ impl std::fmt::Display for Recovery {
             Recovery::OversizedTieGroup { at } => {
                 write!(
                     f,
-                    "tie group at {at} not readable whole in one window: continued by offset"
+                    "tie group at {at} not readable whole in one window: mark held"
                 )
             }
         }
@@ -205,8 +205,9 @@ struct Cursor {
     /// The group starting at `pos`, to be found again with the visit before it. `None` at the
     /// head of the list, or when no allowed window can hold that group and its predecessor.
     group: Option<Anchor>,
-    /// Without a group: the `visitAt` the entry at `pos - 1` must still have, and where the tie
-    /// group holding that entry starts. `None` with no group: the position is taken on trust.
+    /// Without a group: the `visitAt` the entry at `pos - 1` must still have (a weak check: it
+    /// lies inside a tie group, so the mark is frozen meanwhile), and where that group starts.
+    /// `None` with no group: the position is taken on trust.
     after: Option<(DateTime<Utc>, i64)>,
 }
 
@@ -391,14 +392,6 @@ impl Walk {
                 write_from -= 1;
             }
         }
-        if let Some((visit_at, group_from)) = self.cursor.after
-            && entries.get(start).and_then(Entry::visit_at) == Some(visit_at)
-        {
-            // A tie group ran across the last page's end: it was not read whole.
-            self.recoveries
-                .push(Recovery::OversizedTieGroup { at: group_from });
-            self.hold_at(group_from);
-        }
         if found_at < self.cursor.pos {
             self.shift_left(self.cursor.pos - found_at);
         }
@@ -466,6 +459,23 @@ impl Walk {
             // The first older visit, counted from the newest end of one response: its total and
             // offset agree, so appends between requests cannot skew the position.
             let start = page.total - (offset + j as i64);
+            if start > self.committed.settled {
+                // More visits before the anchor than before: late data, not a purge. They sit
+                // somewhere in the prefix, so read it all again.
+                self.recoveries.push(Recovery::LateInsert { from: 0 });
+                self.committed = Mark::default();
+                self.mark_dirty = true;
+                self.cursor = Cursor {
+                    pos: 0,
+                    group: None,
+                    after: None,
+                };
+                self.hold = None;
+                return Decision {
+                    next: Some(Window::first(self.max_size)),
+                    ..nothing
+                };
+            }
             self.recoveries.push(Recovery::Found {
                 at: start,
                 was: self.committed.settled,
@@ -514,8 +524,12 @@ impl Walk {
     /// Moves the cursor to the page's last tie group, so the next window re-reads it whole.
     fn advance_cursor(&mut self, entries: &[Entry], offset: i64, found_at: i64) -> Window {
         let seen_end = offset + entries.len() as i64;
-        let last_group = last_boundary(entries, offset, (found_at + 1).max(offset + 1), i64::MAX);
-        if let Some(c) = last_group {
+        let lowest = (found_at + 1).max(offset + 1);
+        let last_group = last_boundary(entries, offset, lowest, i64::MAX);
+        // The last group first; when no window holds it with its predecessor and still reaches
+        // further (small pages line up badly), an earlier group, re-reading a little more.
+        let mut limit = i64::MAX;
+        while let Some(c) = last_boundary(entries, offset, lowest, limit) {
             let next = Window::covering(c - 1, self.max_size);
             if next.end() > seen_end {
                 self.cursor = Cursor {
@@ -525,9 +539,20 @@ impl Walk {
                 };
                 return next;
             }
+            limit = c - 1;
         }
-        // Tiny pages may not line up around that group: check the page's last entry instead.
+        // No allowed window holds the last group with the visit before it (a group as large as a
+        // page, or small pages that do not line up). Any check left lies inside one tie group,
+        // where a purge between two requests goes unnoticed, so the mark stays where it is for
+        // the rest of this walk; the walk goes on to write what it reads.
         let group_from = last_group.unwrap_or(found_at);
+        tracing::warn!(
+            at = group_from,
+            "tie group cannot be re-read whole in one window: the mark waits for the next sync"
+        );
+        self.recoveries
+            .push(Recovery::OversizedTieGroup { at: group_from });
+        self.hold_at(self.committed.settled);
         if let Some(last) = entries.last().and_then(Entry::visit_at) {
             let next = Window::covering(seen_end - 1, self.max_size);
             if next.end() > seen_end {
@@ -539,15 +564,6 @@ impl Walk {
                 return next;
             }
         }
-        // Nothing to check against: go on by offset, and keep the mark before the last group,
-        // which this walk cannot read whole.
-        tracing::warn!(
-            at = group_from,
-            "tie group cannot be re-read whole in one window: continuing by offset"
-        );
-        self.recoveries
-            .push(Recovery::OversizedTieGroup { at: group_from });
-        self.hold_at(group_from);
         self.cursor = Cursor {
             pos: seen_end,
             group: None,
@@ -837,13 +853,38 @@ mod tests {
     }
 
     #[test]
-    fn quiet_pair_with_tiny_pages_costs_one_request() {
-        for n in [2, 6, 21, 37] {
+    fn tiny_pages_write_everything_even_when_the_mark_must_wait() {
+        // Pages of 5 often cannot line up around a group: the walk still reads and writes
+        // everything from the mark on, and the mark never passes what it did not verify.
+        for n in [2, 6, 21, 37, 100] {
             let l = list(n);
-            let (_, mark, _) = run(&l, Mark::default(), None, 5);
-            assert_eq!(mark.settled, n - 1);
-            let (requests, _, _) = run(&l, mark, Some(n), 5);
-            assert_eq!(requests, 1, "n = {n}");
+            let (mut mark, mut known) = (Mark::default(), None);
+            for _ in 0..3 {
+                let (_, next, written) = run(&l, mark.clone(), known, 5);
+                let mut uniq = written;
+                uniq.sort();
+                uniq.dedup();
+                assert_eq!(uniq, (mark.settled..n).collect::<Vec<_>>(), "n = {n}");
+                assert!(mark.settled <= next.settled && next.settled < n.max(1));
+                (mark, known) = (next, Some(n));
+            }
+        }
+    }
+
+    #[test]
+    fn ordinary_page_sizes_never_hold_the_mark_without_ties() {
+        for (n, size) in [
+            (1_000, 25),
+            (3_001, 37),
+            (5_000, 50),
+            (12_345, 100),
+            (20_000, 997),
+        ] {
+            let l = list(n);
+            let (_, mark, _) = run(&l, Mark::default(), None, size);
+            assert_eq!(mark.settled, n - 1, "n = {n}, page size {size}");
+            let (requests, _, _) = run(&l, mark, Some(n), size);
+            assert_eq!(requests, 1, "n = {n}, page size {size}: quiet");
         }
     }
 
@@ -930,6 +971,79 @@ mod tests {
             "the group found 7 to the left"
         );
         assert_eq!(walk.recoveries(), &[Recovery::Shifted { by: 7 }]);
+    }
+
+    #[test]
+    fn a_purge_inside_a_tie_group_between_two_small_pages_never_lets_the_mark_skip() {
+        // visitAt 2,4,4,5,6×6,9,10,…; the visit at position 7 is still open.
+        let times = [2, 4, 4, 5, 6, 6, 6, 6, 6, 6, 9, 10, 11, 12, 13, 14, 15, 16];
+        let l: Vec<Entry> = times
+            .iter()
+            .enumerate()
+            .map(|(i, t)| visit(*t, &format!("a{i}"), i == 7))
+            .collect();
+        let mut walk = Walk::new(Mark::default(), None, Duration::hours(1), 7);
+        let mut window = Some(walk.first_window());
+        let (mut requests, mut written) = (0, Vec::new());
+        let mut current = l.clone();
+        while let Some(w) = window {
+            requests += 1;
+            if requests == 2 {
+                current = l[3..].to_vec(); // the 3 oldest are purged between the requests
+            }
+            let lo = (w.offset() as usize).min(current.len());
+            let hi = (w.end() as usize).min(current.len());
+            let d = walk
+                .on_page(
+                    &w,
+                    PageView {
+                        total: current.len() as i64,
+                        entries: &current[lo..hi],
+                        server_date: Some(now()),
+                        local_now: now(),
+                    },
+                )
+                .unwrap();
+            written.extend(current[lo + d.write_from..hi].iter().cloned());
+            window = d.next;
+            assert!(requests < 100);
+        }
+        let settled = walk.mark().settled as usize;
+        let open_at = current
+            .iter()
+            .position(|e| e.last_online_at() == Some(now()))
+            .unwrap();
+        assert!(
+            settled <= open_at,
+            "the mark passed the open visit: {settled} > {open_at}"
+        );
+        for e in &current[..settled] {
+            assert!(
+                written.contains(e),
+                "the mark passed {:?}, never written",
+                e.activity_id()
+            );
+        }
+    }
+
+    #[test]
+    fn a_large_backfill_before_the_mark_is_read_not_skipped() {
+        let l = list(3000);
+        let (_, mark, _) = run(&l, Mark::default(), None, 1000);
+        // 800 late visits, older than any synced one, land at the head of the list.
+        let mut late: Vec<Entry> = (0..800)
+            .map(|i| visit(i - 1000, &format!("late{i}"), false))
+            .collect();
+        late.extend_from_slice(&l);
+        let (_, again, written) = run(&late, mark, Some(3000), 1000);
+        let mut uniq = written;
+        uniq.sort();
+        uniq.dedup();
+        assert!(
+            (0..800).all(|p| uniq.binary_search(&p).is_ok()),
+            "every late visit read"
+        );
+        assert_eq!(again.settled, 3799);
     }
 
     #[test]
