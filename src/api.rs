@@ -58,6 +58,11 @@ pub enum ApiError {
     Decode { reason: String, snippet: String },
     #[error("the response's pager contradicts its items: {0}")]
     Inconsistent(String),
+    #[error(
+        "the platform answered pageSize {got} to a request for {asked}: it caps the page size; \
+         set api.page_size = {got}"
+    )]
+    PageSizeCapped { asked: i64, got: i64 },
     #[error("gave up after {attempts} attempts; last error: {last}")]
     Exhausted { attempts: u32, last: Box<ApiError> },
     #[error("cannot build the HTTP client: {0}")]
@@ -483,11 +488,8 @@ mod wire {
                 "asked for page {}, pager says {:?}",
                 window.page, pager.page
             ))
-        } else if pager.page_size.is_some_and(|s| s != asked) {
-            Some(format!(
-                "asked for pageSize {asked}, pager says {:?}",
-                pager.page_size
-            ))
+        } else if let Some(got) = pager.page_size.filter(|s| *s != asked) {
+            return Err(ApiError::PageSizeCapped { asked, got });
         } else if n > asked {
             Some(format!("{n} items on a page of {asked}"))
         } else if pager.total < 0 {
@@ -815,6 +817,14 @@ mod wire {
                     other => panic!("{field} accepted: {other:?}"),
                 }
             }
+        }
+
+        #[test]
+        fn a_capped_page_size_says_which_setting_to_change() {
+            let body = SAMPLE.replace("\"pageSize\":10", "\"pageSize\":5");
+            let err = decode_page(body.as_bytes(), &pair(), &window(), Utc::now()).unwrap_err();
+            assert!(!err.is_retryable());
+            assert!(err.to_string().contains("set api.page_size = 5"), "{err}");
         }
 
         #[test]

@@ -92,7 +92,7 @@ fn load(cli: &Cli) -> Result<Settings> {
 }
 
 async fn connect(settings: &Settings) -> Result<Store> {
-    Ok(Store::connect(&settings.database.url, settings.database.max_connections).await?)
+    Ok(Store::connect(&settings.database.url, settings.pool_size()).await?)
 }
 
 /// The engine the settings describe.
@@ -184,7 +184,7 @@ async fn run(settings: &Settings) -> Result<ExitCode> {
     settings.require_targets()?;
     let pairs = settings.pairs()?;
     // Lazy: a database that is away at start-up is retried, not fatal.
-    let store = Store::connect_lazy(&settings.database.url, settings.database.max_connections)?;
+    let store = Store::connect_lazy(&settings.database.url, settings.pool_size())?;
     let engine = engine(settings, store.clone())?;
     let shutdown = shutdown_on_signals();
     crate::scheduler::run(engine, pairs, &settings.schedule.cron, shutdown).await?;
@@ -214,9 +214,10 @@ async fn check(settings: &Settings) -> Result<ExitCode> {
     for pair in settings.pairs()? {
         agents.entry(pair.key.agent_id).or_insert(pair);
     }
+    // The configured page size, so a platform that caps it is caught here too.
     let probe = Window {
         page: 1,
-        page_size: 1,
+        page_size: settings.api.page_size,
         order: Order::Desc,
     };
     for (agent, pair) in agents {
@@ -287,12 +288,20 @@ async fn resync(
     }
     let store = connect(settings).await?;
     store.migrate().await.context("applying migrations")?;
-    let forgotten = store.forget_marks(&keys).await?;
+    let outcome = store.forget_marks(&keys).await?;
     println!(
-        "forgot {forgotten} marks of {} matching pairs: their next sync re-reads them from the start",
+        "forgot {} marks of {} matching pairs: their next sync re-reads them from the start",
+        outcome.forgotten,
         keys.len()
     );
-    Ok(ExitCode::SUCCESS)
+    for pair in &outcome.busy {
+        println!("{pair}: busy syncing in another process; run resync again when it is done");
+    }
+    Ok(if outcome.busy.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn mock_api(listen: SocketAddr) -> Result<ExitCode> {

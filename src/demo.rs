@@ -40,7 +40,7 @@ pub async fn run(config: Option<&Path>) -> Result<ExitCode> {
     if Store::create_database_if_missing(&url).await? {
         println!("  created the database");
     }
-    let store = Store::connect(&url, settings.database.max_connections).await?;
+    let store = Store::connect(&url, settings.pool_size()).await?;
     store.migrate().await.context("applying migrations")?;
     let agent_ids: Vec<i64> = AGENTS.iter().map(|a| a.id).collect();
     // A rerun starts from scratch: the simulator's visits are generated relative to now.

@@ -334,8 +334,10 @@ impl Engine {
                     _ => None,
                 }
             };
-            let (written, next_page) = tokio::join!(write, prefetch);
-            if let Some(written) = written? {
+            // A failed write stops the run at once: the prefetch in flight is dropped.
+            let (written, next_page) =
+                tokio::try_join!(write, async { Ok::<_, StoreError>(prefetch.await) })?;
+            if let Some(written) = written {
                 totals.visits_inserted += written.visits_inserted;
                 totals.visits_updated += written.visits_updated;
                 totals.activities_written += written.activities_written;

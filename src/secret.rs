@@ -49,6 +49,24 @@ pub fn redact_url(url: &str) -> String {
             if parsed.password().is_some() {
                 let _ = parsed.set_password(Some("***"));
             }
+            // libpq-style URLs may also carry it as a query parameter.
+            if parsed.query().is_some() {
+                let pairs: Vec<(String, String)> = parsed
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let secret = matches!(k.as_ref(), "password" | "sslpassword");
+                        (
+                            k.into_owned(),
+                            if secret {
+                                "***".to_owned()
+                            } else {
+                                v.into_owned()
+                            },
+                        )
+                    })
+                    .collect();
+                parsed.query_pairs_mut().clear().extend_pairs(pairs);
+            }
             parsed.to_string()
         }
         Err(_) => "[unparsable url]".to_owned(),
@@ -71,6 +89,10 @@ mod tests {
         assert_eq!(
             redact_url("postgres://bob:hunter2@db:5432/szb"),
             "postgres://bob:***@db:5432/szb"
+        );
+        assert_eq!(
+            redact_url("postgres://app@db/szb?password=hunter2&sslmode=require"),
+            "postgres://app@db/szb?password=***&sslmode=require"
         );
         assert_eq!(
             redact_url("postgres://root@127.0.0.1/szb"),

@@ -382,6 +382,15 @@ impl Settings {
     }
 
     /// For the commands that sync (`sync`, `run`): at least one target must be configured.
+    /// Connections the pool needs: each pair synced at once holds one for its whole run (it
+    /// carries the pair's advisory lock), plus a few for everything else.
+    pub fn pool_size(&self) -> u32 {
+        let concurrency = u32::try_from(self.sync.concurrency).unwrap_or(u32::MAX);
+        self.database
+            .max_connections
+            .max(concurrency.saturating_add(2))
+    }
+
     pub fn require_targets(&self) -> Result<(), SettingsError> {
         if self.targets.is_empty() {
             Err(SettingsError::NoTargets)

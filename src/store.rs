@@ -47,6 +47,18 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// True when Postgres aborted the transaction to break a deadlock or a serialization
+    /// conflict: nothing was written, and trying again is right.
+    pub fn is_deadlock(&self) -> bool {
+        match self {
+            StoreError::Query {
+                source: sqlx::Error::Database(db),
+                ..
+            } => matches!(db.code().as_deref(), Some("40P01" | "40001")),
+            _ => false,
+        }
+    }
+
     /// True when the database itself is away (restart, network), as opposed to a bad query.
     pub fn is_connection(&self) -> bool {
         let source = match self {
@@ -496,9 +508,29 @@ impl PairSession {
         }
     }
 
-    /// Writes one page and the mark in one transaction.
+    /// Writes one page and the mark in one transaction. Pairs of one agent share activity
+    /// rows, so two pairs' transactions can deadlock; Postgres then aborts one, which is
+    /// retried here (it changed nothing).
     pub async fn write_page(&mut self, page: &PageWrite<'_>) -> Result<PageWritten, StoreError> {
         let batch = Batch::new(&self.pair, page);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.write_batch(page, &batch).await {
+                Err(e) if attempt < 4 && e.is_deadlock() => {
+                    tracing::debug!(pair = %self.pair, attempt, "page transaction deadlocked; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn write_batch(
+        &mut self,
+        page: &PageWrite<'_>,
+        batch: &Batch<'_>,
+    ) -> Result<PageWritten, StoreError> {
         let mut tx = self
             .conn
             .begin()
@@ -605,7 +637,7 @@ impl PairSession {
 
         if !batch.rejects.is_empty() {
             let r = &batch.rejects;
-            sqlx::query(
+            let result = sqlx::query(
                 "INSERT INTO sync_rejects (agent_id, user_id, activity_filter, raw, reason, list_position)
                  SELECT $1, $2, $3, u.* FROM UNNEST($4::jsonb[], $5::text[], $6::int8[]) AS u
                  ON CONFLICT (agent_id, user_id, activity_filter, md5(raw::text)) DO NOTHING",
@@ -619,7 +651,8 @@ impl PairSession {
             .execute(&mut *tx)
             .await
             .map_err(query_err("recording rejected items"))?;
-            written.rejects = r.len() as u64;
+            // Counts items recorded for the first time; a reject read again is already there.
+            written.rejects = result.rows_affected();
         }
 
         let anchor = page.mark.anchor.as_ref();
@@ -724,21 +757,39 @@ impl<'a> Batch<'a> {
 
 impl Store {
     /// Forgets the marks of these pairs, so their next sync walks the whole list again.
-    /// Stored visits stay; re-reading them writes nothing unless they changed.
-    pub async fn forget_marks(&self, pairs: &[PairKey]) -> Result<u64, StoreError> {
-        let result = sqlx::query(
-            "DELETE FROM sync_state s
-              USING UNNEST($1::int8[], $2::int8[], $3::text[]) AS p(agent_id, user_id, activity_filter)
-              WHERE (s.agent_id, s.user_id, s.activity_filter) = (p.agent_id, p.user_id, p.activity_filter)",
-        )
-        .bind(pairs.iter().map(|p| p.agent_id).collect::<Vec<_>>())
-        .bind(pairs.iter().map(|p| p.user_id).collect::<Vec<_>>())
-        .bind(pairs.iter().map(|p| p.filter_str()).collect::<Vec<_>>())
-        .execute(&self.pool)
-        .await
-        .map_err(query_err("forgetting marks"))?;
-        Ok(result.rows_affected())
+    /// Stored visits stay; re-reading them writes nothing unless they changed. Each pair is
+    /// taken under its lock, so a sync running meanwhile cannot write its old mark back; pairs
+    /// busy syncing are returned untouched.
+    pub async fn forget_marks(&self, pairs: &[PairKey]) -> Result<ForgetOutcome, StoreError> {
+        let mut outcome = ForgetOutcome::default();
+        for pair in pairs {
+            let Some(mut session) = self.lock_pair(pair).await? else {
+                outcome.busy.push(pair.clone());
+                continue;
+            };
+            let deleted = sqlx::query(
+                "DELETE FROM sync_state WHERE agent_id = $1 AND user_id = $2 AND activity_filter = $3",
+            )
+            .bind(pair.agent_id)
+            .bind(pair.user_id)
+            .bind(pair.filter_str())
+            .execute(&mut *session.conn)
+            .await
+            .map_err(query_err("forgetting a mark"))?;
+            outcome.forgotten += deleted.rows_affected();
+            session.release().await?;
+        }
+        Ok(outcome)
     }
+}
+
+/// What [`Store::forget_marks`] did.
+#[derive(Debug, Default)]
+pub struct ForgetOutcome {
+    /// Marks deleted (a pair never synced has none).
+    pub forgotten: u64,
+    /// Pairs another process was syncing: try again later.
+    pub busy: Vec<PairKey>,
 }
 
 /// The query `szb-sync demo` prints and runs: viewers and minutes watched per activity.

@@ -266,11 +266,35 @@ async fn forgetting_a_mark_re_reads_the_pair_from_the_start() {
         .unwrap();
     let report = h.sync_ok().await;
 
-    assert_eq!(forgotten, 1);
+    assert_eq!((forgotten.forgotten, forgotten.busy.len()), (1, 0));
     assert_eq!(h.visits(AGENT, 1).await, h.truth(AGENT, 1, false));
     assert_eq!(
         report.totals().visits_inserted,
         1,
         "only the lost row is written again"
     );
+}
+
+#[tokio::test]
+async fn resync_leaves_a_pair_that_is_syncing_alone() {
+    let sim = sim_with(&[(1, 30)]);
+    let h = Harness::new(sim, vec![target(AGENT, TOKEN, &[1])], 1000).await;
+    h.sync_ok().await;
+    let store = h.engine.store();
+    let held = store
+        .lock_pair(&h.pairs[0].key)
+        .await
+        .unwrap()
+        .expect("lock is free");
+
+    let outcome = store.forget_marks(&[h.pairs[0].key.clone()]).await.unwrap();
+
+    assert_eq!(outcome.forgotten, 0);
+    assert_eq!(outcome.busy, vec![h.pairs[0].key.clone()]);
+    assert_eq!(
+        h.count("SELECT count(*) FROM sync_state").await,
+        1,
+        "the mark stays"
+    );
+    held.release().await.unwrap();
 }

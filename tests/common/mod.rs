@@ -187,7 +187,9 @@ impl Harness {
         settings: Settings,
     ) -> Harness {
         settings.validate().expect("test settings are valid");
-        let store = Store::connect(&settings.database.url, 4).await.unwrap();
+        let store = Store::connect(&settings.database.url, settings.pool_size())
+            .await
+            .unwrap();
         store.migrate().await.unwrap();
         let engine = szb_sync::cli::engine(&settings, store).unwrap();
         let pairs = settings.pairs().unwrap();
