@@ -244,7 +244,8 @@ impl Store {
                         (SELECT max(finished_at) FROM sync_runs o
                           WHERE o.agent_id = $1 AND o.user_id = $2 AND o.activity_filter = $3
                             AND o.outcome = 'ok') AS last_ok_at,
-                        (SELECT count(*) FROM visits v WHERE v.agent_id = $1 AND v.user_id = $2) AS visits,
+                        (SELECT count(*) FROM visits v WHERE v.agent_id = $1 AND v.user_id = $2
+                            AND ($3 = '' OR v.activity_id = $3)) AS visits,
                         (SELECT count(*) FROM sync_rejects j
                           WHERE j.agent_id = $1 AND j.user_id = $2 AND j.activity_filter = $3) AS rejects
                    FROM (SELECT 1) one
