@@ -462,17 +462,8 @@ impl Walk {
             if start > self.committed.settled {
                 // More visits before the anchor than before: late data, not a purge. They sit
                 // somewhere in the prefix, so read it all again.
-                self.recoveries.push(Recovery::LateInsert { from: 0 });
-                self.committed = Mark::default();
-                self.mark_dirty = true;
-                self.cursor = Cursor {
-                    pos: 0,
-                    group: None,
-                    after: None,
-                };
-                self.hold = None;
                 return Decision {
-                    next: Some(Window::first(self.max_size)),
+                    next: Some(self.read_from_head(Recovery::LateInsert { from: 0 })),
                     ..nothing
                 };
             }
@@ -498,17 +489,8 @@ impl Walk {
         if at_oldest {
             // Nothing older than the anchor is left: the whole prefix was purged, maybe the
             // anchor group too. Read everything that remains.
-            self.recoveries.push(Recovery::Lost { from: 0 });
-            self.committed = Mark::default();
-            self.mark_dirty = true;
-            self.cursor = Cursor {
-                pos: 0,
-                group: None,
-                after: None,
-            };
-            self.hold = None;
             return Decision {
-                next: Some(Window::first(self.max_size)),
+                next: Some(self.read_from_head(Recovery::Lost { from: 0 })),
                 ..nothing
             };
         }
@@ -586,6 +568,20 @@ impl Walk {
             (None, Some(newest)) => newest.min(page.local_now),
             (None, None) => page.local_now,
         }
+    }
+
+    /// Forgets the mark and walks the whole list again from position 0.
+    fn read_from_head(&mut self, recovery: Recovery) -> Window {
+        self.recoveries.push(recovery);
+        self.committed = Mark::default();
+        self.mark_dirty = true;
+        self.cursor = Cursor {
+            pos: 0,
+            group: None,
+            after: None,
+        };
+        self.hold = None;
+        Window::first(self.max_size)
     }
 
     fn hold_at(&mut self, pos: i64) {

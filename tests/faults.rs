@@ -22,12 +22,7 @@ const AGENT: i64 = 105_131;
 const TOKEN: &str = "tok-105131";
 
 fn sim_with(users: &[(i64, usize)]) -> Simulator {
-    let sim = Simulator::new(11);
-    sim.add_agent(AGENT, TOKEN);
-    for (user, n) in users {
-        sim.generate_visits(AGENT, *user, *n);
-    }
-    sim
+    common::simulator(11, AGENT, TOKEN, users)
 }
 
 /// A harness with pages of 10 and whatever else `tweak` changes in the test settings.

@@ -25,12 +25,7 @@ const CHILD_LIMIT: Duration = Duration::from_secs(30);
 
 /// A simulator with one agent and `n` generated visits for each user.
 fn sim_with(users: &[(i64, usize)]) -> Simulator {
-    let sim = Simulator::new(11);
-    sim.add_agent(AGENT, TOKEN);
-    for (user, n) in users {
-        sim.generate_visits(AGENT, *user, *n);
-    }
-    sim
+    common::simulator(11, AGENT, TOKEN, users)
 }
 
 /// One `[[targets]]` entry: agent, its token, its users.
@@ -673,23 +668,7 @@ struct DropDatabase {
 
 impl Drop for DropDatabase {
     fn drop(&mut self) {
-        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .execute(&mut admin)
-                    .await;
-                }
-            });
-        })
-        .join();
+        common::drop_database(&self.admin_url, &self.name);
     }
 }
 

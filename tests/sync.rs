@@ -10,12 +10,7 @@ const AGENT: i64 = 105_131;
 const TOKEN: &str = "tok-105131";
 
 fn sim_with(users: &[(i64, usize)]) -> Simulator {
-    let sim = Simulator::new(7);
-    sim.add_agent(AGENT, TOKEN);
-    for (user, n) in users {
-        sim.generate_visits(AGENT, *user, *n);
-    }
-    sim
+    common::simulator(7, AGENT, TOKEN, users)
 }
 
 /// Row versions of every synced table: any UPDATE or INSERT changes it.

@@ -18,12 +18,7 @@ const TOKEN: &str = "tok-105131";
 const USER: i64 = 1;
 
 fn sim_with(users: &[(i64, usize)]) -> Simulator {
-    let sim = Simulator::new(11);
-    sim.add_agent(AGENT, TOKEN);
-    for (user, n) in users {
-        sim.generate_visits(AGENT, *user, *n);
-    }
-    sim
+    common::simulator(11, AGENT, TOKEN, users)
 }
 
 async fn harness(sim: Simulator, page_size: u32) -> Harness {

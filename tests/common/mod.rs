@@ -102,25 +102,39 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
-        // Drop runs outside async context; a thread with its own runtime does the cleanup.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .execute(&mut admin)
-                    .await;
-                }
-            });
-        })
-        .join();
+        drop_database(&self.admin_url, &self.name);
     }
+}
+
+/// Drops a database from outside async context (a `Drop`): a thread with its own runtime.
+pub fn drop_database(admin_url: &str, name: &str) {
+    let (admin_url, name) = (admin_url.to_owned(), name.to_owned());
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut admin)
+                .await;
+            }
+        });
+    })
+    .join();
+}
+
+/// A simulator with one agent and `n` generated visits for each `(user, n)`.
+pub fn simulator(seed: u64, agent_id: i64, token: &str, users: &[(i64, usize)]) -> Simulator {
+    let sim = Simulator::new(seed);
+    sim.add_agent(agent_id, token);
+    for (user, n) in users {
+        sim.generate_visits(agent_id, *user, *n);
+    }
+    sim
 }
 
 /// A visit row as stored.
