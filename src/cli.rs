@@ -240,6 +240,7 @@ async fn check(settings: &Settings) -> Result<ExitCode> {
 }
 
 async fn status(settings: &Settings) -> Result<ExitCode> {
+    settings.require_targets()?;
     let store = connect(settings).await?;
     let keys: Vec<_> = settings.pairs()?.into_iter().map(|p| p.key).collect();
     let rows = store.status(&keys).await?;
