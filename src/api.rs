@@ -408,6 +408,7 @@ fn snippet(body: &[u8]) -> String {
 mod wire {
     use chrono::{DateTime, Utc};
     use serde::Deserialize;
+    use serde_json::value::RawValue;
     use serde_json::{Map, Value};
 
     use super::{ApiError, snippet};
@@ -417,10 +418,12 @@ mod wire {
     /// Longest plausible visit: a year, in minutes.
     const MAX_DURATION_MINUTES: i64 = 366 * 24 * 60;
 
+    /// Items stay raw until each is validated on its own: one bad item must not sink the page.
     #[derive(Deserialize)]
-    struct Envelope {
+    struct Envelope<'a> {
         pager: Pager,
-        items: Vec<Value>,
+        #[serde(borrow)]
+        items: Vec<&'a RawValue>,
     }
 
     #[derive(Deserialize)]
@@ -433,16 +436,43 @@ mod wire {
 
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
-    struct WireVisit {
+    struct WireVisit<'a> {
         visit_at: String,
         last_online_at: String,
         duration: i64,
         user_id: i64,
         activity_id: String,
-        activity: Option<WireActivity>,
-        #[serde(flatten)]
-        extra: Map<String, Value>,
+        #[serde(borrow)]
+        activity: Option<&'a RawValue>,
     }
+
+    const VISIT_FIELDS: &[&str] = &[
+        "visitAt",
+        "lastOnlineAt",
+        "duration",
+        "userId",
+        "activityId",
+        "activity",
+    ];
+
+    const ACTIVITY_FIELDS: &[&str] = &[
+        "id",
+        "agentId",
+        "subagentId",
+        "categoryId",
+        "groupId",
+        "name",
+        "status",
+        "isPushing",
+        "isArchived",
+        "startedAt",
+        "endedAt",
+        "createdAt",
+        "updatedAt",
+        "updateAt",
+        "pushDomain",
+        "pullDomain",
+    ];
 
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
@@ -464,8 +494,32 @@ mod wire {
         update_at: Option<String>,
         push_domain: Option<String>,
         pull_domain: Option<String>,
-        #[serde(flatten)]
-        extra: Map<String, Value>,
+    }
+
+    /// Deserializes `T` from one JSON object, with the failing field's path in the error.
+    fn typed<'a, T: Deserialize<'a>>(json: &'a str, prefix: &str) -> Result<T, String> {
+        let mut de = serde_json::Deserializer::from_str(json);
+        serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            match (prefix, path.as_str()) {
+                ("", _) => e.to_string(),
+                (p, ".") => format!("{p}: {}", e.inner()),
+                (p, path) => format!("{p}.{path}: {}", e.inner()),
+            }
+        })
+    }
+
+    /// The fields of a JSON object this version does not know, kept verbatim.
+    fn unknown_fields(json: &str, known: &[&str]) -> Result<Map<String, Value>, String> {
+        let all: Vec<(String, &RawValue)> =
+            serde_json::from_str::<std::collections::BTreeMap<String, &RawValue>>(json)
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .filter(|(k, _)| !known.contains(&k.as_str()))
+                .collect();
+        all.into_iter()
+            .map(|(k, v)| Ok((k, serde_json::from_str(v.get()).map_err(|e| e.to_string())?)))
+            .collect()
     }
 
     /// Decodes and checks a whole page; items that fail validation become rejects.
@@ -479,8 +533,19 @@ mod wire {
             reason: e.to_string(),
             snippet: snippet(body),
         })?;
-        let pager = envelope.pager;
         let n = envelope.items.len() as i64;
+        let entries: Vec<Entry> = envelope
+            .items
+            .into_iter()
+            .enumerate()
+            .map(|(i, raw)| {
+                decode_item(raw, pair, now).map_err(|reason| ApiError::Decode {
+                    reason: format!("item {i}: {reason}"),
+                    snippet: snippet(raw.get().as_bytes()),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let pager = envelope.pager;
         let asked = i64::from(window.page_size);
         let offset = window.offset();
         let problem = if pager.page.is_some_and(|p| p != window.page) {
@@ -510,42 +575,42 @@ mod wire {
         if let Some(p) = problem {
             return Err(ApiError::Inconsistent(p));
         }
-        let entries = envelope
-            .items
-            .into_iter()
-            .map(|raw| decode_item(raw, pair, now))
-            .collect();
         Ok((pager.total, entries))
     }
 
-    fn decode_item(raw: Value, pair: &PairKey, now: DateTime<Utc>) -> Entry {
-        match validate(&raw, pair, now) {
-            Ok((visit, activity)) => Entry::Visit { visit, activity },
-            Err(reason) => Entry::Rejected {
-                visit_at: raw
-                    .get("visitAt")
-                    .and_then(Value::as_str)
-                    .and_then(|s| time(s).ok()),
-                activity_id: raw
-                    .get("activityId")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
-                last_online_at: raw
-                    .get("lastOnlineAt")
-                    .and_then(Value::as_str)
-                    .and_then(|s| time(s).ok()),
-                reject: Reject { raw, reason },
-            },
-        }
+    /// One item: a visit, or a reject kept whole. An item that is not even a JSON value we can
+    /// hold (nested past serde_json's depth limit) fails the page instead.
+    fn decode_item(raw: &RawValue, pair: &PairKey, now: DateTime<Utc>) -> Result<Entry, String> {
+        let reason = match validate(raw.get(), pair, now) {
+            Ok((visit, activity)) => return Ok(Entry::Visit { visit, activity }),
+            Err(reason) => reason,
+        };
+        // Only a rejected item is parsed into a tree, to keep it whole.
+        let raw: Value = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+        Ok(Entry::Rejected {
+            visit_at: raw
+                .get("visitAt")
+                .and_then(Value::as_str)
+                .and_then(|s| time(s).ok()),
+            activity_id: raw
+                .get("activityId")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            last_online_at: raw
+                .get("lastOnlineAt")
+                .and_then(Value::as_str)
+                .and_then(|s| time(s).ok()),
+            reject: Reject { raw, reason },
+        })
     }
 
     fn validate(
-        raw: &Value,
+        json: &str,
         pair: &PairKey,
         now: DateTime<Utc>,
     ) -> Result<(Visit, Option<Activity>), String> {
         // The path names the field, also for type errors (`duration: invalid type …`).
-        let wire: WireVisit = serde_path_to_error::deserialize(raw).map_err(|e| e.to_string())?;
+        let wire: WireVisit<'_> = typed(json, "")?;
         let visit_at = time(&wire.visit_at).map_err(|e| format!("visitAt: {e}"))?;
         let last_online_at =
             time(&wire.last_online_at).map_err(|e| format!("lastOnlineAt: {e}"))?;
@@ -575,13 +640,17 @@ mod wire {
         }
         let activity = match wire.activity {
             None => None,
-            Some(a) if a.id != wire.activity_id => {
-                return Err(format!(
-                    "activity.id {} differs from activityId {}",
-                    a.id, wire.activity_id
-                ));
+            Some(raw) => {
+                let a: WireActivity = typed(raw.get(), "activity")?;
+                if a.id != wire.activity_id {
+                    return Err(format!(
+                        "activity.id {} differs from activityId {}",
+                        a.id, wire.activity_id
+                    ));
+                }
+                let extra = unknown_fields(raw.get(), ACTIVITY_FIELDS)?;
+                Some(activity(a, extra)?)
             }
-            Some(a) => Some(activity(a)?),
         };
         let visit = Visit {
             agent_id: pair.agent_id,
@@ -590,12 +659,12 @@ mod wire {
             visit_at,
             last_online_at,
             duration_minutes: wire.duration as i32,
-            extra: wire.extra,
+            extra: unknown_fields(json, VISIT_FIELDS)?,
         };
         Ok((visit, activity))
     }
 
-    fn activity(a: WireActivity) -> Result<Activity, String> {
+    fn activity(a: WireActivity, extra: Map<String, Value>) -> Result<Activity, String> {
         let opt = |field: &str, v: Option<String>| -> Result<Option<DateTime<Utc>>, String> {
             v.map(|s| time(&s).map_err(|e| format!("activity.{field}: {e}")))
                 .transpose()
@@ -619,7 +688,7 @@ mod wire {
             is_archived: a.is_archived,
             push_domain: a.push_domain,
             pull_domain: a.pull_domain,
-            extra: a.extra,
+            extra,
         })
     }
 
