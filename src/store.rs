@@ -174,14 +174,6 @@ impl Store {
         }
     }
 
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(query_err("checking the connection"))?;
-        Ok(())
-    }
-
     pub async fn migrate(&self) -> Result<(), StoreError> {
         // Fails fast, with the reason, when the database is away.
         self.reachable().await?;
@@ -379,10 +371,6 @@ pub struct PairSession {
 }
 
 impl PairSession {
-    pub fn pair(&self) -> &PairKey {
-        &self.pair
-    }
-
     /// Releases the pair's lock now. (Dropping the session also releases it, but only once the
     /// connection has closed in the background.)
     pub async fn release(mut self) -> Result<(), StoreError> {

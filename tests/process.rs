@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{TestDb, VisitRow};
-use sqlx::{Connection, PgConnection, PgPool, Row};
+use sqlx::{Connection, PgConnection, PgPool};
 use szb_sync::simulator::{Fault, Simulator};
 use tempfile::NamedTempFile;
 use tokio::process::{Child, Command};
@@ -124,29 +124,8 @@ fn signal(pid: u32, signal: &str) {
     assert!(status.success(), "kill -{signal} {pid}: {status}");
 }
 
-/// The stored visits of a pair, sorted.
 async fn stored(pool: &PgPool, agent_id: i64, user_id: i64) -> Vec<VisitRow> {
-    let rows = sqlx::query(
-        "SELECT user_id, activity_id, visit_at, last_online_at, duration_minutes FROM visits
-          WHERE agent_id = $1 AND user_id = $2",
-    )
-    .bind(agent_id)
-    .bind(user_id)
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    let mut rows: Vec<VisitRow> = rows
-        .iter()
-        .map(|r| VisitRow {
-            user_id: r.get("user_id"),
-            activity_id: r.get("activity_id"),
-            visit_at: r.get("visit_at"),
-            last_online_at: r.get("last_online_at"),
-            duration_minutes: r.get("duration_minutes"),
-        })
-        .collect();
-    rows.sort();
-    rows
+    common::visits_of(pool, agent_id, user_id).await
 }
 
 /// The simulator's visits of a pair in list order (ascending `visitAt`, ties as served).

@@ -127,6 +127,31 @@ pub fn drop_database(admin_url: &str, name: &str) {
     .join();
 }
 
+/// The stored visits of a pair, sorted.
+pub async fn visits_of(pool: &PgPool, agent_id: i64, user_id: i64) -> Vec<VisitRow> {
+    let rows = sqlx::query(
+        "SELECT user_id, activity_id, visit_at, last_online_at, duration_minutes FROM visits
+          WHERE agent_id = $1 AND user_id = $2",
+    )
+    .bind(agent_id)
+    .bind(user_id)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut rows: Vec<VisitRow> = rows
+        .iter()
+        .map(|r| VisitRow {
+            user_id: r.get("user_id"),
+            activity_id: r.get("activity_id"),
+            visit_at: r.get("visit_at"),
+            last_online_at: r.get("last_online_at"),
+            duration_minutes: r.get("duration_minutes"),
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
 /// A simulator with one agent and `n` generated visits for each `(user, n)`.
 pub fn simulator(seed: u64, agent_id: i64, token: &str, users: &[(i64, usize)]) -> Simulator {
     let sim = Simulator::new(seed);
@@ -240,27 +265,7 @@ impl Harness {
     }
 
     pub async fn visits(&self, agent_id: i64, user_id: i64) -> Vec<VisitRow> {
-        let rows = sqlx::query(
-            "SELECT user_id, activity_id, visit_at, last_online_at, duration_minutes FROM visits
-              WHERE agent_id = $1 AND user_id = $2 ORDER BY visit_at, activity_id",
-        )
-        .bind(agent_id)
-        .bind(user_id)
-        .fetch_all(&self.db.pool)
-        .await
-        .unwrap();
-        let mut rows: Vec<VisitRow> = rows
-            .iter()
-            .map(|r| VisitRow {
-                user_id: r.get("user_id"),
-                activity_id: r.get("activity_id"),
-                visit_at: r.get("visit_at"),
-                last_online_at: r.get("last_online_at"),
-                duration_minutes: r.get("duration_minutes"),
-            })
-            .collect();
-        rows.sort();
-        rows
+        visits_of(&self.db.pool, agent_id, user_id).await
     }
 
     /// What the simulator holds (or ever held, purged visits included), as rows.
@@ -289,17 +294,5 @@ impl Harness {
             .fetch_one(&self.db.pool)
             .await
             .unwrap()
-    }
-
-    /// Total `xact`-visible row changes are hard to observe; instead compare
-    /// `last_changed_at` maxima before and after.
-    pub async fn last_change(&self) -> Option<DateTime<Utc>> {
-        sqlx::query_scalar(
-            "SELECT max(t) FROM (SELECT max(last_changed_at) t FROM visits
-                                 UNION ALL SELECT max(last_changed_at) FROM activities) x",
-        )
-        .fetch_one(&self.db.pool)
-        .await
-        .unwrap()
     }
 }
