@@ -1,34 +1,41 @@
 //! szb-sync keeps a Postgres database in step with the visit records of shangzhibo.tv.
 //!
-//! Data flows one way, coordinated by the engine:
+//! Imports point one way, down this list of layers; nothing imports a layer above itself:
 //!
 //! ```text
-//!   settings ──► engine ──► api (HTTP, wire types) ──► domain (validated Visit/Activity)
-//!                  │                                        │
-//!                  ├──► mark (pure: where the walk starts, ▼ how far it may commit)
-//!                  └──────────────────────────────────► store (SQL, one transaction per page)
+//!   cli ─► app ─► daemon ─► engine ─┬─► api ───┐
+//!                                   ├─► mark ──┼─► domain
+//!                                   └─► store ─┘
+//!   settings, secret, error, telemetry: leaves any layer may use
+//!   simulator: the upstream's stand-in, for the demo, mock-api and the tests
 //! ```
 //!
-//! - [`settings`]: layered configuration (defaults, TOML, `SZB_…` environment), validated once.
-//! - [`telemetry`]: tracing subscriber setup.
-//! - [`secret`]: a string that never prints (tokens, database URLs).
-//! - [`api`]: the upstream client: requests, retries, rate budget, wire types, typed errors.
-//! - [`domain`]: what a visit and an activity are once validated, and what a list entry is.
-//! - [`mark`]: the high-water mark over the offset-paginated list; all of its logic lives here.
-//! - [`store`]: Postgres: migrations, batched upserts, marks, runs, rejects, per-pair locks.
+//! - [`domain`]: the shared vocabulary (pair, window, visit, activity, entry, mark, run outcome)
+//!   and the rules of what a valid visit is.
+//! - [`api`]: the upstream client: requests, retries, the request budget, wire types (which never
+//!   leave it), typed errors.
+//! - [`mark`]: the high-water mark over the offset-paginated list; all of its logic, pure.
+//! - [`store`]: Postgres: all SQL outside the migrations (sessions, pages, runs, status, reports).
 //! - [`engine`]: walks each pair's pages, asks the mark what to commit, hands pages to the store.
-//! - [`scheduler`]: runs the engine on the cron schedule, never two runs at once.
-//! - [`simulator`]: a built-in implementation of the upstream endpoint, for the demo and tests.
-//! - [`cli`]: the `szb-sync` subcommands; `main.rs` only parses and calls in here.
-//! - [`demo`]: the `demo` subcommand: simulator → sync → sample query.
+//! - [`daemon`]: the schedule that turns cron ticks into engine passes.
+//! - [`app`]: **where the app is assembled**: [`app::App::build`] makes the store, the client and
+//!   the engine from [`settings::Settings`]; [`app::App::run_until_stopped`] is the daemon. The
+//!   CLI, the demo, the benchmark and the tests all build through it.
+//! - [`cli`]: the `szb-sync` subcommands, one file each; `main.rs` only parses and calls in here.
+//! - [`settings`]: layered configuration (defaults, TOML, `SZB_…` environment), validated once.
+//! - [`secret`]: a string that never prints (tokens, database URLs).
+//! - [`error`]: the cause-chain printer.
+//! - [`telemetry`]: the tracing subscriber.
+//! - [`simulator`]: a built-in implementation of the upstream endpoint, with the demo's worlds.
 
 pub mod api;
+pub mod app;
 pub mod cli;
-pub mod demo;
+pub mod daemon;
 pub mod domain;
 pub mod engine;
+pub mod error;
 pub mod mark;
-pub mod scheduler;
 pub mod secret;
 pub mod settings;
 pub mod simulator;

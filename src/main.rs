@@ -13,7 +13,7 @@ async fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             // The whole cause chain on one line, without repeating a cause a message already quotes.
-            eprintln!("error: {}", szb_sync::engine::chain(e.as_ref()));
+            eprintln!("error: {}", szb_sync::error::chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -20,17 +20,18 @@ pub enum LogFormat {
 
 /// Installs the global subscriber. Both formats go to stderr, leaving stdout to command output.
 /// Safe to call more than once: later calls (and calls after a test harness installed its own
-/// subscriber) change nothing.
-pub fn init(format: LogFormat) {
+/// subscriber) change nothing. Returns whether this call installed it.
+pub fn init(format: LogFormat) -> bool {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter())
         .with_writer(std::io::stderr);
-    let _already_set = match format {
+    let installed = match format {
         LogFormat::Text => builder
             .with_ansi(std::io::stderr().is_terminal())
             .try_init(),
         LogFormat::Json => builder.json().with_current_span(true).try_init(),
     };
+    installed.is_ok()
 }
 
 fn filter() -> EnvFilter {
@@ -55,9 +56,13 @@ mod tests {
     }
 
     #[test]
-    fn init_twice_does_not_panic() {
-        init(LogFormat::Json);
-        init(LogFormat::Text);
+    fn the_first_init_installs_and_a_second_changes_nothing() {
+        // The only test of this crate that installs a global subscriber.
+        assert!(
+            init(LogFormat::Json),
+            "the first call installs the subscriber"
+        );
+        assert!(!init(LogFormat::Text), "a second call leaves it in place");
         tracing::info!("still fine");
     }
 }

@@ -17,20 +17,23 @@
 //! Unknown keys are errors, and every error names the key it is about. Tokens and the database URL
 //! are [`Secret`]s: they never appear in `Debug` output or in error messages.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
+use figment::Figment;
 use figment::providers::{Format, Toml};
-use figment::value::{Dict, Map, Value};
-use figment::{Figment, Metadata, Profile, Provider, Source};
 use serde::{Deserialize, Deserializer};
 use url::Url;
 
-use crate::domain::PairKey;
+mod env;
+mod report;
+
+use crate::domain::{Pair, PairKey};
 use crate::secret::{Secret, redact_url};
+use env::with_env;
+use report::describe_figment_error;
 
 /// The configuration file used when none is given, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/szb-sync.toml";
@@ -127,13 +130,6 @@ pub struct Target {
     /// Sync only this activity for these users.
     #[serde(default)]
     pub activity_id: Option<String>,
-}
-
-/// One pair to sync, with the token resolved.
-#[derive(Debug, Clone)]
-pub struct PairConfig {
-    pub key: PairKey,
-    pub token: Secret,
 }
 
 /// Why the settings could not be loaded or used. Messages name the key; none prints a secret.
@@ -246,12 +242,8 @@ impl Settings {
     /// `api.token_file`, and validates.
     pub fn from_figment(figment: Figment) -> Result<Self, SettingsError> {
         let mut settings: Settings = figment.extract().map_err(describe_figment_error)?;
-        if settings.api.token.is_some() && settings.api.token_file.is_some() {
-            return Err(SettingsError::Invalid(vec![
-                "api.token and api.token_file are both set; keep one".to_owned(),
-            ]));
-        }
-        if let Some(path) = &settings.api.token_file {
+        // With both set, validation refuses the pair; the file is not even read.
+        if let (Some(path), None) = (&settings.api.token_file, &settings.api.token) {
             settings.file_token = Some(read_token_file(path)?);
         }
         settings.validate()?;
@@ -381,7 +373,6 @@ impl Settings {
         }
     }
 
-    /// For the commands that sync (`sync`, `run`): at least one target must be configured.
     /// Connections the pool needs: each pair synced at once holds one for its whole run (it
     /// carries the pair's advisory lock), plus a few for everything else.
     pub fn pool_size(&self) -> u32 {
@@ -391,6 +382,7 @@ impl Settings {
             .max(concurrency.saturating_add(2))
     }
 
+    /// For the commands that sync (`sync`, `run`): at least one target must be configured.
     pub fn require_targets(&self) -> Result<(), SettingsError> {
         if self.targets.is_empty() {
             Err(SettingsError::NoTargets)
@@ -401,7 +393,7 @@ impl Settings {
 
     /// One entry per (target, user id), in configuration order, with its token resolved:
     /// the target's own token, else `api.token`, else the content of `api.token_file`.
-    pub fn pairs(&self) -> Result<Vec<PairConfig>, SettingsError> {
+    pub fn pairs(&self) -> Result<Vec<Pair>, SettingsError> {
         let file_token = match (&self.file_token, &self.api.token_file) {
             (Some(token), _) => Some(token.clone()),
             // Settings built by hand rather than loaded: read the file now.
@@ -422,7 +414,7 @@ impl Settings {
                     )])
                 })?;
             for &user_id in &target.user_ids {
-                pairs.push(PairConfig {
+                pairs.push(Pair {
                     key: PairKey::new(target.agent_id, user_id, target.activity_id.clone()),
                     token: token.clone(),
                 });
@@ -508,194 +500,6 @@ fn check_cron(cron: &str) -> Result<(), String> {
         .with_schedule(cron)
         .map_err(|e| format!("schedule.cron {cron:?} is refused by the scheduler: {e}"))?;
     Ok(())
-}
-
-// ---- environment ---------------------------------------------------------------------------
-
-const SECTIONS: [&str; 5] = ["database", "api", "schedule", "sync", "targets"];
-
-/// Keys whose environment value is taken verbatim rather than parsed as a number, bool or array
-/// (a token of digits stays a string; a cron with spaces is not split).
-fn is_string_key(key: &str) -> bool {
-    matches!(
-        key,
-        "database.url"
-            | "api.base_url"
-            | "api.token"
-            | "api.token_file"
-            | "api.timeout"
-            | "api.retry_backoff"
-            | "api.max_retry_after"
-            | "schedule.cron"
-            | "sync.settle_after"
-    )
-}
-
-fn with_env(figment: Figment, env: Vec<(String, String)>) -> Figment {
-    let database_url = env
-        .iter()
-        .find(|(k, _)| k == "DATABASE_URL")
-        .map(|(k, v)| (k.clone(), "database.url".to_owned(), v.clone()));
-    let szb = env.into_iter().filter_map(|(name, value)| {
-        let rest = name
-            .get(..4)
-            .filter(|p| p.eq_ignore_ascii_case("SZB_"))
-            .map(|_| &name[4..])?;
-        let key = rest.to_ascii_lowercase().replace("__", ".");
-        let is_config = rest.contains("__") || SECTIONS.contains(&key.as_str());
-        (is_config && !key.is_empty()).then(|| (name.clone(), key, value))
-    });
-    figment
-        .merge(EnvVars(database_url.into_iter().collect()))
-        .merge(EnvVars(szb.collect()))
-}
-
-/// A figment provider over (variable name, key path, value) triples, so that [`Settings::load`]
-/// and [`Settings::load_from`] share one mapping and errors name the variable.
-struct EnvVars(Vec<(String, String, String)>);
-
-impl Provider for EnvVars {
-    fn metadata(&self) -> Metadata {
-        let names: Arc<BTreeMap<String, String>> = Arc::new(
-            self.0
-                .iter()
-                .map(|(n, k, _)| (k.clone(), n.clone()))
-                .collect(),
-        );
-        Metadata::named("environment variable").interpolater(move |_: &Profile, keys: &[&str]| {
-            // The error may be about a key below the one a variable set (SZB_TARGETS sets a whole
-            // list) or above it (a misspelt section in SZB_DATABSE__URL).
-            let path = keys.join(".");
-            let related = |key: &String| {
-                let (short, long) = if key.len() <= path.len() {
-                    (key, &path)
-                } else {
-                    (&path, key)
-                };
-                long == short || long.starts_with(&format!("{short}."))
-            };
-            names
-                .iter()
-                .find(|(key, _)| **key == path)
-                .or_else(|| names.iter().find(|(key, _)| related(key)))
-                .map_or_else(|| "SZB_…".to_owned(), |(_, name)| name.clone())
-        })
-    }
-
-    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
-        let mut dict = Dict::new();
-        for (_, key, raw) in &self.0 {
-            let value = if is_string_key(key) {
-                Value::from(raw.clone())
-            } else {
-                raw.parse()
-                    .unwrap_or_else(|never: std::convert::Infallible| match never {})
-            };
-            insert_path(&mut dict, key, value);
-        }
-        Ok(Profile::Default.collect(dict))
-    }
-}
-
-fn insert_path(dict: &mut Dict, path: &str, value: Value) {
-    match path.split_once('.') {
-        None => {
-            dict.insert(path.to_owned(), value);
-        }
-        Some((head, rest)) => {
-            let entry = dict
-                .entry(head.to_owned())
-                .or_insert_with(|| Value::from(Dict::new()));
-            if entry.as_dict().is_none() {
-                *entry = Value::from(Dict::new());
-            }
-            if let Value::Dict(_, inner) = entry {
-                insert_path(inner, rest, value);
-            }
-        }
-    }
-}
-
-// ---- error messages -----------------------------------------------------------------------
-
-fn describe_figment_error(error: figment::Error) -> SettingsError {
-    let messages: BTreeSet<String> = error.into_iter().map(|e| describe_one(&e)).collect();
-    SettingsError::Parse(messages.into_iter().collect::<Vec<_>>().join("; "))
-}
-
-fn describe_one(error: &figment::Error) -> String {
-    use figment::error::Kind;
-
-    let key = display_path(&error.path);
-    let secret = key == "database.url" || key.ends_with("token");
-
-    let what = match &error.kind {
-        Kind::UnknownField(field, expected) => {
-            // The path ends with the unknown field itself.
-            let parent = error.path.strip_suffix(std::slice::from_ref(field));
-            let section = match parent.map(display_path) {
-                Some(p) if !p.is_empty() => format!("in [{p}]"),
-                _ => "at the top level".to_owned(),
-            };
-            return format!(
-                "config error: unknown key `{key}` {section}{}; known keys: {}",
-                origin(error, &error.path),
-                expected.join(", ")
-            );
-        }
-        // The found value could be a token: say only what was expected.
-        Kind::InvalidType(_, expected) | Kind::InvalidValue(_, expected) if secret => {
-            format!("invalid value, expected {expected}")
-        }
-        Kind::Message(msg) if msg.starts_with("TOML parse error") => sanitize_toml_error(msg),
-        kind => kind.to_string(),
-    };
-    let origin = origin(error, &error.path);
-    if key.is_empty() {
-        format!("config error: {what}{origin}")
-    } else {
-        format!("config error at {key}: {what}{origin}")
-    }
-}
-
-/// `targets.0.token` as users write it: `targets[0].token`.
-fn display_path(path: &[String]) -> String {
-    let mut key = String::new();
-    for part in path {
-        if part.parse::<usize>().is_ok() {
-            key.push_str(&format!("[{part}]"));
-        } else {
-            if !key.is_empty() {
-                key.push('.');
-            }
-            key.push_str(part);
-        }
-    }
-    key
-}
-
-fn origin(error: &figment::Error, path: &[String]) -> String {
-    let Some(md) = &error.metadata else {
-        return String::new();
-    };
-    match &md.source {
-        Some(Source::File(file)) => format!(" (in {})", file.display()),
-        _ if md.name == "environment variable" => {
-            let profile = error.profile.clone().unwrap_or_default();
-            format!(" (from {})", md.interpolate(&profile, path))
-        }
-        _ => String::new(),
-    }
-}
-
-/// Keeps the position and the reason of a TOML syntax error but drops the quoted source lines,
-/// which may hold a token.
-fn sanitize_toml_error(msg: &str) -> String {
-    msg.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.contains('|'))
-        .collect::<Vec<_>>()
-        .join(": ")
 }
 
 #[cfg(test)]

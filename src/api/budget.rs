@@ -1,0 +1,297 @@
+//! Pacing and retrying: the request budget a token's pairs share, and the retry loop around
+//! each request.
+//!
+//! Both only wait on tokio's clock, so their tests run on paused time.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::error::ApiError;
+use crate::secret::Secret;
+
+/// Spaces the requests of one token `interval` apart.
+#[derive(Debug)]
+pub(super) struct Budget {
+    interval: Duration,
+    next: tokio::sync::Mutex<Instant>,
+}
+
+impl Budget {
+    pub(super) fn new(interval: Duration) -> Self {
+        Budget {
+            interval,
+            next: tokio::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Waits for this token's next free slot.
+    pub(super) async fn acquire(&self) {
+        let at = {
+            let mut next = self.next.lock().await;
+            let at = (*next).max(Instant::now());
+            *next = at + self.interval;
+            at
+        };
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+/// One budget per token, shared by every pair (and every clone of the client) that uses it.
+/// Keyed by a hash of the token, so the map (and `Debug`) never holds a token.
+#[derive(Debug, Clone)]
+pub(super) struct Budgets {
+    interval: Duration,
+    by_token: Arc<Mutex<HashMap<u64, Arc<Budget>>>>,
+}
+
+impl Budgets {
+    /// `max_requests_per_second` of 0 (or less) means no spacing at all.
+    pub(super) fn new(max_requests_per_second: f64) -> Self {
+        let interval = if max_requests_per_second > 0.0 {
+            Duration::from_secs_f64(1.0 / max_requests_per_second)
+        } else {
+            Duration::ZERO
+        };
+        Budgets {
+            interval,
+            by_token: Arc::default(),
+        }
+    }
+
+    pub(super) fn for_token(&self, token: &Secret) -> Arc<Budget> {
+        // One hasher per process keeps the key stable across clones.
+        static KEYS: OnceLock<RandomState> = OnceLock::new();
+        let key = KEYS.get_or_init(RandomState::new).hash_one(token.expose());
+        let mut budgets = self.by_token.lock().expect("budget map poisoned");
+        budgets
+            .entry(key)
+            .or_insert_with(|| Arc::new(Budget::new(self.interval)))
+            .clone()
+    }
+}
+
+/// Retry timings.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub max_retries: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    pub max_retry_after: Duration,
+}
+
+impl RetryPolicy {
+    /// Exponential backoff with full jitter over the upper half: `[b/2, b]`, `b = initial·2^n`.
+    fn backoff(&self, retry: u32) -> Duration {
+        let base = self
+            .initial_backoff
+            .saturating_mul(2u32.saturating_pow(retry.min(16)))
+            .min(self.max_backoff);
+        let half = base / 2;
+        half + half.mul_f64(rand::random::<f64>())
+    }
+
+    /// How long to wait after failed attempt number `attempt` (1-based): a 429's
+    /// `Retry-After`, capped, or the backoff.
+    fn wait_after(&self, attempt: u32, err: &ApiError) -> Duration {
+        match err {
+            ApiError::RateLimited {
+                retry_after: Some(after),
+            } => (*after).min(self.max_retry_after),
+            _ => self.backoff(attempt - 1),
+        }
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or has been retried `max_retries`
+    /// times. Each attempt first waits for a slot of `budget`. Returns the value and the number
+    /// of attempts made; `on_retry` hears of each retry before its wait.
+    pub(super) async fn run<T, Fut>(
+        &self,
+        budget: &Budget,
+        mut attempt: impl FnMut() -> Fut,
+        mut on_retry: impl FnMut(u32, Duration, &ApiError),
+    ) -> Result<(T, u32), ApiError>
+    where
+        Fut: Future<Output = Result<T, ApiError>>,
+    {
+        let mut attempts = 0;
+        loop {
+            budget.acquire().await;
+            attempts += 1;
+            let err = match attempt().await {
+                Ok(value) => return Ok((value, attempts)),
+                Err(err) => err,
+            };
+            if !err.is_retryable() {
+                return Err(err);
+            }
+            if attempts > self.max_retries {
+                return Err(ApiError::Exhausted {
+                    attempts,
+                    last: Box::new(err),
+                });
+            }
+            let wait = self.wait_after(attempts, &err);
+            on_retry(attempts, wait, &err);
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            max_retries: 3,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(60),
+            max_retry_after: Duration::from_secs(300),
+        }
+    }
+
+    /// Runs the retry loop over scripted results; returns what it ended with, the attempts
+    /// made, and how long it took on tokio's (paused) clock.
+    async fn script(
+        policy: RetryPolicy,
+        results: Vec<Result<u8, ApiError>>,
+    ) -> (Result<(u8, u32), ApiError>, u32, Duration) {
+        let results = Mutex::new(VecDeque::from(results));
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let budget = Budget::new(Duration::ZERO);
+        let started = Instant::now();
+        let out = policy
+            .run(
+                &budget,
+                || {
+                    calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let next = results.lock().unwrap().pop_front().expect("script ran out");
+                    async move { next }
+                },
+                |_, _, _| {},
+            )
+            .await;
+        (out, calls.into_inner(), started.elapsed())
+    }
+
+    fn limited(secs: u64) -> ApiError {
+        ApiError::RateLimited {
+            retry_after: Some(Duration::from_secs(secs)),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_waits_its_retry_after_then_retries() {
+        let (out, calls, elapsed) = script(policy(), vec![Err(limited(7)), Ok(1)]).await;
+
+        assert_eq!(out.unwrap(), (1, 2));
+        assert_eq!(calls, 2);
+        assert_eq!(elapsed, Duration::from_secs(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_beyond_max_retry_after_waits_only_the_cap() {
+        let capped = RetryPolicy {
+            max_retry_after: Duration::from_secs(1),
+            ..policy()
+        };
+
+        let (out, _, elapsed) = script(capped, vec![Err(limited(3600)), Ok(1)]).await;
+
+        assert_eq!(out.unwrap(), (1, 2));
+        assert_eq!(elapsed, Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backoff_doubles_within_its_jitter_and_gives_up_after_max_retries() {
+        let server = || ApiError::Server {
+            status: 503,
+            snippet: String::new(),
+        };
+        let waits = Mutex::new(Vec::new());
+        let budget = Budget::new(Duration::ZERO);
+        let started = Instant::now();
+
+        let out: Result<((), u32), ApiError> = policy()
+            .run(
+                &budget,
+                || async { Err(server()) },
+                |_, wait, _| waits.lock().unwrap().push(wait),
+            )
+            .await;
+
+        let Err(ApiError::Exhausted { attempts, last }) = out else {
+            panic!("expected Exhausted, got {out:?}");
+        };
+        assert_eq!(attempts, 4, "the first attempt and max_retries = 3 retries");
+        assert!(matches!(*last, ApiError::Server { status: 503, .. }));
+        let waits = waits.into_inner().unwrap();
+        assert_eq!(waits.len(), 3);
+        for (i, wait) in waits.iter().enumerate() {
+            let base = Duration::from_millis(500) * 2u32.pow(i as u32);
+            assert!(
+                *wait >= base / 2 && *wait <= base,
+                "retry {i}: {wait:?} outside [{:?}, {base:?}]",
+                base / 2
+            );
+        }
+        // The timer rounds each sleep up to its millisecond.
+        let slept: Duration = waits.iter().sum();
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= slept && elapsed <= slept + Duration::from_millis(3),
+            "slept {elapsed:?} for waits of {slept:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_token_is_not_retried() {
+        let refused = ApiError::Unauthorized {
+            agent_id: 1,
+            status: 401,
+            detail: String::new(),
+        };
+
+        let (out, calls, elapsed) = script(policy(), vec![Err(refused)]).await;
+
+        assert!(matches!(out, Err(ApiError::Unauthorized { .. })));
+        assert_eq!(calls, 1);
+        assert_eq!(elapsed, Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pairs_sharing_a_token_share_its_budget_and_other_tokens_do_not_wait() {
+        let budgets = Budgets::new(5.0);
+        let clone = budgets.clone();
+        let token = Secret::new("tok-a");
+        let started = Instant::now();
+
+        // Two pairs of one token, three requests each, through two clones of the client.
+        let pair = |b: Budgets| {
+            let token = token.clone();
+            async move {
+                for _ in 0..3 {
+                    b.for_token(&token).acquire().await;
+                }
+            }
+        };
+        tokio::join!(pair(budgets.clone()), pair(clone));
+        let shared = started.elapsed();
+        budgets.for_token(&Secret::new("tok-b")).acquire().await;
+
+        // Six requests at 5/s: the last one starts 5 intervals after the first.
+        assert_eq!(shared, Duration::from_secs(1));
+        assert_eq!(
+            started.elapsed(),
+            shared,
+            "another token has its own budget"
+        );
+    }
+}

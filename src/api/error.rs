@@ -1,0 +1,170 @@
+//! What can go wrong talking to the platform, in the user's terms.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::StatusCode;
+
+use crate::domain::PairKey;
+
+/// How many bytes of a bad body an error quotes.
+const SNIPPET_BYTES: usize = 200;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(
+        "agent {agent_id}: the platform refused the token (HTTP {status}). Check the token configured \
+         for this agent, and ask the platform to enable 用户明细 (user details) and 用户管理 (user \
+         management) for the account, third-party login customisation, and the UID whitelist{detail}"
+    )]
+    Unauthorized {
+        agent_id: i64,
+        status: u16,
+        detail: String,
+    },
+    #[error(
+        "agent {agent_id} user {user_id}: not found upstream (HTTP 404); check the target's agent_id and user_ids{detail}"
+    )]
+    NotFound {
+        agent_id: i64,
+        user_id: i64,
+        detail: String,
+    },
+    #[error("the platform rejected the request (HTTP {status}): {snippet}")]
+    BadRequest { status: u16, snippet: String },
+    #[error("rate limited by the platform (HTTP 429), Retry-After {}", fmt_retry_after(.retry_after))]
+    RateLimited { retry_after: Option<Duration> },
+    #[error("upstream server error (HTTP {status}): {snippet}")]
+    Server { status: u16, snippet: String },
+    #[error("no answer within {0:?} (api.timeout)")]
+    Timeout(Duration),
+    #[error("request failed: {0}")]
+    Transport(String),
+    #[error("response body larger than api.max_body_bytes ({limit} bytes)")]
+    TooLarge { limit: u64 },
+    #[error("undecodable response body ({reason}); it starts with: {snippet:?}")]
+    Decode { reason: String, snippet: String },
+    #[error("the response's pager contradicts its items: {0}")]
+    Inconsistent(String),
+    #[error(
+        "the platform answered pageSize {got} to a request for {asked}: it caps the page size; \
+         set api.page_size = {got}"
+    )]
+    PageSizeCapped { asked: i64, got: i64 },
+    #[error("gave up after {attempts} attempts; last error: {last}")]
+    Exhausted { attempts: u32, last: Box<ApiError> },
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+fn fmt_retry_after(d: &Option<Duration>) -> String {
+    d.map_or_else(|| "not given".to_owned(), |d| format!("{}s", d.as_secs()))
+}
+
+impl ApiError {
+    /// Worth another attempt within this run.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ApiError::RateLimited { .. }
+                | ApiError::Server { .. }
+                | ApiError::Timeout(_)
+                | ApiError::Transport(_)
+                | ApiError::Decode { .. }
+                | ApiError::Inconsistent(_)
+                // A proxy's error page can be huge once; a page of ours stays far below it.
+                | ApiError::TooLarge { .. }
+        )
+    }
+}
+
+pub(super) fn status_error(
+    status: StatusCode,
+    pair: &PairKey,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> ApiError {
+    let snippet = snippet(body);
+    let detail = if snippet.is_empty() {
+        String::new()
+    } else {
+        format!(". The platform said: {snippet}")
+    };
+    match status.as_u16() {
+        401 | 403 => ApiError::Unauthorized {
+            agent_id: pair.agent_id,
+            status: status.as_u16(),
+            detail,
+        },
+        404 => ApiError::NotFound {
+            agent_id: pair.agent_id,
+            user_id: pair.user_id,
+            detail,
+        },
+        429 => ApiError::RateLimited { retry_after },
+        500..=599 => ApiError::Server {
+            status: status.as_u16(),
+            snippet,
+        },
+        // 408 and similar are worth another try; other 4xx will not change.
+        408 | 425 => ApiError::Server {
+            status: status.as_u16(),
+            snippet,
+        },
+        s => ApiError::BadRequest { status: s, snippet },
+    }
+}
+
+/// `Retry-After` in seconds or as an HTTP date.
+pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = DateTime::<Utc>::from(httpdate::parse_http_date(value).ok()?);
+    Some((at - now).to_std().unwrap_or(Duration::ZERO))
+}
+
+/// The first bytes of a body, as text, for error messages.
+pub(super) fn snippet(body: &[u8]) -> String {
+    let end = body.len().min(SNIPPET_BYTES);
+    let mut s = String::from_utf8_lossy(&body[..end]).into_owned();
+    if body.len() > end {
+        s.push('…');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_accepts_seconds_and_http_dates() {
+        let now = Utc::now();
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        let later = httpdate::fmt_http_date((now + chrono::Duration::seconds(30)).into());
+        let d = parse_retry_after(&later, now).unwrap();
+        assert!((28..=30).contains(&d.as_secs()), "{d:?}");
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn unauthorized_names_the_agent_and_what_to_check() {
+        let pair = PairKey::new(105131, 1, None);
+        let err = status_error(
+            StatusCode::UNAUTHORIZED,
+            &pair,
+            None,
+            b"{\"message\":\"bad token\"}",
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("agent 105131")
+                && msg.contains("用户明细")
+                && msg.contains("UID whitelist"),
+            "{msg}"
+        );
+        assert!(!err.is_retryable());
+    }
+}

@@ -1,0 +1,205 @@
+//! The upstream client: `GET /api/v3/agent/:id/user/:userId/stats/visits`.
+//!
+//! It owns the wire format ([`wire`], serde structs shaped like the JSON) and hands the engine
+//! validated [`Entry`] values. It retries what can be retried (5xx, timeouts, broken bodies,
+//! 429 after its `Retry-After`) with exponential backoff and jitter, never a refused token, and
+//! spaces requests by a budget shared by every pair that uses the same token ([`budget`]).
+
+mod budget;
+mod error;
+mod wire;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::header::{AUTHORIZATION, DATE, RETRY_AFTER};
+
+pub use budget::RetryPolicy;
+pub use error::{ApiError, parse_retry_after};
+
+use budget::Budgets;
+use error::status_error;
+
+use crate::domain::{Entry, Order, PairKey, Window};
+use crate::secret::Secret;
+use crate::settings::ApiSettings;
+
+/// One fetched and validated page.
+#[derive(Debug, Clone)]
+pub struct FetchedPage {
+    pub total: i64,
+    pub entries: Vec<Entry>,
+    /// The upstream's clock: its `Date` header, when it sent a readable one.
+    pub server_date: Option<DateTime<Utc>>,
+    /// Our clock when the answer arrived.
+    pub local_now: DateTime<Utc>,
+    /// Requests this page cost, retries included.
+    pub attempts: u32,
+}
+
+/// The client for the visits endpoint. Cheap to clone; clones share the request budgets.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    base_url: url::Url,
+    timeout: Duration,
+    max_body_bytes: u64,
+    retry: RetryPolicy,
+    budgets: Budgets,
+}
+
+impl ApiClient {
+    pub fn new(settings: &ApiSettings) -> Result<Self, ApiError> {
+        // One crypto provider for the whole process (reqwest and sqlx both use rustls + ring).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("szb-sync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ApiError::Client(e.to_string()))?;
+        Ok(ApiClient {
+            http,
+            base_url: settings.base_url.clone(),
+            timeout: settings.timeout,
+            max_body_bytes: settings.max_body_bytes,
+            retry: RetryPolicy {
+                max_retries: settings.max_retries,
+                initial_backoff: settings.retry_backoff,
+                max_backoff: Duration::from_secs(60),
+                max_retry_after: settings.max_retry_after,
+            },
+            budgets: Budgets::new(settings.max_requests_per_second),
+        })
+    }
+
+    /// The URL of one window of a pair's list.
+    pub fn url(&self, pair: &PairKey, window: &Window) -> url::Url {
+        let mut url = self.base_url.clone();
+        let base_path = url.path().trim_end_matches('/').to_owned();
+        url.set_path(&format!(
+            "{base_path}/api/v3/agent/{}/user/{}/stats/visits",
+            pair.agent_id, pair.user_id
+        ));
+        {
+            let mut q = url.query_pairs_mut();
+            q.clear();
+            q.append_pair("page", &window.page.to_string());
+            q.append_pair("pageSize", &window.page_size.to_string());
+            q.append_pair(
+                "order",
+                match window.order {
+                    Order::Asc => "visitAt asc",
+                    Order::Desc => "visitAt desc",
+                },
+            );
+            if let Some(activity) = &pair.activity_filter {
+                q.append_pair("activityId", activity);
+            }
+        }
+        url
+    }
+
+    /// Fetches one window, retrying transient failures.
+    pub async fn fetch(
+        &self,
+        pair: &PairKey,
+        token: &Secret,
+        window: &Window,
+    ) -> Result<FetchedPage, ApiError> {
+        let budget = self.budgets.for_token(token);
+        let (mut page, attempts) = self
+            .retry
+            .run(
+                &budget,
+                || self.fetch_once(pair, token, window),
+                |attempt, wait, err| {
+                    tracing::warn!(%pair, page = window.page, attempt, wait_ms = wait.as_millis() as u64, error = %err, "retrying");
+                },
+            )
+            .await?;
+        page.attempts = attempts;
+        Ok(page)
+    }
+
+    async fn fetch_once(
+        &self,
+        pair: &PairKey,
+        token: &Secret,
+        window: &Window,
+    ) -> Result<FetchedPage, ApiError> {
+        let response = self
+            .http
+            .get(self.url(pair, window))
+            .header(AUTHORIZATION, format!("Bearer {}", token.expose()))
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        let status = response.status();
+        let local_now = Utc::now();
+        let server_date = response
+            .headers()
+            .get(DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+            .map(DateTime::<Utc>::from);
+        let upstream_now = server_date.unwrap_or(local_now);
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, upstream_now));
+        let body = self.read_body(response).await?;
+        if !status.is_success() {
+            return Err(status_error(status, pair, retry_after, &body));
+        }
+        let (total, entries) = wire::decode_page(&body, pair, window, upstream_now)?;
+        Ok(FetchedPage {
+            total,
+            entries,
+            server_date,
+            local_now,
+            attempts: 1,
+        })
+    }
+
+    async fn read_body(&self, mut response: reqwest::Response) -> Result<Vec<u8>, ApiError> {
+        let limit = self.max_body_bytes;
+        if response.content_length().is_some_and(|n| n > limit) {
+            return Err(ApiError::TooLarge { limit });
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.transport_error(e))?
+        {
+            if (body.len() + chunk.len()) as u64 > limit {
+                return Err(ApiError::TooLarge { limit });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> ApiError {
+        if e.is_timeout() {
+            ApiError::Timeout(self.timeout)
+        } else {
+            // reqwest's message names the URL (no token: that travels in a header) and the cause.
+            ApiError::Transport(crate::error::chain(&e))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_a_token() {
+        let client = ApiClient::new(&crate::settings::Settings::default().api).unwrap();
+        let _ = client.budgets.for_token(&Secret::new("tok-very-secret"));
+        assert!(!format!("{client:?}").contains("tok-very-secret"));
+    }
+}

@@ -1,0 +1,518 @@
+//! The JSON as the platform sends it, and its decoding into [`Entry`] values. Nothing here
+//! leaves the API module: the rest of the crate sees only domain types.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use super::error::{ApiError, snippet};
+use crate::domain::{Activity, Entry, PairKey, Reject, Visit, VisitParts, Window};
+
+/// Items stay raw until each is validated on its own: one bad item must not sink the page.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    pager: Pager,
+    #[serde(borrow)]
+    items: Vec<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Pager {
+    page: Option<i64>,
+    page_size: Option<i64>,
+    total: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireVisit<'a> {
+    visit_at: String,
+    last_online_at: String,
+    duration: i64,
+    user_id: i64,
+    activity_id: String,
+    #[serde(borrow)]
+    activity: Option<&'a RawValue>,
+}
+
+const VISIT_FIELDS: &[&str] = &[
+    "visitAt",
+    "lastOnlineAt",
+    "duration",
+    "userId",
+    "activityId",
+    "activity",
+];
+
+const ACTIVITY_FIELDS: &[&str] = &[
+    "id",
+    "agentId",
+    "subagentId",
+    "categoryId",
+    "groupId",
+    "name",
+    "status",
+    "isPushing",
+    "isArchived",
+    "startedAt",
+    "endedAt",
+    "createdAt",
+    "updatedAt",
+    "updateAt",
+    "pushDomain",
+    "pullDomain",
+];
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireActivity {
+    id: String,
+    agent_id: Option<i64>,
+    subagent_id: Option<i64>,
+    category_id: Option<i64>,
+    group_id: Option<i64>,
+    name: Option<String>,
+    status: Option<String>,
+    is_pushing: Option<bool>,
+    is_archived: Option<bool>,
+    started_at: Option<String>,
+    ended_at: Option<String>,
+    created_at: Option<String>,
+    updated_at: Option<String>,
+    /// The doc's table spells it `updateAt`; its sample says `updatedAt`. Accept both.
+    update_at: Option<String>,
+    push_domain: Option<String>,
+    pull_domain: Option<String>,
+}
+
+/// Deserializes `T` from one JSON object, with the failing field's path in the error.
+fn typed<'a, T: Deserialize<'a>>(json: &'a str, prefix: &str) -> Result<T, String> {
+    let mut de = serde_json::Deserializer::from_str(json);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        match (prefix, path.as_str()) {
+            ("", _) => e.to_string(),
+            (p, ".") => format!("{p}: {}", e.inner()),
+            (p, path) => format!("{p}.{path}: {}", e.inner()),
+        }
+    })
+}
+
+/// The fields of a JSON object this version does not know, kept verbatim.
+fn unknown_fields(json: &str, known: &[&str]) -> Result<Map<String, Value>, String> {
+    let all: Vec<(String, &RawValue)> =
+        serde_json::from_str::<std::collections::BTreeMap<String, &RawValue>>(json)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|(k, _)| !known.contains(&k.as_str()))
+            .collect();
+    all.into_iter()
+        .map(|(k, v)| Ok((k, serde_json::from_str(v.get()).map_err(|e| e.to_string())?)))
+        .collect()
+}
+
+/// Decodes and checks a whole page; items that fail validation become rejects.
+pub(super) fn decode_page(
+    body: &[u8],
+    pair: &PairKey,
+    window: &Window,
+    now: DateTime<Utc>,
+) -> Result<(i64, Vec<Entry>), ApiError> {
+    let envelope: Envelope = serde_json::from_slice(body).map_err(|e| ApiError::Decode {
+        reason: e.to_string(),
+        snippet: snippet(body),
+    })?;
+    let n = envelope.items.len() as i64;
+    let entries: Vec<Entry> = envelope
+        .items
+        .into_iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            decode_item(raw, pair, now).map_err(|reason| ApiError::Decode {
+                reason: format!("item {i}: {reason}"),
+                snippet: snippet(raw.get().as_bytes()),
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let pager = envelope.pager;
+    let asked = i64::from(window.page_size);
+    let offset = window.offset();
+    let problem = if pager.page.is_some_and(|p| p != window.page) {
+        Some(format!(
+            "asked for page {}, pager says {:?}",
+            window.page, pager.page
+        ))
+    } else if let Some(got) = pager.page_size.filter(|s| *s != asked) {
+        return Err(ApiError::PageSizeCapped { asked, got });
+    } else if n > asked {
+        Some(format!("{n} items on a page of {asked}"))
+    } else if pager.total < 0 {
+        Some(format!("negative total {}", pager.total))
+    } else if n > 0 && offset + n > pager.total {
+        Some(format!(
+            "{n} items at offset {offset} but total {}",
+            pager.total
+        ))
+    } else if n < asked && offset + n < pager.total {
+        Some(format!(
+            "short page of {n} at offset {offset} but total {}",
+            pager.total
+        ))
+    } else {
+        None
+    };
+    if let Some(p) = problem {
+        return Err(ApiError::Inconsistent(p));
+    }
+    Ok((pager.total, entries))
+}
+
+/// One item: a visit, or a reject kept whole. An item that is not even a JSON value we can
+/// hold (nested past serde_json's depth limit) fails the page instead.
+fn decode_item(raw: &RawValue, pair: &PairKey, now: DateTime<Utc>) -> Result<Entry, String> {
+    let reason = match validate(raw.get(), pair, now) {
+        Ok((visit, activity)) => return Ok(Entry::Visit { visit, activity }),
+        Err(reason) => reason,
+    };
+    // Only a rejected item is parsed into a tree, to keep it whole.
+    let raw: Value = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+    Ok(Entry::Rejected {
+        visit_at: raw
+            .get("visitAt")
+            .and_then(Value::as_str)
+            .and_then(|s| time(s).ok()),
+        activity_id: raw
+            .get("activityId")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        last_online_at: raw
+            .get("lastOnlineAt")
+            .and_then(Value::as_str)
+            .and_then(|s| time(s).ok()),
+        reject: Reject { raw, reason },
+    })
+}
+
+fn validate(
+    json: &str,
+    pair: &PairKey,
+    now: DateTime<Utc>,
+) -> Result<(Visit, Option<Activity>), String> {
+    // The path names the field, also for type errors (`duration: invalid type …`).
+    let wire: WireVisit<'_> = typed(json, "")?;
+    let visit_at = time(&wire.visit_at).map_err(|e| format!("visitAt: {e}"))?;
+    let last_online_at = time(&wire.last_online_at).map_err(|e| format!("lastOnlineAt: {e}"))?;
+    if wire.user_id != pair.user_id {
+        return Err(format!(
+            "userId {} differs from the requested user {}",
+            wire.user_id, pair.user_id
+        ));
+    }
+    let parts = VisitParts {
+        agent_id: pair.agent_id,
+        user_id: wire.user_id,
+        activity_id: wire.activity_id,
+        visit_at,
+        last_online_at,
+        duration_minutes: wire.duration,
+        extra: unknown_fields(json, VISIT_FIELDS)?,
+    };
+    let visit = Visit::new(parts, now).map_err(|e| e.to_string())?;
+    let activity = match wire.activity {
+        None => None,
+        Some(raw) => {
+            let a: WireActivity = typed(raw.get(), "activity")?;
+            if a.id != visit.activity_id() {
+                return Err(format!(
+                    "activity.id {} differs from activityId {}",
+                    a.id,
+                    visit.activity_id()
+                ));
+            }
+            let extra = unknown_fields(raw.get(), ACTIVITY_FIELDS)?;
+            Some(activity(a, extra)?)
+        }
+    };
+    Ok((visit, activity))
+}
+
+fn activity(a: WireActivity, extra: Map<String, Value>) -> Result<Activity, String> {
+    let opt = |field: &str, v: Option<String>| -> Result<Option<DateTime<Utc>>, String> {
+        v.map(|s| time(&s).map_err(|e| format!("activity.{field}: {e}")))
+            .transpose()
+    };
+    Ok(Activity {
+        started_at: opt("startedAt", a.started_at)?,
+        ended_at: opt("endedAt", a.ended_at)?,
+        created_at: opt("createdAt", a.created_at)?,
+        updated_at: match a.updated_at {
+            Some(s) => opt("updatedAt", Some(s))?,
+            None => opt("updateAt", a.update_at)?,
+        },
+        id: a.id,
+        agent_id: a.agent_id,
+        subagent_id: a.subagent_id,
+        category_id: a.category_id,
+        group_id: a.group_id,
+        name: a.name,
+        status: a.status,
+        is_pushing: a.is_pushing,
+        is_archived: a.is_archived,
+        push_domain: a.push_domain,
+        pull_domain: a.pull_domain,
+        extra,
+    })
+}
+
+fn time(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time ({e})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Order;
+
+    /// The doc's sample response, verbatim.
+    const SAMPLE: &str = r#"{
+"pager":{
+    "page":1,
+    "pageSize":10,
+    "total":2
+},
+"items":[{
+        "activity":{
+            "isArchived":false,
+            "isPushing":false,
+            "id":"10096289",
+            "agentId":105131,
+            "subagentId":null,
+            "categoryId":1,
+            "name":"这是一场直播",
+            "status":"disabled",
+            "startedAt":"2020-06-24T00:00:00.000Z",
+            "endedAt":"2020-06-24T05:36:51.878Z",
+            "pushDomain":"push.shangzhibo.tv",
+            "pullDomain":"play.shangzhibo.tv",
+            "groupId":-1,
+            "createdAt":"2020-06-22T03:06:29.000Z",
+            "updatedAt":"2020-06-24T05:37:26.322Z"
+        },
+        "visitAt":"2020-06-24T04:28:02.000Z",
+        "lastOnlineAt":"2020-06-24T04:28:05.000Z",
+        "duration":0,
+        "userId":15460259,
+        "activityId":"10096289"
+    }, {
+        "activity":{
+            "isArchived":false,
+            "isPushing":false,
+            "id":"10096289",
+            "agentId":105131,
+            "subagentId":null,
+            "categoryId":1,
+            "name":"这是一场直播",
+            "status":"disabled",
+            "startedAt":"2020-06-24T00:00:00.000Z",
+            "endedAt":"2020-06-24T05:36:51.878Z",
+            "pushDomain":"push.shangzhibo.tv",
+            "pullDomain":"play.shangzhibo.tv",
+            "groupId":-1,
+            "createdAt":"2020-06-22T03:06:29.000Z",
+            "updatedAt":"2020-06-24T05:37:26.322Z"
+        },
+        "visitAt":"2020-06-24T01:40:01.000Z",
+        "lastOnlineAt":"2020-06-24T01:44:04.000Z",
+        "duration":4,
+        "userId":15460259,
+        "activityId":"10096289"
+    }]
+}"#;
+
+    fn pair() -> PairKey {
+        PairKey::new(105131, 15460259, None)
+    }
+
+    fn window() -> Window {
+        Window {
+            page: 1,
+            page_size: 10,
+            order: Order::Desc,
+        }
+    }
+
+    fn t(s: &str) -> DateTime<Utc> {
+        time(s).unwrap()
+    }
+
+    #[test]
+    fn the_docs_sample_decodes_exactly() {
+        let (total, entries) =
+            decode_page(SAMPLE.as_bytes(), &pair(), &window(), Utc::now()).unwrap();
+        assert_eq!(total, 2);
+        let Entry::Visit { visit, activity } = &entries[1] else {
+            panic!("rejected: {:?}", entries[1]);
+        };
+        assert_eq!(
+            (
+                visit.agent_id(),
+                visit.user_id(),
+                visit.activity_id(),
+                visit.visit_at(),
+                visit.last_online_at(),
+                visit.duration_minutes(),
+            ),
+            (
+                105131,
+                15460259,
+                "10096289",
+                t("2020-06-24T01:40:01.000Z"),
+                t("2020-06-24T01:44:04.000Z"),
+                4,
+            )
+        );
+        assert!(visit.extra().is_empty());
+        assert_eq!(
+            activity.as_ref().unwrap(),
+            &Activity {
+                id: "10096289".into(),
+                agent_id: Some(105131),
+                subagent_id: None,
+                category_id: Some(1),
+                group_id: Some(-1),
+                name: Some("这是一场直播".into()),
+                status: Some("disabled".into()),
+                is_pushing: Some(false),
+                is_archived: Some(false),
+                started_at: Some(t("2020-06-24T00:00:00.000Z")),
+                ended_at: Some(t("2020-06-24T05:36:51.878Z")),
+                created_at: Some(t("2020-06-22T03:06:29.000Z")),
+                updated_at: Some(t("2020-06-24T05:37:26.322Z")),
+                push_domain: Some("push.shangzhibo.tv".into()),
+                pull_domain: Some("play.shangzhibo.tv".into()),
+                extra: Map::new(),
+            }
+        );
+        assert!(matches!(&entries[0], Entry::Visit { .. }));
+    }
+
+    fn one_item(item: Value) -> Entry {
+        let body =
+            serde_json::json!({"pager": {"page": 1, "pageSize": 10, "total": 1}, "items": [item]});
+        let (_, mut entries) =
+            decode_page(body.to_string().as_bytes(), &pair(), &window(), Utc::now()).unwrap();
+        entries.remove(0)
+    }
+
+    fn sample_item() -> Value {
+        let v: Value = serde_json::from_str(SAMPLE).unwrap();
+        v["items"][0].clone()
+    }
+
+    #[test]
+    fn update_at_spelling_and_unknown_fields_are_kept() {
+        let mut item = sample_item();
+        let a = item["activity"].as_object_mut().unwrap();
+        let updated = a.remove("updatedAt").unwrap();
+        a.insert("updateAt".into(), updated);
+        a.insert("coverUrl".into(), "x.png".into());
+        item["watchedOn"] = "mobile".into();
+        let Entry::Visit { visit, activity } = one_item(item) else {
+            panic!()
+        };
+        let activity = activity.unwrap();
+        assert_eq!(activity.updated_at, Some(t("2020-06-24T05:37:26.322Z")));
+        assert_eq!(activity.extra["coverUrl"], "x.png");
+        assert_eq!(visit.extra()["watchedOn"], "mobile");
+    }
+
+    #[test]
+    fn null_activity_and_null_ended_at_are_accepted() {
+        let mut item = sample_item();
+        item["activity"]["endedAt"] = Value::Null;
+        let Entry::Visit { activity, .. } = one_item(item.clone()) else {
+            panic!()
+        };
+        assert_eq!(activity.unwrap().ended_at, None);
+        item["activity"] = Value::Null;
+        assert!(matches!(
+            one_item(item),
+            Entry::Visit { activity: None, .. }
+        ));
+    }
+
+    #[test]
+    fn bad_items_become_rejects_that_name_the_problem() {
+        let cases = [
+            ("visitAt", Value::from("yesterday"), "visitAt"),
+            ("userId", Value::Null, "userId"),
+            ("duration", Value::from("4"), "duration"),
+            ("duration", Value::from(99_999_999), "duration"),
+            ("userId", Value::from(1), "differs from the requested user"),
+            ("activityId", Value::from(""), "activityId is empty"),
+            ("duration", Value::from(-1), "duration -1 minutes"),
+        ];
+        for (field, value, expect) in cases {
+            let mut item = sample_item();
+            if value.is_null() {
+                item.as_object_mut().unwrap().remove(field);
+            } else {
+                item[field] = value;
+            }
+            match one_item(item) {
+                Entry::Rejected { reject, .. } => {
+                    assert!(reject.reason.contains(expect), "{field}: {}", reject.reason)
+                }
+                other => panic!("{field} accepted: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn last_online_a_year_before_visit_is_rejected_naming_both_fields() {
+        let mut item = sample_item();
+        item["visitAt"] = "2021-06-24T04:28:02.000Z".into();
+        item["lastOnlineAt"] = "2020-06-24T04:28:05.000Z".into();
+        item["duration"] = 5.into();
+        let Entry::Rejected {
+            reject, visit_at, ..
+        } = one_item(item)
+        else {
+            panic!("a visit that ends before it starts was accepted");
+        };
+        assert!(
+            reject.reason.contains("lastOnlineAt") && reject.reason.contains("visitAt"),
+            "{}",
+            reject.reason
+        );
+        assert_eq!(visit_at, Some(t("2021-06-24T04:28:02.000Z")));
+    }
+
+    #[test]
+    fn a_capped_page_size_says_which_setting_to_change() {
+        let body = SAMPLE.replace("\"pageSize\":10", "\"pageSize\":5");
+        let err = decode_page(body.as_bytes(), &pair(), &window(), Utc::now()).unwrap_err();
+        assert!(!err.is_retryable());
+        assert!(err.to_string().contains("set api.page_size = 5"), "{err}");
+    }
+
+    #[test]
+    fn a_pager_that_contradicts_the_items_is_an_error() {
+        let body = SAMPLE.replace("\"total\":2", "\"total\":0");
+        let err = decode_page(body.as_bytes(), &pair(), &window(), Utc::now()).unwrap_err();
+        assert!(matches!(err, ApiError::Inconsistent(_)), "{err}");
+    }
+
+    #[test]
+    fn html_and_deep_nesting_are_decode_errors() {
+        let err = decode_page(b"<html>oops</html>", &pair(), &window(), Utc::now()).unwrap_err();
+        assert!(err.to_string().contains("<html>oops"), "{err}");
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let err = decode_page(deep.as_bytes(), &pair(), &window(), Utc::now()).unwrap_err();
+        assert!(matches!(err, ApiError::Decode { .. }));
+    }
+}

@@ -1,0 +1,54 @@
+//! `szb-sync check`: the configuration, the database, and one request per agent's token.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use super::exit_code;
+use crate::app::App;
+use crate::domain::{Order, Window};
+use crate::error::chain;
+use crate::secret::redact_url;
+use crate::settings::Settings;
+
+pub(super) async fn run(settings: &Settings) -> Result<ExitCode> {
+    println!("configuration: ok ({} targets)", settings.targets.len());
+    let app = App::build(settings)?;
+    let mut ok = true;
+    match app.store().reachable().await {
+        Ok(()) => println!(
+            "database: reachable at {}",
+            redact_url(settings.database.url.expose())
+        ),
+        Err(e) => {
+            ok = false;
+            println!("database: FAILED: {}", chain(&e));
+        }
+    }
+    app.store().close().await;
+    // One request per agent, with the first user of its first target.
+    let mut agents = BTreeMap::new();
+    for pair in app.pairs() {
+        agents.entry(pair.key.agent_id).or_insert(pair);
+    }
+    // The configured page size, so a platform that caps it is caught here too.
+    let probe = Window {
+        page: 1,
+        page_size: settings.api.page_size,
+        order: Order::Desc,
+    };
+    for (agent, pair) in agents {
+        match app.api().fetch(&pair.key, &pair.token, &probe).await {
+            Ok(page) => println!(
+                "agent {agent}: token accepted ({} visits for user {})",
+                page.total, pair.key.user_id
+            ),
+            Err(e) => {
+                ok = false;
+                println!("agent {agent}: FAILED: {}", chain(&e));
+            }
+        }
+    }
+    Ok(exit_code(ok))
+}

@@ -1,0 +1,125 @@
+//! The `szb-sync` command line. `main.rs` parses it and calls [`execute`]; each subcommand has a
+//! file of its own here, and builds what it needs through [`crate::app::App`].
+
+mod check;
+mod demo;
+mod migrate;
+mod mock_api;
+mod resync;
+mod run;
+mod status;
+mod sync;
+mod table;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::Settings;
+use crate::telemetry::LogFormat;
+
+/// Keeps a Postgres database in step with shangzhibo.tv visit records.
+#[derive(Debug, Parser)]
+#[command(name = "szb-sync", version, about)]
+pub struct Cli {
+    /// Configuration file (TOML). Default: config/szb-sync.toml when it exists.
+    #[arg(long, short, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log line format on stderr. Filter with RUST_LOG (default: info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// One pass over every configured pair, then exit (non-zero if any pair failed).
+    Sync,
+    /// The daemon: apply migrations, sync at start and on schedule.cron, stop cleanly on SIGTERM.
+    Run,
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Check the configuration, the database and each agent's token (one request per agent).
+    Check,
+    /// Show each pair's mark, last run and last error.
+    Status,
+    /// Forget the marks of configured pairs so the next sync re-reads them from the start
+    /// (after rejects were fixed upstream, say). Stored visits stay.
+    Resync {
+        /// Only pairs of this agent.
+        #[arg(long)]
+        agent_id: Option<i64>,
+        /// Only this user.
+        #[arg(long)]
+        user_id: Option<i64>,
+    },
+    /// Serve the built-in simulator of the upstream API.
+    MockApi {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Sync a simulated platform into the configured database and show what landed.
+    Demo,
+}
+
+/// Runs a parsed command line.
+pub async fn execute(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Demo => demo::run(&load(&cli)?).await,
+        Command::MockApi { listen } => mock_api::run(listen).await,
+        Command::Migrate => migrate::run(&load(&cli)?).await,
+        Command::Sync => sync::run(&load(&cli)?).await,
+        Command::Run => run::run(&load(&cli)?).await,
+        Command::Check => check::run(&load(&cli)?).await,
+        Command::Status => status::run(&load(&cli)?).await,
+        Command::Resync { agent_id, user_id } => resync::run(&load(&cli)?, agent_id, user_id).await,
+    }
+}
+
+fn load(cli: &Cli) -> Result<Settings> {
+    Settings::load(cli.config.as_deref()).context("loading the configuration")
+}
+
+/// Success when `ok`, else the failure code.
+fn exit_code(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// A token cancelled by the first SIGINT or SIGTERM; a second one exits at once.
+fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested: finishing the page in flight");
+        cancel.cancel();
+        wait_for_signal().await;
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

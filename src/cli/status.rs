@@ -1,0 +1,38 @@
+//! `szb-sync status`: each configured pair's mark, last run, last success and last error.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use super::table;
+use crate::app::App;
+use crate::settings::Settings;
+
+pub(super) async fn run(settings: &Settings) -> Result<ExitCode> {
+    settings.require_targets()?;
+    let app = App::build(settings)?;
+    app.store().reachable().await?;
+    let keys: Vec<_> = app.pairs().iter().map(|p| p.key.clone()).collect();
+    let rows = app.store().status(&keys).await?;
+    println!(
+        "{:<40} {:>9} {:>9} {:>9} {:>7}  {:<11} {:<20} {:<20}",
+        "pair", "settled", "upstream", "visits", "rejects", "last run", "finished", "last ok"
+    );
+    for r in rows {
+        println!(
+            "{:<40} {:>9} {:>9} {:>9} {:>7}  {:<11} {:<20} {:<20}",
+            r.pair.to_string(),
+            table::count(r.settled),
+            table::count(r.upstream_total),
+            r.visits,
+            r.rejects,
+            r.last_outcome.map_or("never", |o| o.as_str()),
+            table::time(r.last_finished_at),
+            table::time(r.last_ok_at),
+        );
+        if let Some(e) = r.last_error {
+            println!("    last error: {e}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,147 @@
+//! The simulated platforms the demo and `mock-api` serve, each defined once here. Their
+//! descriptions (what `mock-api` prints, what the README lists) are generated from these
+//! definitions, and tests read their numbers from here instead of repeating them.
+
+use super::Simulator;
+
+/// A simulated platform: agents, their tokens, and their users' visits.
+#[derive(Debug, Clone, Copy)]
+pub struct WorldSpec {
+    pub seed: u64,
+    pub agents: &'static [AgentSpec],
+}
+
+/// One simulated agent.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentSpec {
+    pub id: i64,
+    pub token: &'static str,
+    pub users: &'static [UserSpec],
+}
+
+/// One simulated user of an agent.
+#[derive(Debug, Clone, Copy)]
+pub struct UserSpec {
+    pub id: i64,
+    /// Closed visits generated at start.
+    pub visits: usize,
+    /// One more visit after those, whose viewer is still online.
+    pub open: bool,
+}
+
+impl UserSpec {
+    /// Every visit the user has at start, the open one included.
+    pub fn total_visits(&self) -> usize {
+        self.visits + usize::from(self.open)
+    }
+}
+
+/// What `szb-sync mock-api` serves: the doc's own agent and users, so the doc's sample
+/// requests work against it.
+pub const MOCK_API: WorldSpec = WorldSpec {
+    seed: 20_200_624,
+    agents: &[
+        AgentSpec {
+            id: 105_131,
+            token: "demo-token-105131",
+            users: &[
+                UserSpec {
+                    id: 15_460_259,
+                    visits: 1200,
+                    open: false,
+                },
+                UserSpec {
+                    id: 15_460_260,
+                    visits: 36,
+                    open: true,
+                },
+            ],
+        },
+        AgentSpec {
+            id: 200_001,
+            token: "demo-token-200001",
+            users: &[UserSpec {
+                id: 30_000_001,
+                visits: 5,
+                open: false,
+            }],
+        },
+    ],
+};
+
+/// What `szb-sync demo` syncs: agent ids no real account uses, so the demo never touches real
+/// rows in the database it writes to.
+pub const DEMO: WorldSpec = WorldSpec {
+    seed: 2024,
+    agents: &[
+        AgentSpec {
+            id: 990_001,
+            token: "demo-token-990001",
+            users: &[
+                UserSpec {
+                    id: 1_000_001,
+                    visits: 1_500,
+                    open: false,
+                },
+                UserSpec {
+                    id: 1_000_002,
+                    visits: 40,
+                    open: true,
+                },
+            ],
+        },
+        AgentSpec {
+            id: 990_002,
+            token: "demo-token-990002",
+            users: &[UserSpec {
+                id: 2_000_001,
+                visits: 7,
+                open: false,
+            }],
+        },
+    ],
+};
+
+impl WorldSpec {
+    /// A simulator holding this world.
+    pub fn build(&self) -> Simulator {
+        let sim = Simulator::new(self.seed);
+        for agent in self.agents {
+            sim.add_agent(agent.id, agent.token);
+            for user in agent.users {
+                sim.generate_visits(agent.id, user.id, user.visits);
+                if user.open {
+                    sim.open_visit(agent.id, user.id);
+                }
+            }
+        }
+        sim
+    }
+
+    pub fn agent_ids(&self) -> Vec<i64> {
+        self.agents.iter().map(|a| a.id).collect()
+    }
+
+    /// One line per agent: its token and its users with their visits.
+    pub fn describe(&self) -> Vec<String> {
+        self.agents
+            .iter()
+            .map(|agent| {
+                let users: Vec<String> = agent
+                    .users
+                    .iter()
+                    .map(|u| {
+                        let open = if u.open { ", one still online" } else { "" };
+                        format!("{} ({} visits{open})", u.id, u.total_visits())
+                    })
+                    .collect();
+                format!(
+                    "agent {} token {}: users {}",
+                    agent.id,
+                    agent.token,
+                    users.join(", ")
+                )
+            })
+            .collect()
+    }
+}

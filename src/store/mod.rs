@@ -1,0 +1,216 @@
+//! Postgres: all SQL of the crate outside the migrations.
+//!
+//! - this file: the pool, connecting (with a reason when it fails), creating the database,
+//!   migrations, and the store's error type;
+//! - [`session`]: a pair held under its advisory lock, its mark, and `resync`'s forgetting;
+//! - [`pages`]: one transaction per page: visits, activities, rejects and the mark;
+//! - [`runs`]: the `sync_runs` rows of each pair's runs;
+//! - [`status`]: what `szb-sync status` shows, for every pair in one query;
+//! - [`reports`]: reads for the demo and the benchmark.
+//!
+//! Each page is written with one statement per table (`INSERT … SELECT … FROM UNNEST(…)`), and
+//! upserts only touch rows whose values differ, so an unchanged re-read writes nothing.
+
+mod pages;
+mod reports;
+mod runs;
+mod session;
+mod status;
+
+use sqlx::migrate::MigrateDatabase;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgPool, Postgres};
+
+use crate::secret::{Secret, redact_url};
+
+pub use pages::{PageWrite, PageWritten};
+pub use reports::{SAMPLE_QUERY, SampleRow};
+pub use runs::{RunId, RunTotals};
+pub use session::{ForgetOutcome, PairSession};
+pub use status::PairStatus;
+
+/// Migrations embedded at compile time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot connect to Postgres at {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot create database at {url}: {source}")]
+    Create {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("applying migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error while {context}: {source}")]
+    Query {
+        context: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("stored state of {pair} is inconsistent: {detail}")]
+    Inconsistent { pair: String, detail: String },
+}
+
+impl StoreError {
+    /// True when Postgres aborted the transaction to break a deadlock or a serialization
+    /// conflict: nothing was written, and trying again is right.
+    pub fn is_deadlock(&self) -> bool {
+        match self {
+            StoreError::Query {
+                source: sqlx::Error::Database(db),
+                ..
+            } => matches!(db.code().as_deref(), Some("40P01" | "40001")),
+            _ => false,
+        }
+    }
+
+    /// True when the database itself is away (restart, network), as opposed to a bad query.
+    pub fn is_connection(&self) -> bool {
+        let source = match self {
+            StoreError::Connect { .. } => return true,
+            StoreError::Query { source, .. } => source,
+            _ => return false,
+        };
+        matches!(
+            source,
+            sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Protocol(_)
+        )
+    }
+}
+
+fn query_err(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Query { context, source }
+}
+
+/// A handle on the database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+    /// For a direct connection that tells why the pool cannot connect (it only says it timed
+    /// out). Holds the password: never printed.
+    options: std::sync::Arc<PgConnectOptions>,
+    /// The URL with its password masked, for messages.
+    url: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("url", &self.url)
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Connects lazily: the first query opens the first connection, so a database that is
+    /// briefly away at start-up does not stop the daemon.
+    pub fn connect_lazy(url: &Secret, max_connections: u32) -> Result<Self, StoreError> {
+        let options: PgConnectOptions =
+            url.expose().parse().map_err(|source| StoreError::Connect {
+                url: redact_url(url.expose()),
+                source,
+            })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(2))
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect_lazy_with(options.clone());
+        Ok(Store {
+            pool,
+            options: std::sync::Arc::new(options),
+            url: redact_url(url.expose()),
+        })
+    }
+
+    /// Connects and checks the database answers.
+    pub async fn connect(url: &Secret, max_connections: u32) -> Result<Self, StoreError> {
+        let store = Self::connect_lazy(url, max_connections)?;
+        store.reachable().await?;
+        Ok(store)
+    }
+
+    /// Opens one connection outside the pool: its error says why (refused, unknown host, bad
+    /// password, no such database), where the pool would only say it timed out.
+    pub async fn reachable(&self) -> Result<(), StoreError> {
+        let conn = sqlx::PgConnection::connect_with(&self.options)
+            .await
+            .map_err(|source| StoreError::Connect {
+                url: self.url.clone(),
+                source,
+            })?;
+        let _ = conn.close().await;
+        Ok(())
+    }
+
+    /// The pool could not hand out a connection: ask the database directly why.
+    async fn explain(&self, context: &'static str, source: sqlx::Error) -> StoreError {
+        if matches!(source, sqlx::Error::PoolTimedOut)
+            && let Err(e) = self.reachable().await
+        {
+            return e;
+        }
+        StoreError::Query { context, source }
+    }
+
+    /// Creates the database named in `url` when it does not exist yet.
+    pub async fn create_database_if_missing(url: &Secret) -> Result<bool, StoreError> {
+        let err = |source| StoreError::Create {
+            url: redact_url(url.expose()),
+            source,
+        };
+        if Postgres::database_exists(url.expose()).await.map_err(err)? {
+            return Ok(false);
+        }
+        match Postgres::create_database(url.expose()).await {
+            Ok(()) => Ok(true),
+            // Lost a race with another process creating it.
+            Err(e)
+                if Postgres::database_exists(url.expose())
+                    .await
+                    .unwrap_or(false) =>
+            {
+                tracing::debug!(error = %e, "database appeared meanwhile");
+                Ok(false)
+            }
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        // Fails fast, with the reason, when the database is away.
+        self.reachable().await?;
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn debug_output_never_shows_the_database_password() {
+        let url = Secret::new("postgres://bob:hunter2-secret@127.0.0.1:1/szb");
+        let store = Store::connect_lazy(&url, 2).unwrap();
+        assert!(!format!("{store:?}").contains("hunter2-secret"));
+        let err = Store::connect(&url, 2).await.unwrap_err();
+        assert!(
+            !format!("{err} {err:?}").contains("hunter2-secret"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,92 @@
+//! What `szb-sync status` shows: each pair's mark, last run, last success and row counts, for
+//! every pair in one query (a status page refreshing every few seconds repeats it).
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use super::{Store, StoreError, query_err};
+use crate::domain::{PairKey, RunOutcome};
+
+/// One row of `szb-sync status`.
+#[derive(Debug, Clone)]
+pub struct PairStatus {
+    pub pair: PairKey,
+    /// The mark's settled count; `None` before the pair's first committed page.
+    pub settled: Option<i64>,
+    /// `pager.total` when the mark was last written.
+    pub upstream_total: Option<i64>,
+    /// The latest run's outcome (`running` while one goes on); `None` when it never ran.
+    pub last_outcome: Option<RunOutcome>,
+    pub last_finished_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub last_ok_at: Option<DateTime<Utc>>,
+    /// Stored visits of the pair (of its activity only, for a filtered pair).
+    pub visits: i64,
+    pub rejects: i64,
+}
+
+impl Store {
+    /// The status of these pairs, in the order given.
+    pub async fn status(&self, pairs: &[PairKey]) -> Result<Vec<PairStatus>, StoreError> {
+        let rows = sqlx::query(
+            "WITH p AS (
+                 SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[])
+                        WITH ORDINALITY AS p (agent_id, user_id, activity_filter, ord))
+             SELECT p.ord, s.settled_count, s.upstream_total,
+                    r.outcome, r.finished_at, r.error, ok.last_ok_at, v.visits, j.rejects
+               FROM p
+               LEFT JOIN sync_state s USING (agent_id, user_id, activity_filter)
+               LEFT JOIN LATERAL (
+                    SELECT outcome, finished_at, error FROM sync_runs o
+                     WHERE (o.agent_id, o.user_id, o.activity_filter)
+                           = (p.agent_id, p.user_id, p.activity_filter)
+                     ORDER BY o.started_at DESC, o.id DESC LIMIT 1) r ON true
+               LEFT JOIN LATERAL (
+                    SELECT max(finished_at) AS last_ok_at FROM sync_runs o
+                     WHERE (o.agent_id, o.user_id, o.activity_filter)
+                           = (p.agent_id, p.user_id, p.activity_filter)
+                       AND o.outcome = $4) ok ON true
+               LEFT JOIN LATERAL (
+                    SELECT count(*) AS visits FROM visits v
+                     WHERE v.agent_id = p.agent_id AND v.user_id = p.user_id
+                       AND (p.activity_filter = '' OR v.activity_id = p.activity_filter)) v ON true
+               LEFT JOIN LATERAL (
+                    SELECT count(*) AS rejects FROM sync_rejects j
+                     WHERE (j.agent_id, j.user_id, j.activity_filter)
+                           = (p.agent_id, p.user_id, p.activity_filter)) j ON true
+              ORDER BY p.ord",
+        )
+        .bind(pairs.iter().map(|p| p.agent_id).collect::<Vec<_>>())
+        .bind(pairs.iter().map(|p| p.user_id).collect::<Vec<_>>())
+        .bind(pairs.iter().map(PairKey::filter_str).collect::<Vec<_>>())
+        .bind(RunOutcome::Ok.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("reading pair status"))?;
+        pairs
+            .iter()
+            .zip(rows)
+            .map(|(pair, row)| {
+                let outcome: Option<String> = row.get("outcome");
+                let last_outcome = outcome
+                    .map(|o| o.parse::<RunOutcome>())
+                    .transpose()
+                    .map_err(|detail| StoreError::Inconsistent {
+                        pair: pair.to_string(),
+                        detail,
+                    })?;
+                Ok(PairStatus {
+                    pair: pair.clone(),
+                    settled: row.get("settled_count"),
+                    upstream_total: row.get("upstream_total"),
+                    last_outcome,
+                    last_finished_at: row.get("finished_at"),
+                    last_error: row.get("error"),
+                    last_ok_at: row.get("last_ok_at"),
+                    visits: row.get("visits"),
+                    rejects: row.get("rejects"),
+                })
+            })
+            .collect()
+    }
+}
