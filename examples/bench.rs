@@ -15,11 +15,10 @@
 
 use std::time::Instant;
 
-use szb_sync::engine::EngineOptions;
+use szb_sync::app::App;
 use szb_sync::secret::Secret;
 use szb_sync::settings::{Settings, Target};
 use szb_sync::simulator::Simulator;
-use szb_sync::store::Store;
 use tokio_util::sync::CancellationToken;
 
 const AGENT: i64 = 105_131;
@@ -51,8 +50,6 @@ async fn main() -> anyhow::Result<()> {
             .execute(&mut admin)
             .await?;
     }
-    let store = Store::connect(&url, 4).await?;
-    store.migrate().await?;
 
     println!("generating {n} visits in the simulator …");
     let sim = Simulator::new(1);
@@ -60,6 +57,20 @@ async fn main() -> anyhow::Result<()> {
     sim.generate_visits(AGENT, USER, n);
     let truth = sim.visits(AGENT, USER);
     let spawned = sim.spawn().await?;
+    // szb-sync, built as the binary builds it, against the simulator.
+    let mut settings = Settings::default();
+    settings.api.base_url = spawned.base_url.parse()?;
+    settings.api.max_requests_per_second = 1_000_000.0;
+    settings.database.url = url.clone();
+    settings.targets = vec![Target {
+        agent_id: AGENT,
+        user_ids: vec![USER],
+        token: Some(Secret::new(TOKEN)),
+        activity_id: None,
+    }];
+    settings.sync.concurrency = 1;
+    let app = App::build(&settings)?;
+    app.migrate().await?;
 
     // 1. Baseline: COPY the same rows into a keyed table shaped like `visits`.
     let pool = sqlx::PgPool::connect(url.expose()).await?;
@@ -89,34 +100,12 @@ async fn main() -> anyhow::Result<()> {
     drop(conn);
 
     // 2–4. szb-sync against the simulator.
-    let mut settings = Settings::default();
-    settings.api.base_url = spawned.base_url.parse()?;
-    settings.api.max_requests_per_second = 1_000_000.0;
-    settings.database.url = url.clone();
-    settings.targets = vec![Target {
-        agent_id: AGENT,
-        user_ids: vec![USER],
-        token: Some(Secret::new(TOKEN)),
-        activity_id: None,
-    }];
-    let pairs = settings.pairs()?;
-    let engine = szb_sync::engine::Engine::new(
-        store.clone(),
-        szb_sync::api::ApiClient::new(&settings.api)?,
-        EngineOptions {
-            page_size: settings.api.page_size,
-            settle_after: settings.sync.settle_after,
-            concurrency: 1,
-        },
-    );
     let never = CancellationToken::new();
     let timed = |label: &'static str| {
-        let engine = engine.clone();
-        let pairs = pairs.clone();
-        let never = never.clone();
+        let (app, never) = (&app, never.clone());
         async move {
             let started = Instant::now();
-            let report = engine.sync_all(&pairs, &never).await;
+            let report = app.sync_once(&never).await;
             let secs = started.elapsed().as_secs_f64();
             assert!(report.failed().count() == 0, "{label}: {report}");
             (report.totals(), secs)

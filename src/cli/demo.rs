@@ -55,9 +55,12 @@ pub(super) async fn run(settings: &Settings) -> Result<ExitCode> {
     println!("   {report}");
 
     let (first_agent, first_user) = (world.agents[0].id, world.agents[0].users[0].id);
-    sim.append_visits(first_agent, first_user, 25);
+    sim.append_visits(first_agent, first_user, demo_world::DEMO_APPENDS);
     sim.extend_open_visits(chrono::Duration::minutes(12));
-    println!("\n2. upstream moved on: 25 new visits, one viewer still online for 12 more minutes");
+    println!(
+        "\n2. upstream moved on: {} new visits, one viewer still online for 12 more minutes",
+        demo_world::DEMO_APPENDS
+    );
     let report = app.sync_once(&never).await;
     println!("   {report}");
 

@@ -746,6 +746,16 @@ mod tests {
             "{msg}"
         );
 
+        for remote in ["http://api.example.com", "http://10.1.2.3:8080"] {
+            let msg = error(&format!("[api]\nbase_url = \"{remote}\"\n"));
+            assert!(msg.contains("allow_insecure_http"), "{remote}: {msg}");
+            let allowed = load(&format!(
+                "[api]\nbase_url = \"{remote}\"\nallow_insecure_http = true\n"
+            ))
+            .unwrap();
+            assert_eq!(allowed.api.base_url.as_str().trim_end_matches('/'), remote);
+        }
+
         for ok in [
             "http://127.0.0.1:8080",
             "http://localhost:1",

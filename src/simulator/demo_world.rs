@@ -102,6 +102,9 @@ pub const DEMO: WorldSpec = WorldSpec {
     ],
 };
 
+/// Visits `szb-sync demo` appends to its first user between its first and second sync.
+pub const DEMO_APPENDS: usize = 25;
+
 impl WorldSpec {
     /// A simulator holding this world.
     pub fn build(&self) -> Simulator {

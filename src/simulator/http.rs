@@ -2,7 +2,6 @@
 //! serving it on a socket.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use axum::Router;
@@ -514,7 +513,6 @@ impl Simulator {
         }));
         Ok(SpawnedSimulator {
             base_url: format!("http://{addr}"),
-            addr,
             stop: Some(stop),
             task: Some(task),
         })
@@ -526,7 +524,6 @@ impl Simulator {
 pub struct SpawnedSimulator {
     /// `http://127.0.0.1:PORT`, without a trailing slash.
     pub base_url: String,
-    pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }

@@ -1,32 +1,26 @@
 //! The real `szb-sync` binary as a child process: killed mid-walk, stopped by SIGTERM, and each
 //! subcommand's exit code and output, against the simulator and a fresh database per test.
 
-mod common;
-
 use std::os::unix::process::ExitStatusExt as _;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{TestDb, VisitRow};
+use crate::helpers::{AGENT, TOKEN, TestDb, VisitRow, sim_with};
 use sqlx::{Connection, PgConnection, PgPool};
-use szb_sync::simulator::{Fault, Simulator};
+use szb_sync::simulator::{Fault, Simulator, demo_world};
 use tempfile::NamedTempFile;
 use tokio::process::{Child, Command};
 
+/// The simulator seed of this module's worlds.
+const SEED: u64 = 11;
+
 const BIN: &str = env!("CARGO_BIN_EXE_szb-sync");
-const AGENT: i64 = 105_131;
-const TOKEN: &str = "tok-process-105131";
 /// Every child gets this long before the test gives up on it (and `kill_on_drop` reaps it).
 const CHILD_LIMIT: Duration = Duration::from_secs(30);
 
 // ---- helpers --------------------------------------------------------------------------------
-
-/// A simulator with one agent and `n` generated visits for each user.
-fn sim_with(users: &[(i64, usize)]) -> Simulator {
-    common::simulator(11, AGENT, TOKEN, users)
-}
 
 /// One `[[targets]]` entry: agent, its token, its users.
 struct Tgt<'a>(i64, &'a str, &'a [i64]);
@@ -125,7 +119,7 @@ fn signal(pid: u32, signal: &str) {
 }
 
 async fn stored(pool: &PgPool, agent_id: i64, user_id: i64) -> Vec<VisitRow> {
-    common::visits_of(pool, agent_id, user_id).await
+    crate::helpers::visits_of(pool, agent_id, user_id).await
 }
 
 /// The simulator's visits of a pair in list order (ascending `visitAt`, ties as served).
@@ -243,7 +237,7 @@ async fn read_pipes(child: &mut Child) -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_mid_walk_resumes_without_gap_or_duplicate() {
     const USER: i64 = 1;
-    let sim = sim_with(&[(USER, 5000)]);
+    let sim = sim_with(SEED, &[(USER, 5000)]);
     let server = sim.spawn().await.unwrap();
     let db = TestDb::new().await;
     let cfg = config(
@@ -312,7 +306,7 @@ async fn sigkill_mid_walk_resumes_without_gap_or_duplicate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_finishes_the_page_in_flight_and_exits_zero() {
     const USER: i64 = 1;
-    let sim = sim_with(&[(USER, 3000)]);
+    let sim = sim_with(SEED, &[(USER, 3000)]);
     let server = sim.spawn().await.unwrap();
     let db = TestDb::new().await;
     let cfg = config(
@@ -378,7 +372,7 @@ async fn sigterm_finishes_the_page_in_flight_and_exits_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn run_daemon_stops_cleanly_on_sigterm() {
     const USER: i64 = 1;
-    let sim = sim_with(&[(USER, 450)]);
+    let sim = sim_with(SEED, &[(USER, 450)]);
     let server = sim.spawn().await.unwrap();
     let db = TestDb::new().await;
     let cfg = config(
@@ -468,7 +462,7 @@ async fn config_errors_exit_non_zero_naming_the_key_or_path_but_never_the_token(
 async fn a_refused_token_fails_sync_and_check_naming_the_agent_but_never_the_token() {
     const OTHER: i64 = 200_001;
     const WRONG: &str = "wrong-token-8c1f2e";
-    let sim = sim_with(&[(1, 120)]);
+    let sim = sim_with(SEED, &[(1, 120)]);
     sim.add_agent(OTHER, "right-token-200001");
     sim.generate_visits(OTHER, 9, 12);
     let server = sim.spawn().await.unwrap();
@@ -505,7 +499,7 @@ async fn a_refused_token_fails_sync_and_check_naming_the_agent_but_never_the_tok
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sync_prints_a_summary_and_status_shows_each_pair_settled_and_ok() {
     let users = [(1, 250), (2, 40)];
-    let sim = sim_with(&users);
+    let sim = sim_with(SEED, &users);
     let server = sim.spawn().await.unwrap();
     let db = TestDb::new().await;
     let cfg = config(
@@ -550,7 +544,7 @@ async fn sync_prints_a_summary_and_status_shows_each_pair_settled_and_ok() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn check_passes_with_a_good_config() {
-    let sim = sim_with(&[(1, 3)]);
+    let sim = sim_with(SEED, &[(1, 3)]);
     let server = sim.spawn().await.unwrap();
     let db = TestDb::new().await;
     let cfg = config(&server.base_url, &db.url, 100, &[Tgt(AGENT, TOKEN, &[1])]);
@@ -608,13 +602,18 @@ async fn mock_api_serves_the_demo_world() {
     let mut child = szb(&["mock-api", "--listen", &listen]).spawn().unwrap();
     let pid = child.id().unwrap();
     let client = reqwest::Client::new();
-    let url = format!("http://{listen}/api/v3/agent/105131/user/15460260/stats/visits?pageSize=5");
+    let agent = &demo_world::MOCK_API.agents[0];
+    let user = agent.users.iter().find(|u| u.open).unwrap();
+    let url = format!(
+        "http://{listen}/api/v3/agent/{}/user/{}/stats/visits?pageSize=5",
+        agent.id, user.id
+    );
 
     let deadline = Instant::now() + Duration::from_secs(10);
     let reply = loop {
         match client
             .get(&url)
-            .header("Authorization", "Bearer demo-token-105131")
+            .header("Authorization", format!("Bearer {}", agent.token))
             .send()
             .await
         {
@@ -634,7 +633,7 @@ async fn mock_api_serves_the_demo_world() {
 
     assert_eq!(status, 200);
     assert_eq!(body["items"].as_array().unwrap().len(), 5, "{body}");
-    assert_eq!(body["pager"]["total"], 37);
+    assert_eq!(body["pager"]["total"], user.total_visits());
     assert_eq!(refused, 401);
     assert_eq!(exit.code(), Some(0), "{exit}");
 }
@@ -647,7 +646,7 @@ struct DropDatabase {
 
 impl Drop for DropDatabase {
     fn drop(&mut self) {
-        common::drop_database(&self.admin_url, &self.name);
+        crate::helpers::drop_database(&self.admin_url, &self.name);
     }
 }
 
@@ -686,7 +685,18 @@ async fn demo_creates_its_database_syncs_and_prints_the_sample_query() {
         .await
         .unwrap();
     conn.close().await.unwrap();
-    assert!(visits > 0, "{visits} visits landed");
+    // Every visit of the demo's world, and those its second step appends.
+    let world: usize = demo_world::DEMO
+        .agents
+        .iter()
+        .flat_map(|a| a.users)
+        .map(|u| u.total_visits())
+        .sum();
+    assert_eq!(
+        visits,
+        (world + demo_world::DEMO_APPENDS) as i64,
+        "every simulated visit landed once"
+    );
     assert!(
         demo.stdout
             .contains(&format!("In Postgres now: {visits} visits")),
@@ -697,7 +707,7 @@ async fn demo_creates_its_database_syncs_and_prints_the_sample_query() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_daemon_waits_for_a_database_that_is_away_and_syncs_once_it_is_back() {
     const USER: i64 = 1;
-    let sim = sim_with(&[(USER, 30)]);
+    let sim = sim_with(SEED, &[(USER, 30)]);
     let server = sim.spawn().await.unwrap();
     let admin = TestDb::new().await;
     // A database that does not exist yet: connecting fails until the test creates it.

@@ -2,24 +2,19 @@
 //! disagree, retention purges, appends, ties, activities that change or disappear, an activity
 //! filter), and what must land in the tables each time.
 
-mod common;
-
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, Duration, SecondsFormat, Utc};
-use common::{Harness, VisitRow, target};
+use crate::helpers::{AGENT, Harness, TOKEN, VisitRow, iso, row_versions, sim_with, target};
+use chrono::{DateTime, Duration, Utc};
 use szb_sync::secret::Secret;
 use szb_sync::settings::Target;
 use szb_sync::simulator::{RequestInfo, Simulator, TruthActivity, World};
 
-const AGENT: i64 = 105_131;
-const TOKEN: &str = "tok-105131";
-const USER: i64 = 1;
+/// The simulator seed of this module's worlds.
+const SEED: u64 = 11;
 
-fn sim_with(users: &[(i64, usize)]) -> Simulator {
-    common::simulator(11, AGENT, TOKEN, users)
-}
+const USER: i64 = 1;
 
 async fn harness(sim: Simulator, page_size: u32) -> Harness {
     Harness::new(sim, vec![target(AGENT, TOKEN, &[USER])], page_size).await
@@ -58,18 +53,6 @@ async fn last_recoveries(h: &Harness, user: i64) -> Vec<String> {
     )
     .bind(AGENT)
     .bind(user)
-    .fetch_one(&h.db.pool)
-    .await
-    .unwrap()
-}
-
-/// Row versions of every synced table: any UPDATE or INSERT changes it.
-async fn row_versions(h: &Harness) -> String {
-    sqlx::query_scalar(
-        "SELECT coalesce((SELECT string_agg(xmin::text || ctid::text, ',' ORDER BY agent_id, user_id, activity_id, visit_at) FROM visits), '')
-             || '|' || coalesce((SELECT string_agg(xmin::text || ctid::text, ',' ORDER BY id) FROM activities), '')
-             || '|' || coalesce((SELECT string_agg(xmin::text || ctid::text, ',' ORDER BY agent_id, user_id, activity_filter) FROM sync_state), '')",
-    )
     .fetch_one(&h.db.pool)
     .await
     .unwrap()
@@ -224,11 +207,6 @@ fn assert_rows(actual: Vec<VisitRow>, expected: Vec<VisitRow>, context: &str) {
     );
 }
 
-/// The simulator's own wire format for times: `2020-06-24T04:28:02.000Z`.
-fn iso(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
 /// A visit item exactly as the upstream serves it, with its activity embedded whole.
 fn wire_visit(
     user: i64,
@@ -268,7 +246,7 @@ fn wire_visit(
 
 #[tokio::test]
 async fn an_open_visit_lands_grows_in_place_and_holds_the_mark_until_it_settles() {
-    let sim = sim_with(&[(USER, 50)]);
+    let sim = sim_with(SEED, &[(USER, 50)]);
     let (_, opened_at) = sim.open_visit(AGENT, USER);
     let h = harness(sim, 10).await;
     let open_row = |rows: Vec<VisitRow>| {
@@ -306,7 +284,7 @@ async fn an_open_visit_lands_grows_in_place_and_holds_the_mark_until_it_settles(
     assert!(m.settled <= 50 && m.anchor <= Some(opened_at), "{m:?}");
 
     // Nothing changed: the open visit is read again, and nothing is written.
-    let before = row_versions(&h).await;
+    let before = row_versions(&h.db.pool).await;
     h.sim.reset_request_counts();
     let quiet = h.sync_ok().await;
 
@@ -315,7 +293,7 @@ async fn an_open_visit_lands_grows_in_place_and_holds_the_mark_until_it_settles(
         (t.visits_inserted, t.visits_updated, t.activities_written),
         (0, 0, 0)
     );
-    assert_eq!(row_versions(&h).await, before, "no row was written");
+    assert_eq!(row_versions(&h.db.pool).await, before, "no row was written");
     assert_eq!(h.sim.requests_for(AGENT, USER), 1);
 
     // Three hours later by the upstream's clock the viewer is still online, and settled visits
@@ -354,7 +332,7 @@ async fn an_open_visit_lands_grows_in_place_and_holds_the_mark_until_it_settles(
 
 #[tokio::test]
 async fn an_upstream_clock_behind_ours_does_not_settle_a_visit_early() {
-    let sim = sim_with(&[(USER, 20)]);
+    let sim = sim_with(SEED, &[(USER, 20)]);
     // By the upstream's clock (3 h behind ours) the visit began 3 h ago and ended 30 min ago.
     sim.set_clock_skew(Duration::hours(-6));
     let (_, began) = sim.open_visit(AGENT, USER);
@@ -409,7 +387,7 @@ enum Purge {
 async fn purge_between_syncs_loses_nothing(purge: Purge) {
     for page_size in [10u32, 1000] {
         let n = if page_size == 10 { 137 } else { 2500 };
-        let h = harness(sim_with(&[(USER, n)]), page_size).await;
+        let h = harness(sim_with(SEED, &[(USER, n)]), page_size).await;
         h.sync_ok().await;
         let before = mark(&h, USER).await;
         let appended_before = match purge {
@@ -522,7 +500,7 @@ async fn purge_at(h: &Harness, purges: &[(u64, usize)]) -> Served {
 #[tokio::test]
 async fn a_purge_during_the_first_walk_loses_no_visit_that_was_served() {
     for (at, k) in [(2, 1), (4, 5), (6, 25), (6, 60), (3, 300)] {
-        let h = harness(sim_with(&[(USER, 300)]), 10).await;
+        let h = harness(sim_with(SEED, &[(USER, 300)]), 10).await;
         let served = purge_at(&h, &[(at, k)]).await;
 
         h.sync_ok().await;
@@ -550,7 +528,7 @@ async fn a_purge_during_the_first_walk_loses_no_visit_that_was_served() {
 async fn a_purge_during_a_later_walk_loses_no_visit_that_was_served() {
     // The mark sits at 99 (100 visits, all settled); 80 more are appended before the walk.
     for (at, k) in [(1, 3), (2, 3), (2, 40), (3, 99), (2, 101), (1, 180)] {
-        let h = harness(sim_with(&[(USER, 100)]), 10).await;
+        let h = harness(sim_with(SEED, &[(USER, 100)]), 10).await;
         h.sync_ok().await;
         h.sim.append_visits(AGENT, USER, 80);
         h.sim.reset_request_counts();
@@ -574,7 +552,7 @@ async fn a_purge_during_a_later_walk_loses_no_visit_that_was_served() {
 
 #[tokio::test]
 async fn two_purges_during_one_walk_lose_no_visit_that_was_served() {
-    let h = harness(sim_with(&[(USER, 300)]), 10).await;
+    let h = harness(sim_with(SEED, &[(USER, 300)]), 10).await;
     let served = purge_at(&h, &[(5, 6), (12, 6)]).await;
 
     h.sync_ok().await;
@@ -588,7 +566,7 @@ async fn two_purges_during_one_walk_lose_no_visit_that_was_served() {
 
 #[tokio::test]
 async fn a_purge_at_every_third_request_loses_no_visit_that_was_served() {
-    let h = harness(sim_with(&[(USER, 300)]), 10).await;
+    let h = harness(sim_with(SEED, &[(USER, 300)]), 10).await;
     let purges: Vec<(u64, usize)> = (1..=60).filter(|r| r % 3 == 0).map(|r| (r, 3)).collect();
     let served = purge_at(&h, &purges).await;
 
@@ -611,7 +589,7 @@ async fn a_purge_at_every_third_request_loses_no_visit_that_was_served() {
 #[tokio::test]
 async fn visits_appended_at_every_request_of_a_walk_land_exactly_once() {
     for (page_size, n, per_request) in [(10u32, 200, 3), (1000, 2500, 300)] {
-        let h = harness(sim_with(&[(USER, n)]), page_size).await;
+        let h = harness(sim_with(SEED, &[(USER, n)]), page_size).await;
         h.sim.set_before_request(move |world, req| {
             world.append_visits(req.agent_id, req.user_id, per_request);
         });
@@ -634,7 +612,7 @@ async fn visits_appended_at_every_request_of_a_walk_land_exactly_once() {
 
 #[tokio::test]
 async fn visits_appended_at_every_request_of_a_later_walk_land_exactly_once() {
-    let h = harness(sim_with(&[(USER, 120)]), 10).await;
+    let h = harness(sim_with(SEED, &[(USER, 120)]), 10).await;
     h.sync_ok().await;
     h.sim.append_visits(AGENT, USER, 90);
     h.sim
@@ -659,7 +637,7 @@ async fn visits_appended_at_every_request_of_a_later_walk_land_exactly_once() {
 async fn shuffled_ties_around_page_boundaries_all_land() {
     for start in [8usize, 9, 10, 15, 16, 29] {
         for size in [2, 4] {
-            let sim = sim_with(&[(USER, 30)]);
+            let sim = sim_with(SEED, &[(USER, 30)]);
             let at = sim.visits(AGENT, USER)[start].visit_at;
             for _ in 1..size {
                 sim.add_tie(AGENT, USER, at);
@@ -749,7 +727,7 @@ async fn shuffled_tie_groups_of_fifty_around_full_page_boundaries_land_in_one_sy
 async fn a_late_visit_joining_the_anchor_group_lands() {
     for page_size in [10u32, 1000] {
         for appended_after in [0, 5] {
-            let sim = sim_with(&[(USER, 40)]);
+            let sim = sim_with(SEED, &[(USER, 40)]);
             sim.set_shuffle_ties(true);
             let h = harness(sim, page_size).await;
             h.sync_ok().await;
@@ -782,7 +760,7 @@ async fn a_late_visit_joining_the_anchor_group_lands() {
 #[tokio::test]
 async fn a_late_visit_tied_with_the_last_settled_visit_before_the_anchor_lands() {
     for page_size in [10u32, 1000] {
-        let h = harness(sim_with(&[(USER, 40)]), page_size).await;
+        let h = harness(sim_with(SEED, &[(USER, 40)]), page_size).await;
         h.sync_ok().await;
         let settled = mark(&h, USER).await.settled as usize;
         let before_anchor = h.sim.visits(AGENT, USER)[settled - 1].visit_at;
@@ -809,7 +787,7 @@ async fn a_late_visit_tied_with_the_last_settled_visit_before_the_anchor_lands()
 
 #[tokio::test]
 async fn a_changed_activity_lands_when_its_open_visit_is_read_again() {
-    let sim = sim_with(&[(USER, 30)]);
+    let sim = sim_with(SEED, &[(USER, 30)]);
     let (activity, _) = sim.open_visit(AGENT, USER);
     let h = harness(sim, 10).await;
     h.sync_ok().await;
@@ -833,7 +811,7 @@ async fn a_changed_activity_lands_when_its_open_visit_is_read_again() {
 
 #[tokio::test]
 async fn a_changed_activity_lands_with_a_new_visit_of_it() {
-    let h = harness(sim_with(&[(USER, 30)]), 10).await;
+    let h = harness(sim_with(SEED, &[(USER, 30)]), 10).await;
     h.sync_ok().await;
     let visits = h.sim.visits(AGENT, USER);
     let activity = visits[3].activity_id.clone();
@@ -854,7 +832,7 @@ async fn a_changed_activity_lands_with_a_new_visit_of_it() {
 
 #[tokio::test]
 async fn an_older_copy_of_an_activity_never_overwrites_a_newer_one() {
-    let sim = sim_with(&[(USER, 30)]);
+    let sim = sim_with(SEED, &[(USER, 30)]);
     // The last visit's activity is served on every sync: the anchor group is always re-read.
     let activity = sim.visits(AGENT, USER).last().unwrap().activity_id.clone();
     let served = sim.activity(&activity).unwrap();
@@ -891,7 +869,7 @@ async fn an_older_copy_of_an_activity_never_overwrites_a_newer_one() {
 
 #[tokio::test]
 async fn a_deleted_activity_is_stored_as_its_id_until_a_later_sighting_fills_it_in() {
-    let sim = sim_with(&[(USER, 30)]);
+    let sim = sim_with(SEED, &[(USER, 30)]);
     let deleted = sim.visits(AGENT, USER)[10].activity_id.clone();
     sim.delete_activity(&deleted);
     let h = harness(sim, 10).await;
@@ -932,7 +910,7 @@ async fn a_deleted_activity_is_stored_as_its_id_until_a_later_sighting_fills_it_
 
 #[tokio::test]
 async fn an_activity_deleted_after_it_was_seen_keeps_its_last_known_values() {
-    let sim = sim_with(&[(USER, 30)]);
+    let sim = sim_with(SEED, &[(USER, 30)]);
     let activity = sim.visits(AGENT, USER).last().unwrap().activity_id.clone();
     let h = harness(sim, 10).await;
     h.sync_ok().await;
@@ -954,7 +932,7 @@ async fn an_activity_deleted_after_it_was_seen_keeps_its_last_known_values() {
 
 #[tokio::test]
 async fn a_target_with_an_activity_filter_stores_only_that_activity_under_its_own_mark() {
-    let sim = sim_with(&[(USER, 300)]);
+    let sim = sim_with(SEED, &[(USER, 300)]);
     let visits = sim.visits(AGENT, USER);
     let mut ids: Vec<String> = visits.iter().map(|v| v.activity_id.clone()).collect();
     ids.sort();

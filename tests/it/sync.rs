@@ -1,33 +1,14 @@
 //! End-to-end syncs against the simulator and a real Postgres: what lands in the tables.
 
-mod common;
+use crate::helpers::{AGENT, Harness, TOKEN, row_versions, sim_with, target};
+use szb_sync::domain::RunOutcome;
 
-use common::{Harness, target};
-use szb_sync::engine::PairOutcome;
-use szb_sync::simulator::Simulator;
-
-const AGENT: i64 = 105_131;
-const TOKEN: &str = "tok-105131";
-
-fn sim_with(users: &[(i64, usize)]) -> Simulator {
-    common::simulator(7, AGENT, TOKEN, users)
-}
-
-/// Row versions of every synced table: any UPDATE or INSERT changes it.
-async fn row_versions(h: &Harness) -> String {
-    sqlx::query_scalar(
-        "SELECT coalesce((SELECT string_agg(xmin::text || ctid::text, ',' ORDER BY agent_id, user_id, activity_id, visit_at) FROM visits), '')
-             || '|' || coalesce((SELECT string_agg(xmin::text || ctid::text, ',' ORDER BY id) FROM activities), '')
-             || '|' || coalesce((SELECT string_agg(xmin::text || ctid::text, ',' ORDER BY agent_id, user_id) FROM sync_state), '')",
-    )
-    .fetch_one(&h.db.pool)
-    .await
-    .unwrap()
-}
+/// The simulator seed of this module's worlds.
+const SEED: u64 = 7;
 
 #[tokio::test]
 async fn first_sync_lands_every_visit_and_activity_with_the_right_values() {
-    let sim = sim_with(&[(1, 2345), (2, 17)]);
+    let sim = sim_with(SEED, &[(1, 2345), (2, 17)]);
     let h = Harness::new(sim, vec![target(AGENT, TOKEN, &[1, 2])], 1000).await;
 
     let report = h.sync_ok().await;
@@ -35,7 +16,29 @@ async fn first_sync_lands_every_visit_and_activity_with_the_right_values() {
     assert_eq!(h.visits(AGENT, 1).await, h.truth(AGENT, 1, false));
     assert_eq!(h.visits(AGENT, 2).await, h.truth(AGENT, 2, false));
     assert_eq!(report.totals().visits_inserted, 2345 + 17);
-    for a in h.sim.activities() {
+    let referenced: std::collections::HashSet<String> = [1, 2]
+        .into_iter()
+        .flat_map(|u| h.sim.visits(AGENT, u))
+        .map(|v| v.activity_id)
+        .collect();
+    let stored_ids: Vec<String> = sqlx::query_scalar("SELECT id FROM activities")
+        .fetch_all(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored_ids
+            .iter()
+            .cloned()
+            .collect::<std::collections::HashSet<_>>(),
+        referenced,
+        "a row for each activity of a synced visit, and no other"
+    );
+    for a in h
+        .sim
+        .activities()
+        .into_iter()
+        .filter(|a| referenced.contains(&a.id))
+    {
         let row = sqlx::query_as::<
             _,
             (
@@ -52,9 +55,8 @@ async fn first_sync_lands_every_visit_and_activity_with_the_right_values() {
         .fetch_optional(&h.db.pool)
         .await
         .unwrap();
-        let Some((name, status, pushing, updated, agent)) = row else {
-            continue;
-        };
+        let (name, status, pushing, updated, agent) =
+            row.unwrap_or_else(|| panic!("activity {} of a synced visit has no row", a.id));
         assert_eq!(name.as_deref(), Some(a.name.as_str()));
         assert_eq!(status.as_deref(), Some(a.status.as_str()));
         assert_eq!(pushing, Some(a.is_pushing));
@@ -73,10 +75,10 @@ async fn first_sync_lands_every_visit_and_activity_with_the_right_values() {
 
 #[tokio::test]
 async fn resync_with_no_changes_makes_one_request_per_pair_and_writes_nothing() {
-    let sim = sim_with(&[(1, 2345), (2, 1000), (3, 1)]);
+    let sim = sim_with(SEED, &[(1, 2345), (2, 1000), (3, 1)]);
     let h = Harness::new(sim, vec![target(AGENT, TOKEN, &[1, 2, 3])], 1000).await;
     h.sync_ok().await;
-    let before = row_versions(&h).await;
+    let before = row_versions(&h.db.pool).await;
     h.sim.reset_request_counts();
 
     let report = h.sync_ok().await;
@@ -84,7 +86,7 @@ async fn resync_with_no_changes_makes_one_request_per_pair_and_writes_nothing() 
     for user in [1, 2, 3] {
         assert_eq!(h.sim.requests_for(AGENT, user), 1, "user {user}");
     }
-    assert_eq!(row_versions(&h).await, before, "no row was written");
+    assert_eq!(row_versions(&h.db.pool).await, before, "no row was written");
     let t = report.totals();
     assert_eq!(
         (t.visits_inserted, t.visits_updated, t.activities_written),
@@ -94,7 +96,7 @@ async fn resync_with_no_changes_makes_one_request_per_pair_and_writes_nothing() 
 
 #[tokio::test]
 async fn appended_visits_land_on_the_next_sync() {
-    let sim = sim_with(&[(1, 1500)]);
+    let sim = sim_with(SEED, &[(1, 1500)]);
     let h = Harness::new(sim, vec![target(AGENT, TOKEN, &[1])], 1000).await;
     h.sync_ok().await;
 
@@ -113,7 +115,7 @@ async fn pairs_of_every_size_around_the_page_boundary_sync_exactly() {
         .enumerate()
         .map(|(i, n)| (i as i64 + 1, *n))
         .collect();
-    let sim = sim_with(&users);
+    let sim = sim_with(SEED, &users);
     let ids: Vec<i64> = users.iter().map(|(u, _)| *u).collect();
     let h = Harness::new(sim, vec![target(AGENT, TOKEN, &ids)], 1000).await;
 
@@ -135,7 +137,7 @@ async fn pairs_of_every_size_around_the_page_boundary_sync_exactly() {
 
 #[tokio::test]
 async fn sync_stopped_after_its_second_page_resumes_without_gap_or_duplicate() {
-    let sim = sim_with(&[(1, 2500)]);
+    let sim = sim_with(SEED, &[(1, 2500)]);
     let h = Harness::new(sim, vec![target(AGENT, TOKEN, &[1])], 1000).await;
     let stop = tokio_util::sync::CancellationToken::new();
     let trip = stop.clone();
@@ -145,12 +147,12 @@ async fn sync_stopped_after_its_second_page_resumes_without_gap_or_duplicate() {
         }
     });
 
-    let first = h.engine.sync_all(&h.pairs, &stop).await;
+    let first = h.app.sync_once(&stop).await;
     let landed = h.visits(AGENT, 1).await.len();
     h.sim.clear_before_request();
     let second = h.sync_ok().await;
 
-    assert_eq!(first.pairs[0].outcome, PairOutcome::Interrupted);
+    assert_eq!(first.pairs[0].outcome, RunOutcome::Interrupted);
     assert!(
         (1000..2500).contains(&landed),
         "two pages committed, not more: {landed}"
@@ -170,7 +172,7 @@ async fn sync_stopped_after_its_second_page_resumes_without_gap_or_duplicate() {
 
 #[tokio::test]
 async fn a_refused_token_fails_that_pair_clearly_and_the_others_still_sync() {
-    let sim = sim_with(&[(1, 30)]);
+    let sim = sim_with(SEED, &[(1, 30)]);
     sim.add_agent(200_001, "right-token");
     sim.generate_visits(200_001, 9, 12);
     let h = Harness::new(
@@ -190,7 +192,7 @@ async fn a_refused_token_fails_that_pair_clearly_and_the_others_still_sync() {
         .iter()
         .find(|p| p.pair.agent_id == 200_001)
         .unwrap();
-    assert_eq!(bad.outcome, PairOutcome::Failed);
+    assert_eq!(bad.outcome, RunOutcome::Failed);
     let msg = bad.error.as_deref().unwrap();
     assert!(
         msg.contains("agent 200001") && msg.contains("token"),
@@ -213,7 +215,7 @@ async fn a_refused_token_fails_that_pair_clearly_and_the_others_still_sync() {
 
 #[tokio::test]
 async fn small_pages_walk_with_overlap_and_land_everything() {
-    let sim = sim_with(&[(1, 503)]);
+    let sim = sim_with(SEED, &[(1, 503)]);
     let h = Harness::new(sim, vec![target(AGENT, TOKEN, &[1])], 10).await;
 
     h.sync_ok().await;
@@ -228,7 +230,7 @@ async fn small_pages_walk_with_overlap_and_land_everything() {
 
 #[tokio::test]
 async fn pages_of_fifty_line_up_and_a_quiet_sync_costs_one_request() {
-    let sim = sim_with(&[(1, 2003)]);
+    let sim = sim_with(SEED, &[(1, 2003)]);
     let h = Harness::new(sim, vec![target(AGENT, TOKEN, &[1])], 50).await;
 
     h.sync_ok().await;
@@ -241,7 +243,7 @@ async fn pages_of_fifty_line_up_and_a_quiet_sync_costs_one_request() {
 
 #[tokio::test]
 async fn forgetting_a_mark_re_reads_the_pair_from_the_start() {
-    let sim = sim_with(&[(1, 1500), (2, 40)]);
+    let sim = sim_with(SEED, &[(1, 1500), (2, 40)]);
     let h = Harness::new(sim, vec![target(AGENT, TOKEN, &[1, 2])], 1000).await;
     h.sync_ok().await;
     // A row lost behind the mark (restored from an old backup, say): a plain sync does not see it.
@@ -254,9 +256,9 @@ async fn forgetting_a_mark_re_reads_the_pair_from_the_start() {
     assert_eq!(h.visits(AGENT, 1).await.len(), 1499);
 
     let forgotten = h
-        .engine
+        .app
         .store()
-        .forget_marks(&[h.pairs[0].key.clone()])
+        .forget_marks(&[h.pairs()[0].key.clone()])
         .await
         .unwrap();
     let report = h.sync_ok().await;
@@ -272,20 +274,23 @@ async fn forgetting_a_mark_re_reads_the_pair_from_the_start() {
 
 #[tokio::test]
 async fn resync_leaves_a_pair_that_is_syncing_alone() {
-    let sim = sim_with(&[(1, 30)]);
+    let sim = sim_with(SEED, &[(1, 30)]);
     let h = Harness::new(sim, vec![target(AGENT, TOKEN, &[1])], 1000).await;
     h.sync_ok().await;
-    let store = h.engine.store();
+    let store = h.app.store();
     let held = store
-        .lock_pair(&h.pairs[0].key)
+        .lock_pair(&h.pairs()[0].key)
         .await
         .unwrap()
         .expect("lock is free");
 
-    let outcome = store.forget_marks(&[h.pairs[0].key.clone()]).await.unwrap();
+    let outcome = store
+        .forget_marks(&[h.pairs()[0].key.clone()])
+        .await
+        .unwrap();
 
     assert_eq!(outcome.forgotten, 0);
-    assert_eq!(outcome.busy, vec![h.pairs[0].key.clone()]);
+    assert_eq!(outcome.busy, vec![h.pairs()[0].key.clone()]);
     assert_eq!(
         h.count("SELECT count(*) FROM sync_state").await,
         1,

@@ -2,28 +2,25 @@
 //! items that break the schema. szb-sync must retry what is transient, fail one pair clearly on
 //! what is not, never commit half a page, and pick up where it stopped on the next run.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
+use crate::helpers::{
+    AGENT, Harness, TOKEN, TestDb, VisitRow, iso, sim_with, target, test_settings,
+};
 use chrono::{DateTime, Utc};
-use common::{Harness, TestDb, VisitRow, target, test_settings};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection, Row};
-use szb_sync::engine::{PairOutcome, PairReport, SyncReport};
+use szb_sync::app::App;
+use szb_sync::domain::RunOutcome;
+use szb_sync::engine::{PairReport, SyncReport};
 use szb_sync::secret::Secret;
 use szb_sync::settings::{Settings, Target};
 use szb_sync::simulator::{Fault, Simulator};
-use szb_sync::store::Store;
 use tokio_util::sync::CancellationToken;
 
-const AGENT: i64 = 105_131;
-const TOKEN: &str = "tok-105131";
-
-fn sim_with(users: &[(i64, usize)]) -> Simulator {
-    common::simulator(11, AGENT, TOKEN, users)
-}
+/// The simulator seed of this module's worlds.
+const SEED: u64 = 11;
 
 /// A harness with pages of 10 and whatever else `tweak` changes in the test settings.
 async fn harness(
@@ -137,7 +134,7 @@ async fn retried_faults_cost_requests_but_not_visits(
     plan: Vec<(u64, Fault)>,
     tweak: impl FnOnce(&mut Settings),
 ) -> Duration {
-    let sim = sim_with(&[(1, 45)]);
+    let sim = sim_with(SEED, &[(1, 45)]);
     let h = harness(sim, vec![target(AGENT, TOKEN, &[1])], tweak).await;
     let spoiled = plan.len() as i32;
     plan_faults(&h.sim, plan);
@@ -166,7 +163,7 @@ async fn retried_faults_cost_requests_but_not_visits(
 /// Every attempt at the second request is spoiled: the pair fails with an error holding each of
 /// `expect`, and only the first page is in the tables.
 async fn a_persistent_fault_fails_the_pair_without_a_partial_page(fault: Fault, expect: &[&str]) {
-    let sim = sim_with(&[(1, 45)]);
+    let sim = sim_with(SEED, &[(1, 45)]);
     let h = harness(sim, vec![target(AGENT, TOKEN, &[1])], |s| {
         s.api.max_retries = 2;
         s.api.max_body_bytes = 256 * 1024;
@@ -177,7 +174,7 @@ async fn a_persistent_fault_fails_the_pair_without_a_partial_page(fault: Fault, 
     let report = h.sync().await;
 
     let pair = report_for(&report, AGENT, 1);
-    assert_eq!(pair.outcome, PairOutcome::Failed);
+    assert_eq!(pair.outcome, RunOutcome::Failed);
     let run = only_run(&h, AGENT, 1).await;
     assert_eq!(run.outcome, "failed");
     let error = run.error.clone().expect("a failed run says why");
@@ -223,7 +220,7 @@ async fn server_errors_500_502_503_are_retried_and_every_visit_lands() {
 
 #[tokio::test]
 async fn more_failures_than_max_retries_fail_only_that_pair_which_keeps_its_pages_and_resumes() {
-    let sim = sim_with(&[(1, 30), (2, 50), (3, 30)]);
+    let sim = sim_with(SEED, &[(1, 30), (2, 50), (3, 30)]);
     let h = harness(sim, vec![target(AGENT, TOKEN, &[1, 2, 3])], |s| {
         s.api.max_retries = 2;
         // One pair after the other, so the faults below reach user 2's requests.
@@ -245,9 +242,9 @@ async fn more_failures_than_max_retries_fail_only_that_pair_which_keeps_its_page
 
     let first = h.sync().await;
 
-    assert_eq!(report_for(&first, AGENT, 2).outcome, PairOutcome::Failed);
+    assert_eq!(report_for(&first, AGENT, 2).outcome, RunOutcome::Failed);
     for user in [1, 3] {
-        assert_eq!(report_for(&first, AGENT, user).outcome, PairOutcome::Ok);
+        assert_eq!(report_for(&first, AGENT, user).outcome, RunOutcome::Ok);
         assert_eq!(h.visits(AGENT, user).await, h.truth(AGENT, user, false));
         let run = only_run(&h, AGENT, user).await;
         assert_eq!((run.outcome.as_str(), run.requests), ("ok", run.pages));
@@ -313,7 +310,7 @@ async fn a_request_slower_than_api_timeout_is_retried() {
 
 #[tokio::test]
 async fn timeouts_past_the_retry_budget_fail_the_pair_naming_api_timeout() {
-    let sim = sim_with(&[(1, 15)]);
+    let sim = sim_with(SEED, &[(1, 15)]);
     let h = harness(sim, vec![target(AGENT, TOKEN, &[1])], |s| {
         s.api.timeout = Duration::from_millis(300);
         s.api.max_retries = 1;
@@ -324,7 +321,7 @@ async fn timeouts_past_the_retry_budget_fail_the_pair_naming_api_timeout() {
 
     let report = h.sync().await;
 
-    assert_eq!(report.pairs[0].outcome, PairOutcome::Failed);
+    assert_eq!(report.pairs[0].outcome, RunOutcome::Failed);
     let run = only_run(&h, AGENT, 1).await;
     assert_eq!(
         (run.outcome.as_str(), run.requests, run.pages),
@@ -368,7 +365,7 @@ async fn html_bodies_every_time_fail_the_pair_quoting_the_body() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 429 and the request budget
+// 429, end to end (the budget, the cap and HTTP dates run on paused time in api::budget)
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
@@ -387,69 +384,6 @@ async fn too_many_requests_waits_the_retry_after_seconds_then_succeeds() {
     assert!(elapsed >= Duration::from_secs(1), "waited only {elapsed:?}");
 }
 
-#[tokio::test]
-async fn too_many_requests_waits_until_the_retry_after_date_then_succeeds() {
-    let until = SystemTime::now() + Duration::from_secs(2);
-    let date = httpdate::fmt_http_date(until);
-    // The header has whole seconds: the client owes a wait until that second, no more.
-    let until = httpdate::parse_http_date(&date).unwrap();
-    let started = SystemTime::now();
-
-    retried_faults_cost_requests_but_not_visits(
-        vec![(1, Fault::TooManyRequests { retry_after: date })],
-        |_| {},
-    )
-    .await;
-
-    let owed = until.duration_since(started).unwrap_or_default();
-    let waited = started.elapsed().unwrap();
-    assert!(owed >= Duration::from_millis(900), "owed {owed:?}");
-    assert!(waited >= owed, "waited {waited:?}, owed {owed:?}");
-}
-
-#[tokio::test]
-async fn a_retry_after_beyond_max_retry_after_is_capped() {
-    let elapsed = retried_faults_cost_requests_but_not_visits(
-        vec![(
-            1,
-            Fault::TooManyRequests {
-                retry_after: "3600".into(),
-            },
-        )],
-        |s| s.api.max_retry_after = Duration::from_secs(1),
-    )
-    .await;
-
-    assert!(
-        elapsed >= Duration::from_secs(1) && elapsed < Duration::from_secs(15),
-        "waited the cap (1s), not the hour: {elapsed:?}"
-    );
-}
-
-#[tokio::test]
-async fn pairs_sharing_a_token_share_its_request_budget() {
-    let sim = sim_with(&[(1, 30), (2, 30)]);
-    let h = harness(sim, vec![target(AGENT, TOKEN, &[1, 2])], |s| {
-        s.api.max_requests_per_second = 5.0;
-    })
-    .await;
-
-    let started = Instant::now();
-    h.sync_ok().await;
-    let elapsed = started.elapsed();
-
-    let requests = h.sim.request_count();
-    assert!(requests >= 6, "enough requests to measure: {requests}");
-    let least = Duration::from_secs_f64((requests - 1) as f64 / 5.0);
-    assert!(
-        elapsed >= least,
-        "{requests} requests at 5/s need at least {least:?}, took {elapsed:?}"
-    );
-    for user in [1, 2] {
-        assert_eq!(h.visits(AGENT, user).await, h.truth(AGENT, user, false));
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Refused tokens
 // ---------------------------------------------------------------------------------------------
@@ -458,7 +392,7 @@ async fn pairs_sharing_a_token_share_its_request_budget() {
 async fn refused_tokens_401_and_403_are_not_retried_and_say_what_to_check() {
     const FORBIDDEN: i64 = 300_001;
     const WRONG: i64 = 300_002;
-    let sim = sim_with(&[(1, 25)]);
+    let sim = sim_with(SEED, &[(1, 25)]);
     sim.add_agent(FORBIDDEN, "tok-forbidden");
     sim.generate_visits(FORBIDDEN, 2, 5);
     sim.set_agent_forbidden(FORBIDDEN, true);
@@ -477,7 +411,7 @@ async fn refused_tokens_401_and_403_are_not_retried_and_say_what_to_check() {
 
     let report = h.sync().await;
 
-    assert_eq!(report_for(&report, AGENT, 1).outcome, PairOutcome::Ok);
+    assert_eq!(report_for(&report, AGENT, 1).outcome, RunOutcome::Ok);
     assert_eq!(h.visits(AGENT, 1).await, h.truth(AGENT, 1, false));
     for (agent, user, status) in [(FORBIDDEN, 2, "403"), (WRONG, 3, "401")] {
         assert_eq!(
@@ -485,10 +419,7 @@ async fn refused_tokens_401_and_403_are_not_retried_and_say_what_to_check() {
             1,
             "HTTP {status} is not retried"
         );
-        assert_eq!(
-            report_for(&report, agent, user).outcome,
-            PairOutcome::Failed
-        );
+        assert_eq!(report_for(&report, agent, user).outcome, RunOutcome::Failed);
         let run = only_run(&h, agent, user).await;
         assert_eq!((run.outcome.as_str(), run.requests), ("failed", 1));
         let error = run.error.unwrap();
@@ -543,7 +474,7 @@ fn terminate_other_backends(url: String) -> Terminated {
 
 #[tokio::test]
 async fn losing_postgres_mid_run_fails_the_run_cleanly_and_the_next_sync_repairs_it() {
-    let sim = sim_with(&[(1, 60)]);
+    let sim = sim_with(SEED, &[(1, 60)]);
     let h = harness(sim, vec![target(AGENT, TOKEN, &[1])], |_| {}).await;
     let outcome: Arc<Mutex<Option<Terminated>>> = Arc::default();
     let (url, slot) = (h.db.url.clone(), outcome.clone());
@@ -567,7 +498,7 @@ async fn losing_postgres_mid_run_fails_the_run_cleanly_and_the_next_sync_repairs
         "two pages were committed before: {committed}"
     );
     let pair = &first.pairs[0];
-    assert_eq!(pair.outcome, PairOutcome::Failed);
+    assert_eq!(pair.outcome, RunOutcome::Failed);
     let error = pair.error.as_deref().unwrap_or_default();
     assert!(error.to_lowercase().contains("database"), "{error}");
     let stored = h.visits(AGENT, 1).await;
@@ -601,23 +532,17 @@ async fn losing_postgres_mid_run_fails_the_run_cleanly_and_the_next_sync_repairs
 #[tokio::test]
 async fn two_syncs_at_once_never_corrupt_or_duplicate() {
     let users = [1, 2, 3];
-    let sim = sim_with(&[(1, 40), (2, 40), (3, 40)]);
+    let sim = sim_with(SEED, &[(1, 40), (2, 40), (3, 40)]);
     let h = harness(sim, vec![target(AGENT, TOKEN, &users)], |_| {}).await;
-    let other = szb_sync::cli::engine(
-        &h.settings,
-        Store::connect(&h.settings.database.url, 4).await.unwrap(),
-    )
-    .unwrap();
+    // A second app on the same database, as a second process would build it.
+    let other = App::build(&h.settings).unwrap();
     // Slow first answers keep the first sync's locks held while the second one starts.
     for _ in 0..3 {
         h.sim.push_fault(Fault::Slow(Duration::from_millis(400)));
     }
     let stop = CancellationToken::new();
 
-    let (a, b) = tokio::join!(
-        h.engine.sync_all(&h.pairs, &stop),
-        other.sync_all(&h.pairs, &stop)
-    );
+    let (a, b) = tokio::join!(h.app.sync_once(&stop), other.sync_once(&stop));
 
     for user in users {
         let outcomes = [
@@ -627,8 +552,8 @@ async fn two_syncs_at_once_never_corrupt_or_duplicate() {
         assert!(
             matches!(
                 outcomes,
-                [PairOutcome::Ok, PairOutcome::Ok | PairOutcome::Skipped]
-                    | [PairOutcome::Skipped, PairOutcome::Ok]
+                [RunOutcome::Ok, RunOutcome::Ok | RunOutcome::Skipped]
+                    | [RunOutcome::Skipped, RunOutcome::Ok]
             ),
             "user {user}: {outcomes:?} ({:?} / {:?})",
             report_for(&a, AGENT, user).error,
@@ -671,13 +596,9 @@ async fn two_syncs_at_once_never_corrupt_or_duplicate() {
 // Hostile input
 // ---------------------------------------------------------------------------------------------
 
-fn iso(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 #[tokio::test]
 async fn items_breaking_the_schema_are_rejected_once_each_and_the_rest_lands() {
-    let sim = sim_with(&[(1, 35)]);
+    let sim = sim_with(SEED, &[(1, 35)]);
     let truth = sim.visits(AGENT, 1);
     let activity = truth[0].activity_id.clone();
     let item = |at: DateTime<Utc>| {
@@ -798,23 +719,4 @@ async fn a_pager_contradicting_its_items_every_time_fails_the_pair() {
         &["pager contradicts its items"],
     )
     .await;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Configuration
-// ---------------------------------------------------------------------------------------------
-
-#[test]
-fn plain_http_to_a_remote_host_is_refused_unless_allow_insecure_http() {
-    for url in ["http://api.example.com", "http://10.1.2.3:8080"] {
-        let toml = format!("[api]\nbase_url = \"{url}\"\n");
-        let err = Settings::load_from(Some(&toml), &[])
-            .expect_err(url)
-            .to_string();
-        assert!(err.contains("allow_insecure_http"), "{url}: {err}");
-
-        let allowed = format!("{toml}allow_insecure_http = true\n");
-        let settings = Settings::load_from(Some(&allowed), &[]).unwrap();
-        assert_eq!(settings.api.base_url.as_str().trim_end_matches('/'), url);
-    }
 }

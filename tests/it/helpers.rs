@@ -1,23 +1,26 @@
-//! Shared test harness: a fresh database per test, the simulator as upstream, and the engine
-//! built from settings the way the binary builds it.
+//! The one copy of every test helper: a fresh database per test, the simulator as upstream, and
+//! the app built from settings through [`App::build`], as the binary builds it.
 //!
 //! Postgres is found in this order: `DATABASE_URL`; a server answering on 127.0.0.1:5432;
 //! testcontainers' Postgres where Docker runs; else the test fails saying how to provide one.
 
-#![allow(dead_code)]
-
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::{Connection, PgConnection, PgPool, Row};
-use szb_sync::engine::{Engine, SyncReport};
+use szb_sync::app::App;
+use szb_sync::domain::{Pair, RunOutcome};
+use szb_sync::engine::SyncReport;
 use szb_sync::secret::Secret;
-use szb_sync::settings::{PairConfig, Settings, Target};
-use szb_sync::simulator::{Simulator, SpawnedSimulator};
-use szb_sync::store::Store;
+use szb_sync::settings::{Settings, Target};
+use szb_sync::simulator::{Simulator, SpawnedSimulator, TruthVisit};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
+
+/// The agent most tests sync, the doc's own, and its token in the simulator.
+pub const AGENT: i64 = 105_131;
+pub const TOKEN: &str = "tok-105131";
 
 static SERVER: OnceCell<String> = OnceCell::const_new();
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -152,14 +155,31 @@ pub async fn visits_of(pool: &PgPool, agent_id: i64, user_id: i64) -> Vec<VisitR
     rows
 }
 
-/// A simulator with one agent and `n` generated visits for each `(user, n)`.
-pub fn simulator(seed: u64, agent_id: i64, token: &str, users: &[(i64, usize)]) -> Simulator {
+/// A simulator with [`AGENT`] (token [`TOKEN`]) and `n` generated visits for each `(user, n)`.
+pub fn sim_with(seed: u64, users: &[(i64, usize)]) -> Simulator {
     let sim = Simulator::new(seed);
-    sim.add_agent(agent_id, token);
+    sim.add_agent(AGENT, TOKEN);
     for (user, n) in users {
-        sim.generate_visits(agent_id, *user, *n);
+        sim.generate_visits(AGENT, *user, *n);
     }
     sim
+}
+
+/// A time as the platform writes it: RFC 3339 in UTC, with milliseconds.
+pub fn iso(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Row versions of every synced table, in key order: any INSERT or UPDATE changes it.
+pub async fn row_versions(pool: &PgPool) -> String {
+    sqlx::query_scalar(
+        "SELECT coalesce((SELECT string_agg(xmin::text || ctid::text, ',' ORDER BY agent_id, user_id, activity_id, visit_at) FROM visits), '')
+             || '|' || coalesce((SELECT string_agg(xmin::text || ctid::text, ',' ORDER BY id) FROM activities), '')
+             || '|' || coalesce((SELECT string_agg(xmin::text || ctid::text, ',' ORDER BY agent_id, user_id, activity_filter) FROM sync_state), '')",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
 }
 
 /// A visit row as stored.
@@ -170,6 +190,18 @@ pub struct VisitRow {
     pub activity_id: String,
     pub last_online_at: DateTime<Utc>,
     pub duration_minutes: i32,
+}
+
+impl From<TruthVisit> for VisitRow {
+    fn from(v: TruthVisit) -> Self {
+        VisitRow {
+            user_id: v.user_id,
+            activity_id: v.activity_id,
+            visit_at: v.visit_at,
+            last_online_at: v.last_online_at,
+            duration_minutes: v.duration_minutes,
+        }
+    }
 }
 
 /// Settings for tests: fast retries, no request budget to wait on, short settle time.
@@ -193,14 +225,14 @@ pub fn target(agent_id: i64, token: &str, user_ids: &[i64]) -> Target {
     }
 }
 
-/// A test's world: its database, the simulator serving as upstream, and an engine.
+/// A test's world: its database, the simulator serving as upstream, and the app.
 pub struct Harness {
     pub db: TestDb,
     pub sim: Simulator,
-    pub server: SpawnedSimulator,
+    /// Serves `sim` for as long as the harness lives.
+    _server: SpawnedSimulator,
     pub settings: Settings,
-    pub engine: Engine,
-    pub pairs: Vec<PairConfig>,
+    pub app: App,
 }
 
 impl Harness {
@@ -226,40 +258,32 @@ impl Harness {
         settings: Settings,
     ) -> Harness {
         settings.validate().expect("test settings are valid");
-        let store = Store::connect(&settings.database.url, settings.pool_size())
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
-        let engine = szb_sync::cli::engine(&settings, store).unwrap();
-        let pairs = settings.pairs().unwrap();
+        let app = App::build(&settings).unwrap();
+        app.migrate().await.unwrap();
         Harness {
             db,
             sim,
-            server,
+            _server: server,
             settings,
-            engine,
-            pairs,
+            app,
         }
+    }
+
+    /// The configured pairs.
+    pub fn pairs(&self) -> &[Pair] {
+        self.app.pairs()
     }
 
     /// One pass over every pair.
     pub async fn sync(&self) -> SyncReport {
-        self.engine
-            .sync_all(&self.pairs, &CancellationToken::new())
-            .await
+        self.app.sync_once(&CancellationToken::new()).await
     }
 
     /// One pass that must succeed for every pair.
     pub async fn sync_ok(&self) -> SyncReport {
         let report = self.sync().await;
         for p in &report.pairs {
-            assert_eq!(
-                p.outcome,
-                szb_sync::engine::PairOutcome::Ok,
-                "{}: {:?}",
-                p.pair,
-                p.error
-            );
+            assert_eq!(p.outcome, RunOutcome::Ok, "{}: {:?}", p.pair, p.error);
         }
         report
     }
@@ -275,16 +299,7 @@ impl Harness {
         } else {
             self.sim.visits(agent_id, user_id)
         };
-        let mut rows: Vec<VisitRow> = visits
-            .into_iter()
-            .map(|v| VisitRow {
-                user_id: v.user_id,
-                activity_id: v.activity_id,
-                visit_at: v.visit_at,
-                last_online_at: v.last_online_at,
-                duration_minutes: v.duration_minutes,
-            })
-            .collect();
+        let mut rows: Vec<VisitRow> = visits.into_iter().map(VisitRow::from).collect();
         rows.sort();
         rows
     }

@@ -1,0 +1,17 @@
+//! The integration tests, one binary: each module drives szb-sync against a real Postgres (a
+//! fresh database per test) and the built-in simulator, and asserts on the rows in the tables.
+//!
+//! - [`sync`]: what lands in the tables, quiet resyncs, resumes, resync;
+//! - [`upstream_changes`]: open visits, purges, appends, ties, activity changes;
+//! - [`faults`]: a misbehaving upstream, a Postgres that goes away, races, hostile items;
+//! - [`process`]: the real binary as a child process: kills, signals, each subcommand;
+//! - [`migrations`]: upgrading a database that holds rows the new constraints refuse.
+//!
+//! The property test over random upstream histories is its own binary, `tests/property.rs`.
+
+mod faults;
+mod helpers;
+mod migrations;
+mod process;
+mod sync;
+mod upstream_changes;
