@@ -126,13 +126,7 @@ async fn stored(pool: &PgPool, agent_id: i64, user_id: i64) -> Vec<VisitRow> {
 fn truth_in_list_order(sim: &Simulator, agent_id: i64, user_id: i64) -> Vec<VisitRow> {
     sim.visits(agent_id, user_id)
         .into_iter()
-        .map(|v| VisitRow {
-            user_id: v.user_id,
-            activity_id: v.activity_id,
-            visit_at: v.visit_at,
-            last_online_at: v.last_online_at,
-            duration_minutes: v.duration_minutes,
-        })
+        .map(VisitRow::from)
         .collect()
 }
 
