@@ -60,7 +60,6 @@ async fn main() -> anyhow::Result<()> {
     // szb-sync, built as the binary builds it, against the simulator.
     let mut settings = Settings::default();
     settings.api.base_url = spawned.base_url.parse()?;
-    settings.api.max_requests_per_second = 1_000_000.0;
     settings.database.url = url.clone();
     settings.targets = vec![Target {
         agent_id: AGENT,

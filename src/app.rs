@@ -63,6 +63,7 @@ impl App {
                 page_size: settings.api.page_size,
                 settle_after: settings.sync.settle_after,
                 concurrency: settings.sync.concurrency,
+                fetch_ahead: settings.sync.fetch_ahead,
             },
         );
         Ok(App {

@@ -1,7 +1,7 @@
-//! Pacing and retrying: the request budget a token's pairs share, and the retry loop around
-//! each request.
+//! Pacing and retrying: what a token's pairs share (its concurrency [`Controller`] and an
+//! optional requests-per-second cap), and the retry loop around each request.
 //!
-//! Both only wait on tokio's clock, so their tests run on paused time.
+//! Everything here only waits on tokio's clock, so the tests run on paused time.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::concurrency::{Controller, Signal};
 use super::error::ApiError;
 use crate::secret::Secret;
 
@@ -41,37 +42,63 @@ impl Budget {
     }
 }
 
-/// One budget per token, shared by every pair (and every clone of the client) that uses it.
-/// Keyed by a hash of the token, so the map (and `Debug`) never holds a token.
-#[derive(Debug, Clone)]
-pub(super) struct Budgets {
-    interval: Duration,
-    by_token: Arc<Mutex<HashMap<u64, Arc<Budget>>>>,
+/// What every request of one token goes through: the concurrency controller, then the
+/// optional rate cap.
+#[derive(Debug)]
+pub(super) struct TokenPacer {
+    pub(super) controller: Arc<Controller>,
+    budget: Option<Budget>,
 }
 
-impl Budgets {
-    /// `max_requests_per_second` of 0 (or less) means no spacing at all.
-    pub(super) fn new(max_requests_per_second: f64) -> Self {
-        let interval = if max_requests_per_second > 0.0 {
-            Duration::from_secs_f64(1.0 / max_requests_per_second)
-        } else {
-            Duration::ZERO
-        };
-        Budgets {
-            interval,
+impl TokenPacer {
+    pub(super) fn new(max_concurrency: usize, max_requests_per_second: Option<f64>) -> Self {
+        TokenPacer {
+            controller: Controller::new(max_concurrency),
+            budget: max_requests_per_second
+                .filter(|r| *r > 0.0)
+                .map(|r| Budget::new(Duration::from_secs_f64(1.0 / r))),
+        }
+    }
+}
+
+/// One pacer per token, shared by every pair (and every clone of the client) that uses it.
+/// Keyed by a hash of the token, so the map (and `Debug`) never holds a token.
+#[derive(Debug, Clone)]
+pub(super) struct Pacers {
+    max_concurrency: usize,
+    max_requests_per_second: Option<f64>,
+    by_token: Arc<Mutex<HashMap<u64, Arc<TokenPacer>>>>,
+}
+
+impl Pacers {
+    pub(super) fn new(max_concurrency: usize, max_requests_per_second: Option<f64>) -> Self {
+        Pacers {
+            max_concurrency,
+            max_requests_per_second,
             by_token: Arc::default(),
         }
     }
 
-    pub(super) fn for_token(&self, token: &Secret) -> Arc<Budget> {
+    pub(super) fn for_token(&self, token: &Secret) -> Arc<TokenPacer> {
         // One hasher per process keeps the key stable across clones.
         static KEYS: OnceLock<RandomState> = OnceLock::new();
         let key = KEYS.get_or_init(RandomState::new).hash_one(token.expose());
-        let mut budgets = self.by_token.lock().expect("budget map poisoned");
-        budgets
+        let mut pacers = self.by_token.lock().expect("pacer map poisoned");
+        pacers
             .entry(key)
-            .or_insert_with(|| Arc::new(Budget::new(self.interval)))
+            .or_insert_with(|| {
+                Arc::new(TokenPacer::new(
+                    self.max_concurrency,
+                    self.max_requests_per_second,
+                ))
+            })
             .clone()
+    }
+
+    /// Every token's pacer, for logs and metrics.
+    pub(super) fn all(&self) -> Vec<Arc<TokenPacer>> {
+        let pacers = self.by_token.lock().expect("pacer map poisoned");
+        pacers.values().cloned().collect()
     }
 }
 
@@ -107,11 +134,12 @@ impl RetryPolicy {
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or has been retried `max_retries`
-    /// times. Each attempt first waits for a slot of `budget`. Returns the value and the number
-    /// of attempts made; `on_retry` hears of each retry before its wait.
+    /// times. Each attempt first takes a slot of the token's `pacer`, and tells its controller
+    /// how it went. A `Retry-After` pauses the whole token; other retries wait here. Returns the
+    /// value and the number of attempts made; `on_retry` hears of each retry before its wait.
     pub(super) async fn run<T, Fut>(
         &self,
-        budget: &Budget,
+        pacer: &TokenPacer,
         mut attempt: impl FnMut() -> Fut,
         mut on_retry: impl FnMut(u32, Duration, &ApiError),
     ) -> Result<(T, u32), ApiError>
@@ -120,9 +148,17 @@ impl RetryPolicy {
     {
         let mut attempts = 0;
         loop {
-            budget.acquire().await;
+            let permit = pacer.controller.acquire().await;
+            if let Some(budget) = &pacer.budget {
+                budget.acquire().await;
+            }
             attempts += 1;
-            let err = match attempt().await {
+            let result = attempt().await;
+            permit.finish(|took| match &result {
+                Err(e) if e.is_backpressure() => Signal::Backpressure,
+                _ => Signal::Answered(took),
+            });
+            let err = match result {
                 Ok(value) => return Ok((value, attempts)),
                 Err(err) => err,
             };
@@ -137,7 +173,13 @@ impl RetryPolicy {
             }
             let wait = self.wait_after(attempts, &err);
             on_retry(attempts, wait, &err);
-            tokio::time::sleep(wait).await;
+            match &err {
+                // Every pair of the token waits, not only this one.
+                ApiError::RateLimited {
+                    retry_after: Some(_),
+                } => pacer.controller.pause(wait),
+                _ => tokio::time::sleep(wait).await,
+            }
         }
     }
 }
@@ -165,11 +207,11 @@ mod tests {
     ) -> (Result<(u8, u32), ApiError>, u32, Duration) {
         let results = Mutex::new(VecDeque::from(results));
         let calls = std::sync::atomic::AtomicU32::new(0);
-        let budget = Budget::new(Duration::ZERO);
+        let pacer = TokenPacer::new(16, None);
         let started = Instant::now();
         let out = policy
             .run(
-                &budget,
+                &pacer,
                 || {
                     calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let next = results.lock().unwrap().pop_front().expect("script ran out");
@@ -216,12 +258,12 @@ mod tests {
             snippet: String::new(),
         };
         let waits = Mutex::new(Vec::new());
-        let budget = Budget::new(Duration::ZERO);
+        let pacer = TokenPacer::new(16, None);
         let started = Instant::now();
 
         let out: Result<((), u32), ApiError> = policy()
             .run(
-                &budget,
+                &pacer,
                 || async { Err(server()) },
                 |_, wait, _| waits.lock().unwrap().push(wait),
             )
@@ -267,24 +309,36 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn pairs_sharing_a_token_share_its_budget_and_other_tokens_do_not_wait() {
-        let budgets = Budgets::new(5.0);
-        let clone = budgets.clone();
+    async fn pairs_sharing_a_token_share_its_rate_cap_and_other_tokens_do_not_wait() {
+        let pacers = Pacers::new(16, Some(5.0));
+        let clone = pacers.clone();
         let token = Secret::new("tok-a");
         let started = Instant::now();
+        let request = |p: Arc<TokenPacer>| async move {
+            policy()
+                .run(&p, || async { Ok(()) }, |_, _, _| {})
+                .await
+                .unwrap();
+        };
 
         // Two pairs of one token, three requests each, through two clones of the client.
-        let pair = |b: Budgets| {
+        let pair = |p: Pacers| {
             let token = token.clone();
             async move {
                 for _ in 0..3 {
-                    b.for_token(&token).acquire().await;
+                    request(p.for_token(&token)).await;
                 }
             }
         };
-        tokio::join!(pair(budgets.clone()), pair(clone));
+        tokio::join!(pair(pacers.clone()), pair(clone));
         let shared = started.elapsed();
-        budgets.for_token(&Secret::new("tok-b")).acquire().await;
+        request(pacers.for_token(&Secret::new("tok-b"))).await;
+
+        assert!(Arc::ptr_eq(
+            &pacers.for_token(&token),
+            &pacers.for_token(&token)
+        ));
+        assert_eq!(pacers.all().len(), 2);
 
         // Six requests at 5/s: the last one starts 5 intervals after the first.
         assert_eq!(shared, Duration::from_secs(1));

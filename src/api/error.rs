@@ -62,6 +62,17 @@ fn fmt_retry_after(d: &Option<Duration>) -> String {
 }
 
 impl ApiError {
+    /// The upstream says it is overloaded: 429, 503, or no answer in time. The token's
+    /// concurrency controller backs off.
+    pub fn is_backpressure(&self) -> bool {
+        matches!(
+            self,
+            ApiError::RateLimited { .. }
+                | ApiError::Timeout(_)
+                | ApiError::Server { status: 503, .. }
+        )
+    }
+
     /// Worth another attempt within this run.
     pub fn is_retryable(&self) -> bool {
         matches!(

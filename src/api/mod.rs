@@ -6,9 +6,11 @@
 //! spaces requests by a budget shared by every pair that uses the same token ([`budget`]).
 
 mod budget;
+pub mod concurrency;
 mod error;
 mod wire;
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -17,7 +19,8 @@ use reqwest::header::{AUTHORIZATION, DATE, RETRY_AFTER};
 pub use budget::RetryPolicy;
 pub use error::{ApiError, parse_retry_after};
 
-use budget::Budgets;
+use budget::Pacers;
+use concurrency::Pace;
 use error::status_error;
 
 use crate::domain::{Entry, Order, PairKey, Window};
@@ -45,7 +48,7 @@ pub struct ApiClient {
     timeout: Duration,
     max_body_bytes: u64,
     retry: RetryPolicy,
-    budgets: Budgets,
+    pacers: Pacers,
 }
 
 impl ApiClient {
@@ -69,8 +72,18 @@ impl ApiClient {
                 max_backoff: Duration::from_secs(60),
                 max_retry_after: settings.max_retry_after,
             },
-            budgets: Budgets::new(settings.max_requests_per_second),
+            pacers: Pacers::new(settings.max_concurrency, settings.max_requests_per_second),
         })
+    }
+
+    /// How each token's requests are paced now, for logs and metrics. Tokens are not named:
+    /// the list follows no order a reader could map back to one.
+    pub fn pace(&self) -> Vec<Pace> {
+        self.pacers
+            .all()
+            .iter()
+            .map(|p| p.controller.pace())
+            .collect()
     }
 
     /// The URL of one window of a pair's list.
@@ -107,12 +120,28 @@ impl ApiClient {
         token: &Secret,
         window: &Window,
     ) -> Result<FetchedPage, ApiError> {
-        let budget = self.budgets.for_token(token);
+        self.fetch_counted(pair, token, window, &AtomicU32::new(0))
+            .await
+    }
+
+    /// Like [`ApiClient::fetch`], adding one to `sent` as each attempt starts: a caller that
+    /// drops fetches in flight still knows how many requests it made.
+    pub async fn fetch_counted(
+        &self,
+        pair: &PairKey,
+        token: &Secret,
+        window: &Window,
+        sent: &AtomicU32,
+    ) -> Result<FetchedPage, ApiError> {
+        let pacer = self.pacers.for_token(token);
         let (mut page, attempts) = self
             .retry
             .run(
-                &budget,
-                || self.fetch_once(pair, token, window),
+                &pacer,
+                || {
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    self.fetch_once(pair, token, window)
+                },
                 |attempt, wait, err| {
                     tracing::warn!(%pair, page = window.page, attempt, wait_ms = wait.as_millis() as u64, error = %err, "retrying");
                 },
@@ -199,7 +228,7 @@ mod tests {
     #[test]
     fn debug_output_never_shows_a_token() {
         let client = ApiClient::new(&crate::settings::Settings::default().api).unwrap();
-        let _ = client.budgets.for_token(&Secret::new("tok-very-secret"));
+        let _ = client.pacers.for_token(&Secret::new("tok-very-secret"));
         assert!(!format!("{client:?}").contains("tok-very-secret"));
     }
 }

@@ -11,7 +11,6 @@ mod status;
 mod sync;
 mod table;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -59,11 +58,7 @@ pub enum Command {
         user_id: Option<i64>,
     },
     /// Serve the built-in simulator of the upstream API.
-    MockApi {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-    },
+    MockApi(mock_api::MockApiArgs),
     /// Sync a simulated platform into the configured database and show what landed.
     Demo,
 }
@@ -72,7 +67,7 @@ pub enum Command {
 pub async fn execute(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Demo => demo::run(&load(&cli)?).await,
-        Command::MockApi { listen } => mock_api::run(listen).await,
+        Command::MockApi(args) => mock_api::run(args).await,
         Command::Migrate => migrate::run(&load(&cli)?).await,
         Command::Sync => sync::run(&load(&cli)?).await,
         Command::Run => run::run(&load(&cli)?).await,

@@ -110,7 +110,10 @@ impl fmt::Display for SyncReport {
 pub struct EngineOptions {
     pub page_size: u32,
     pub settle_after: Duration,
+    /// Pairs synced at once.
     pub concurrency: usize,
+    /// Windows of one pair fetched ahead of the one the walk asked for.
+    pub fetch_ahead: usize,
 }
 
 /// Syncs pairs: the only place that calls the API, the mark and the store together.
@@ -132,13 +135,29 @@ impl Engine {
 
     /// One pass over every pair, `concurrency` at a time. A failing pair does not stop the others.
     pub async fn sync_all(&self, pairs: &[Pair], shutdown: &CancellationToken) -> SyncReport {
+        let started = std::time::Instant::now();
         let mut reports: Vec<PairReport> = futures_util::stream::iter(pairs)
             .map(|pair| self.sync_pair(pair, shutdown))
             .buffer_unordered(self.options.concurrency.max(1))
             .collect()
             .await;
         reports.sort_by(|a, b| a.pair.cmp(&b.pair));
-        SyncReport { pairs: reports }
+        let report = SyncReport { pairs: reports };
+        let secs = started.elapsed().as_secs_f64();
+        for pace in self.api.pace() {
+            tracing::debug!(
+                limit = pace.limit,
+                in_flight = pace.in_flight,
+                backpressure = pace.backpressure,
+                baseline_rtt_ms = pace.baseline_rtt.map(|d| d.as_millis() as u64),
+                "request pace of a token"
+            );
+        }
+        tracing::debug!(
+            requests_per_second = f64::from(report.totals().requests) / secs.max(1e-9),
+            "pass finished"
+        );
+        report
     }
 
     /// One run of one pair, recorded in `sync_runs`.

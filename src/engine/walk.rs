@@ -1,12 +1,26 @@
-//! One pair's walk over its pages: fetch, let the mark decide, write in list order.
+//! One pair's walk over its pages: fetch ahead, let the mark decide, write in list order.
+//!
+//! The mark names one next window at a time, and only once it has seen the page before it. To
+//! keep the wire full, the windows after it are guessed ([`Window::ahead`]) and fetched ahead,
+//! up to `fetch_ahead` of them, each through the token's concurrency controller. A page fetched
+//! ahead is used only when the walk accepts its window ([`Walk::accepts`]), and its overlap is
+//! then verified like any other page's. Otherwise it and every guess after it are set aside and
+//! the walk's own choice is fetched; what the set-aside requests return is still written, with
+//! no place in the list and no mark (the upstream showed those visits, and a purge may take them
+//! before they are read again). Writes stay in list order, one page at a time.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::{Engine, PairError};
 use crate::api::{ApiError, FetchedPage};
 use crate::domain::{Pair, RunOutcome, Window};
 use crate::mark::{PageView, Walk};
-use crate::store::{PageWrite, PairSession, RunTotals, StoreError};
+use crate::store::{PageWrite, PairSession, RunTotals};
 
 /// How a walk ended, and what it did either way.
 pub(super) struct Walked {
@@ -16,11 +30,14 @@ pub(super) struct Walked {
     pub(super) ended: Result<RunOutcome, PairError>,
 }
 
+/// A window being fetched in the background; dropping it aborts the request.
+struct Ahead {
+    window: Window,
+    task: AbortOnDropHandle<Result<FetchedPage, ApiError>>,
+}
+
 impl Engine {
     /// Walks until the end of the list.
-    ///
-    /// Two stages overlap: while a page is written, the next window (already decided by the
-    /// mark) is fetched. Writes stay in list order, one at a time.
     pub(super) async fn walk(
         &self,
         pair: &Pair,
@@ -28,23 +45,32 @@ impl Engine {
         walk: &mut Walk,
         shutdown: &CancellationToken,
     ) -> Walked {
+        let sent = Arc::new(AtomicU32::new(0));
         let mut totals = RunTotals::default();
         let ended = async {
             let mut window = walk.first_window();
-            let mut prefetched = None;
+            let mut ahead: VecDeque<Ahead> = VecDeque::new();
+            let mut stale: Vec<Ahead> = Vec::new();
             loop {
                 if shutdown.is_cancelled() {
                     return Ok(RunOutcome::Interrupted);
                 }
-                let page = match prefetched.take() {
-                    Some(page) => page,
-                    None => match self.fetch(pair, &window, shutdown).await {
-                        Some(page) => page,
-                        None => return Ok(RunOutcome::Interrupted),
-                    },
+                let next = match ahead.pop_front() {
+                    Some(a) if a.window == window || walk.accepts(&a.window) => a,
+                    other => {
+                        // A guess the walk cannot use: it and every guess after it are stale.
+                        stale.extend(other);
+                        stale.extend(ahead.drain(..));
+                        self.spawn_fetch(pair, window, &sent)
+                    }
                 };
-                totals.requests += requests_of(&page);
-                let page = page?;
+                window = next.window;
+                let page = tokio::select! {
+                    page = next.task => page.unwrap_or_else(|e| {
+                        Err(ApiError::Transport(format!("the fetch task failed: {e}")))
+                    })?,
+                    () = shutdown.cancelled() => return Ok(RunOutcome::Interrupted),
+                };
                 totals.pages += 1;
                 let decision = walk.on_page(
                     &window,
@@ -64,13 +90,17 @@ impl Engine {
                     write_from = decision.write_from,
                     mark = ?decision.mark.as_ref().map(|m| m.settled),
                     next = ?decision.next,
+                    ahead = ahead.len(),
                     "page"
                 );
-                let entries = &page.entries[decision.write_from.min(page.entries.len())..];
-                let write = async {
-                    if entries.is_empty() && decision.mark.is_none() {
-                        return Ok(None);
+                match decision.next {
+                    Some(next) if decision.give_up.is_none() => {
+                        self.keep_ahead(pair, walk, next, page.total, &mut ahead, &mut stale, &sent);
                     }
+                    _ => stale.extend(ahead.drain(..)),
+                }
+                let entries = &page.entries[decision.write_from.min(page.entries.len())..];
+                if !entries.is_empty() || decision.mark.is_some() {
                     let started = std::time::Instant::now();
                     let written = session
                         .write_page(&PageWrite {
@@ -81,20 +111,29 @@ impl Engine {
                         })
                         .await?;
                     tracing::debug!(pair = %pair.key, write_ms = started.elapsed().as_millis() as u64, "page written");
-                    Ok::<_, StoreError>(Some(written))
-                };
-                let prefetch = async {
-                    match decision.next {
-                        Some(next) if decision.give_up.is_none() => {
-                            self.fetch(pair, &next, shutdown).await
-                        }
-                        _ => None,
-                    }
-                };
-                // A failed write stops the run at once: the prefetch in flight is dropped.
-                let (written, next_page) =
-                    tokio::try_join!(write, async { Ok::<_, StoreError>(prefetch.await) })?;
-                if let Some(written) = written {
+                    totals.visits_inserted += written.visits_inserted;
+                    totals.visits_updated += written.visits_updated;
+                    totals.activities_written += written.activities_written;
+                    totals.rejects += written.rejects;
+                }
+                for set_aside in stale.drain(..) {
+                    let page = tokio::select! {
+                        page = set_aside.task => page,
+                        () = shutdown.cancelled() => return Ok(RunOutcome::Interrupted),
+                    };
+                    let Ok(Ok(page)) = page else {
+                        // Nobody needs that page: its failure is not the run's.
+                        continue;
+                    };
+                    totals.pages += 1;
+                    let written = session
+                        .write_page(&PageWrite {
+                            entries: &page.entries,
+                            first_position: None,
+                            mark: walk.mark(),
+                            upstream_total: page.total,
+                        })
+                        .await?;
                     totals.visits_inserted += written.visits_inserted;
                     totals.visits_updated += written.visits_updated;
                     totals.activities_written += written.activities_written;
@@ -104,41 +143,65 @@ impl Engine {
                     return Err(err.into());
                 }
                 match decision.next {
-                    Some(next) => {
-                        window = next;
-                        prefetched = next_page;
-                    }
-                    None => return Ok(RunOutcome::Ok),
+                    Some(next) => window = next,
+                    None => return Ok::<_, PairError>(RunOutcome::Ok),
                 }
             }
         }
         .await;
+        // Fetches still in flight were aborted with `ahead`; what they sent is counted.
+        totals.requests = sent.load(Ordering::Relaxed);
         Walked { totals, ended }
     }
 
-    /// One window, or `None` when shutdown came first: nothing is half-written while a
-    /// request is in flight, so it is dropped.
-    async fn fetch(
+    /// Makes sure `next` (the walk's choice) is being fetched, followed by up to `fetch_ahead`
+    /// guesses, none starting past the end of the list as `total` knows it. Guesses the walk
+    /// cannot use go to `stale`.
+    #[allow(clippy::too_many_arguments)]
+    fn keep_ahead(
         &self,
         pair: &Pair,
-        window: &Window,
-        shutdown: &CancellationToken,
-    ) -> Option<Result<FetchedPage, ApiError>> {
-        let started = std::time::Instant::now();
-        let page = tokio::select! {
-            page = self.api.fetch(&pair.key, &pair.token, window) => page,
-            () = shutdown.cancelled() => return None,
-        };
-        tracing::debug!(pair = %pair.key, ?window, fetch_ms = started.elapsed().as_millis() as u64, "page fetched");
-        Some(page)
+        walk: &Walk,
+        next: Window,
+        total: i64,
+        ahead: &mut VecDeque<Ahead>,
+        stale: &mut Vec<Ahead>,
+        sent: &Arc<AtomicU32>,
+    ) {
+        let usable = ahead
+            .front()
+            .is_some_and(|a| a.window == next || walk.accepts(&a.window));
+        if !usable {
+            stale.extend(ahead.drain(..));
+            ahead.push_back(self.spawn_fetch(pair, next, sent));
+        }
+        while ahead.len() <= self.options.fetch_ahead {
+            let last = ahead.back().expect("holds at least the next window").window;
+            // The last window already reaches the end of the list: the walk stops there.
+            if last.end() >= total {
+                break;
+            }
+            let Some(guess) = last.ahead(self.options.page_size) else {
+                break;
+            };
+            ahead.push_back(self.spawn_fetch(pair, guess, sent));
+        }
     }
-}
 
-/// The requests a fetch cost, retries included.
-fn requests_of(page: &Result<FetchedPage, ApiError>) -> u32 {
-    match page {
-        Ok(page) => page.attempts,
-        Err(ApiError::Exhausted { attempts, .. }) => *attempts,
-        Err(_) => 1,
+    /// Starts fetching one window in the background. Each attempt it makes counts in `sent`.
+    fn spawn_fetch(&self, pair: &Pair, window: Window, sent: &Arc<AtomicU32>) -> Ahead {
+        let (api, pair, sent) = (self.api.clone(), pair.clone(), Arc::clone(sent));
+        let task = tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let page = api
+                .fetch_counted(&pair.key, &pair.token, &window, &sent)
+                .await;
+            tracing::debug!(pair = %pair.key, ?window, fetch_ms = started.elapsed().as_millis() as u64, "page fetched");
+            page
+        });
+        Ahead {
+            window,
+            task: AbortOnDropHandle::new(task),
+        }
     }
 }

@@ -149,6 +149,8 @@ pub struct Walk {
     step_backs: u32,
     /// `pager.total` of the previous page.
     last_total: Option<i64>,
+    /// Position just past the last ascending page read, once one was placed.
+    read_to: Option<i64>,
     recoveries: Vec<Recovery>,
 }
 
@@ -178,8 +180,30 @@ impl Walk {
             restarts: 0,
             step_backs: 0,
             last_total: None,
+            read_to: None,
             recoveries: Vec::new(),
         }
+    }
+
+    /// Whether a page of `window` can stand in for the one the last [`Decision::next`] named,
+    /// so that pages fetched ahead need not match the walk's choice exactly. It must start at
+    /// or before the place the walk has to find again (the visit before the cursor's group),
+    /// and reach past what was read. Its page is then checked like any other: a group not
+    /// found where expected is a recovery, never a skip.
+    pub fn accepts(&self, window: &Window) -> bool {
+        let Some(read_to) = self.read_to else {
+            return false;
+        };
+        if window.order != Order::Asc || self.verifying_mark {
+            return false;
+        }
+        let c = &self.cursor;
+        let must_hold = if c.group.is_some() || c.after.is_some() {
+            c.pos - 1
+        } else {
+            c.pos
+        };
+        window.offset() <= must_hold.max(0) && window.end() > read_to
     }
 
     /// The first window: it holds the visit just before the anchor group and reaches as far past
@@ -312,6 +336,7 @@ impl Walk {
         }
 
         let seen_end = offset + entries.len() as i64;
+        self.read_to = Some(seen_end);
         let next = if entries.len() < window.page_size as usize || seen_end >= page.total {
             None
         } else {

@@ -3,7 +3,23 @@
 
 use crate::domain::{Order, Window};
 
+/// How far a window fetched ahead overlaps the one before it, at most: tie groups up to this
+/// size at a page's end still let the walk accept it ([`crate::mark::Walk::accepts`]).
+const AHEAD_OVERLAP: i64 = 16;
+
 impl Window {
+    /// The window to fetch ahead after this one, before its page is seen: it overlaps this
+    /// window's end by a few entries, so the walk accepts it unless the page ends in a larger
+    /// tie group. `None` when no window of allowed size overlaps so and still reaches further.
+    pub fn ahead(&self, max_size: u32) -> Option<Window> {
+        // One entry of overlap is the walk's own choice when a page ends without a tie. More
+        // holds small tie groups too, at the cost of re-reading them: worth it on large pages
+        // only (15 of 1000 is 1.5% more requests; on pages of 10 it would be 20%).
+        let overlap = (i64::from(max_size) / 64).clamp(1, AHEAD_OVERLAP);
+        let next = Window::covering((self.end() - 1 - overlap).max(0), max_size);
+        (next.end() > self.end()).then_some(next)
+    }
+
     /// The ascending window that contains position `x` and reaches furthest past it.
     ///
     /// Any page size up to `max_size` works, so try them all: `page = ⌊x/s⌋ + 1` contains `x`,

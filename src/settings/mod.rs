@@ -89,8 +89,13 @@ pub struct ApiSettings {
     /// The longest wait for a 429's `Retry-After`; longer asks are capped to this, then retried.
     #[serde(with = "humantime_serde")]
     pub max_retry_after: Duration,
-    /// Client-side request budget, shared by all pairs that use one token. Must be > 0.
-    pub max_requests_per_second: f64,
+    /// The ceiling of requests in flight per token. szb-sync finds the upstream's pace below
+    /// it on its own (adaptive concurrency: more while answers stay fast, fewer on 429, 503,
+    /// timeouts or rising latency). 1..=256.
+    pub max_concurrency: usize,
+    /// An optional hard cap on requests per second per token, for a platform whose limit is
+    /// known. Off by default. When set, > 0.
+    pub max_requests_per_second: Option<f64>,
     /// Responses larger than this are refused.
     pub max_body_bytes: u64,
     /// Allow a plain `http://` base_url on a non-loopback host.
@@ -116,6 +121,9 @@ pub struct SyncSettings {
     pub settle_after: Duration,
     /// Pairs synced at once, 1..=64.
     pub concurrency: usize,
+    /// Windows of one pair fetched ahead of the one being read, 0..=16. They share the
+    /// token's limit of requests in flight (`api.max_concurrency`).
+    pub fetch_ahead: usize,
 }
 
 /// One `[[targets]]` entry: an agent and the users to sync under it.
@@ -176,7 +184,8 @@ impl Default for ApiSettings {
             max_retries: 5,
             retry_backoff: Duration::from_millis(500),
             max_retry_after: Duration::from_secs(5 * 60),
-            max_requests_per_second: 5.0,
+            max_concurrency: 16,
+            max_requests_per_second: None,
             max_body_bytes: 16 * 1024 * 1024,
             allow_insecure_http: false,
         }
@@ -196,6 +205,7 @@ impl Default for SyncSettings {
         Self {
             settle_after: Duration::from_secs(2 * 60 * 60),
             concurrency: 4,
+            fetch_ahead: 4,
         }
     }
 }
@@ -289,10 +299,17 @@ impl Settings {
         if api.timeout.is_zero() {
             problem("api.timeout must be more than 0s".to_owned());
         }
-        if !(api.max_requests_per_second.is_finite() && api.max_requests_per_second > 0.0) {
+        if let Some(rps) = api.max_requests_per_second
+            && !(rps.is_finite() && rps > 0.0)
+        {
             problem(format!(
-                "api.max_requests_per_second must be more than 0, got {}",
-                api.max_requests_per_second
+                "api.max_requests_per_second must be more than 0 (remove the key for no cap), got {rps}"
+            ));
+        }
+        if !(1..=256).contains(&api.max_concurrency) {
+            problem(format!(
+                "api.max_concurrency must be between 1 and 256, got {}",
+                api.max_concurrency
             ));
         }
         if api.max_body_bytes == 0 {
@@ -303,6 +320,12 @@ impl Settings {
             problem(msg);
         }
 
+        if self.sync.fetch_ahead > 16 {
+            problem(format!(
+                "sync.fetch_ahead must be between 0 and 16, got {}",
+                self.sync.fetch_ahead
+            ));
+        }
         if !(1..=64).contains(&self.sync.concurrency) {
             problem(format!(
                 "sync.concurrency must be between 1 and 64, got {}",
@@ -536,12 +559,14 @@ mod tests {
         assert_eq!(s.api.max_retries, 5);
         assert_eq!(s.api.retry_backoff, Duration::from_millis(500));
         assert_eq!(s.api.max_retry_after, Duration::from_secs(300));
-        assert_eq!(s.api.max_requests_per_second, 5.0);
+        assert_eq!(s.api.max_concurrency, 16);
+        assert_eq!(s.api.max_requests_per_second, None);
         assert_eq!(s.api.max_body_bytes, 16_777_216);
         assert!(!s.api.allow_insecure_http);
         assert_eq!(s.schedule.cron, "0 */10 * * * *");
         assert_eq!(s.sync.settle_after, Duration::from_secs(7200));
         assert_eq!(s.sync.concurrency, 4);
+        assert_eq!(s.sync.fetch_ahead, 4);
         assert!(s.targets.is_empty());
         assert!(Settings::default().validate().is_ok());
     }
@@ -578,7 +603,7 @@ mod tests {
         assert_eq!(s.database.max_connections, 8);
         assert_eq!(s.api.page_size, 200);
         assert_eq!(s.api.timeout, Duration::from_secs(90));
-        assert_eq!(s.api.max_requests_per_second, 2.0);
+        assert_eq!(s.api.max_requests_per_second, Some(2.0));
         assert_eq!(s.schedule.cron, "30 0 * * * *");
         assert_eq!(s.sync.settle_after, Duration::from_secs(45 * 60));
         assert_eq!(s.sync.concurrency, 8);

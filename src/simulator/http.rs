@@ -26,13 +26,21 @@ const DEFAULT_PAGE_SIZE: u64 = 10;
 const MAX_PAGE_SIZE: u64 = 1000;
 // Serving a request.
 impl World {
-    /// Counts a request and takes its fault, if any.
+    /// Counts a request and takes its fault, if any: a queued one, else a 429 when the
+    /// request is over the rate limit.
     fn begin_request(&mut self, ids: Option<(i64, i64)>) -> (u64, Option<Fault>) {
         self.request_count += 1;
         if let Some(pair) = ids {
             *self.requests_by_pair.entry(pair).or_default() += 1;
         }
-        (self.request_count, self.faults.pop_front())
+        let fault = self.faults.pop_front().or_else(|| {
+            let wait = self.rate_limit.as_mut()?.take().err()?;
+            self.rate_limited += 1;
+            Some(Fault::TooManyRequests {
+                retry_after: wait.to_string(),
+            })
+        });
+        (self.request_count, fault)
     }
 
     fn run_before_request(&mut self, info: &RequestInfo) {
@@ -459,10 +467,17 @@ async fn visits_endpoint(
         .ok()
         .zip(user_id.parse::<i64>().ok());
     let params = RawParams::parse(query.as_deref());
-    let (request_no, fault) = sim.with_world(|w| w.begin_request(ids));
-    if let Some(Fault::Slow(delay)) = &fault {
+    let (request_no, fault, latency) = sim.with_world(|w| {
+        let (no, fault) = w.begin_request(ids);
+        (no, fault, w.latency)
+    });
+    let delay = match &fault {
+        Some(Fault::Slow(delay)) => latency + *delay,
+        _ => latency,
+    };
+    if !delay.is_zero() {
         // The lock is not held here, so other requests and knobs go on meanwhile.
-        tokio::time::sleep(*delay).await;
+        tokio::time::sleep(delay).await;
     }
     let token = bearer_token(&headers);
     sim.with_world(|w| w.finish_request(request_no, ids, &params, token, fault))

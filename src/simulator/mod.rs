@@ -98,6 +98,9 @@ impl Simulator {
         fn set_clock_skew(skew: Duration);
         fn now() -> DateTime<Utc>;
         fn push_fault(fault: Fault);
+        fn set_rate_limit(limit: Option<(f64, f64)>);
+        fn rate_limited_count() -> u64;
+        fn set_latency(latency: std::time::Duration);
         fn clear_before_request();
         fn request_count() -> u64;
         fn requests_for(agent_id: i64, user_id: i64) -> u64;

@@ -197,6 +197,46 @@ pub struct World {
     pub(super) before_request: Option<BeforeRequest>,
     pub(super) request_count: u64,
     pub(super) requests_by_pair: HashMap<(i64, i64), u64>,
+    /// The platform's own rate limit, when one is set: requests over it get a 429.
+    pub(super) rate_limit: Option<TokenBucket>,
+    pub(super) rate_limited: u64,
+    /// Added to every visits request before it is answered.
+    pub(super) latency: std::time::Duration,
+}
+
+/// A server-side rate limit: `rate` requests a second, bursts of up to `burst`.
+#[derive(Debug, Clone)]
+pub(super) struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    refilled: std::time::Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: f64, burst: f64) -> Self {
+        TokenBucket {
+            rate,
+            burst,
+            tokens: burst,
+            refilled: std::time::Instant::now(),
+        }
+    }
+
+    /// Takes a token, or says how long until the next one (whole seconds, at least 1, as a
+    /// `Retry-After` would).
+    pub(super) fn take(&mut self) -> Result<(), u64> {
+        let now = std::time::Instant::now();
+        let earned = now.duration_since(self.refilled).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + earned).min(self.burst);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err((((1.0 - self.tokens) / self.rate).ceil() as u64).max(1))
+        }
+    }
 }
 
 impl World {
@@ -213,7 +253,27 @@ impl World {
             before_request: None,
             request_count: 0,
             requests_by_pair: HashMap::new(),
+            rate_limit: None,
+            rate_limited: 0,
+            latency: std::time::Duration::ZERO,
         }
+    }
+
+    /// Limits visits requests to `per_second` (bursts of up to `burst`), over all agents, like a
+    /// platform's gateway: a request over the limit gets a 429 with a `Retry-After` in whole
+    /// seconds. `None` lifts the limit.
+    pub fn set_rate_limit(&mut self, limit: Option<(f64, f64)>) {
+        self.rate_limit = limit.map(|(rate, burst)| TokenBucket::new(rate, burst.max(1.0)));
+    }
+
+    /// Requests answered with a 429 by [`World::set_rate_limit`] so far.
+    pub fn rate_limited_count(&self) -> u64 {
+        self.rate_limited
+    }
+
+    /// Every visits request waits this long before it is answered, as over a real network.
+    pub fn set_latency(&mut self, latency: std::time::Duration) {
+        self.latency = latency;
     }
 
     /// The simulator clock: real UTC now plus the configured skew.

@@ -32,6 +32,9 @@ async fn harness(
     let server = sim.spawn().await.unwrap();
     let mut settings = test_settings(&server.base_url, targets);
     settings.api.page_size = 10;
+    // Faults are planned by request number (see `plan_faults`): no windows fetched ahead, so
+    // the requests of a pair follow each other as the walk names them.
+    settings.sync.fetch_ahead = 0;
     settings.database.url = Secret::new(db.url.clone());
     tweak(&mut settings);
     Harness::with_settings(db, sim, server, settings).await

@@ -209,7 +209,7 @@ pub fn test_settings(base_url: &str, targets: Vec<Target>) -> Settings {
     let mut s = Settings::default();
     s.api.base_url = base_url.parse().unwrap();
     s.api.retry_backoff = Duration::from_millis(1);
-    s.api.max_requests_per_second = 10_000.0;
+    s.api.max_requests_per_second = None;
     s.api.timeout = Duration::from_secs(5);
     s.sync.settle_after = Duration::from_secs(3600);
     s.targets = targets;

@@ -5,13 +5,15 @@
 //! - [`upstream_changes`]: open visits, purges, appends, ties, activity changes;
 //! - [`faults`]: a misbehaving upstream, a Postgres that goes away, races, hostile items;
 //! - [`process`]: the real binary as a child process: kills, signals, each subcommand;
-//! - [`migrations`]: upgrading a database that holds rows the new constraints refuse.
+//! - [`migrations`]: upgrading a database that holds rows the new constraints refuse;
+//! - [`pace`]: fetching ahead, pairs in parallel, and the controller behind a rate limit.
 //!
 //! The property test over random upstream histories is its own binary, `tests/property.rs`.
 
 mod faults;
 mod helpers;
 mod migrations;
+mod pace;
 mod process;
 mod sync;
 mod upstream_changes;

@@ -25,14 +25,16 @@ const CHILD_LIMIT: Duration = Duration::from_secs(30);
 /// One `[[targets]]` entry: agent, its token, its users.
 struct Tgt<'a>(i64, &'a str, &'a [i64]);
 
-/// A config file pointing at `base_url` and `db_url`, fast retries, no budget to wait on.
+/// A config file pointing at `base_url` and `db_url`, fast retries. No windows are fetched
+/// ahead, so a pair's requests follow each other and a test can act at request N; one test
+/// turns fetching ahead back on.
 fn config(base_url: &str, db_url: &str, page_size: u32, targets: &[Tgt<'_>]) -> NamedTempFile {
     let mut toml = format!(
         "[database]\nurl = {db_url:?}\nmax_connections = 4\n\n\
          [api]\nbase_url = {base_url:?}\npage_size = {page_size}\ntimeout = \"5s\"\n\
-         retry_backoff = \"1ms\"\nmax_requests_per_second = 1000\n\n\
+         retry_backoff = \"1ms\"\n\n\
          [schedule]\ncron = \"0 0 0 1 1 * 2099\"\n\n\
-         [sync]\nsettle_after = \"1h\"\n"
+         [sync]\nsettle_after = \"1h\"\nfetch_ahead = 0\n"
     );
     for Tgt(agent, token, users) in targets {
         toml.push_str(&format!(
@@ -293,6 +295,54 @@ async fn sigkill_mid_walk_resumes_without_gap_or_duplicate() {
         outcomes(&db.pool).await,
         ["interrupted", "interrupted", "interrupted", "ok"],
         "each run closes the row a killed run left 'running'"
+    );
+    assert_eq!(unfinished_runs(&db.pool).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_while_windows_are_fetched_ahead_converges_without_gap_or_duplicate() {
+    const USER: i64 = 1;
+    let sim = sim_with(SEED, &[(USER, 5000)]);
+    let server = sim.spawn().await.unwrap();
+    let db = TestDb::new().await;
+    let cfg = config(
+        &server.base_url,
+        &db.url,
+        100,
+        &[Tgt(AGENT, TOKEN, &[USER])],
+    );
+    let toml = std::fs::read_to_string(cfg.path()).unwrap();
+    let cfg = write_config(&toml.replace("fetch_ahead = 0", "fetch_ahead = 4"));
+    let pid = Arc::new(AtomicU32::new(0));
+    let kill_at = Arc::new(AtomicU64::new(0));
+    let (hook_pid, hook_kill_at) = (Arc::clone(&pid), Arc::clone(&kill_at));
+    sim.set_before_request(move |_, req| {
+        if req.request_no == hook_kill_at.load(Ordering::SeqCst) {
+            signal(hook_pid.swap(0, Ordering::SeqCst), "KILL");
+        }
+    });
+
+    for n in [9, 4, 15] {
+        sim.reset_request_counts();
+        kill_at.store(n, Ordering::SeqCst);
+        let mut child = szb(&with_config(&cfg, "sync")).spawn().unwrap();
+        pid.store(child.id().unwrap(), Ordering::SeqCst);
+        let status = wait_for_exit(&mut child, CHILD_LIMIT).await;
+        assert_eq!(status.signal(), Some(9), "killed at request {n}");
+        wait_for_dead_sessions(&db.pool).await;
+    }
+    kill_at.store(0, Ordering::SeqCst);
+    let last = run(&with_config(&cfg, "sync")).await;
+
+    assert!(last.status.success(), "{last:?}");
+    assert_eq!(
+        stored(&db.pool, AGENT, USER).await,
+        sorted(truth_in_list_order(&sim, AGENT, USER)),
+        "every visit once, whatever the kills left in flight"
+    );
+    assert_eq!(
+        outcomes(&db.pool).await,
+        ["interrupted", "interrupted", "interrupted", "ok"]
     );
     assert_eq!(unfinished_runs(&db.pool).await, 0);
 }
