@@ -83,10 +83,6 @@ impl App {
         &self.api
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
     /// The configured pairs, in configuration order.
     pub fn pairs(&self) -> &[Pair] {
         &self.pairs
@@ -105,11 +101,13 @@ impl App {
     /// The daemon: migrations, retried while the database is away, then a pass at once and on
     /// every cron tick, until `shutdown` fires. The pass in flight finishes its page first.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), AppError> {
-        if self.migrate_with_retry(&shutdown).await {
-            scheduler::run(&self.engine, &self.pairs, &self.cron, &shutdown).await?;
-        }
+        let ran = if self.migrate_with_retry(&shutdown).await {
+            scheduler::run(&self.engine, &self.pairs, &self.cron, &shutdown).await
+        } else {
+            Ok(())
+        };
         self.store.close().await;
-        Ok(())
+        Ok(ran?)
     }
 
     /// Applies migrations, retrying while the database is away, until it works (`true`) or

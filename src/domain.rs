@@ -4,7 +4,9 @@
 //! Every other module speaks in these types; this one depends on nothing of the crate but
 //! [`crate::secret`]. A [`Visit`] can only be built through [`Visit::new`], which enforces the
 //! rules, so no path (the API decoder, a test, a future loader) can hand the store a visit that
-//! cannot exist. The migrations enforce the same rules a second time, in Postgres.
+//! cannot exist. Postgres enforces the rules of existence a second time (`lastOnlineAt` not
+//! before `visitAt`, no negative duration: CHECK constraints on `visits`); the plausibility
+//! rules (not in the future, not before 2000, at most a year long) are szb-sync's alone.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};

@@ -6,7 +6,7 @@
 //!   cli ─► app ─► daemon ─► engine ─┬─► api ───┐
 //!                                   ├─► mark ──┼─► domain
 //!                                   └─► store ─┘
-//!   settings, secret, error, telemetry: leaves any layer may use
+//!   settings (on domain), secret, error, telemetry: read by any layer
 //!   simulator: the upstream's stand-in, for the demo, mock-api and the tests
 //! ```
 //!

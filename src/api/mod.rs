@@ -166,18 +166,8 @@ impl ApiClient {
             .map_err(|e| self.transport_error(e))?;
         let status = response.status();
         let local_now = Utc::now();
-        let server_date = response
-            .headers()
-            .get(DATE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| httpdate::parse_http_date(v).ok())
-            .map(DateTime::<Utc>::from);
+        let (server_date, retry_after) = clocks(response.headers(), local_now);
         let upstream_now = server_date.unwrap_or(local_now);
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, upstream_now));
         let body = self.read_body(response).await?;
         if !status.is_success() {
             return Err(status_error(status, pair, retry_after, &body));
@@ -221,9 +211,74 @@ impl ApiClient {
     }
 }
 
+/// The upstream's `Date`, when readable, and its `Retry-After` as a wait. An HTTP-date
+/// `Retry-After` is measured against the upstream's own clock (its `Date`), so a local clock
+/// that is off does not stretch or shorten the wait.
+fn clocks(
+    headers: &reqwest::header::HeaderMap,
+    local_now: DateTime<Utc>,
+) -> (Option<DateTime<Utc>>, Option<Duration>) {
+    let server_date = headers
+        .get(DATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+        .map(DateTime::<Utc>::from);
+    let retry_after = headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, server_date.unwrap_or(local_now)));
+    (server_date, retry_after)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn headers(pairs: &[(reqwest::header::HeaderName, String)]) -> reqwest::header::HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.parse().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn a_retry_after_date_is_measured_on_the_upstreams_clock() {
+        let server_now = Utc::now();
+        let local_now = server_now + chrono::Duration::hours(1);
+        let at = |t: DateTime<Utc>| httpdate::fmt_http_date(t.into());
+        let h = headers(&[
+            (DATE, at(server_now)),
+            (RETRY_AFTER, at(server_now + chrono::Duration::seconds(30))),
+        ]);
+
+        let (date, wait) = clocks(&h, local_now);
+
+        assert!(date.is_some());
+        let wait = wait.unwrap().as_secs();
+        assert!((29..=30).contains(&wait), "waits 30 s, not 0: {wait}");
+        // Without a Date header, our clock is all there is.
+        let h = headers(&[(RETRY_AFTER, at(local_now + chrono::Duration::seconds(10)))]);
+        let wait = clocks(&h, local_now).1.unwrap().as_secs();
+        assert!((9..=10).contains(&wait), "{wait}");
+        let h = headers(&[(RETRY_AFTER, "7".to_owned())]);
+        assert_eq!(clocks(&h, local_now), (None, Some(Duration::from_secs(7))));
+    }
+
+    #[test]
+    fn the_pace_settings_reach_each_tokens_pacer() {
+        let mut settings = crate::settings::Settings::default().api;
+        settings.max_concurrency = 1;
+        let client = ApiClient::new(&settings).unwrap();
+
+        let pacer = client.pacers.for_token(&Secret::new("a"));
+
+        assert_eq!(
+            pacer.controller.pace().limit,
+            1.0,
+            "max_concurrency caps the start"
+        );
+        assert_eq!(client.pace().len(), 1);
+    }
 
     #[test]
     fn debug_output_never_shows_a_token() {

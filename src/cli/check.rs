@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use super::exit_code;
-use crate::app::App;
+use crate::api::ApiClient;
+use crate::app::{App, AppError};
 use crate::domain::{Order, Window};
 use crate::error::chain;
 use crate::secret::redact_url;
@@ -14,22 +15,35 @@ use crate::settings::Settings;
 
 pub(super) async fn run(settings: &Settings) -> Result<ExitCode> {
     println!("configuration: ok ({} targets)", settings.targets.len());
-    let app = App::build(settings)?;
     let mut ok = true;
-    match app.store().reachable().await {
-        Ok(()) => println!(
-            "database: reachable at {}",
-            redact_url(settings.database.url.expose())
-        ),
-        Err(e) => {
+    // A database URL the driver refuses is a failed check, not the end of it: the tokens are
+    // still worth checking.
+    let api = match App::build(settings) {
+        Ok(app) => {
+            match app.store().reachable().await {
+                Ok(()) => println!(
+                    "database: reachable at {}",
+                    redact_url(settings.database.url.expose())
+                ),
+                Err(e) => {
+                    ok = false;
+                    println!("database: FAILED: {}", chain(&e));
+                }
+            }
+            app.store().close().await;
+            app.api().clone()
+        }
+        Err(AppError::Store(e)) => {
             ok = false;
             println!("database: FAILED: {}", chain(&e));
+            ApiClient::new(&settings.api)?
         }
-    }
-    app.store().close().await;
+        Err(e) => return Err(e.into()),
+    };
+    let pairs = settings.pairs()?;
     // One request per agent, with the first user of its first target.
     let mut agents = BTreeMap::new();
-    for pair in app.pairs() {
+    for pair in &pairs {
         agents.entry(pair.key.agent_id).or_insert(pair);
     }
     // The configured page size, so a platform that caps it is caught here too.
@@ -39,7 +53,7 @@ pub(super) async fn run(settings: &Settings) -> Result<ExitCode> {
         order: Order::Desc,
     };
     for (agent, pair) in agents {
-        match app.api().fetch(&pair.key, &pair.token, &probe).await {
+        match api.fetch(&pair.key, &pair.token, &probe).await {
             Ok(page) => println!(
                 "agent {agent}: token accepted ({} visits for user {})",
                 page.total, pair.key.user_id

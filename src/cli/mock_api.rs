@@ -75,10 +75,13 @@ pub(super) async fn run(args: MockApiArgs) -> Result<ExitCode> {
         println!("  {line}");
     }
     if args.users.is_none() {
-        let (agent, user) = (
-            &demo_world::MOCK_API.agents[0],
-            &demo_world::MOCK_API.agents[0].users[0],
-        );
+        // The user still online: the answer changes from one request to the next.
+        let agent = &demo_world::MOCK_API.agents[0];
+        let user = agent
+            .users
+            .iter()
+            .find(|u| u.open)
+            .unwrap_or(&agent.users[0]);
         println!(
             "  try: curl -H 'Authorization: Bearer {}' 'http://{listen}/api/v3/agent/{}/user/{}/stats/visits?pageSize=2'",
             agent.token, agent.id, user.id

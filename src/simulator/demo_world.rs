@@ -113,9 +113,12 @@ impl WorldSpec {
             sim.add_agent(agent.id, agent.token);
             for user in agent.users {
                 sim.generate_visits(agent.id, user.id, user.visits);
-                if user.open {
-                    sim.open_visit(agent.id, user.id);
-                }
+            }
+        }
+        // Open visits last, once every agent's closed visits exist.
+        for agent in self.agents {
+            for user in agent.users.iter().filter(|u| u.open) {
+                sim.open_visit(agent.id, user.id);
             }
         }
         sim

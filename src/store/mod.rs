@@ -46,6 +46,8 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    #[error("database.url: {0}")]
+    Config(String),
     #[error("applying migrations failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error while {context}: {source}")]
@@ -116,6 +118,14 @@ impl Store {
     /// Connects lazily: the first query opens the first connection, so a database that is
     /// briefly away at start-up does not stop the daemon.
     pub fn connect_lazy(url: &Secret, max_connections: u32) -> Result<Self, StoreError> {
+        // sqlx does not know this libpq parameter, and would log its value in a warning.
+        let has_key_password = url::Url::parse(url.expose())
+            .is_ok_and(|u| u.query_pairs().any(|(k, _)| k == "sslpassword"));
+        if has_key_password {
+            return Err(StoreError::Config(
+                "sslpassword is not supported: use a client key without a passphrase".to_owned(),
+            ));
+        }
         let options: PgConnectOptions =
             url.expose().parse().map_err(|source| StoreError::Connect {
                 url: redact_url(url.expose()),
@@ -212,5 +222,12 @@ mod tests {
             !format!("{err} {err:?}").contains("hunter2-secret"),
             "{err}"
         );
+        let with_key = Secret::new("postgres://bob@127.0.0.1:1/szb?sslpassword=hunter2-secret");
+        let err = Store::connect_lazy(&with_key, 2).unwrap_err();
+        assert!(
+            err.to_string().contains("sslpassword is not supported"),
+            "{err}"
+        );
+        assert!(!format!("{err} {err:?}").contains("hunter2-secret"));
     }
 }

@@ -1,4 +1,5 @@
-//! A pair held under its advisory lock for the length of one run, and its stored mark.
+//! A pair held under its advisory lock for the length of one run, its stored mark, and
+//! forgetting marks (`resync`).
 
 use chrono::{DateTime, Utc};
 use sqlx::pool::PoolConnection;
@@ -31,6 +32,32 @@ impl Store {
             pool: self.pool.clone(),
             pair: pair.clone(),
         }))
+    }
+
+    /// Forgets the marks of these pairs, so their next sync walks the whole list again.
+    /// Stored visits stay; re-reading them writes nothing unless they changed. Each pair is
+    /// taken under its lock, so a sync running meanwhile cannot write its old mark back; pairs
+    /// busy syncing are returned untouched.
+    pub async fn forget_marks(&self, pairs: &[PairKey]) -> Result<ForgetOutcome, StoreError> {
+        let mut outcome = ForgetOutcome::default();
+        for pair in pairs {
+            let Some(mut session) = self.lock_pair(pair).await? else {
+                outcome.busy.push(pair.clone());
+                continue;
+            };
+            let deleted = sqlx::query(
+                "DELETE FROM sync_state WHERE agent_id = $1 AND user_id = $2 AND activity_filter = $3",
+            )
+            .bind(pair.agent_id)
+            .bind(pair.user_id)
+            .bind(pair.filter_str())
+            .execute(&mut *session.conn)
+            .await
+            .map_err(query_err("forgetting a mark"))?;
+            outcome.forgotten += deleted.rows_affected();
+            session.release().await?;
+        }
+        Ok(outcome)
     }
 }
 
@@ -100,34 +127,6 @@ impl PairSession {
                 detail: format!("settled_count {s} with anchor_visit_at {a:?}"),
             }),
         }
-    }
-}
-
-impl Store {
-    /// Forgets the marks of these pairs, so their next sync walks the whole list again.
-    /// Stored visits stay; re-reading them writes nothing unless they changed. Each pair is
-    /// taken under its lock, so a sync running meanwhile cannot write its old mark back; pairs
-    /// busy syncing are returned untouched.
-    pub async fn forget_marks(&self, pairs: &[PairKey]) -> Result<ForgetOutcome, StoreError> {
-        let mut outcome = ForgetOutcome::default();
-        for pair in pairs {
-            let Some(mut session) = self.lock_pair(pair).await? else {
-                outcome.busy.push(pair.clone());
-                continue;
-            };
-            let deleted = sqlx::query(
-                "DELETE FROM sync_state WHERE agent_id = $1 AND user_id = $2 AND activity_filter = $3",
-            )
-            .bind(pair.agent_id)
-            .bind(pair.user_id)
-            .bind(pair.filter_str())
-            .execute(&mut *session.conn)
-            .await
-            .map_err(query_err("forgetting a mark"))?;
-            outcome.forgotten += deleted.rows_affected();
-            session.release().await?;
-        }
-        Ok(outcome)
     }
 }
 

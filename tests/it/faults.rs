@@ -621,6 +621,10 @@ async fn items_breaking_the_schema_are_rejected_once_each_and_the_rest_lands() {
     no_user.as_object_mut().unwrap().remove("userId");
     let mut string_duration = item(at(21));
     string_duration["duration"] = json!("4");
+    // The one that once landed: seen a year before it began.
+    let mut ends_before_it_starts = item(at(27));
+    ends_before_it_starts["lastOnlineAt"] = json!(iso(at(27) - chrono::Duration::days(365)));
+    ends_before_it_starts["duration"] = json!(5);
     // Last in the list: every later sync reads it again.
     let mut absurd_duration = item(truth[34].visit_at + chrono::Duration::hours(1));
     absurd_duration["duration"] = json!(99_999_999);
@@ -628,6 +632,7 @@ async fn items_breaking_the_schema_are_rejected_once_each_and_the_rest_lands() {
         (bad_visit_at, at(4), "visitAt"),
         (no_user, at(12), "userId"),
         (string_duration, at(21), "duration"),
+        (ends_before_it_starts, at(27), "is before visitAt"),
         (
             absurd_duration,
             truth[34].visit_at + chrono::Duration::hours(1),
@@ -649,11 +654,11 @@ async fn items_breaking_the_schema_are_rejected_once_each_and_the_rest_lands() {
     h.sync_ok().await;
 
     assert_eq!(h.visits(AGENT, 1).await, h.truth(AGENT, 1, false));
-    assert_eq!(h.count("SELECT count(*) FROM sync_rejects").await, 4);
+    assert_eq!(h.count("SELECT count(*) FROM sync_rejects").await, 5);
     let all = runs(&h, AGENT, 1).await;
     assert_eq!(all.len(), 3);
     assert!(
-        all[0].rejects >= 4,
+        all[0].rejects >= 5,
         "the first run counts its rejects: {:?}",
         all[0]
     );

@@ -103,6 +103,13 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// The database's name, for statements that need it spelled out.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         drop_database(&self.admin_url, &self.name);

@@ -26,14 +26,27 @@ async fn migrate_to_the_first_version(db: &TestDb) {
 }
 
 async fn insert_visit(db: &TestDb, visit_at: &str, last_online_at: &str, duration: i32) {
+    insert_visit_of(db, 2, "a1", visit_at, last_online_at, duration).await;
+}
+
+async fn insert_visit_of(
+    db: &TestDb,
+    user_id: i64,
+    activity_id: &str,
+    visit_at: &str,
+    last_online_at: &str,
+    duration: i32,
+) {
     sqlx::query(
         "INSERT INTO visits (agent_id, user_id, activity_id, visit_at, last_online_at,
                 duration_minutes, extra)
-         VALUES (1, 2, 'a1', $1::timestamptz, $2::timestamptz, $3, '{\"watchedOn\": \"tv\"}')",
+         VALUES (1, $4, $5, $1::timestamptz, $2::timestamptz, $3, '{\"watchedOn\": \"tv\"}')",
     )
     .bind(visit_at)
     .bind(last_online_at)
     .bind(duration)
+    .bind(user_id)
+    .bind(activity_id)
     .execute(&db.pool)
     .await
     .unwrap();
@@ -50,6 +63,14 @@ async fn an_upgrade_moves_impossible_visits_to_rejects_then_refuses_them() {
     insert_visit(&db, "2024-05-01T10:00:00Z", "2024-05-01T10:30:00Z", 30).await;
     insert_visit(&db, "2024-05-02T10:00:00Z", "2023-05-02T10:00:00Z", 5).await;
     insert_visit(&db, "2024-05-03T10:00:00Z", "2024-05-03T10:00:00Z", -3).await;
+    // A server whose zone is not UTC must not change what the reasons say.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE {} SET timezone = 'Asia/Shanghai'",
+        db.name()
+    )))
+    .execute(&db.pool)
+    .await
+    .unwrap();
 
     let store = Store::connect(&Secret::new(db.url.clone()), 2)
         .await
@@ -85,7 +106,9 @@ async fn an_upgrade_moves_impossible_visits_to_rejects_then_refuses_them() {
         })
     );
     assert!(
-        reasons[0].contains("lastOnlineAt") && reasons[0].contains("visitAt"),
+        reasons[0].starts_with(
+            "lastOnlineAt 2023-05-02T10:00:00Z is before visitAt 2024-05-02T10:00:00Z"
+        ),
         "{}",
         reasons[0]
     );
@@ -117,6 +140,52 @@ async fn an_upgrade_moves_impossible_visits_to_rejects_then_refuses_them() {
         let code = err.as_database_error().and_then(|e| e.code());
         assert_eq!(code.as_deref(), Some("23514"), "a check violation: {err}");
     }
+}
+
+#[tokio::test]
+async fn a_moved_visit_of_a_filtered_pair_is_filed_under_that_pair() {
+    let db = TestDb::new().await;
+    migrate_to_the_first_version(&db).await;
+    sqlx::raw_sql(
+        "INSERT INTO activities (id) VALUES ('a1'), ('a2');
+         INSERT INTO sync_state (agent_id, user_id, activity_filter) VALUES (1, 3, 'a2');
+         INSERT INTO sync_state (agent_id, user_id, activity_filter) VALUES (1, 4, ''),
+                (1, 4, 'a2');",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    // User 3 is synced only through its filter on a2; user 4 also without a filter.
+    insert_visit_of(
+        &db,
+        3,
+        "a2",
+        "2024-05-02T10:00:00Z",
+        "2023-05-02T10:00:00Z",
+        1,
+    )
+    .await;
+    insert_visit_of(
+        &db,
+        4,
+        "a2",
+        "2024-05-02T10:00:00Z",
+        "2023-05-02T10:00:00Z",
+        1,
+    )
+    .await;
+
+    let store = Store::connect(&Secret::new(db.url.clone()), 2)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+
+    let filed: Vec<(i64, String)> =
+        sqlx::query_as("SELECT user_id, activity_filter FROM sync_rejects ORDER BY user_id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(filed, [(3, "a2".to_owned()), (4, String::new())]);
 }
 
 #[tokio::test]
