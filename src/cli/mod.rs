@@ -1,6 +1,7 @@
 //! The `szb-sync` command line. `main.rs` parses it and calls [`execute`]; each subcommand has a
 //! file of its own here, and builds what it needs through [`crate::app::App`].
 
+mod bench;
 mod check;
 mod demo;
 mod migrate;
@@ -61,24 +62,29 @@ pub enum Command {
     MockApi(mock_api::MockApiArgs),
     /// Sync a simulated platform into the configured database and show what landed.
     Demo,
+    /// Measure the performance workloads end to end (simulator and syncs as child processes,
+    /// a fresh database `szb_bench` on the configured server) and print a table.
+    Bench(bench::BenchArgs),
 }
 
 /// Runs a parsed command line.
 pub async fn execute(cli: Cli) -> Result<ExitCode> {
+    let settings = || load(&cli.config);
     match cli.command {
-        Command::Demo => demo::run(&load(&cli)?).await,
+        Command::Demo => demo::run(&settings()?).await,
+        Command::Bench(args) => bench::run(&settings()?, args).await,
         Command::MockApi(args) => mock_api::run(args).await,
-        Command::Migrate => migrate::run(&load(&cli)?).await,
-        Command::Sync => sync::run(&load(&cli)?).await,
-        Command::Run => run::run(&load(&cli)?).await,
-        Command::Check => check::run(&load(&cli)?).await,
-        Command::Status => status::run(&load(&cli)?).await,
-        Command::Resync { agent_id, user_id } => resync::run(&load(&cli)?, agent_id, user_id).await,
+        Command::Migrate => migrate::run(&settings()?).await,
+        Command::Sync => sync::run(&settings()?).await,
+        Command::Run => run::run(&settings()?).await,
+        Command::Check => check::run(&settings()?).await,
+        Command::Status => status::run(&settings()?).await,
+        Command::Resync { agent_id, user_id } => resync::run(&settings()?, agent_id, user_id).await,
     }
 }
 
-fn load(cli: &Cli) -> Result<Settings> {
-    Settings::load(cli.config.as_deref()).context("loading the configuration")
+fn load(config: &Option<PathBuf>) -> Result<Settings> {
+    Settings::load(config.as_deref()).context("loading the configuration")
 }
 
 /// Success when `ok`, else the failure code.

@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use chrono::{DateTime, SecondsFormat, Utc};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -22,6 +22,9 @@ use super::Simulator;
 use super::world::{Entry, Fault, RequestInfo, TruthActivity, World};
 
 const VISITS_ROUTE: &str = "/api/v3/agent/{id}/user/{user_id}/stats/visits";
+/// The simulator's own routes, for a benchmark driving it from another process.
+const STATS_ROUTE: &str = "/_sim/stats";
+const CONFIG_ROUTE: &str = "/_sim/config";
 const DEFAULT_PAGE_SIZE: u64 = 10;
 const MAX_PAGE_SIZE: u64 = 1000;
 // Serving a request.
@@ -483,6 +486,46 @@ async fn visits_endpoint(
     sim.with_world(|w| w.finish_request(request_no, ids, &params, token, fault))
 }
 
+/// `GET /_sim/stats`: `{"requests": N, "rateLimited": N}` since the last reset.
+async fn stats_endpoint(State(sim): State<Simulator>) -> Response {
+    let body = sim.with_world(|w| {
+        serde_json::json!({"requests": w.request_count(), "rateLimited": w.rate_limited_count()})
+    });
+    respond(sim.now(), StatusCode::OK, body.to_string().into_bytes())
+}
+
+/// `POST /_sim/config?latencyMs=100&rateLimit=50&reset=true`: changes the latency and the rate
+/// limit (`0` lifts it) of a running simulator, and resets its counts.
+async fn config_endpoint(State(sim): State<Simulator>, RawQuery(query): RawQuery) -> Response {
+    let mut latency = None;
+    let mut rate = None;
+    let mut reset = false;
+    for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        let parsed = match key.as_ref() {
+            "latencyMs" => value.parse::<u64>().map(|ms| latency = Some(ms)).is_ok(),
+            "rateLimit" => value.parse::<f64>().map(|r| rate = Some(r)).is_ok(),
+            "reset" => value.parse::<bool>().map(|r| reset = r).is_ok(),
+            _ => false,
+        };
+        if !parsed {
+            let message = format!("bad parameter {key}={value}");
+            return respond(sim.now(), StatusCode::BAD_REQUEST, error_body(&message));
+        }
+    }
+    sim.with_world(|w| {
+        if let Some(ms) = latency {
+            w.set_latency(std::time::Duration::from_millis(ms));
+        }
+        if let Some(rate) = rate {
+            w.set_rate_limit((rate > 0.0).then_some((rate, rate)));
+        }
+        if reset {
+            w.reset_request_counts();
+        }
+    });
+    stats_endpoint(State(sim)).await
+}
+
 async fn not_found(State(sim): State<Simulator>) -> Response {
     respond(sim.now(), StatusCode::NOT_FOUND, error_body("not found"))
 }
@@ -500,6 +543,8 @@ impl Simulator {
     pub fn router(&self) -> Router {
         Router::new()
             .route(VISITS_ROUTE, get(visits_endpoint))
+            .route(STATS_ROUTE, get(stats_endpoint))
+            .route(CONFIG_ROUTE, post(config_endpoint))
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .with_state(self.clone())

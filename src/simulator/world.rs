@@ -508,6 +508,7 @@ impl World {
     /// Zeroes the request counters (so `request_no` starts again at 1).
     pub fn reset_request_counts(&mut self) {
         self.request_count = 0;
+        self.rate_limited = 0;
         self.requests_by_pair.clear();
     }
 

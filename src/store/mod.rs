@@ -24,7 +24,7 @@ use sqlx::{Connection, PgPool, Postgres};
 use crate::secret::{Secret, redact_url};
 
 pub use pages::{PageWrite, PageWritten};
-pub use reports::{SAMPLE_QUERY, SampleRow};
+pub use reports::{RunSums, SAMPLE_QUERY, SampleRow};
 pub use runs::{RunId, RunTotals};
 pub use session::{ForgetOutcome, PairSession};
 pub use status::PairStatus;

@@ -1,9 +1,12 @@
-//! Reads for the demo and the benchmark: the sample query, row counts, and forgetting the
-//! demo's own agents.
+//! Reads for the demo and the benchmark: the sample query, row counts, forgetting the demo's
+//! own agents, run sums and the `COPY` baseline.
 
-use sqlx::Row;
+use sqlx::migrate::MigrateDatabase;
+use sqlx::{Postgres, Row};
 
 use super::{Store, StoreError, query_err};
+use crate::domain::RunOutcome;
+use crate::secret::{Secret, redact_url};
 
 /// The query `szb-sync demo` prints and runs: viewers and minutes watched per activity.
 pub const SAMPLE_QUERY: &str = "SELECT a.name AS activity, count(DISTINCT v.user_id) AS viewers,
@@ -78,5 +81,114 @@ impl Store {
                 minutes_watched: r.get("minutes_watched"),
             })
             .collect())
+    }
+}
+
+/// What the runs after a given run id did, summed: one benchmark step.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunSums {
+    pub runs: i64,
+    pub failed: i64,
+    pub requests: i64,
+    pub pages: i64,
+    pub visits_inserted: i64,
+    pub visits_updated: i64,
+    pub activities_written: i64,
+}
+
+impl Store {
+    /// Drops the database named in `url` if it exists, and creates it empty.
+    pub async fn recreate_database(url: &Secret) -> Result<(), StoreError> {
+        let err = |source| StoreError::Create {
+            url: redact_url(url.expose()),
+            source,
+        };
+        if Postgres::database_exists(url.expose()).await.map_err(err)? {
+            Postgres::force_drop_database(url.expose())
+                .await
+                .map_err(err)?;
+        }
+        Postgres::create_database(url.expose()).await.map_err(err)
+    }
+
+    /// The id of the newest run row, 0 without one.
+    pub async fn last_run_id(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM sync_runs")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_err("reading the last run id"))
+    }
+
+    /// The runs after run `after`, summed.
+    pub async fn runs_since(&self, after: i64) -> Result<RunSums, StoreError> {
+        let row = sqlx::query(
+            "SELECT count(*) AS runs, count(*) FILTER (WHERE outcome = $2) AS failed,
+                    coalesce(sum(requests), 0)::int8 AS requests,
+                    coalesce(sum(pages), 0)::int8 AS pages,
+                    coalesce(sum(visits_inserted), 0)::int8 AS visits_inserted,
+                    coalesce(sum(visits_updated), 0)::int8 AS visits_updated,
+                    coalesce(sum(activities_written), 0)::int8 AS activities_written
+               FROM sync_runs WHERE id > $1",
+        )
+        .bind(after)
+        .bind(RunOutcome::Failed.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_err("summing runs"))?;
+        Ok(RunSums {
+            runs: row.get("runs"),
+            failed: row.get("failed"),
+            requests: row.get("requests"),
+            pages: row.get("pages"),
+            visits_inserted: row.get("visits_inserted"),
+            visits_updated: row.get("visits_updated"),
+            activities_written: row.get("activities_written"),
+        })
+    }
+
+    /// The benchmark's baseline: `COPY` of every stored visit into a fresh table shaped like
+    /// `visits` (keys, indexes and constraints included). Returns the rows copied and how long
+    /// the `COPY … FROM STDIN` took; reading the rows out first is not timed.
+    pub async fn copy_visits_baseline(&self) -> Result<(u64, std::time::Duration), StoreError> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(query_err("acquiring a connection"))?;
+        sqlx::raw_sql(
+            "DROP TABLE IF EXISTS bench_visits_copy;
+             CREATE TABLE bench_visits_copy (LIKE visits INCLUDING ALL);",
+        )
+        .execute(&mut *conn)
+        .await
+        .map_err(query_err("creating the COPY baseline table"))?;
+        let mut csv = Vec::new();
+        {
+            let mut out = conn
+                .copy_out_raw("COPY visits TO STDOUT (FORMAT csv)")
+                .await
+                .map_err(query_err("reading visits out"))?;
+            while let Some(chunk) = futures_util::StreamExt::next(&mut out).await {
+                csv.extend_from_slice(&chunk.map_err(query_err("reading visits out"))?);
+            }
+        }
+        let started = std::time::Instant::now();
+        let mut copy = conn
+            .copy_in_raw("COPY bench_visits_copy FROM STDIN (FORMAT csv)")
+            .await
+            .map_err(query_err("starting the COPY baseline"))?;
+        copy.send(csv)
+            .await
+            .map_err(query_err("sending the COPY baseline"))?;
+        let rows = copy
+            .finish()
+            .await
+            .map_err(query_err("finishing the COPY baseline"))?;
+        let took = started.elapsed();
+        sqlx::query("DROP TABLE bench_visits_copy")
+            .execute(&mut *conn)
+            .await
+            .map_err(query_err("dropping the COPY baseline table"))?;
+        Ok((rows, took))
     }
 }

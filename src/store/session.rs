@@ -17,13 +17,18 @@ impl Store {
             Ok(conn) => conn,
             Err(e) => return Err(self.explain("acquiring a connection", e).await),
         };
-        conn.close_on_drop();
-        let locked: bool =
-            sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
-                .bind(lock_key(pair))
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(query_err("taking the pair's advisory lock"))?;
+        let locked = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+            .bind(lock_key(pair))
+            .fetch_one(&mut *conn)
+            .await;
+        let locked: bool = match locked {
+            Ok(locked) => locked,
+            Err(e) => {
+                // Whether the lock was taken is unknown: the connection must not be reused.
+                conn.close_on_drop();
+                return Err(query_err("taking the pair's advisory lock")(e));
+            }
+        };
         if !locked {
             return Ok(None);
         }
@@ -31,6 +36,7 @@ impl Store {
             conn,
             pool: self.pool.clone(),
             pair: pair.clone(),
+            released: false,
         }))
     }
 
@@ -77,17 +83,30 @@ pub struct PairSession {
     /// For closing the run's row when the locked connection itself was lost.
     pub(super) pool: PgPool,
     pub(super) pair: PairKey,
+    /// The lock was given back: the connection may return to the pool.
+    released: bool,
+}
+
+impl Drop for PairSession {
+    fn drop(&mut self) {
+        // Still holding the lock (an error path, a panic, a shutdown): closing the connection is
+        // what releases it. After `release`, the connection goes back to the pool instead.
+        if !self.released {
+            self.conn.close_on_drop();
+        }
+    }
 }
 
 impl PairSession {
-    /// Releases the pair's lock now. (Dropping the session also releases it, but only once the
-    /// connection has closed in the background.)
+    /// Releases the pair's lock now, and lets its connection serve the next pair. (Dropping the
+    /// session also releases it, by closing the connection in the background.)
     pub async fn release(mut self) -> Result<(), StoreError> {
         sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
             .bind(lock_key(&self.pair))
             .execute(&mut *self.conn)
             .await
             .map_err(query_err("releasing the pair's advisory lock"))?;
+        self.released = true;
         Ok(())
     }
 

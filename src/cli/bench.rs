@@ -1,0 +1,343 @@
+//! `szb-sync bench`: the workloads of the performance issue, end to end, in one run.
+//!
+//! Each workload starts the simulator as its own process (`szb-sync mock-api`), syncs into a
+//! fresh database (`szb_bench` on the configured server) with `szb-sync sync` as a child process,
+//! and reads what happened from the tables (`sync_runs`) and from the simulator (`/_sim/stats`).
+//! The `COPY` baseline copies the same rows in the same run. Peak RSS is the sync process's own
+//! (`VmHWM`). Nothing here is asserted: it measures and prints.
+
+use std::path::Path;
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use super::mock_api::{GENERATED_AGENT, GENERATED_TOKEN};
+use crate::secret::{Secret, redact_url};
+use crate::settings::Settings;
+use crate::store::{RunSums, Store};
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Divide every workload's users by this factor, for a quick look (1: the full workloads).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    scale: u64,
+    /// Runs of each workload; the table shows the median run (by wall time).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=9))]
+    runs: u64,
+    /// Only the workloads whose name contains this text.
+    #[arg(long)]
+    only: Option<String>,
+}
+
+/// What a workload measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A first sync of every visit, set beside `COPY` of the same rows.
+    InitialVsCopy,
+    /// A first sync, set beside the ideal `pages × latency / max_concurrency`.
+    InitialVsIdeal,
+    /// A first sync behind a server rate limit, set beside `requests / limit`.
+    InitialVsLimit,
+    /// A pass with nothing new upstream, after a first sync.
+    Quiet,
+}
+
+struct Workload {
+    name: &'static str,
+    users: u64,
+    visits_per_user: u64,
+    latency_ms: u64,
+    rate_limit: f64,
+    /// Config lines added to `[api]`.
+    api: &'static str,
+    kind: Kind,
+}
+
+const WORKLOADS: &[Workload] = &[
+    Workload {
+        name: "1M visits, 200 users",
+        users: 200,
+        visits_per_user: 5_000,
+        latency_ms: 0,
+        rate_limit: 0.0,
+        api: "",
+        kind: Kind::InitialVsCopy,
+    },
+    Workload {
+        name: "1M visits, 100 ms latency, max_concurrency 8",
+        users: 200,
+        visits_per_user: 5_000,
+        latency_ms: 100,
+        rate_limit: 0.0,
+        api: "max_concurrency = 8\n",
+        kind: Kind::InitialVsIdeal,
+    },
+    Workload {
+        name: "1,500 users behind 50 req/s, 100 ms latency",
+        users: 1_500,
+        visits_per_user: 20,
+        latency_ms: 100,
+        rate_limit: 50.0,
+        api: "",
+        kind: Kind::InitialVsLimit,
+    },
+    Workload {
+        name: "quiet resync, 200 users",
+        users: 200,
+        visits_per_user: 5_000,
+        latency_ms: 0,
+        rate_limit: 0.0,
+        api: "",
+        kind: Kind::Quiet,
+    },
+    Workload {
+        name: "quiet resync, 10,000 pairs",
+        users: 10_000,
+        visits_per_user: 5,
+        latency_ms: 0,
+        rate_limit: 0.0,
+        api: "",
+        kind: Kind::Quiet,
+    },
+];
+
+/// One timed sync process.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    wall: Duration,
+    peak_rss_kib: u64,
+    sums: RunSums,
+    rate_limited: u64,
+    sim_requests: u64,
+    /// Rows per second of the `COPY` baseline, where the workload has one.
+    copy_rate: Option<f64>,
+}
+
+pub(super) async fn run(settings: &Settings, args: BenchArgs) -> Result<ExitCode> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut url = url::Url::parse(settings.database.url.expose()).context("database.url")?;
+    url.set_path("szb_bench");
+    let db_url = Secret::new(url.to_string());
+    println!(
+        "szb-sync bench → {} (dropped and created for each workload)\n",
+        redact_url(db_url.expose())
+    );
+    let exe = std::env::current_exe().context("finding the szb-sync binary")?;
+    let mut rows = Vec::new();
+    for w in WORKLOADS {
+        if args.only.as_deref().is_some_and(|o| !w.name.contains(o)) {
+            continue;
+        }
+        let users = (w.users / args.scale).max(1);
+        let mut runs = Vec::new();
+        for i in 0..args.runs {
+            eprintln!("{} (run {} of {}) …", w.name, i + 1, args.runs);
+            runs.push(run_workload(&exe, &db_url, w, users).await?);
+        }
+        runs.sort_by_key(|m| m.wall);
+        rows.push((w, users, runs[runs.len() / 2]));
+    }
+    print_table(&rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_workload(exe: &Path, db_url: &Secret, w: &Workload, users: u64) -> Result<Measured> {
+    let mut sim = Command::new(exe);
+    sim.args(["mock-api", "--listen", "127.0.0.1:0", "--users"])
+        .arg(users.to_string())
+        .arg("--visits-per-user")
+        .arg(w.visits_per_user.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let mut sim = sim.spawn().context("starting szb-sync mock-api")?;
+    let base_url = read_base_url(&mut sim).await?;
+    let http = reqwest::Client::new();
+    sim_config(&http, &base_url, 0, 0.0).await?;
+
+    Store::recreate_database(db_url).await?;
+    let config = std::env::temp_dir().join(format!("szb-bench-{}.toml", std::process::id()));
+    let user_ids: Vec<String> = (1..=users).map(|u| u.to_string()).collect();
+    std::fs::write(
+        &config,
+        format!(
+            "[database]\nurl = {:?}\n\n[api]\nbase_url = {base_url:?}\ntoken = {GENERATED_TOKEN:?}\n{}\n\
+             [[targets]]\nagent_id = {GENERATED_AGENT}\nuser_ids = [{}]\n",
+            db_url.expose(),
+            w.api,
+            user_ids.join(", ")
+        ),
+    )
+    .context("writing the benchmark's config")?;
+    let store = Store::connect(db_url, 2).await?;
+    if w.kind == Kind::Quiet {
+        let first = sync(exe, &config).await?;
+        if first.0 != 0 {
+            bail!("the first sync of {:?} failed", w.name);
+        }
+    }
+    sim_config(&http, &base_url, w.latency_ms, w.rate_limit).await?;
+    let before = match w.kind {
+        Kind::Quiet => store.last_run_id().await?,
+        _ => 0,
+    };
+    let (code, wall, peak_rss_kib) = sync(exe, &config).await?;
+    if code != 0 {
+        eprintln!("  warning: the sync exited with {code}; see sync_runs in the bench database");
+    }
+    let sums = store.runs_since(before).await?;
+    let stats = sim_config(&http, &base_url, 0, 0.0).await?;
+    let copy_rate = match w.kind {
+        Kind::InitialVsCopy => {
+            let (rows, took) = store.copy_visits_baseline().await?;
+            Some(rows as f64 / took.as_secs_f64())
+        }
+        _ => None,
+    };
+    store.close().await;
+    let _ = sim.kill().await;
+    let _ = std::fs::remove_file(&config);
+    Ok(Measured {
+        wall,
+        peak_rss_kib,
+        sums,
+        rate_limited: stats.1,
+        sim_requests: stats.0,
+        copy_rate,
+    })
+}
+
+/// Waits for `mock-api`'s first line, `simulated shangzhibo.tv API on http://ADDR`.
+async fn read_base_url(sim: &mut Child) -> Result<String> {
+    let stdout = sim.stdout.take().context("mock-api's stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let first = tokio::time::timeout(Duration::from_secs(600), lines.next_line())
+        .await
+        .context("mock-api did not start within 10 minutes")??
+        .context("mock-api exited before it listened")?;
+    let url = first
+        .rsplit(' ')
+        .next()
+        .filter(|u| u.starts_with("http://"))
+        .with_context(|| format!("unexpected first line from mock-api: {first:?}"))?;
+    // Keep reading, so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(url.to_owned())
+}
+
+/// Sets the simulator's latency and rate limit, resets its counts, and returns the counts it
+/// had: (requests, 429s).
+async fn sim_config(
+    http: &reqwest::Client,
+    base_url: &str,
+    latency_ms: u64,
+    rate_limit: f64,
+) -> Result<(u64, u64)> {
+    let reply: serde_json::Value = http
+        .get(format!("{base_url}/_sim/stats"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    http.post(format!(
+        "{base_url}/_sim/config?latencyMs={latency_ms}&rateLimit={rate_limit}&reset=true"
+    ))
+    .send()
+    .await?
+    .error_for_status()?;
+    let count = |k: &str| reply[k].as_u64().unwrap_or(0);
+    Ok((count("requests"), count("rateLimited")))
+}
+
+/// Runs `szb-sync sync` on `config`: its exit code, its wall time and its peak RSS in KiB.
+async fn sync(exe: &Path, config: &Path) -> Result<(i32, Duration, u64)> {
+    let started = Instant::now();
+    let mut child = Command::new(exe)
+        .arg("--config")
+        .arg(config)
+        .arg("sync")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting szb-sync sync")?;
+    let pid = child.id().context("the sync's pid")?;
+    let mut peak = 0;
+    let status = loop {
+        // The high-water mark only grows, so the last reading before exit is the peak.
+        if let Some(hwm) = vm_hwm_kib(pid) {
+            peak = peak.max(hwm);
+        }
+        tokio::select! {
+            status = child.wait() => break status?,
+            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    };
+    Ok((status.code().unwrap_or(-1), started.elapsed(), peak))
+}
+
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn print_table(rows: &[(&Workload, u64, Measured)]) {
+    println!(
+        "| workload | pairs | visits | requests | 429s | wall s | visits/s | vs baseline | peak RSS MiB | rows written |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |");
+    for (w, users, m) in rows {
+        let visits = m.sums.visits_inserted;
+        let secs = m.wall.as_secs_f64();
+        let written = m.sums.visits_inserted + m.sums.visits_updated + m.sums.activities_written;
+        let versus = match w.kind {
+            Kind::InitialVsCopy => m.copy_rate.map_or("-".to_owned(), |copy| {
+                format!(
+                    "{:.2} of COPY ({:.0} rows/s)",
+                    visits as f64 / secs / copy,
+                    copy
+                )
+            }),
+            Kind::InitialVsIdeal => {
+                let concurrency = if w.api.contains("max_concurrency = 8") {
+                    8.0
+                } else {
+                    16.0
+                };
+                let ideal = m.sums.pages as f64 * w.latency_ms as f64 / 1000.0 / concurrency;
+                format!("{:.2}× the ideal {ideal:.1} s", secs / ideal)
+            }
+            Kind::InitialVsLimit => {
+                let ideal = m.sim_requests as f64 / w.rate_limit;
+                format!(
+                    "{:.2}× requests/limit {ideal:.1} s; {:.1}% 429s; {} pairs failed",
+                    secs / ideal,
+                    100.0 * m.rate_limited as f64 / m.sim_requests.max(1) as f64,
+                    m.sums.failed
+                )
+            }
+            Kind::Quiet => format!(
+                "{:.2} requests per pair",
+                m.sums.requests as f64 / m.sums.runs.max(1) as f64
+            ),
+        };
+        println!(
+            "| {} | {users} | {visits} | {} | {} | {secs:.2} | {:.0} | {versus} | {:.1} | {} |",
+            w.name,
+            m.sim_requests,
+            m.rate_limited,
+            visits as f64 / secs,
+            m.peak_rss_kib as f64 / 1024.0,
+            if w.kind == Kind::Quiet {
+                written.to_string()
+            } else {
+                "-".to_owned()
+            },
+        );
+    }
+}
