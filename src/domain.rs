@@ -276,8 +276,9 @@ pub struct Reject {
 pub enum Entry {
     Visit {
         visit: Visit,
-        /// `None` when the platform sent `activity: null` (a deleted activity).
-        activity: Option<Activity>,
+        /// `None` when the platform sent `activity: null` (a deleted activity). Shared: the
+        /// items of a page mostly embed the same few activities.
+        activity: Option<std::sync::Arc<Activity>>,
     },
     Rejected {
         reject: Reject,

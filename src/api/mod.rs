@@ -187,7 +187,8 @@ impl ApiClient {
         if response.content_length().is_some_and(|n| n > limit) {
             return Err(ApiError::TooLarge { limit });
         }
-        let mut body = Vec::new();
+        let expected = response.content_length().unwrap_or(0).min(limit);
+        let mut body = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
         while let Some(chunk) = response
             .chunk()
             .await

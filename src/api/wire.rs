@@ -1,15 +1,29 @@
 //! The JSON as the platform sends it, and its decoding into [`Entry`] values. Nothing here
 //! leaves the API module: the rest of the crate sees only domain types.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
+use rustc_hash::FxHashMap;
 use serde::Deserialize;
+use serde::de::{self, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::error::{ApiError, snippet};
 use crate::domain::{Activity, Entry, PairKey, Reject, Visit, VisitParts, Window};
 
-/// Items stay raw until each is validated on its own: one bad item must not sink the page.
+/// The usual page, decoded in one pass: every item a valid visit.
+#[derive(Deserialize)]
+struct FastEnvelope<'a> {
+    pager: Pager,
+    #[serde(borrow)]
+    items: Vec<WireVisit<'a>>,
+}
+
+/// Any page: items stay raw until each is validated on its own, so one bad item does not sink
+/// the page.
 #[derive(Deserialize)]
 struct Envelope<'a> {
     pager: Pager,
@@ -25,26 +39,101 @@ struct Pager {
     total: i64,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// One item, decoded in one pass: known fields borrowed from the body where they hold no
+/// escapes, unknown ones collected only when there are any (so a usual item allocates nothing
+/// here), the activity kept raw for [`ActivityCache`].
 struct WireVisit<'a> {
-    visit_at: String,
-    last_online_at: String,
+    visit_at: Cow<'a, str>,
+    last_online_at: Cow<'a, str>,
     duration: i64,
     user_id: i64,
-    activity_id: String,
-    #[serde(borrow)]
+    activity_id: Cow<'a, str>,
     activity: Option<&'a RawValue>,
+    extra: Map<String, Value>,
 }
 
-const VISIT_FIELDS: &[&str] = &[
-    "visitAt",
-    "lastOnlineAt",
-    "duration",
-    "userId",
-    "activityId",
-    "activity",
-];
+impl<'de: 'a, 'a> Deserialize<'de> for WireVisit<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(WireVisitVisitor(std::marker::PhantomData))
+    }
+}
+
+struct WireVisitVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for WireVisitVisitor<'a> {
+    type Value = WireVisit<'a>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a visit object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        fn set<T, E: de::Error>(slot: &mut Option<T>, value: T, name: &'static str) -> Result<(), E> {
+            match slot.replace(value) {
+                Some(_) => Err(E::duplicate_field(name)),
+                None => Ok(()),
+            }
+        }
+        let (mut visit_at, mut last_online_at, mut duration) = (None, None, None);
+        let (mut user_id, mut activity_id, mut activity) = (None, None, None);
+        let mut extra = Map::new();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match key.as_ref() {
+                "visitAt" => set(&mut visit_at, map.next_value::<Cow<'de, str>>()?, "visitAt")?,
+                "lastOnlineAt" => set(
+                    &mut last_online_at,
+                    map.next_value::<Cow<'de, str>>()?,
+                    "lastOnlineAt",
+                )?,
+                "duration" => set(&mut duration, map.next_value::<i64>()?, "duration")?,
+                "userId" => set(&mut user_id, map.next_value::<i64>()?, "userId")?,
+                "activityId" => set(
+                    &mut activity_id,
+                    map.next_value::<Cow<'de, str>>()?,
+                    "activityId",
+                )?,
+                "activity" => set(
+                    &mut activity,
+                    map.next_value::<Option<&'de RawValue>>()?,
+                    "activity",
+                )?,
+                _ => {
+                    extra.insert(key.into_owned(), map.next_value::<Value>()?);
+                }
+            }
+        }
+        Ok(WireVisit {
+            visit_at: visit_at.ok_or_else(|| de::Error::missing_field("visitAt"))?,
+            last_online_at: last_online_at
+                .ok_or_else(|| de::Error::missing_field("lastOnlineAt"))?,
+            duration: duration.ok_or_else(|| de::Error::missing_field("duration"))?,
+            user_id: user_id.ok_or_else(|| de::Error::missing_field("userId"))?,
+            activity_id: activity_id.ok_or_else(|| de::Error::missing_field("activityId"))?,
+            activity: activity.flatten(),
+            extra,
+        })
+    }
+}
+
+/// Activities already decoded in this page, by their raw JSON: most items of a page embed one
+/// of a few activities, byte for byte the same.
+#[derive(Default)]
+struct ActivityCache<'a> {
+    by_raw: FxHashMap<&'a str, Arc<Activity>>,
+}
+
+impl<'a> ActivityCache<'a> {
+    fn get(&mut self, raw: &'a RawValue) -> Result<Arc<Activity>, String> {
+        if let Some(a) = self.by_raw.get(raw.get()) {
+            return Ok(Arc::clone(a));
+        }
+        let a: WireActivity = typed(raw.get(), "activity")?;
+        let extra = unknown_fields(raw.get(), ACTIVITY_FIELDS)?;
+        let a = Arc::new(activity(a, extra)?);
+        self.by_raw.insert(raw.get(), Arc::clone(&a));
+        Ok(a)
+    }
+}
 
 const ACTIVITY_FIELDS: &[&str] = &[
     "id",
@@ -120,23 +209,12 @@ pub(super) fn decode_page(
     window: &Window,
     now: DateTime<Utc>,
 ) -> Result<(i64, Vec<Entry>), ApiError> {
-    let envelope: Envelope = serde_json::from_slice(body).map_err(|e| ApiError::Decode {
-        reason: e.to_string(),
-        snippet: snippet(body),
-    })?;
-    let n = envelope.items.len() as i64;
-    let entries: Vec<Entry> = envelope
-        .items
-        .into_iter()
-        .enumerate()
-        .map(|(i, raw)| {
-            decode_item(raw, pair, now).map_err(|reason| ApiError::Decode {
-                reason: format!("item {i}: {reason}"),
-                snippet: snippet(raw.get().as_bytes()),
-            })
-        })
-        .collect::<Result<_, _>>()?;
-    let pager = envelope.pager;
+    let mut activities = ActivityCache::default();
+    let (pager, entries) = match decode_fast(body, pair, now, &mut activities) {
+        Some(decoded) => decoded,
+        None => decode_each(body, pair, now, &mut activities)?,
+    };
+    let n = entries.len() as i64;
     let asked = i64::from(window.page_size);
     let offset = window.offset();
     let problem = if pager.page.is_some_and(|p| p != window.page) {
@@ -169,10 +247,60 @@ pub(super) fn decode_page(
     Ok((pager.total, entries))
 }
 
+/// The usual page in one pass, or `None` when anything in it is not a valid visit (the page is
+/// then decoded item by item, to keep bad items as rejects and name what is wrong).
+fn decode_fast<'a>(
+    body: &'a [u8],
+    pair: &PairKey,
+    now: DateTime<Utc>,
+    activities: &mut ActivityCache<'a>,
+) -> Option<(Pager, Vec<Entry>)> {
+    let envelope: FastEnvelope<'a> = serde_json::from_slice(body).ok()?;
+    let entries = envelope
+        .items
+        .into_iter()
+        .map(|wire| {
+            let (visit, activity) = check(wire, pair, now, activities).ok()?;
+            Some(Entry::Visit { visit, activity })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some((envelope.pager, entries))
+}
+
+/// A page item by item: valid items become visits, the others rejects.
+fn decode_each<'a>(
+    body: &'a [u8],
+    pair: &PairKey,
+    now: DateTime<Utc>,
+    activities: &mut ActivityCache<'a>,
+) -> Result<(Pager, Vec<Entry>), ApiError> {
+    let envelope: Envelope<'a> = serde_json::from_slice(body).map_err(|e| ApiError::Decode {
+        reason: e.to_string(),
+        snippet: snippet(body),
+    })?;
+    let entries = envelope
+        .items
+        .into_iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            decode_item(raw, pair, now, activities).map_err(|reason| ApiError::Decode {
+                reason: format!("item {i}: {reason}"),
+                snippet: snippet(raw.get().as_bytes()),
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((envelope.pager, entries))
+}
+
 /// One item: a visit, or a reject kept whole. An item that is not even a JSON value we can
 /// hold (nested past serde_json's depth limit) fails the page instead.
-fn decode_item(raw: &RawValue, pair: &PairKey, now: DateTime<Utc>) -> Result<Entry, String> {
-    let reason = match validate(raw.get(), pair, now) {
+fn decode_item<'a>(
+    raw: &'a RawValue,
+    pair: &PairKey,
+    now: DateTime<Utc>,
+    activities: &mut ActivityCache<'a>,
+) -> Result<Entry, String> {
+    let reason = match validate(raw, pair, now, activities) {
         Ok((visit, activity)) => return Ok(Entry::Visit { visit, activity }),
         Err(reason) => reason,
     };
@@ -195,13 +323,30 @@ fn decode_item(raw: &RawValue, pair: &PairKey, now: DateTime<Utc>) -> Result<Ent
     })
 }
 
-fn validate(
-    json: &str,
+fn validate<'a>(
+    raw: &'a RawValue,
     pair: &PairKey,
     now: DateTime<Utc>,
-) -> Result<(Visit, Option<Activity>), String> {
-    // The path names the field, also for type errors (`duration: invalid type …`).
-    let wire: WireVisit<'_> = typed(json, "")?;
+    activities: &mut ActivityCache<'a>,
+) -> Result<(Visit, Option<Arc<Activity>>), String> {
+    let json = raw.get();
+    // Fast without path tracking; a failure is decoded again with it, so the reason names
+    // the field (`duration: invalid type …`).
+    let wire: WireVisit<'_> = match serde_json::from_str(json) {
+        Ok(wire) => wire,
+        Err(_) => typed(json, "")?,
+    };
+    check(wire, pair, now, activities)
+}
+
+/// The rules of an item beyond its shape: times readable, the requested user, a possible
+/// visit ([`Visit::new`]), an activity matching its id.
+fn check<'a>(
+    wire: WireVisit<'a>,
+    pair: &PairKey,
+    now: DateTime<Utc>,
+    activities: &mut ActivityCache<'a>,
+) -> Result<(Visit, Option<Arc<Activity>>), String> {
     let visit_at = time(&wire.visit_at).map_err(|e| format!("visitAt: {e}"))?;
     let last_online_at = time(&wire.last_online_at).map_err(|e| format!("lastOnlineAt: {e}"))?;
     if wire.user_id != pair.user_id {
@@ -213,17 +358,17 @@ fn validate(
     let parts = VisitParts {
         agent_id: pair.agent_id,
         user_id: wire.user_id,
-        activity_id: wire.activity_id,
+        activity_id: wire.activity_id.into_owned(),
         visit_at,
         last_online_at,
         duration_minutes: wire.duration,
-        extra: unknown_fields(json, VISIT_FIELDS)?,
+        extra: wire.extra,
     };
     let visit = Visit::new(parts, now).map_err(|e| e.to_string())?;
     let activity = match wire.activity {
         None => None,
         Some(raw) => {
-            let a: WireActivity = typed(raw.get(), "activity")?;
+            let a = activities.get(raw)?;
             if a.id != visit.activity_id() {
                 return Err(format!(
                     "activity.id {} differs from activityId {}",
@@ -231,8 +376,7 @@ fn validate(
                     visit.activity_id()
                 ));
             }
-            let extra = unknown_fields(raw.get(), ACTIVITY_FIELDS)?;
-            Some(activity(a, extra)?)
+            Some(a)
         }
     };
     Ok((visit, activity))
@@ -377,7 +521,7 @@ mod tests {
         );
         assert!(visit.extra().is_empty());
         assert_eq!(
-            activity.as_ref().unwrap(),
+            activity.as_deref().unwrap(),
             &Activity {
                 id: "10096289".into(),
                 agent_id: Some(105131),

@@ -204,7 +204,7 @@ impl Default for SyncSettings {
     fn default() -> Self {
         Self {
             settle_after: Duration::from_secs(2 * 60 * 60),
-            concurrency: 4,
+            concurrency: 16,
             fetch_ahead: 4,
         }
     }
@@ -565,7 +565,7 @@ mod tests {
         assert!(!s.api.allow_insecure_http);
         assert_eq!(s.schedule.cron, "0 */10 * * * *");
         assert_eq!(s.sync.settle_after, Duration::from_secs(7200));
-        assert_eq!(s.sync.concurrency, 4);
+        assert_eq!(s.sync.concurrency, 16);
         assert_eq!(s.sync.fetch_ahead, 4);
         assert!(s.targets.is_empty());
         assert!(Settings::default().validate().is_ok());
