@@ -68,7 +68,11 @@ impl<'de: 'a, 'a> Visitor<'de> for WireVisitVisitor<'a> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        fn set<T, E: de::Error>(slot: &mut Option<T>, value: T, name: &'static str) -> Result<(), E> {
+        fn set<T, E: de::Error>(
+            slot: &mut Option<T>,
+            value: T,
+            name: &'static str,
+        ) -> Result<(), E> {
             match slot.replace(value) {
                 Some(_) => Err(E::duplicate_field(name)),
                 None => Ok(()),

@@ -73,6 +73,17 @@ impl StoreError {
         }
     }
 
+    /// True when a row that had to be new already existed (a unique key was violated).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Query {
+                source: sqlx::Error::Database(db),
+                ..
+            } if db.code().as_deref() == Some("23505")
+        )
+    }
+
     /// True when the database itself is away (restart, network), as opposed to a bad query.
     pub fn is_connection(&self) -> bool {
         let source = match self {

@@ -37,6 +37,7 @@ impl Store {
             pool: self.pool.clone(),
             pair: pair.clone(),
             released: false,
+            newest_stored: None,
         }))
     }
 
@@ -85,6 +86,9 @@ pub struct PairSession {
     pub(super) pair: PairKey,
     /// The lock was given back: the connection may return to the pool.
     released: bool,
+    /// The newest `visitAt` the pair has stored (`Some(None)`: none), once read: visits after
+    /// it cannot conflict with a row, so they are copied in.
+    pub(super) newest_stored: Option<Option<DateTime<Utc>>>,
 }
 
 impl Drop for PairSession {
