@@ -172,6 +172,16 @@ pub fn sim_with(seed: u64, users: &[(i64, usize)]) -> Simulator {
     sim
 }
 
+/// Stored visits whose `activity_id` has no row in `activities`.
+pub async fn orphan_visits(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM visits v WHERE NOT EXISTS (SELECT 1 FROM activities a WHERE a.id = v.activity_id)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 /// A time as the platform writes it: RFC 3339 in UTC, with milliseconds.
 pub fn iso(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -281,9 +291,12 @@ impl Harness {
         self.app.pairs()
     }
 
-    /// One pass over every pair.
+    /// One pass over every pair. Whatever it did, every stored visit's activity has a row
+    /// (szb-sync keeps this without a foreign key: see the migrations).
     pub async fn sync(&self) -> SyncReport {
-        self.app.sync_once(&CancellationToken::new()).await
+        let report = self.app.sync_once(&CancellationToken::new()).await;
+        assert_eq!(orphan_visits(&self.db.pool).await, 0, "visits without an activity row");
+        report
     }
 
     /// One pass that must succeed for every pair.

@@ -147,6 +147,11 @@ async fn assert_prefix_of_truth(pool: &PgPool, sim: &Simulator, user_id: i64) ->
     .await
     .unwrap();
     assert_eq!(rows, distinct, "no visit is stored twice");
+    assert_eq!(
+        crate::helpers::orphan_visits(pool).await,
+        0,
+        "every stored visit's activity has a row"
+    );
     let got = stored(pool, AGENT, user_id).await;
     let truth = truth_in_list_order(sim, AGENT, user_id);
     let k = got.len();
