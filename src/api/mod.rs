@@ -143,7 +143,14 @@ impl ApiClient {
                     self.fetch_once(pair, token, window)
                 },
                 |attempt, wait, err| {
-                    tracing::warn!(%pair, page = window.page, attempt, wait_ms = wait.as_millis() as u64, error = %err, "retrying");
+                    let wait_ms = wait.as_millis() as u64;
+                    if matches!(err, ApiError::RateLimited { .. }) {
+                        // Finding the platform's pace meets a 429 now and then: the controller
+                        // backs off, and the run counts the request. Not worth a warning.
+                        tracing::debug!(%pair, page = window.page, attempt, wait_ms, error = %err, "retrying");
+                    } else {
+                        tracing::warn!(%pair, page = window.page, attempt, wait_ms, error = %err, "retrying");
+                    }
                 },
             )
             .await?;

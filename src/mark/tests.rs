@@ -38,10 +38,30 @@ fn now() -> DateTime<Utc> {
 
 /// Runs a whole walk over a static list; returns (requests, final mark, written positions).
 fn run(list: &[Entry], mark: Mark, known_total: Option<i64>, max: u32) -> (usize, Mark, Vec<i64>) {
+    run_guessing(list, mark, known_total, max, false)
+}
+
+/// Like [`run`]; with `guess`, each next page is the one fetching ahead would have fetched
+/// ([`Window::ahead`] of the previous window) whenever the walk accepts it.
+fn run_guessing(
+    list: &[Entry],
+    mark: Mark,
+    known_total: Option<i64>,
+    max: u32,
+    guess: bool,
+) -> (usize, Mark, Vec<i64>) {
     let mut walk = Walk::new(mark, known_total, Duration::hours(1), max);
     let mut window = Some(walk.first_window());
     let (mut requests, mut written) = (0, Vec::new());
-    while let Some(w) = window {
+    let mut previous: Option<Window> = None;
+    while let Some(mut w) = window {
+        if guess
+            && let Some(g) = previous.and_then(|p| p.ahead(max))
+            && walk.accepts(&g)
+        {
+            w = g;
+        }
+        previous = Some(w);
         requests += 1;
         assert!(requests < 10_000, "walk does not end");
         let lo = (w.offset() as usize).min(list.len());
@@ -68,6 +88,74 @@ fn run(list: &[Entry], mark: Mark, known_total: Option<i64>, max: u32) -> (usize
         window = d.next;
     }
     (requests, walk.mark().clone(), written)
+}
+
+#[test]
+fn windows_fetched_ahead_read_everything_and_move_the_mark_as_far() {
+    // Ties at page boundaries and elsewhere, and an open visit near the end.
+    let mut l = list(2600);
+    for i in [998usize, 999, 1000, 1500, 1501, 1502, 1996, 1997] {
+        l[i] = visit(
+            l[i - 1].visit_at().unwrap().timestamp() - 1_600_000_000,
+            &format!("t{i}"),
+            false,
+        );
+    }
+    l[2590] = visit(25_900, "open", true);
+    for max in [10, 100, 1000] {
+        let (_, plain, _) = run(&l, Mark::default(), None, max);
+        let (_, guessed, written) = run_guessing(&l, Mark::default(), None, max, true);
+        let mut uniq = written;
+        uniq.sort();
+        uniq.dedup();
+        assert_eq!(
+            uniq,
+            (0..2600).collect::<Vec<_>>(),
+            "max {max}: every position read"
+        );
+        assert_eq!(guessed, plain, "max {max}: the same mark");
+    }
+}
+
+#[test]
+fn a_window_past_the_place_to_verify_is_not_accepted() {
+    let l = list(3000);
+    let mut walk = Walk::new(Mark::default(), None, Duration::hours(1), 1000);
+    let w = walk.first_window();
+    assert!(!walk.accepts(&w.ahead(1000).unwrap()), "nothing read yet");
+    let d = walk
+        .on_page(
+            &w,
+            PageView {
+                total: 3000,
+                entries: &l[..1000],
+                server_date: Some(now()),
+                local_now: now(),
+            },
+        )
+        .unwrap();
+    let next = d.next.unwrap();
+
+    assert!(walk.accepts(&next));
+    assert!(walk.accepts(&w.ahead(1000).unwrap()), "the guess overlaps");
+    let past = Window {
+        page: 2,
+        page_size: 1000,
+        order: Order::Asc,
+    };
+    assert!(
+        !walk.accepts(&past),
+        "starts after the visit before the cursor's group"
+    );
+    let behind = Window {
+        page: 1,
+        page_size: 1000,
+        order: Order::Asc,
+    };
+    assert!(
+        !walk.accepts(&behind),
+        "reaches no further than what was read"
+    );
 }
 
 #[test]

@@ -295,7 +295,11 @@ impl Harness {
     /// (szb-sync keeps this without a foreign key: see the migrations).
     pub async fn sync(&self) -> SyncReport {
         let report = self.app.sync_once(&CancellationToken::new()).await;
-        assert_eq!(orphan_visits(&self.db.pool).await, 0, "visits without an activity row");
+        assert_eq!(
+            orphan_visits(&self.db.pool).await,
+            0,
+            "visits without an activity row"
+        );
         report
     }
 

@@ -218,7 +218,10 @@ async fn a_fresh_database_migrates_with_the_constraints_in_place() {
     .fetch_one(&db.pool)
     .await
     .unwrap();
-    assert_eq!(foreign_keys, 0, "the writer keeps activities complete, not a per-row check");
+    assert_eq!(
+        foreign_keys, 0,
+        "the writer keeps activities complete, not a per-row check"
+    );
 }
 
 #[tokio::test]
