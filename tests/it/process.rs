@@ -177,6 +177,21 @@ async fn assert_prefix_of_truth(pool: &PgPool, sim: &Simulator, user_id: i64) ->
     k
 }
 
+/// Makes the simulator SIGKILL the process whose pid is stored in the first handle when it
+/// answers the request numbered in the second (0: never).
+fn kill_at_request(sim: &Simulator) -> (Arc<AtomicU32>, Arc<AtomicU64>) {
+    let pid = Arc::new(AtomicU32::new(0));
+    let kill_at = Arc::new(AtomicU64::new(0));
+    let (hook_pid, hook_kill_at) = (Arc::clone(&pid), Arc::clone(&kill_at));
+    sim.set_before_request(move |_, req| {
+        if req.request_no == hook_kill_at.load(Ordering::SeqCst) {
+            // Taken, so a pid the OS may reuse later is never signalled twice.
+            signal(hook_pid.swap(0, Ordering::SeqCst), "KILL");
+        }
+    });
+    (pid, kill_at)
+}
+
 async fn outcomes(pool: &PgPool) -> Vec<String> {
     sqlx::query_scalar("SELECT outcome FROM sync_runs ORDER BY id")
         .fetch_all(pool)
@@ -247,15 +262,7 @@ async fn sigkill_mid_walk_resumes_without_gap_or_duplicate() {
         100,
         &[Tgt(AGENT, TOKEN, &[USER])],
     );
-    let pid = Arc::new(AtomicU32::new(0));
-    let kill_at = Arc::new(AtomicU64::new(0));
-    let (hook_pid, hook_kill_at) = (Arc::clone(&pid), Arc::clone(&kill_at));
-    sim.set_before_request(move |_, req| {
-        if req.request_no == hook_kill_at.load(Ordering::SeqCst) {
-            // Taken, so a pid the OS may reuse later is never signalled twice.
-            signal(hook_pid.swap(0, Ordering::SeqCst), "KILL");
-        }
-    });
+    let (pid, kill_at) = kill_at_request(&sim);
 
     let mut landed = Vec::new();
     for n in [7, 3, 12] {
@@ -318,14 +325,7 @@ async fn sigkill_while_windows_are_fetched_ahead_converges_without_gap_or_duplic
     );
     let toml = std::fs::read_to_string(cfg.path()).unwrap();
     let cfg = write_config(&toml.replace("fetch_ahead = 0", "fetch_ahead = 4"));
-    let pid = Arc::new(AtomicU32::new(0));
-    let kill_at = Arc::new(AtomicU64::new(0));
-    let (hook_pid, hook_kill_at) = (Arc::clone(&pid), Arc::clone(&kill_at));
-    sim.set_before_request(move |_, req| {
-        if req.request_no == hook_kill_at.load(Ordering::SeqCst) {
-            signal(hook_pid.swap(0, Ordering::SeqCst), "KILL");
-        }
-    });
+    let (pid, kill_at) = kill_at_request(&sim);
 
     for n in [9, 4, 15] {
         sim.reset_request_counts();
