@@ -35,6 +35,7 @@ pub(super) async fn run(settings: &Settings) -> Result<ExitCode> {
         .map(|agent| Target {
             agent_id: agent.id,
             user_ids: agent.users.iter().map(|u| u.id).collect(),
+            user_ids_file: None,
             token: Some(Secret::new(agent.token)),
             activity_id: None,
         })

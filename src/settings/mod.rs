@@ -131,13 +131,64 @@ pub struct SyncSettings {
 #[serde(deny_unknown_fields)]
 pub struct Target {
     pub agent_id: i64,
+    #[serde(default)]
     pub user_ids: Vec<i64>,
+    /// A file of user ids, one per line (`#` starts a comment; blank lines are ignored), beside
+    /// or instead of `user_ids`. A relative path is relative to the working directory.
+    #[serde(default)]
+    pub user_ids_file: Option<PathBuf>,
     /// This agent's token; overrides `api.token` and `api.token_file`.
     #[serde(default)]
     pub token: Option<Secret>,
     /// Sync only this activity for these users.
     #[serde(default)]
     pub activity_id: Option<String>,
+}
+
+/// Where a user id of a target was configured, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Place {
+    /// In `targets[i].user_ids`.
+    List(usize),
+    /// In `targets[i].user_ids_file`, at this line.
+    File(usize, PathBuf, usize),
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::List(i) => write!(f, "targets[{i}].user_ids"),
+            Place::File(i, path, line) => {
+                write!(f, "targets[{i}].user_ids_file {} line {line}", path.display())
+            }
+        }
+    }
+}
+
+impl Target {
+    /// The target's users, each with where it was written: `user_ids` first, then the file's
+    /// lines. A file that cannot be read, or a line that is not a number, is an error naming
+    /// the file and the line.
+    fn users(&self, i: usize) -> Result<Vec<(i64, Place)>, String> {
+        let mut users: Vec<(i64, Place)> =
+            self.user_ids.iter().map(|u| (*u, Place::List(i))).collect();
+        if let Some(path) = &self.user_ids_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("targets[{i}].user_ids_file {}: {e}", path.display()))?;
+            for (n, line) in text.lines().enumerate() {
+                let id = line.split('#').next().unwrap_or("").trim();
+                if id.is_empty() {
+                    continue;
+                }
+                let place = Place::File(i, path.clone(), n + 1);
+                let id = id
+                    .parse::<i64>()
+                    .map_err(|_| format!("{place}: {id:?} is not a user id"))?;
+                users.push((id, place));
+            }
+        }
+        Ok(users)
+    }
 }
 
 /// Why the settings could not be loaded or used. Messages name the key; none prints a secret.
@@ -334,7 +385,7 @@ impl Settings {
         }
 
         let has_default_token = api.token.is_some() || api.token_file.is_some();
-        let mut seen: BTreeMap<(i64, i64, Option<&str>), usize> = BTreeMap::new();
+        let mut seen: BTreeMap<(i64, i64, Option<String>), Place> = BTreeMap::new();
         for (i, target) in self.targets.iter().enumerate() {
             if target.agent_id <= 0 {
                 problem(format!(
@@ -342,8 +393,22 @@ impl Settings {
                     target.agent_id
                 ));
             }
-            if target.user_ids.is_empty() {
-                problem(format!("targets[{i}].user_ids must not be empty"));
+            let users = match target.users(i) {
+                Ok(users) => users,
+                Err(msg) => {
+                    problem(msg);
+                    Vec::new()
+                }
+            };
+            match &target.user_ids_file {
+                None if users.is_empty() => {
+                    problem(format!("targets[{i}].user_ids must not be empty"));
+                }
+                Some(path) if users.is_empty() && path.is_file() => problem(format!(
+                    "targets[{i}]: user_ids_file {} holds no user ids, and user_ids is empty",
+                    path.display()
+                )),
+                _ => {}
             }
             if target.token.as_ref().is_some_and(Secret::is_empty) {
                 problem(format!("targets[{i}].token must not be empty"));
@@ -362,29 +427,38 @@ impl Settings {
                      activity)"
                 ));
             }
-            for &user_id in &target.user_ids {
+            for (user_id, place) in users {
                 if user_id <= 0 {
-                    problem(format!(
-                        "targets[{i}].user_ids must hold positive ids, got {user_id}"
-                    ));
+                    match place {
+                        Place::List(_) => problem(format!(
+                            "targets[{i}].user_ids must hold positive ids, got {user_id}"
+                        )),
+                        place => problem(format!(
+                            "{place}: user ids must be positive, got {user_id}"
+                        )),
+                    }
                     continue;
                 }
-                let key = (target.agent_id, user_id, target.activity_id.as_deref());
-                if let Some(first) = seen.insert(key, i) {
+                let key = (target.agent_id, user_id, target.activity_id.clone());
+                if let Some(first) = seen.get(&key) {
                     let activity = target
                         .activity_id
                         .as_ref()
                         .map(|a| format!(" activity {a:?}"))
                         .unwrap_or_default();
-                    let place = if first == i {
-                        "twice in the same target".to_owned()
-                    } else {
-                        format!("already in targets[{first}]")
+                    let again = match (first, &place) {
+                        (Place::List(f), Place::List(_)) if *f == i => {
+                            "twice in the same target".to_owned()
+                        }
+                        (Place::List(f), Place::List(_)) => format!("already in targets[{f}]"),
+                        (first, place) => format!("listed at {place} and already at {first}"),
                     };
                     problem(format!(
-                        "targets[{i}]: agent {} user {user_id}{activity} is {place}",
+                        "targets[{i}]: agent {} user {user_id}{activity} is {again}",
                         target.agent_id
                     ));
+                } else {
+                    seen.insert(key, place);
                 }
             }
         }
@@ -436,7 +510,10 @@ impl Settings {
                          api.token_file"
                     )])
                 })?;
-            for &user_id in &target.user_ids {
+            let users = target
+                .users(i)
+                .map_err(|msg| SettingsError::Invalid(vec![msg]))?;
+            for (user_id, _) in users {
                 pairs.push(Pair {
                     key: PairKey::new(target.agent_id, user_id, target.activity_id.clone()),
                     token: token.clone(),
@@ -948,6 +1025,82 @@ mod tests {
                 (PairKey::new(1, 3, None), "shared"),
                 (PairKey::new(4, 5, Some("a".into())), "own"),
             ]
+        );
+    }
+
+    fn ids_file(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        write!(file, "{text}").unwrap();
+        file
+    }
+
+    #[test]
+    fn user_ids_can_come_from_a_file_beside_the_list() {
+        let file = ids_file("# viewers of 105131\n3\n\n  4  # the boss\n5\n");
+        let toml = format!(
+            "[api]\ntoken = \"t\"\n[[targets]]\nagent_id = 1\nuser_ids = [2]\nuser_ids_file = {:?}\n\
+             [[targets]]\nagent_id = 9\nuser_ids_file = {:?}\n",
+            file.path(),
+            file.path()
+        );
+
+        let pairs = load(&toml).unwrap().pairs().unwrap();
+
+        let keys: Vec<(i64, i64)> = pairs
+            .iter()
+            .map(|p| (p.key.agent_id, p.key.user_id))
+            .collect();
+        assert_eq!(keys, [(1, 2), (1, 3), (1, 4), (1, 5), (9, 3), (9, 4), (9, 5)]);
+    }
+
+    #[test]
+    fn a_bad_line_in_a_user_ids_file_names_the_file_and_the_line() {
+        let file = ids_file("3\n4x\n");
+        let path = file.path().display().to_string();
+        let toml = format!(
+            "[api]\ntoken = \"t\"\n[[targets]]\nagent_id = 1\nuser_ids_file = {path:?}\n"
+        );
+        let msg = error(&toml);
+        assert!(
+            msg.contains(&format!("targets[0].user_ids_file {path} line 2: \"4x\" is not a user id")),
+            "{msg}"
+        );
+
+        let negative = ids_file("3\n-4\n");
+        let path = negative.path().display().to_string();
+        let msg = error(&format!(
+            "[api]\ntoken = \"t\"\n[[targets]]\nagent_id = 1\nuser_ids_file = {path:?}\n"
+        ));
+        assert!(msg.contains(&format!("{path} line 2: user ids must be positive, got -4")), "{msg}");
+
+        let msg = error(
+            "[api]\ntoken = \"t\"\n[[targets]]\nagent_id = 1\nuser_ids_file = \"/nonexistent/ids\"\n",
+        );
+        assert!(msg.contains("targets[0].user_ids_file /nonexistent/ids: "), "{msg}");
+
+        let empty = ids_file("# nobody yet\n");
+        let msg = error(&format!(
+            "[api]\ntoken = \"t\"\n[[targets]]\nagent_id = 1\nuser_ids_file = {:?}\n",
+            empty.path()
+        ));
+        assert!(msg.contains("holds no user ids"), "{msg}");
+    }
+
+    #[test]
+    fn a_pair_in_a_file_and_elsewhere_names_both_places() {
+        let file = ids_file("7\n8\n3\n");
+        let path = file.path().display().to_string();
+        let msg = error(&format!(
+            "[api]\ntoken = \"t\"\n\
+             [[targets]]\nagent_id = 1\nuser_ids = [3]\n\
+             [[targets]]\nagent_id = 1\nuser_ids_file = {path:?}\n"
+        ));
+        assert!(
+            msg.contains(&format!(
+                "targets[1]: agent 1 user 3 is listed at targets[1].user_ids_file {path} line 3 \
+                 and already at targets[0].user_ids"
+            )),
+            "{msg}"
         );
     }
 

@@ -237,6 +237,7 @@ pub fn target(agent_id: i64, token: &str, user_ids: &[i64]) -> Target {
     Target {
         agent_id,
         user_ids: user_ids.to_vec(),
+        user_ids_file: None,
         token: Some(Secret::new(token)),
         activity_id: None,
     }

@@ -944,6 +944,7 @@ async fn a_target_with_an_activity_filter_stores_only_that_activity_under_its_ow
     let filtered = Target {
         agent_id: AGENT,
         user_ids: vec![USER],
+        user_ids_file: None,
         token: Some(Secret::new(TOKEN)),
         activity_id: Some(wanted.clone()),
     };
