@@ -13,11 +13,32 @@ pub(super) async fn run(settings: &Settings) -> Result<ExitCode> {
     let app = App::build(settings)?;
     app.store().reachable().await?;
     let keys: Vec<_> = app.pairs().iter().map(|p| p.key.clone()).collect();
+    let configured: std::collections::HashSet<_> = keys.iter().cloned().collect();
+    let dropped: Vec<_> = app
+        .store()
+        .known_pairs()
+        .await?
+        .into_iter()
+        .filter(|k| !configured.contains(k))
+        .collect();
     let rows = app.store().status(&keys).await?;
     println!(
         "{:<40} {:>9} {:>9} {:>9} {:>7}  {:<11} {:<20} {:<20}",
         "pair", "settled", "upstream", "visits", "rejects", "last run", "finished", "last ok"
     );
+    print_rows(rows);
+    if !dropped.is_empty() {
+        println!(
+            "\nnot configured ({} {}): kept in the tables with their marks; nothing syncs them",
+            dropped.len(),
+            if dropped.len() == 1 { "pair" } else { "pairs" }
+        );
+        print_rows(app.store().status(&dropped).await?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_rows(rows: Vec<crate::store::PairStatus>) {
     for r in rows {
         println!(
             "{:<40} {:>9} {:>9} {:>9} {:>7}  {:<11} {:<20} {:<20}",
@@ -34,5 +55,4 @@ pub(super) async fn run(settings: &Settings) -> Result<ExitCode> {
             println!("    last error: {e}");
         }
     }
-    Ok(ExitCode::SUCCESS)
 }

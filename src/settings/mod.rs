@@ -159,7 +159,11 @@ impl std::fmt::Display for Place {
         match self {
             Place::List(i) => write!(f, "targets[{i}].user_ids"),
             Place::File(i, path, line) => {
-                write!(f, "targets[{i}].user_ids_file {} line {line}", path.display())
+                write!(
+                    f,
+                    "targets[{i}].user_ids_file {} line {line}",
+                    path.display()
+                )
             }
         }
     }
@@ -433,9 +437,9 @@ impl Settings {
                         Place::List(_) => problem(format!(
                             "targets[{i}].user_ids must hold positive ids, got {user_id}"
                         )),
-                        place => problem(format!(
-                            "{place}: user ids must be positive, got {user_id}"
-                        )),
+                        place => {
+                            problem(format!("{place}: user ids must be positive, got {user_id}"))
+                        }
                     }
                     continue;
                 }
@@ -1050,19 +1054,23 @@ mod tests {
             .iter()
             .map(|p| (p.key.agent_id, p.key.user_id))
             .collect();
-        assert_eq!(keys, [(1, 2), (1, 3), (1, 4), (1, 5), (9, 3), (9, 4), (9, 5)]);
+        assert_eq!(
+            keys,
+            [(1, 2), (1, 3), (1, 4), (1, 5), (9, 3), (9, 4), (9, 5)]
+        );
     }
 
     #[test]
     fn a_bad_line_in_a_user_ids_file_names_the_file_and_the_line() {
         let file = ids_file("3\n4x\n");
         let path = file.path().display().to_string();
-        let toml = format!(
-            "[api]\ntoken = \"t\"\n[[targets]]\nagent_id = 1\nuser_ids_file = {path:?}\n"
-        );
+        let toml =
+            format!("[api]\ntoken = \"t\"\n[[targets]]\nagent_id = 1\nuser_ids_file = {path:?}\n");
         let msg = error(&toml);
         assert!(
-            msg.contains(&format!("targets[0].user_ids_file {path} line 2: \"4x\" is not a user id")),
+            msg.contains(&format!(
+                "targets[0].user_ids_file {path} line 2: \"4x\" is not a user id"
+            )),
             "{msg}"
         );
 
@@ -1071,12 +1079,18 @@ mod tests {
         let msg = error(&format!(
             "[api]\ntoken = \"t\"\n[[targets]]\nagent_id = 1\nuser_ids_file = {path:?}\n"
         ));
-        assert!(msg.contains(&format!("{path} line 2: user ids must be positive, got -4")), "{msg}");
+        assert!(
+            msg.contains(&format!("{path} line 2: user ids must be positive, got -4")),
+            "{msg}"
+        );
 
         let msg = error(
             "[api]\ntoken = \"t\"\n[[targets]]\nagent_id = 1\nuser_ids_file = \"/nonexistent/ids\"\n",
         );
-        assert!(msg.contains("targets[0].user_ids_file /nonexistent/ids: "), "{msg}");
+        assert!(
+            msg.contains("targets[0].user_ids_file /nonexistent/ids: "),
+            "{msg}"
+        );
 
         let empty = ids_file("# nobody yet\n");
         let msg = error(&format!(

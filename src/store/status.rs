@@ -26,6 +26,25 @@ pub struct PairStatus {
 }
 
 impl Store {
+    /// Every pair the database knows of (it has a mark or a run), configured or not, sorted.
+    pub async fn known_pairs(&self) -> Result<Vec<PairKey>, StoreError> {
+        let rows: Vec<(i64, i64, String)> = sqlx::query_as(
+            "SELECT agent_id, user_id, activity_filter FROM sync_state
+              UNION
+             SELECT DISTINCT agent_id, user_id, activity_filter FROM sync_runs
+              ORDER BY 1, 2, 3",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("listing the pairs the database knows"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(agent, user, filter)| {
+                PairKey::new(agent, user, Some(filter).filter(|f| !f.is_empty()))
+            })
+            .collect())
+    }
+
     /// The status of these pairs, in the order given.
     pub async fn status(&self, pairs: &[PairKey]) -> Result<Vec<PairStatus>, StoreError> {
         let rows = sqlx::query(

@@ -589,6 +589,34 @@ async fn sync_prints_a_summary_and_status_shows_each_pair_settled_and_ok() {
         assert_eq!(fields[6], n.to_string(), "visits: {line}");
         assert_eq!(fields[8], "ok", "last run: {line}");
     }
+    assert!(!status.stdout.contains("not configured"), "{status:?}");
+
+    // User 2 leaves the config: its rows and mark stay, status lists it apart, sync skips it.
+    let fewer = config(&server.base_url, &db.url, 100, &[Tgt(AGENT, TOKEN, &[1])]);
+    sim.reset_request_counts();
+    let sync = run(&with_config(&fewer, "sync")).await;
+    let status = run(&with_config(&fewer, "status")).await;
+
+    assert!(sync.status.success(), "{sync:?}");
+    assert_eq!(
+        sim.requests_for(AGENT, 2),
+        0,
+        "nothing syncs a pair no longer configured"
+    );
+    assert_eq!(stored(&db.pool, AGENT, 2).await.len(), 40, "its rows stay");
+    let (configured, dropped) = status
+        .stdout
+        .split_once("not configured (1 pair)")
+        .unwrap_or_else(|| panic!("no not-configured section: {status:?}"));
+    assert!(configured.contains(&format!("agent {AGENT} user 1 ")));
+    assert!(!configured.contains(&format!("agent {AGENT} user 2 ")));
+    let line = dropped
+        .lines()
+        .find(|l| l.starts_with(&format!("agent {AGENT} user 2 ")))
+        .unwrap_or_else(|| panic!("user 2 not listed: {status:?}"));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields[6], "40", "its visits: {line}");
+    assert_eq!(fields[8], "ok", "its last run: {line}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
