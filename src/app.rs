@@ -40,6 +40,7 @@ pub struct App {
     engine: Engine,
     pairs: Vec<Pair>,
     cron: String,
+    keep_runs: Duration,
 }
 
 impl App {
@@ -72,6 +73,7 @@ impl App {
             engine,
             pairs: settings.pairs()?,
             cron: settings.schedule.cron.clone(),
+            keep_runs: settings.sync.keep_runs,
         })
     }
 
@@ -102,7 +104,14 @@ impl App {
     /// every cron tick, until `shutdown` fires. The pass in flight finishes its page first.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), AppError> {
         let ran = if self.migrate_with_retry(&shutdown).await {
-            scheduler::run(&self.engine, &self.pairs, &self.cron, &shutdown).await
+            scheduler::run(
+                &self.engine,
+                &self.pairs,
+                &self.cron,
+                self.keep_runs,
+                &shutdown,
+            )
+            .await
         } else {
             Ok(())
         };

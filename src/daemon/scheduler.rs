@@ -3,6 +3,8 @@
 //! tokio-cron-scheduler only produces ticks; one loop consumes them. A tick that arrives while a
 //! pass is still going is dropped (logged), so slow passes never pile up or overlap.
 
+use std::time::Duration;
+
 use tokio::sync::mpsc;
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
@@ -28,6 +30,7 @@ pub async fn run(
     engine: &Engine,
     pairs: &[Pair],
     cron: &str,
+    keep_runs: Duration,
     shutdown: &CancellationToken,
 ) -> Result<(), SchedulerError> {
     let (tick_tx, mut ticks) = mpsc::channel::<()>(1);
@@ -57,6 +60,11 @@ pub async fn run(
                 if tick.is_none() { break; }
                 let report = engine.sync_all(pairs, shutdown).await;
                 tracing::info!(summary = %report, "sync run finished");
+                match engine.prune_history(keep_runs).await {
+                    Ok(0) => {}
+                    Ok(pruned) => tracing::info!(pruned, "old sync_runs and sync_passes rows pruned"),
+                    Err(e) => tracing::warn!(error = %crate::error::chain(&e), "pruning old history failed"),
+                }
             }
             () = shutdown.cancelled() => break,
         }

@@ -16,7 +16,7 @@ use crate::api::{ApiClient, ApiError};
 use crate::domain::{Pair, PairKey, RunOutcome};
 use crate::error::chain;
 use crate::mark::{Walk, WalkError};
-use crate::store::{PairSession, RunTotals, Store, StoreError};
+use crate::store::{PairSession, PassTotals, RunTotals, Store, StoreError};
 
 /// Why one pair's run failed.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +77,29 @@ impl SyncReport {
             .all(|p| matches!(p.outcome, RunOutcome::Ok | RunOutcome::Interrupted))
     }
 
+    /// The pass's row in `sync_passes`.
+    pub fn pass_totals(&self) -> PassTotals {
+        let t = self.totals();
+        let interrupted = self
+            .pairs
+            .iter()
+            .any(|p| p.outcome == RunOutcome::Interrupted);
+        let failures = self.failed().count() as u64;
+        PassTotals {
+            pairs: self.pairs.len() as u64,
+            requests: u64::from(t.requests),
+            visits_written: t.visits_inserted + t.visits_updated,
+            failures,
+            outcome: if interrupted {
+                RunOutcome::Interrupted
+            } else if failures > 0 {
+                RunOutcome::Failed
+            } else {
+                RunOutcome::Ok
+            },
+        }
+    }
+
     pub fn totals(&self) -> RunTotals {
         let mut t = RunTotals::default();
         for p in &self.pairs {
@@ -133,9 +156,22 @@ impl Engine {
         }
     }
 
+    /// Prunes the run history older than `keep` (see [`Store::prune_history`]).
+    pub async fn prune_history(&self, keep: Duration) -> Result<u64, StoreError> {
+        self.store.prune_history(keep).await
+    }
+
     /// One pass over every pair, `concurrency` at a time. A failing pair does not stop the others.
     pub async fn sync_all(&self, pairs: &[Pair], shutdown: &CancellationToken) -> SyncReport {
         let started = std::time::Instant::now();
+        // A database that is away fails the pairs one by one; the pass row is only a record.
+        let pass = match self.store.start_pass().await {
+            Ok(id) => Some(id),
+            Err(e) => {
+                tracing::warn!(error = %chain(&e), "could not open the pass row");
+                None
+            }
+        };
         let mut reports: Vec<PairReport> = futures_util::stream::iter(pairs)
             .map(|pair| self.sync_pair(pair, shutdown))
             .buffer_unordered(self.options.concurrency.max(1))
@@ -143,6 +179,11 @@ impl Engine {
             .await;
         reports.sort_by(|a, b| a.pair.cmp(&b.pair));
         let report = SyncReport { pairs: reports };
+        if let Some(id) = pass
+            && let Err(e) = self.store.finish_pass(id, &report.pass_totals()).await
+        {
+            tracing::warn!(error = %chain(&e), "could not close the pass row");
+        }
         let secs = started.elapsed().as_secs_f64();
         for pace in self.api.pace() {
             tracing::debug!(

@@ -23,6 +23,7 @@ fn is_string_key(key: &str) -> bool {
             | "api.max_retry_after"
             | "schedule.cron"
             | "sync.settle_after"
+            | "sync.keep_runs"
     )
 }
 

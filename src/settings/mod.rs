@@ -124,6 +124,10 @@ pub struct SyncSettings {
     /// Windows of one pair fetched ahead of the one being read, 0..=16. They share the
     /// token's limit of requests in flight (`api.max_concurrency`).
     pub fetch_ahead: usize,
+    /// `sync_runs` and `sync_passes` rows older than this are pruned by the daemon, after each
+    /// pass, in small batches. At least an hour.
+    #[serde(with = "humantime_serde")]
+    pub keep_runs: Duration,
 }
 
 /// One `[[targets]]` entry: an agent and the users to sync under it.
@@ -261,6 +265,7 @@ impl Default for SyncSettings {
             settle_after: Duration::from_secs(2 * 60 * 60),
             concurrency: 16,
             fetch_ahead: 4,
+            keep_runs: Duration::from_secs(30 * 24 * 60 * 60),
         }
     }
 }
@@ -375,6 +380,12 @@ impl Settings {
             problem(msg);
         }
 
+        if self.sync.keep_runs < Duration::from_secs(3600) {
+            problem(format!(
+                "sync.keep_runs must be at least 1h, got {}",
+                humantime::format_duration(self.sync.keep_runs)
+            ));
+        }
         if self.sync.fetch_ahead > 16 {
             problem(format!(
                 "sync.fetch_ahead must be between 0 and 16, got {}",
@@ -648,6 +659,7 @@ mod tests {
         assert_eq!(s.sync.settle_after, Duration::from_secs(7200));
         assert_eq!(s.sync.concurrency, 16);
         assert_eq!(s.sync.fetch_ahead, 4);
+        assert_eq!(s.sync.keep_runs, Duration::from_secs(30 * 86_400));
         assert!(s.targets.is_empty());
         assert!(Settings::default().validate().is_ok());
     }

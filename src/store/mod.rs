@@ -4,7 +4,8 @@
 //!   migrations, and the store's error type;
 //! - [`session`]: a pair held under its advisory lock, its mark, and `resync`'s forgetting;
 //! - [`pages`]: one transaction per page: visits, activities, rejects and the mark;
-//! - [`runs`]: the `sync_runs` rows of each pair's runs;
+//! - [`runs`]: the `sync_runs` rows of each pair's runs, and its last outcomes on `sync_state`;
+//! - [`passes`]: the `sync_passes` rows, and pruning old history;
 //! - [`status`]: what `szb-sync status` shows, for every pair in one query;
 //! - [`reports`]: reads for the demo and the benchmark.
 //!
@@ -12,6 +13,7 @@
 //! upserts only touch rows whose values differ, so an unchanged re-read writes nothing.
 
 mod pages;
+mod passes;
 mod reports;
 mod runs;
 mod session;
@@ -24,6 +26,7 @@ use sqlx::{Connection, PgPool, Postgres};
 use crate::secret::{Secret, redact_url};
 
 pub use pages::{PageWrite, PageWritten};
+pub use passes::PassTotals;
 pub use reports::{RunSums, SAMPLE_QUERY, SampleRow};
 pub use runs::{RunId, RunTotals};
 pub use session::{ForgetOutcome, PairSession};

@@ -95,12 +95,29 @@ impl PairSession {
         recoveries: &[String],
         error: Option<&str>,
     ) -> Result<(), StoreError> {
+        // The run's row, and the pair's last run, success and error on its state row, in one
+        // round trip.
         let close = |error: Option<&str>| {
             sqlx::query(
-                "UPDATE sync_runs SET finished_at = now(), outcome = $2, requests = $3, pages = $4,
-                        visits_inserted = $5, visits_updated = $6, activities_written = $7,
-                        rejects = $8, mark_after = $9, recoveries = $10, error = $11
-                  WHERE id = $1",
+                "WITH r AS (
+                    UPDATE sync_runs SET finished_at = now(), outcome = $2, requests = $3,
+                           pages = $4, visits_inserted = $5, visits_updated = $6,
+                           activities_written = $7, rejects = $8, mark_after = $9,
+                           recoveries = $10, error = $11
+                     WHERE id = $1
+                 RETURNING agent_id, user_id, activity_filter, outcome, error, finished_at)
+                 INSERT INTO sync_state AS s (agent_id, user_id, activity_filter, last_run_at,
+                        last_outcome, last_success_at, last_error, last_error_at)
+                 SELECT agent_id, user_id, activity_filter, finished_at, outcome,
+                        CASE WHEN outcome = $12 THEN finished_at END,
+                        error, CASE WHEN error IS NOT NULL THEN finished_at END
+                   FROM r
+                 ON CONFLICT (agent_id, user_id, activity_filter) DO UPDATE SET
+                        last_run_at = EXCLUDED.last_run_at,
+                        last_outcome = EXCLUDED.last_outcome,
+                        last_success_at = coalesce(EXCLUDED.last_success_at, s.last_success_at),
+                        last_error = coalesce(EXCLUDED.last_error, s.last_error),
+                        last_error_at = coalesce(EXCLUDED.last_error_at, s.last_error_at)",
             )
             .bind(run.0)
             .bind(outcome.as_str())
@@ -113,6 +130,7 @@ impl PairSession {
             .bind(mark_after.settled)
             .bind(recoveries.to_vec())
             .bind(error.map(str::to_owned))
+            .bind(RunOutcome::Ok.as_str())
         };
         let first = close(error)
             .execute(&mut *self.conn)

@@ -52,8 +52,11 @@ impl Store {
                 outcome.busy.push(pair.clone());
                 continue;
             };
+            // The row stays, with its last run, success and error: only the mark goes.
             let deleted = sqlx::query(
-                "DELETE FROM sync_state WHERE agent_id = $1 AND user_id = $2 AND activity_filter = $3",
+                "UPDATE sync_state SET settled_count = 0, anchor_visit_at = NULL,
+                        anchor_activity_ids = '{}', upstream_total = NULL, mark_moved_at = now()
+                  WHERE agent_id = $1 AND user_id = $2 AND activity_filter = $3",
             )
             .bind(pair.agent_id)
             .bind(pair.user_id)

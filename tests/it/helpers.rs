@@ -187,12 +187,14 @@ pub fn iso(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// Row versions of every synced table, in key order: any INSERT or UPDATE changes it.
+/// Row versions of the synced tables, in key order, and each pair's mark: any INSERT or UPDATE
+/// of a visit or an activity, and any move of a mark, changes it. (A run also records its
+/// last run time on the pair's `sync_state` row; that is bookkeeping, not data.)
 pub async fn row_versions(pool: &PgPool) -> String {
     sqlx::query_scalar(
         "SELECT coalesce((SELECT string_agg(xmin::text || ctid::text, ',' ORDER BY agent_id, user_id, activity_id, visit_at) FROM visits), '')
              || '|' || coalesce((SELECT string_agg(xmin::text || ctid::text, ',' ORDER BY id) FROM activities), '')
-             || '|' || coalesce((SELECT string_agg(xmin::text || ctid::text, ',' ORDER BY agent_id, user_id, activity_filter) FROM sync_state), '')",
+             || '|' || coalesce((SELECT string_agg(concat_ws(' ', settled_count, anchor_visit_at, anchor_activity_ids, upstream_total, mark_moved_at), ',' ORDER BY agent_id, user_id, activity_filter) FROM sync_state), '')",
     )
     .fetch_one(pool)
     .await

@@ -659,6 +659,7 @@ async fn migrate_creates_the_tables_on_a_fresh_database() {
         tables,
         [
             "activities",
+            "sync_passes",
             "sync_rejects",
             "sync_runs",
             "sync_state",

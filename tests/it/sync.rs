@@ -298,3 +298,125 @@ async fn resync_leaves_a_pair_that_is_syncing_alone() {
     );
     held.release().await.unwrap();
 }
+
+#[tokio::test]
+async fn each_pass_leaves_one_sync_passes_row_with_its_totals() {
+    let sim = sim_with(SEED, &[(1, 1500), (2, 40)]);
+    sim.add_agent(200_001, "right-token");
+    sim.generate_visits(200_001, 9, 12);
+    let h = Harness::new(
+        sim,
+        vec![
+            target(AGENT, TOKEN, &[1, 2]),
+            target(200_001, "wrong-token", &[9]),
+        ],
+        1000,
+    )
+    .await;
+
+    let first = h.sync().await;
+    let quiet = h.sync().await;
+
+    let rows: Vec<(i32, i64, i64, i32, String, bool)> = sqlx::query_as(
+        "SELECT pairs, requests, visits_written, failures, outcome, finished_at IS NOT NULL
+           FROM sync_passes ORDER BY id",
+    )
+    .fetch_all(&h.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        [
+            (
+                3,
+                i64::from(first.totals().requests),
+                1540,
+                1,
+                "failed".to_owned(),
+                true
+            ),
+            (
+                3,
+                i64::from(quiet.totals().requests),
+                0,
+                1,
+                "failed".to_owned(),
+                true
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_pairs_last_run_success_and_error_stay_on_its_state_row() {
+    let sim = sim_with(SEED, &[(1, 30)]);
+    let h = Harness::new(sim, vec![target(AGENT, TOKEN, &[1])], 1000).await;
+    let state = || async {
+        sqlx::query_as::<_, (Option<String>, bool, bool, Option<String>)>(
+            "SELECT last_outcome, last_run_at IS NOT NULL, last_success_at IS NOT NULL, last_error
+               FROM sync_state WHERE agent_id = $1 AND user_id = 1",
+        )
+        .bind(AGENT)
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap()
+    };
+
+    h.sim.with_world(|w| w.set_agent_forbidden(AGENT, true));
+    h.sync().await;
+    let refused = state().await;
+    h.sim.with_world(|w| w.set_agent_forbidden(AGENT, false));
+    h.sync_ok().await;
+    let recovered = state().await;
+    // resync forgets the mark, not the history.
+    h.app
+        .store()
+        .forget_marks(&[h.pairs()[0].key.clone()])
+        .await
+        .unwrap();
+    let forgotten = state().await;
+
+    assert_eq!(refused.0.as_deref(), Some("failed"));
+    assert!(refused.1 && !refused.2, "ran, never succeeded: {refused:?}");
+    assert!(refused.3.as_deref().unwrap().contains("refused the token"));
+    assert_eq!(recovered.0.as_deref(), Some("ok"));
+    assert!(recovered.2, "the success is recorded");
+    assert_eq!(
+        recovered.3, refused.3,
+        "the last error stays after a success"
+    );
+    assert_eq!(forgotten, recovered);
+    let mark: i64 = h
+        .count("SELECT settled_count FROM sync_state WHERE user_id = 1")
+        .await;
+    assert_eq!(mark, 0, "the mark is gone");
+}
+
+#[tokio::test]
+async fn history_older_than_keep_runs_is_pruned_and_newer_history_stays() {
+    let sim = sim_with(SEED, &[(1, 30)]);
+    let h = Harness::new(sim, vec![target(AGENT, TOKEN, &[1])], 1000).await;
+    h.sync_ok().await;
+    h.sync_ok().await;
+    sqlx::raw_sql(
+        "INSERT INTO sync_runs (agent_id, user_id, started_at, finished_at, outcome)
+         SELECT 1, 2, now() - interval '40 days', now() - interval '40 days', 'ok'
+           FROM generate_series(1, 12000);
+         INSERT INTO sync_passes (started_at, outcome)
+         SELECT now() - interval '40 days', 'ok' FROM generate_series(1, 3);",
+    )
+    .execute(&h.db.pool)
+    .await
+    .unwrap();
+
+    let pruned = h
+        .app
+        .store()
+        .prune_history(std::time::Duration::from_secs(30 * 86_400))
+        .await
+        .unwrap();
+
+    assert_eq!(pruned, 12_003);
+    assert_eq!(h.count("SELECT count(*) FROM sync_runs").await, 2);
+    assert_eq!(h.count("SELECT count(*) FROM sync_passes").await, 2);
+}

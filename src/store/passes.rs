@@ -1,0 +1,82 @@
+//! The `sync_passes` rows, one per pass over every pair, and pruning old history.
+
+use std::time::Duration;
+
+use super::{Store, StoreError, query_err};
+use crate::domain::RunOutcome;
+
+/// Rows deleted per statement when pruning, so a large backlog never holds long locks.
+const PRUNE_BATCH: i64 = 5_000;
+
+/// What a pass did, for its row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassTotals {
+    pub pairs: u64,
+    pub requests: u64,
+    pub visits_written: u64,
+    pub failures: u64,
+    /// [`RunOutcome::Ok`], [`RunOutcome::Failed`] (some pair failed) or
+    /// [`RunOutcome::Interrupted`].
+    pub outcome: RunOutcome,
+}
+
+impl Store {
+    /// Opens a pass's row; returns its id.
+    pub async fn start_pass(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("INSERT INTO sync_passes (outcome) VALUES ($1) RETURNING id")
+            .bind(RunOutcome::Running.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_err("opening the pass row"))
+    }
+
+    /// Closes a pass's row with what it did.
+    pub async fn finish_pass(&self, id: i64, totals: &PassTotals) -> Result<(), StoreError> {
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        sqlx::query(
+            "UPDATE sync_passes SET finished_at = now(), pairs = $2, requests = $3,
+                    visits_written = $4, failures = $5, outcome = $6
+              WHERE id = $1",
+        )
+        .bind(id)
+        .bind(i32::try_from(totals.pairs).unwrap_or(i32::MAX))
+        .bind(n(totals.requests))
+        .bind(n(totals.visits_written))
+        .bind(i32::try_from(totals.failures).unwrap_or(i32::MAX))
+        .bind(totals.outcome.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(query_err("closing the pass row"))?;
+        Ok(())
+    }
+
+    /// Deletes `sync_runs` and `sync_passes` rows that started more than `keep` ago, in small
+    /// batches. Returns how many rows went.
+    pub async fn prune_history(&self, keep: Duration) -> Result<u64, StoreError> {
+        let keep = chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
+        let Some(cutoff) = chrono::Utc::now().checked_sub_signed(keep) else {
+            return Ok(0);
+        };
+        let mut pruned = 0;
+        for table in ["sync_runs", "sync_passes"] {
+            let sql = format!(
+                "DELETE FROM {table} WHERE id IN (
+                     SELECT id FROM {table} WHERE started_at < $1 ORDER BY started_at LIMIT $2)"
+            );
+            loop {
+                let deleted = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                    .bind(cutoff)
+                    .bind(PRUNE_BATCH)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(query_err("pruning old history"))?
+                    .rows_affected();
+                pruned += deleted;
+                if deleted < PRUNE_BATCH as u64 {
+                    break;
+                }
+            }
+        }
+        Ok(pruned)
+    }
+}
