@@ -102,6 +102,9 @@ impl Pacers {
     }
 }
 
+/// 429s with a `Retry-After` one request may meet before it gives up.
+const MAX_PACED_RETRIES: u32 = 30;
+
 /// Retry timings.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -146,11 +149,12 @@ impl RetryPolicy {
     where
         Fut: Future<Output = Result<T, ApiError>>,
     {
-        let mut attempts = 0;
+        let (mut attempts, mut paced) = (0, 0);
         loop {
-            let permit = pacer.controller.acquire().await;
+            let mut permit = pacer.controller.acquire().await;
             if let Some(budget) = &pacer.budget {
                 budget.acquire().await;
+                permit.start_clock();
             }
             attempts += 1;
             let result = attempt().await;
@@ -165,7 +169,16 @@ impl RetryPolicy {
             if !err.is_retryable() {
                 return Err(err);
             }
-            if attempts > self.max_retries {
+            // A 429 with a Retry-After is the platform setting the pace, which the controller
+            // follows: it does not use up the retries meant for failures, up to a bound.
+            let is_paced = matches!(
+                err,
+                ApiError::RateLimited {
+                    retry_after: Some(_)
+                }
+            );
+            paced += u32::from(is_paced);
+            if attempts - paced > self.max_retries || paced > MAX_PACED_RETRIES {
                 return Err(ApiError::Exhausted {
                     attempts,
                     last: Box::new(err),
@@ -291,6 +304,29 @@ mod tests {
             elapsed >= slept && elapsed <= slept + Duration::from_millis(3),
             "slept {elapsed:?} for waits of {slept:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_with_retry_after_does_not_use_up_the_retries_for_failures() {
+        let server = || ApiError::Server {
+            status: 502,
+            snippet: String::new(),
+        };
+        // max_retries = 3: six 429s and three 502s, then an answer.
+        let mut script: Vec<Result<u8, ApiError>> = (0..6).map(|_| Err(limited(1))).collect();
+        script.extend((0..3).map(|_| Err(server())));
+        script.push(Ok(9));
+
+        let (out, calls, _) = self::script(policy(), script).await;
+
+        assert_eq!(out.unwrap(), (9, 10));
+        assert_eq!(calls, 10);
+        let (out, _, _) = self::script(
+            policy(),
+            (0..=MAX_PACED_RETRIES).map(|_| Err(limited(1))).collect(),
+        )
+        .await;
+        assert!(matches!(out, Err(ApiError::Exhausted { .. })), "{out:?}");
     }
 
     #[tokio::test(start_paused = true)]

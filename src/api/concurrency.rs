@@ -29,8 +29,10 @@ const LATENCY_CUT: f64 = 0.75;
 const LATENCY_RISE: f64 = 2.0;
 /// …and by at least this much, so jitter on a fast upstream is not a rise.
 const LATENCY_RISE_FLOOR: Duration = Duration::from_millis(50);
-/// Weights of a new sample in the slow baseline and in the recent average.
+/// Weights of a new sample in the slow baseline (while latency is steady, and while it is
+/// high) and in the recent average.
 const BASELINE_WEIGHT: f64 = 0.05;
+const RISEN_BASELINE_WEIGHT: f64 = 0.01;
 const RECENT_WEIGHT: f64 = 0.3;
 
 /// How one request went, as the controller sees it.
@@ -223,13 +225,15 @@ impl Controller {
         let risen = recent > baseline * LATENCY_RISE
             && recent - baseline > LATENCY_RISE_FLOOR.as_secs_f64();
         if risen {
+            // The baseline follows a rise only slowly, so a climb under load reads as a rise;
+            // but it does follow, so a lasting change (larger pages, a slower platform) becomes
+            // the new normal instead of holding the limit at 1 for good.
+            s.baseline = average(s.baseline, RISEN_BASELINE_WEIGHT);
             if may_cut {
                 self.cut(s, LATENCY_CUT, now);
             }
             return;
         }
-        // The baseline follows latency only while it is not rising, so a slow climb under load
-        // still reads as a rise.
         s.baseline = average(s.baseline, BASELINE_WEIGHT);
         if s.saturated || s.in_flight as f64 + 1.0 >= s.limit.floor() {
             s.earned += 1.0;
@@ -250,6 +254,12 @@ impl Controller {
 }
 
 impl Permit {
+    /// Starts the request's clock now: time spent waiting after the slot was granted (for the
+    /// optional rate cap) is not the upstream's latency.
+    pub fn start_clock(&mut self) {
+        self.started = Instant::now();
+    }
+
     /// Frees the slot and tells the controller how the request went.
     pub fn finish(mut self, signal: impl FnOnce(Duration) -> Signal) {
         self.done = true;
@@ -359,6 +369,16 @@ mod tests {
         drive(&c, 16, 64, RTT * 5, |_| None).await;
 
         assert!(c.pace().limit < 16.0, "{:?}", c.pace());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lasting_rise_in_latency_becomes_the_new_normal() {
+        let c = Controller::new(16);
+        // A first quick answer, then every page takes six times as long, for good.
+        drive(&c, 1, 1, Duration::from_millis(20), |_| None).await;
+        drive(&c, 32, 3000, Duration::from_millis(120), |_| None).await;
+
+        assert_eq!(c.pace().limit, 16.0, "{:?}", c.pace());
     }
 
     #[tokio::test(start_paused = true)]

@@ -18,7 +18,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use super::{Engine, PairError};
 use crate::api::{ApiError, FetchedPage};
-use crate::domain::{Pair, RunOutcome, Window};
+use crate::domain::{Order, Pair, RunOutcome, Window};
 use crate::mark::{PageView, Walk};
 use crate::store::{PageWrite, PairSession, RunTotals};
 
@@ -30,10 +30,39 @@ pub(super) struct Walked {
     pub(super) ended: Result<RunOutcome, PairError>,
 }
 
-/// A window being fetched in the background; dropping it aborts the request.
+/// A window being fetched in the background, or fetched; dropping it aborts the request.
 struct Ahead {
     window: Window,
-    task: AbortOnDropHandle<Result<FetchedPage, ApiError>>,
+    task: Fetch,
+}
+
+enum Fetch {
+    Running(AbortOnDropHandle<Result<FetchedPage, ApiError>>),
+    Done(Result<FetchedPage, ApiError>),
+}
+
+impl Fetch {
+    /// The page, or `None` when shutdown came first (the request in flight is dropped).
+    async fn wait(self, shutdown: &CancellationToken) -> Option<Result<FetchedPage, ApiError>> {
+        match self {
+            Fetch::Done(page) => Some(page),
+            Fetch::Running(task) => tokio::select! {
+                page = task => Some(page.unwrap_or_else(|e| {
+                    Err(ApiError::Transport(format!("the fetch task failed: {e}")))
+                })),
+                () = shutdown.cancelled() => None,
+            },
+        }
+    }
+}
+
+impl Ahead {
+    fn done(window: Window, page: Result<FetchedPage, ApiError>) -> Self {
+        Ahead {
+            window,
+            task: Fetch::Done(page),
+        }
+    }
 }
 
 impl Engine {
@@ -64,13 +93,21 @@ impl Engine {
                         self.spawn_fetch(pair, window, &sent)
                     }
                 };
-                window = next.window;
-                let page = tokio::select! {
-                    page = next.task => page.unwrap_or_else(|e| {
-                        Err(ApiError::Transport(format!("the fetch task failed: {e}")))
-                    })?,
-                    () = shutdown.cancelled() => return Ok(RunOutcome::Interrupted),
+                let guessed = next.window != window;
+                let fetched = next.window;
+                let Some(page) = next.task.wait(shutdown).await else {
+                    return Ok(RunOutcome::Interrupted);
                 };
+                if guessed && !page.as_ref().is_ok_and(|p| walk.verifies(&fetched, &p.entries)) {
+                    // Not where the walk expects its place (the list moved between the two
+                    // requests), or failed: set it aside, and fetch the walk's own window.
+                    stale.push(Ahead::done(fetched, page));
+                    stale.extend(ahead.drain(..));
+                    ahead.push_back(self.spawn_fetch(pair, window, &sent));
+                    continue;
+                }
+                let page = page?;
+                window = fetched;
                 totals.pages += 1;
                 let decision = walk.on_page(
                     &window,
@@ -94,7 +131,12 @@ impl Engine {
                     "page"
                 );
                 match decision.next {
-                    Some(next) if decision.give_up.is_none() => {
+                    // Guesses follow an ascending page whose place is known only.
+                    Some(next)
+                        if decision.give_up.is_none()
+                            && decision.first_position.is_some()
+                            && next.order == Order::Asc =>
+                    {
                         self.keep_ahead(pair, walk, next, page.total, &mut ahead, &mut stale, &sent);
                     }
                     _ => stale.extend(ahead.drain(..)),
@@ -108,6 +150,7 @@ impl Engine {
                             first_position: decision.first_position,
                             mark: walk.mark(),
                             upstream_total: page.total,
+                            set_aside: false,
                         })
                         .await?;
                     tracing::debug!(pair = %pair.key, write_ms = started.elapsed().as_millis() as u64, "page written");
@@ -117,11 +160,10 @@ impl Engine {
                     totals.rejects += written.rejects;
                 }
                 for set_aside in stale.drain(..) {
-                    let page = tokio::select! {
-                        page = set_aside.task => page,
-                        () = shutdown.cancelled() => return Ok(RunOutcome::Interrupted),
+                    let Some(page) = set_aside.task.wait(shutdown).await else {
+                        return Ok(RunOutcome::Interrupted);
                     };
-                    let Ok(Ok(page)) = page else {
+                    let Ok(page) = page else {
                         // Nobody needs that page: its failure is not the run's.
                         continue;
                     };
@@ -132,6 +174,7 @@ impl Engine {
                             first_position: None,
                             mark: walk.mark(),
                             upstream_total: page.total,
+                            set_aside: true,
                         })
                         .await?;
                     totals.visits_inserted += written.visits_inserted;
@@ -201,7 +244,7 @@ impl Engine {
         });
         Ahead {
             window,
-            task: AbortOnDropHandle::new(task),
+            task: Fetch::Running(AbortOnDropHandle::new(task)),
         }
     }
 }

@@ -191,6 +191,23 @@ impl Walk {
     /// and reach past what was read. Its page is then checked like any other: a group not
     /// found where expected is a recovery, never a skip.
     pub fn accepts(&self, window: &Window) -> bool {
+        self.might_accept(window)
+    }
+
+    /// Whether the page of a window fetched ahead (one [`Walk::accepts`] took) holds the
+    /// place the walk must find again exactly where the walk expects it. A guessed page
+    /// fetched before or after a purge or a late insert that the page before it did not see
+    /// would otherwise read as a recovery; such a page is set aside instead, and the walk's own
+    /// window fetched.
+    pub fn verifies(&self, window: &Window, entries: &[Entry]) -> bool {
+        self.might_accept(window)
+            && matches!(
+                locate(&self.cursor, window.offset(), entries),
+                Located::At(i) if window.offset() + i as i64 == self.cursor.pos
+            )
+    }
+
+    fn might_accept(&self, window: &Window) -> bool {
         let Some(read_to) = self.read_to else {
             return false;
         };

@@ -159,6 +159,37 @@ fn a_window_past_the_place_to_verify_is_not_accepted() {
 }
 
 #[test]
+fn a_guessed_page_from_a_shifted_list_does_not_verify() {
+    let l = list(3000);
+    let mut walk = Walk::new(Mark::default(), None, Duration::hours(1), 1000);
+    let w = walk.first_window();
+    walk.on_page(
+        &w,
+        PageView {
+            total: 3000,
+            entries: &l[..1000],
+            server_date: Some(now()),
+            local_now: now(),
+        },
+    )
+    .unwrap();
+    let guess = w.ahead(1000).unwrap();
+    let page = |list: &[Entry]| {
+        list[guess.offset() as usize..(guess.end() as usize).min(list.len())].to_vec()
+    };
+
+    assert!(walk.verifies(&guess, &page(&l)), "the list as it was");
+    // 5 old visits purged before the guess was answered: its place moved left.
+    assert!(!walk.verifies(&guess, &page(&l[5..])));
+    // 5 late visits inserted at the head: its place moved right.
+    let mut late: Vec<Entry> = (0..5)
+        .map(|i| visit(i - 100, &format!("l{i}"), false))
+        .collect();
+    late.extend_from_slice(&l);
+    assert!(!walk.verifies(&guess, &page(&late)));
+}
+
+#[test]
 fn covering_window_holds_the_position_and_reaches_furthest() {
     for x in [0, 1, 998, 999, 1000, 1001, 54_321, 999_999] {
         let w = Window::covering(x, 1000);

@@ -26,6 +26,10 @@ pub struct PageWrite<'a> {
     /// The pair's mark after this page (written only if it differs from the stored one).
     pub mark: &'a Mark,
     pub upstream_total: i64,
+    /// A page the walk did not use (fetched ahead, then not needed), possibly older than
+    /// pages already written: its visits never replace a later `lastOnlineAt`, and neither the
+    /// mark nor the stored total is touched.
+    pub set_aside: bool,
 }
 
 /// Rows a page write changed.
@@ -63,7 +67,11 @@ impl PairSession {
                     self.newest_stored = None;
                 }
                 Ok(written) => {
-                    if let Some(page_newest) = batch.visits.iter().map(|v| v.visit_at()).max() {
+                    // After a fallback the newest stored visit is not known: read it again
+                    // before the next page.
+                    if copy
+                        && let Some(page_newest) = batch.visits.iter().map(|v| v.visit_at()).max()
+                    {
                         let known = self.newest_stored.flatten();
                         self.newest_stored = Some(known.max(Some(page_newest)));
                     }
@@ -212,6 +220,7 @@ impl PairSession {
                     WHERE (v.last_online_at, v.duration_minutes, v.extra)
                           IS DISTINCT FROM
                           (EXCLUDED.last_online_at, EXCLUDED.duration_minutes, EXCLUDED.extra)
+                      AND NOT ($8 AND EXCLUDED.last_online_at < v.last_online_at)
                    RETURNING (xmax = 0) AS inserted)
                  SELECT count(*) FILTER (WHERE inserted) AS inserted,
                         count(*) FILTER (WHERE NOT inserted) AS updated
@@ -224,6 +233,7 @@ impl PairSession {
             .bind(v.iter().map(|x| x.last_online_at()).collect::<Vec<_>>())
             .bind(v.iter().map(|x| x.duration_minutes()).collect::<Vec<_>>())
             .bind(v.iter().map(|x| Value::Object(x.extra().clone())).collect::<Vec<_>>())
+            .bind(page.set_aside)
             .fetch_one(&mut *tx)
             .await
             .map_err(query_err("upserting visits"))?;
@@ -251,35 +261,37 @@ impl PairSession {
             written.rejects = result.rows_affected();
         }
 
-        let anchor = page.mark.anchor.as_ref();
-        sqlx::query(
-            "INSERT INTO sync_state AS s (agent_id, user_id, activity_filter, settled_count,
-                    anchor_visit_at, anchor_activity_ids, upstream_total)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (agent_id, user_id, activity_filter) DO UPDATE SET
-                    settled_count = EXCLUDED.settled_count,
-                    anchor_visit_at = EXCLUDED.anchor_visit_at,
-                    anchor_activity_ids = EXCLUDED.anchor_activity_ids,
-                    upstream_total = EXCLUDED.upstream_total,
-                    mark_moved_at = CASE
-                        WHEN (s.settled_count, s.anchor_visit_at)
-                             IS DISTINCT FROM (EXCLUDED.settled_count, EXCLUDED.anchor_visit_at)
-                        THEN now() ELSE s.mark_moved_at END
-              WHERE (s.settled_count, s.anchor_visit_at, s.anchor_activity_ids, s.upstream_total)
-                    IS DISTINCT FROM
-                    (EXCLUDED.settled_count, EXCLUDED.anchor_visit_at,
-                     EXCLUDED.anchor_activity_ids, EXCLUDED.upstream_total)",
-        )
-        .bind(self.pair.agent_id)
-        .bind(self.pair.user_id)
-        .bind(self.pair.filter_str())
-        .bind(page.mark.settled)
-        .bind(anchor.map(|a| a.visit_at))
-        .bind(anchor.map(|a| a.activity_ids.clone()).unwrap_or_default())
-        .bind(page.upstream_total)
-        .execute(&mut *tx)
-        .await
-        .map_err(query_err("moving the mark"))?;
+        if !page.set_aside {
+            let anchor = page.mark.anchor.as_ref();
+            sqlx::query(
+                "INSERT INTO sync_state AS s (agent_id, user_id, activity_filter, settled_count,
+                        anchor_visit_at, anchor_activity_ids, upstream_total)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (agent_id, user_id, activity_filter) DO UPDATE SET
+                        settled_count = EXCLUDED.settled_count,
+                        anchor_visit_at = EXCLUDED.anchor_visit_at,
+                        anchor_activity_ids = EXCLUDED.anchor_activity_ids,
+                        upstream_total = EXCLUDED.upstream_total,
+                        mark_moved_at = CASE
+                            WHEN (s.settled_count, s.anchor_visit_at)
+                                 IS DISTINCT FROM (EXCLUDED.settled_count, EXCLUDED.anchor_visit_at)
+                            THEN now() ELSE s.mark_moved_at END
+                  WHERE (s.settled_count, s.anchor_visit_at, s.anchor_activity_ids, s.upstream_total)
+                        IS DISTINCT FROM
+                        (EXCLUDED.settled_count, EXCLUDED.anchor_visit_at,
+                         EXCLUDED.anchor_activity_ids, EXCLUDED.upstream_total)",
+            )
+            .bind(self.pair.agent_id)
+            .bind(self.pair.user_id)
+            .bind(self.pair.filter_str())
+            .bind(page.mark.settled)
+            .bind(anchor.map(|a| a.visit_at))
+            .bind(anchor.map(|a| a.activity_ids.clone()).unwrap_or_default())
+            .bind(page.upstream_total)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err("moving the mark"))?;
+        }
 
         tx.commit().await.map_err(query_err("committing a page"))?;
         Ok(written)

@@ -34,6 +34,12 @@ impl Store {
             .begin()
             .await
             .map_err(query_err("starting a transaction"))?;
+        // A sync writing meanwhile must not insert a visit of an activity deleted here: visits
+        // have no foreign key, so the writer's activity rows are the only guard.
+        sqlx::query("LOCK TABLE activities IN SHARE ROW EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err("forgetting demo agents"))?;
         for sql in [
             "DELETE FROM visits WHERE agent_id = ANY($1)",
             "DELETE FROM sync_state WHERE agent_id = ANY($1)",
