@@ -65,6 +65,8 @@ impl App {
                 settle_after: settings.sync.settle_after,
                 concurrency: settings.sync.concurrency,
                 fetch_ahead: settings.sync.fetch_ahead,
+                failure_backoff: settings.sync.failure_backoff,
+                max_failure_backoff: settings.sync.max_failure_backoff,
             },
         );
         Ok(App {
@@ -95,9 +97,15 @@ impl App {
         self.store.migrate().await
     }
 
-    /// One pass over every configured pair.
+    /// One pass over every configured pair (`szb-sync sync`).
     pub async fn sync_once(&self, shutdown: &CancellationToken) -> SyncReport {
         self.engine.sync_all(&self.pairs, shutdown).await
+    }
+
+    /// One pass over the configured pairs that are due, as the daemon makes it: pairs backing
+    /// off after failures wait for their time.
+    pub async fn sync_due(&self, shutdown: &CancellationToken) -> SyncReport {
+        self.engine.sync_due(&self.pairs, shutdown).await
     }
 
     /// The daemon: migrations, retried while the database is away, then a pass at once and on

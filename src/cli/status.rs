@@ -54,5 +54,17 @@ fn print_rows(rows: Vec<crate::store::PairStatus>) {
         if let Some(e) = r.last_error {
             println!("    last error: {e}");
         }
+        if let Some(due) = r.next_due_at {
+            println!(
+                "    backing off after {} failed {} in a row: next try at {}",
+                r.failures_in_row,
+                if r.failures_in_row == 1 {
+                    "run"
+                } else {
+                    "runs"
+                },
+                table::time(Some(due))
+            );
+        }
     }
 }

@@ -58,7 +58,7 @@ pub async fn run(
         tokio::select! {
             tick = ticks.recv() => {
                 if tick.is_none() { break; }
-                let report = engine.sync_all(pairs, shutdown).await;
+                let report = engine.sync_due(pairs, shutdown).await;
                 tracing::info!(summary = %report, "sync run finished");
                 match engine.prune_history(keep_runs).await {
                     Ok(0) => {}

@@ -16,7 +16,7 @@ use crate::api::{ApiClient, ApiError};
 use crate::domain::{Pair, PairKey, RunOutcome};
 use crate::error::chain;
 use crate::mark::{Walk, WalkError};
-use crate::store::{PairSession, PassTotals, RunTotals, Store, StoreError};
+use crate::store::{Backoff, PairSession, PassTotals, RunEnd, RunTotals, Store, StoreError};
 
 /// Why one pair's run failed.
 #[derive(Debug, thiserror::Error)]
@@ -137,7 +137,15 @@ pub struct EngineOptions {
     pub concurrency: usize,
     /// Windows of one pair fetched ahead of the one the walk asked for.
     pub fetch_ahead: usize,
+    /// The first wait of a failing pair before `run` tries it again; it doubles with each
+    /// further failure, up to `max_failure_backoff`.
+    pub failure_backoff: Duration,
+    pub max_failure_backoff: Duration,
 }
+
+/// Runs of a pair that may fail in a row before it backs off (a refused token backs off at
+/// once).
+const FAILURES_BEFORE_BACKOFF: u32 = 3;
 
 /// Syncs pairs: the only place that calls the API, the mark and the store together.
 #[derive(Debug, Clone)]
@@ -159,6 +167,34 @@ impl Engine {
     /// Prunes the run history older than `keep` (see [`Store::prune_history`]).
     pub async fn prune_history(&self, keep: Duration) -> Result<u64, StoreError> {
         self.store.prune_history(keep).await
+    }
+
+    /// One pass over the pairs that are due: those backing off after failures wait for their
+    /// time (see `sync_state.next_due_at`). The daemon's pass; `sync` tries every pair.
+    pub async fn sync_due(&self, pairs: &[Pair], shutdown: &CancellationToken) -> SyncReport {
+        let waiting: std::collections::HashMap<PairKey, chrono::DateTime<chrono::Utc>> = match self
+            .store
+            .backing_off()
+            .await
+        {
+            Ok(waiting) => waiting.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(error = %chain(&e), "could not read which pairs back off; trying all");
+                Default::default()
+            }
+        };
+        let due: Vec<Pair> = pairs
+            .iter()
+            .filter(|p| !waiting.contains_key(&p.key))
+            .cloned()
+            .collect();
+        if due.len() < pairs.len() {
+            tracing::info!(
+                backing_off = pairs.len() - due.len(),
+                "pairs that keep failing wait for their next try (see szb-sync status)"
+            );
+        }
+        self.sync_all(&due, shutdown).await
     }
 
     /// One pass over every pair, `concurrency` at a time. A failing pair does not stop the others.
@@ -261,6 +297,10 @@ impl Engine {
             chrono::Duration::from_std(self.options.settle_after).unwrap_or(chrono::Duration::MAX);
         let mut walk = Walk::new(mark, known_total, settle_after, self.options.page_size);
         let walked = self.walk(pair, &mut session, &mut walk, shutdown).await;
+        let refused = matches!(
+            walked.ended,
+            Err(PairError::Api(ApiError::Unauthorized { .. }))
+        );
         let (outcome, error) = match walked.ended {
             Ok(outcome) => (outcome, None),
             Err(e) => (RunOutcome::Failed, Some(chain(&e))),
@@ -276,11 +316,19 @@ impl Engine {
         let finished = session
             .finish_run(
                 run,
-                report.outcome,
-                &report.totals,
-                walk.mark(),
-                &report.recoveries,
-                report.error.as_deref(),
+                &RunEnd {
+                    outcome: report.outcome,
+                    totals: &report.totals,
+                    mark_after: walk.mark(),
+                    recoveries: &report.recoveries,
+                    error: report.error.as_deref(),
+                    backoff: Backoff {
+                        refused,
+                        after_failures: FAILURES_BEFORE_BACKOFF,
+                        first: self.options.failure_backoff,
+                        max: self.options.max_failure_backoff,
+                    },
+                },
             )
             .await;
         if let Err(e) = finished {

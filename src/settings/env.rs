@@ -24,6 +24,8 @@ fn is_string_key(key: &str) -> bool {
             | "schedule.cron"
             | "sync.settle_after"
             | "sync.keep_runs"
+            | "sync.failure_backoff"
+            | "sync.max_failure_backoff"
     )
 }
 

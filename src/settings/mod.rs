@@ -128,6 +128,13 @@ pub struct SyncSettings {
     /// pass, in small batches. At least an hour.
     #[serde(with = "humantime_serde")]
     pub keep_runs: Duration,
+    /// How long `run` waits before trying a failing pair again: a pair whose token is refused
+    /// at once, others after 3 failed runs in a row. The wait doubles with each further
+    /// failure, up to `max_failure_backoff`. `sync` always tries every pair.
+    #[serde(with = "humantime_serde")]
+    pub failure_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_failure_backoff: Duration,
 }
 
 /// One `[[targets]]` entry: an agent and the users to sync under it.
@@ -266,6 +273,8 @@ impl Default for SyncSettings {
             concurrency: 16,
             fetch_ahead: 4,
             keep_runs: Duration::from_secs(30 * 24 * 60 * 60),
+            failure_backoff: Duration::from_secs(10 * 60),
+            max_failure_backoff: Duration::from_secs(6 * 60 * 60),
         }
     }
 }
@@ -384,6 +393,13 @@ impl Settings {
             problem(format!(
                 "sync.keep_runs must be at least 1h, got {}",
                 humantime::format_duration(self.sync.keep_runs)
+            ));
+        }
+        if self.sync.failure_backoff > self.sync.max_failure_backoff {
+            problem(format!(
+                "sync.failure_backoff ({}) must not exceed sync.max_failure_backoff ({})",
+                humantime::format_duration(self.sync.failure_backoff),
+                humantime::format_duration(self.sync.max_failure_backoff)
             ));
         }
         if self.sync.fetch_ahead > 16 {

@@ -28,7 +28,7 @@ use crate::secret::{Secret, redact_url};
 pub use pages::{PageWrite, PageWritten};
 pub use passes::PassTotals;
 pub use reports::{RunSums, SAMPLE_QUERY, SampleRow};
-pub use runs::{RunId, RunTotals};
+pub use runs::{Backoff, RunEnd, RunId, RunTotals};
 pub use session::{ForgetOutcome, PairSession};
 pub use status::PairStatus;
 

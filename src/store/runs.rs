@@ -31,7 +31,47 @@ impl RunTotals {
     }
 }
 
+/// How a run ended, for [`PairSession::finish_run`].
+#[derive(Debug, Clone, Copy)]
+pub struct RunEnd<'a> {
+    pub outcome: RunOutcome,
+    pub totals: &'a RunTotals,
+    pub mark_after: &'a Mark,
+    pub recoveries: &'a [String],
+    pub error: Option<&'a str>,
+    pub backoff: Backoff,
+}
+
+/// How a failing pair backs off, for [`PairSession::finish_run`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// The run failed because the platform refused the token: back off from this failure on.
+    pub refused: bool,
+    /// Other failures back off once this many runs in a row failed.
+    pub after_failures: u32,
+    /// The first wait; it doubles with each further failure.
+    pub first: std::time::Duration,
+    pub max: std::time::Duration,
+}
+
 impl Store {
+    /// The pairs backing off after failures, with when each is due again.
+    pub async fn backing_off(
+        &self,
+    ) -> Result<Vec<(PairKey, chrono::DateTime<chrono::Utc>)>, StoreError> {
+        let rows: Vec<(i64, i64, String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+            "SELECT agent_id, user_id, activity_filter, next_due_at FROM sync_state
+              WHERE next_due_at > now()",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("reading which pairs back off"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(a, u, f, due)| (PairKey::new(a, u, Some(f).filter(|f| !f.is_empty())), due))
+            .collect())
+    }
+
     /// Records a run that did not start because another process holds the pair.
     pub async fn record_skipped_run(&self, pair: &PairKey, reason: &str) -> Result<(), StoreError> {
         sqlx::query(
@@ -86,15 +126,15 @@ impl PairSession {
     /// Closes the run's row with what it did. If the session's own connection was lost (the
     /// database restarted mid-run), a fresh one records the real outcome instead of leaving the
     /// row for the next run to close as interrupted.
-    pub async fn finish_run(
-        &mut self,
-        run: RunId,
-        outcome: RunOutcome,
-        totals: &RunTotals,
-        mark_after: &Mark,
-        recoveries: &[String],
-        error: Option<&str>,
-    ) -> Result<(), StoreError> {
+    pub async fn finish_run(&mut self, run: RunId, end: &RunEnd<'_>) -> Result<(), StoreError> {
+        let RunEnd {
+            outcome,
+            totals,
+            mark_after,
+            recoveries,
+            error,
+            backoff,
+        } = *end;
         // The run's row, and the pair's last run, success and error on its state row, in one
         // round trip.
         let close = |error: Option<&str>| {
@@ -107,17 +147,36 @@ impl PairSession {
                      WHERE id = $1
                  RETURNING agent_id, user_id, activity_filter, outcome, error, finished_at)
                  INSERT INTO sync_state AS s (agent_id, user_id, activity_filter, last_run_at,
-                        last_outcome, last_success_at, last_error, last_error_at)
+                        last_outcome, last_success_at, last_error, last_error_at,
+                        failures_in_row, next_due_at)
                  SELECT agent_id, user_id, activity_filter, finished_at, outcome,
                         CASE WHEN outcome = $12 THEN finished_at END,
-                        error, CASE WHEN error IS NOT NULL THEN finished_at END
+                        error, CASE WHEN error IS NOT NULL THEN finished_at END,
+                        CASE WHEN outcome = $13 THEN 1 ELSE 0 END,
+                        CASE WHEN outcome = $13 AND ($14 OR 1 >= $17)
+                             THEN finished_at + make_interval(secs => $15) END
                    FROM r
                  ON CONFLICT (agent_id, user_id, activity_filter) DO UPDATE SET
                         last_run_at = EXCLUDED.last_run_at,
                         last_outcome = EXCLUDED.last_outcome,
                         last_success_at = coalesce(EXCLUDED.last_success_at, s.last_success_at),
                         last_error = coalesce(EXCLUDED.last_error, s.last_error),
-                        last_error_at = coalesce(EXCLUDED.last_error_at, s.last_error_at)",
+                        last_error_at = coalesce(EXCLUDED.last_error_at, s.last_error_at),
+                        failures_in_row = CASE
+                            WHEN EXCLUDED.last_outcome = $13 THEN s.failures_in_row + 1
+                            WHEN EXCLUDED.last_outcome = $12 THEN 0
+                            ELSE s.failures_in_row END,
+                        -- Backoff doubles from failure_backoff with each failure past the
+                        -- first that counts (the first for a refused token), up to the cap.
+                        next_due_at = CASE
+                            WHEN EXCLUDED.last_outcome = $13
+                                 AND ($14 OR s.failures_in_row + 1 >= $17)
+                            THEN EXCLUDED.last_run_at + make_interval(secs => least(
+                                 $15 * power(2, least(greatest(s.failures_in_row + 1
+                                     - CASE WHEN $14 THEN 1 ELSE $17 END, 0), 30)),
+                                 $16))
+                            WHEN EXCLUDED.last_outcome = $12 THEN NULL
+                            ELSE s.next_due_at END",
             )
             .bind(run.0)
             .bind(outcome.as_str())
@@ -131,6 +190,11 @@ impl PairSession {
             .bind(recoveries.to_vec())
             .bind(error.map(str::to_owned))
             .bind(RunOutcome::Ok.as_str())
+            .bind(RunOutcome::Failed.as_str())
+            .bind(backoff.refused)
+            .bind(backoff.first.as_secs_f64())
+            .bind(backoff.max.as_secs_f64())
+            .bind(i32::try_from(backoff.after_failures).unwrap_or(i32::MAX))
         };
         let first = close(error)
             .execute(&mut *self.conn)

@@ -23,6 +23,9 @@ pub struct PairStatus {
     /// Stored visits of the pair (of its activity only, for a filtered pair).
     pub visits: i64,
     pub rejects: i64,
+    /// Runs that failed in a row, and when `run` tries the pair again while it backs off.
+    pub failures_in_row: i32,
+    pub next_due_at: Option<DateTime<Utc>>,
 }
 
 impl Store {
@@ -52,6 +55,8 @@ impl Store {
                  SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[])
                         WITH ORDINALITY AS p (agent_id, user_id, activity_filter, ord))
              SELECT p.ord, s.settled_count, s.upstream_total,
+                    coalesce(s.failures_in_row, 0) AS failures_in_row,
+                    CASE WHEN s.next_due_at > now() THEN s.next_due_at END AS next_due_at,
                     r.outcome, r.finished_at, r.error, ok.last_ok_at, v.visits, j.rejects
                FROM p
                LEFT JOIN sync_state s USING (agent_id, user_id, activity_filter)
@@ -104,6 +109,8 @@ impl Store {
                     last_ok_at: row.get("last_ok_at"),
                     visits: row.get("visits"),
                     rejects: row.get("rejects"),
+                    failures_in_row: row.get("failures_in_row"),
+                    next_due_at: row.get("next_due_at"),
                 })
             })
             .collect()

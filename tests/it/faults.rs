@@ -729,3 +729,111 @@ async fn a_pager_contradicting_its_items_every_time_fails_the_pair() {
     )
     .await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Failing pairs back off
+// ---------------------------------------------------------------------------------------------
+
+/// `(failures_in_row, seconds from the last run to the next try)` of a pair.
+async fn backoff_of(h: &Harness, agent_id: i64, user_id: i64) -> (i32, Option<i64>) {
+    sqlx::query_as(
+        "SELECT failures_in_row,
+                extract(epoch FROM next_due_at - last_run_at)::int8
+           FROM sync_state WHERE agent_id = $1 AND user_id = $2",
+    )
+    .bind(agent_id)
+    .bind(user_id)
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap()
+}
+
+async fn make_due(h: &Harness) {
+    sqlx::query("UPDATE sync_state SET next_due_at = now() - interval '1 second' WHERE next_due_at IS NOT NULL")
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_refused_pair_backs_off_doubling_while_the_others_sync_at_every_pass() {
+    const REFUSED: i64 = 300_001;
+    let sim = sim_with(SEED, &[(1, 30)]);
+    sim.add_agent(REFUSED, "the-right-token");
+    sim.generate_visits(REFUSED, 9, 12);
+    let h = harness(
+        sim,
+        vec![
+            target(AGENT, TOKEN, &[1]),
+            target(REFUSED, "a-wrong-one", &[9]),
+        ],
+        |_| {},
+    )
+    .await;
+    let never = CancellationToken::new();
+
+    h.app.sync_due(&never).await;
+    let first = backoff_of(&h, REFUSED, 9).await;
+    h.app.sync_due(&never).await;
+    let waited = h.sim.requests_for(REFUSED, 9);
+    make_due(&h).await;
+    h.app.sync_due(&never).await;
+    let second = backoff_of(&h, REFUSED, 9).await;
+    // The platform starts accepting the token.
+    h.sim.add_agent(REFUSED, "a-wrong-one");
+    make_due(&h).await;
+    h.app.sync_due(&never).await;
+    let recovered = backoff_of(&h, REFUSED, 9).await;
+
+    assert_eq!(first, (1, Some(600)), "backs off 10 min after one refusal");
+    assert_eq!(waited, 1, "not tried while it waits");
+    assert_eq!(second, (2, Some(1200)), "the wait doubles");
+    assert_eq!(recovered, (0, None), "a success clears the backoff");
+    assert_eq!(h.visits(REFUSED, 9).await, h.truth(REFUSED, 9, false));
+    assert_eq!(
+        runs(&h, AGENT, 1).await.len(),
+        4,
+        "the good pair synced at every pass"
+    );
+}
+
+#[tokio::test]
+async fn other_failures_back_off_after_three_in_a_row_and_sync_tries_anyway() {
+    const MISSING: i64 = 300_404;
+    let sim = sim_with(SEED, &[(1, 30)]);
+    let h = harness(
+        sim,
+        vec![target(AGENT, TOKEN, &[1]), target(MISSING, "tok", &[5])],
+        |s| {
+            s.sync.failure_backoff = Duration::from_secs(60);
+            s.sync.max_failure_backoff = Duration::from_secs(90);
+        },
+    )
+    .await;
+    let never = CancellationToken::new();
+
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        h.app.sync_due(&never).await;
+        seen.push(backoff_of(&h, MISSING, 5).await);
+        make_due(&h).await;
+    }
+    let backing_off = {
+        h.app.sync_due(&never).await;
+        backoff_of(&h, MISSING, 5).await
+    };
+    let before = h.sim.requests_for(MISSING, 5);
+    h.sync().await;
+
+    assert_eq!(
+        seen,
+        [(1, None), (2, None), (3, Some(60)), (4, Some(90))],
+        "after 3 failures in a row: 60 s, then doubled but capped at 90 s"
+    );
+    assert_eq!(backing_off.0, 5);
+    assert_eq!(
+        h.sim.requests_for(MISSING, 5),
+        before + 1,
+        "szb-sync sync tries a pair that backs off"
+    );
+}
