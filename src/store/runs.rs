@@ -31,6 +31,40 @@ impl RunTotals {
     }
 }
 
+/// After the run's row: the pair's last run, success, error and backoff on its state row.
+const SAVE_LAST_RUN: &str = "
+                 INSERT INTO sync_state AS s (agent_id, user_id, activity_filter, last_run_at,
+                        last_outcome, last_success_at, last_error, last_error_at,
+                        failures_in_row, next_due_at)
+                 SELECT agent_id, user_id, activity_filter, finished_at, outcome,
+                        CASE WHEN outcome = $12 THEN finished_at END,
+                        error, CASE WHEN error IS NOT NULL THEN finished_at END,
+                        CASE WHEN outcome = $13 THEN 1 ELSE 0 END,
+                        CASE WHEN outcome = $13 AND ($14 OR 1 >= $17)
+                             THEN finished_at + make_interval(secs => $15) END
+                   FROM r
+                 ON CONFLICT (agent_id, user_id, activity_filter) DO UPDATE SET
+                        last_run_at = EXCLUDED.last_run_at,
+                        last_outcome = EXCLUDED.last_outcome,
+                        last_success_at = coalesce(EXCLUDED.last_success_at, s.last_success_at),
+                        last_error = coalesce(EXCLUDED.last_error, s.last_error),
+                        last_error_at = coalesce(EXCLUDED.last_error_at, s.last_error_at),
+                        failures_in_row = CASE
+                            WHEN EXCLUDED.last_outcome = $13 THEN s.failures_in_row + 1
+                            WHEN EXCLUDED.last_outcome = $12 THEN 0
+                            ELSE s.failures_in_row END,
+                        -- Backoff doubles from failure_backoff with each failure past the
+                        -- first that counts (the first for a refused token), up to the cap.
+                        next_due_at = CASE
+                            WHEN EXCLUDED.last_outcome = $13
+                                 AND ($14 OR s.failures_in_row + 1 >= $17)
+                            THEN EXCLUDED.last_run_at + make_interval(secs => least(
+                                 $15 * power(2, least(greatest(s.failures_in_row + 1
+                                     - CASE WHEN $14 THEN 1 ELSE $17 END, 0), 30)),
+                                 $16))
+                            WHEN EXCLUDED.last_outcome = $12 THEN NULL
+                            ELSE s.next_due_at END";
+
 /// How a run ended, for [`PairSession::finish_run`].
 #[derive(Debug, Clone, Copy)]
 pub struct RunEnd<'a> {
@@ -137,64 +171,44 @@ impl PairSession {
         } = *end;
         // The run's row, and the pair's last run, success and error on its state row, in one
         // round trip.
+        // A run that wrote nothing, met no error, recovery or reject leaves no row: the pair's
+        // state row says when it last ran, and sync_passes what each pass did.
+        let notable = outcome != RunOutcome::Ok
+            || totals.visits_inserted + totals.visits_updated > 0
+            || totals.activities_written + totals.rejects > 0
+            || !recoveries.is_empty();
+        let run_row = if notable {
+            "UPDATE sync_runs SET finished_at = now(), outcome = $2, requests = $3,
+                    pages = $4, visits_inserted = $5, visits_updated = $6,
+                    activities_written = $7, rejects = $8, mark_after = $9,
+                    recoveries = $10, error = $11
+              WHERE id = $1
+          RETURNING agent_id, user_id, activity_filter, outcome, error, finished_at"
+        } else {
+            "DELETE FROM sync_runs WHERE id = $1
+          RETURNING agent_id, user_id, activity_filter, $2::text AS outcome,
+                    $11::text AS error, now() AS finished_at"
+        };
+        let sql = format!("WITH r AS ({run_row}) {SAVE_LAST_RUN}");
         let close = |error: Option<&str>| {
-            sqlx::query(
-                "WITH r AS (
-                    UPDATE sync_runs SET finished_at = now(), outcome = $2, requests = $3,
-                           pages = $4, visits_inserted = $5, visits_updated = $6,
-                           activities_written = $7, rejects = $8, mark_after = $9,
-                           recoveries = $10, error = $11
-                     WHERE id = $1
-                 RETURNING agent_id, user_id, activity_filter, outcome, error, finished_at)
-                 INSERT INTO sync_state AS s (agent_id, user_id, activity_filter, last_run_at,
-                        last_outcome, last_success_at, last_error, last_error_at,
-                        failures_in_row, next_due_at)
-                 SELECT agent_id, user_id, activity_filter, finished_at, outcome,
-                        CASE WHEN outcome = $12 THEN finished_at END,
-                        error, CASE WHEN error IS NOT NULL THEN finished_at END,
-                        CASE WHEN outcome = $13 THEN 1 ELSE 0 END,
-                        CASE WHEN outcome = $13 AND ($14 OR 1 >= $17)
-                             THEN finished_at + make_interval(secs => $15) END
-                   FROM r
-                 ON CONFLICT (agent_id, user_id, activity_filter) DO UPDATE SET
-                        last_run_at = EXCLUDED.last_run_at,
-                        last_outcome = EXCLUDED.last_outcome,
-                        last_success_at = coalesce(EXCLUDED.last_success_at, s.last_success_at),
-                        last_error = coalesce(EXCLUDED.last_error, s.last_error),
-                        last_error_at = coalesce(EXCLUDED.last_error_at, s.last_error_at),
-                        failures_in_row = CASE
-                            WHEN EXCLUDED.last_outcome = $13 THEN s.failures_in_row + 1
-                            WHEN EXCLUDED.last_outcome = $12 THEN 0
-                            ELSE s.failures_in_row END,
-                        -- Backoff doubles from failure_backoff with each failure past the
-                        -- first that counts (the first for a refused token), up to the cap.
-                        next_due_at = CASE
-                            WHEN EXCLUDED.last_outcome = $13
-                                 AND ($14 OR s.failures_in_row + 1 >= $17)
-                            THEN EXCLUDED.last_run_at + make_interval(secs => least(
-                                 $15 * power(2, least(greatest(s.failures_in_row + 1
-                                     - CASE WHEN $14 THEN 1 ELSE $17 END, 0), 30)),
-                                 $16))
-                            WHEN EXCLUDED.last_outcome = $12 THEN NULL
-                            ELSE s.next_due_at END",
-            )
-            .bind(run.0)
-            .bind(outcome.as_str())
-            .bind(clamp_i32(u64::from(totals.requests)))
-            .bind(clamp_i32(u64::from(totals.pages)))
-            .bind(clamp_i32(totals.visits_inserted))
-            .bind(clamp_i32(totals.visits_updated))
-            .bind(clamp_i32(totals.activities_written))
-            .bind(clamp_i32(totals.rejects))
-            .bind(mark_after.settled)
-            .bind(recoveries.to_vec())
-            .bind(error.map(str::to_owned))
-            .bind(RunOutcome::Ok.as_str())
-            .bind(RunOutcome::Failed.as_str())
-            .bind(backoff.refused)
-            .bind(backoff.first.as_secs_f64())
-            .bind(backoff.max.as_secs_f64())
-            .bind(i32::try_from(backoff.after_failures).unwrap_or(i32::MAX))
+            sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(run.0)
+                .bind(outcome.as_str())
+                .bind(clamp_i32(u64::from(totals.requests)))
+                .bind(clamp_i32(u64::from(totals.pages)))
+                .bind(clamp_i32(totals.visits_inserted))
+                .bind(clamp_i32(totals.visits_updated))
+                .bind(clamp_i32(totals.activities_written))
+                .bind(clamp_i32(totals.rejects))
+                .bind(mark_after.settled)
+                .bind(recoveries.to_vec())
+                .bind(error.map(str::to_owned))
+                .bind(RunOutcome::Ok.as_str())
+                .bind(RunOutcome::Failed.as_str())
+                .bind(backoff.refused)
+                .bind(backoff.first.as_secs_f64())
+                .bind(backoff.max.as_secs_f64())
+                .bind(i32::try_from(backoff.after_failures).unwrap_or(i32::MAX))
         };
         let first = close(error)
             .execute(&mut *self.conn)
