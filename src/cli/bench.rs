@@ -43,6 +43,8 @@ enum Kind {
     InitialVsLimit,
     /// A pass with nothing new upstream, after a first sync.
     Quiet,
+    /// A first sync, measured on its own.
+    Initial,
 }
 
 struct Workload {
@@ -88,6 +90,24 @@ const WORKLOADS: &[Workload] = &[
         name: "quiet resync, 200 users",
         users: 200,
         visits_per_user: 5_000,
+        latency_ms: 0,
+        rate_limit: 0.0,
+        api: "",
+        kind: Kind::Quiet,
+    },
+    Workload {
+        name: "100,000 pairs × 2 visits, first sync",
+        users: 100_000,
+        visits_per_user: 2,
+        latency_ms: 0,
+        rate_limit: 0.0,
+        api: "",
+        kind: Kind::Initial,
+    },
+    Workload {
+        name: "quiet resync, 100,000 pairs × 2 visits",
+        users: 100_000,
+        visits_per_user: 2,
         latency_ms: 0,
         rate_limit: 0.0,
         api: "",
@@ -160,15 +180,17 @@ async fn run_workload(exe: &Path, db_url: &Secret, w: &Workload, users: u64) -> 
 
     Store::recreate_database(db_url).await?;
     let config = std::env::temp_dir().join(format!("szb-bench-{}.toml", std::process::id()));
+    let ids_file = config.with_extension("users");
     let user_ids: Vec<String> = (1..=users).map(|u| u.to_string()).collect();
+    std::fs::write(&ids_file, user_ids.join("\n")).context("writing the benchmark's user ids")?;
     std::fs::write(
         &config,
         format!(
             "[database]\nurl = {:?}\n\n[api]\nbase_url = {base_url:?}\ntoken = {GENERATED_TOKEN:?}\n{}\n\
-             [[targets]]\nagent_id = {GENERATED_AGENT}\nuser_ids = [{}]\n",
+             [[targets]]\nagent_id = {GENERATED_AGENT}\nuser_ids_file = {:?}\n",
             db_url.expose(),
             w.api,
-            user_ids.join(", ")
+            ids_file
         ),
     )
     .context("writing the benchmark's config")?;
@@ -200,6 +222,7 @@ async fn run_workload(exe: &Path, db_url: &Secret, w: &Workload, users: u64) -> 
     store.close().await;
     let _ = sim.kill().await;
     let _ = std::fs::remove_file(&config);
+    let _ = std::fs::remove_file(&ids_file);
     Ok(Measured {
         wall,
         peak_rss_kib,
@@ -321,9 +344,10 @@ fn print_table(rows: &[(&Workload, u64, Measured)]) {
                     m.sums.failed
                 )
             }
-            Kind::Quiet => format!(
-                "{:.2} requests per pair",
-                m.sums.requests as f64 / m.sums.runs.max(1) as f64
+            Kind::Quiet | Kind::Initial => format!(
+                "{:.2} requests per pair; {} sync_runs rows",
+                m.sim_requests as f64 / *users as f64,
+                m.sums.runs
             ),
         };
         println!(
