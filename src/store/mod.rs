@@ -145,6 +145,10 @@ impl Store {
                 url: redact_url(url.expose()),
                 source,
             })?;
+        // Commits do not wait for their WAL to reach the disk: if Postgres crashes, the last
+        // transactions are lost whole (a page's rows with its mark, a run's row), and the next
+        // sync reads those pages again. Exactness holds; each page saves a flush.
+        let options = options.options([("synchronous_commit", "off")]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2))
             .acquire_timeout(std::time::Duration::from_secs(10))

@@ -111,12 +111,6 @@ impl PairSession {
             .begin()
             .await
             .map_err(query_err("starting a page transaction"))?;
-        // A page does not wait for its WAL to reach the disk: if Postgres crashes, the last
-        // pages are lost whole, rows and mark together, and the next sync reads them again.
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
-            .await
-            .map_err(query_err("starting a page transaction"))?;
         let mut written = PageWritten::default();
 
         if !batch.placeholder_ids.is_empty() {

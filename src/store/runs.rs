@@ -129,28 +129,23 @@ impl PairSession {
     /// `interrupted` first: holding the lock proves nobody else is running it.
     pub async fn start_run(&mut self, mark_before: &Mark) -> Result<RunId, StoreError> {
         let pair = &self.pair;
-        sqlx::query(
-            "UPDATE sync_runs SET outcome = $4, finished_at = now(),
-                    error = coalesce(error, 'the process ended before the run finished')
-              WHERE agent_id = $1 AND user_id = $2 AND activity_filter = $3 AND outcome = $5",
+        // One round trip: rows a crashed process left running are closed as it opens its own
+        // (the INSERT's row is not in the UPDATE's snapshot).
+        let id: i64 = sqlx::query_scalar(
+            "WITH stale AS (
+                 UPDATE sync_runs SET outcome = $4, finished_at = now(),
+                        error = coalesce(error, 'the process ended before the run finished')
+                  WHERE agent_id = $1 AND user_id = $2 AND activity_filter = $3
+                    AND outcome = $5)
+             INSERT INTO sync_runs (agent_id, user_id, activity_filter, mark_before, outcome)
+             VALUES ($1, $2, $3, $6, $5) RETURNING id",
         )
         .bind(pair.agent_id)
         .bind(pair.user_id)
         .bind(pair.filter_str())
         .bind(RunOutcome::Interrupted.as_str())
         .bind(RunOutcome::Running.as_str())
-        .execute(&mut *self.conn)
-        .await
-        .map_err(query_err("closing stale runs"))?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO sync_runs (agent_id, user_id, activity_filter, mark_before, outcome)
-             VALUES ($1, $2, $3, $4, $5) RETURNING id",
-        )
-        .bind(pair.agent_id)
-        .bind(pair.user_id)
-        .bind(pair.filter_str())
         .bind(mark_before.settled)
-        .bind(RunOutcome::Running.as_str())
         .fetch_one(&mut *self.conn)
         .await
         .map_err(query_err("opening the run row"))?;
