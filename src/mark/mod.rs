@@ -12,6 +12,12 @@
 //! - **Overlap.** Each next window starts at or before the previous window's last tie group, minus
 //!   one, and finds that group again; reading pages back to back would skip visits when a purge
 //!   lands between two requests.
+//! - **Fetching ahead.** The engine may hand the walk a page of a window it guessed
+//!   ([`Window::ahead`]) instead of the one [`Decision::next`] named; [`Walk::accepts`] and
+//!   [`Walk::verifies`] say when such a page can stand in for it, so the rules above hold as ever.
+//!
+//! `window.rs` chooses windows, `locate.rs` finds the walk's place in a page, `tests.rs` walks
+//! static and changing lists.
 
 mod locate;
 #[cfg(test)]

@@ -57,7 +57,15 @@ impl Store {
              SELECT p.ord, s.settled_count, s.upstream_total,
                     coalesce(s.failures_in_row, 0) AS failures_in_row,
                     CASE WHEN s.next_due_at > now() THEN s.next_due_at END AS next_due_at,
-                    r.outcome, r.finished_at, r.error, ok.last_ok_at, v.visits, j.rejects
+                    -- A quiet run leaves no run row: the state row knows the latest run.
+                    CASE WHEN r.outcome = $5 THEN r.outcome
+                         ELSE coalesce(s.last_outcome, r.outcome) END AS outcome,
+                    CASE WHEN r.outcome = $5 THEN NULL
+                         ELSE coalesce(s.last_run_at, r.finished_at) END AS finished_at,
+                    CASE WHEN coalesce(s.last_outcome, r.outcome) IN ($4, $5) THEN NULL
+                         ELSE coalesce(s.last_error, r.error) END AS error,
+                    coalesce(s.last_success_at, ok.last_ok_at) AS last_ok_at,
+                    v.visits, j.rejects
                FROM p
                LEFT JOIN sync_state s USING (agent_id, user_id, activity_filter)
                LEFT JOIN LATERAL (
@@ -84,6 +92,7 @@ impl Store {
         .bind(pairs.iter().map(|p| p.user_id).collect::<Vec<_>>())
         .bind(pairs.iter().map(PairKey::filter_str).collect::<Vec<_>>())
         .bind(RunOutcome::Ok.as_str())
+        .bind(RunOutcome::Running.as_str())
         .fetch_all(&self.pool)
         .await
         .map_err(query_err("reading pair status"))?;

@@ -386,10 +386,35 @@ async fn a_pairs_last_run_success_and_error_stay_on_its_state_row() {
         "the last error stays after a success"
     );
     assert_eq!(forgotten, recovered);
+
     let mark: i64 = h
         .count("SELECT settled_count FROM sync_state WHERE user_id = 1")
         .await;
     assert_eq!(mark, 0, "the mark is gone");
+    // A quiet run leaves no run row; status still shows it, from the state row.
+    let key = h.pairs()[0].key.clone();
+    h.sync_ok().await;
+    let before = h
+        .app
+        .store()
+        .status(std::slice::from_ref(&key))
+        .await
+        .unwrap();
+    h.sync_ok().await;
+    let after = h
+        .app
+        .store()
+        .status(std::slice::from_ref(&key))
+        .await
+        .unwrap();
+    assert_eq!(after[0].last_outcome, Some(RunOutcome::Ok));
+    assert_eq!(after[0].last_error, None, "the latest run did not fail");
+    assert!(
+        after[0].last_finished_at > before[0].last_finished_at,
+        "the quiet run is the latest: {:?} then {:?}",
+        before[0].last_finished_at,
+        after[0].last_finished_at
+    );
 }
 
 #[tokio::test]
