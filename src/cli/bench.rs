@@ -134,6 +134,8 @@ struct Measured {
     sim_requests: u64,
     /// Rows per second of the `COPY` baseline, where the workload has one.
     copy_rate: Option<f64>,
+    /// Visit rows the timed passes wrote, from `sync_passes`.
+    pass_visits: i64,
 }
 
 pub(super) async fn run(settings: &Settings, args: BenchArgs) -> Result<ExitCode> {
@@ -202,15 +204,17 @@ async fn run_workload(exe: &Path, db_url: &Secret, w: &Workload, users: u64) -> 
         }
     }
     sim_config(&http, &base_url, w.latency_ms, w.rate_limit).await?;
-    let before = match w.kind {
-        Kind::Quiet => store.last_run_id().await?,
-        _ => 0,
+    let (before, before_pass) = match w.kind {
+        Kind::Quiet => (store.last_run_id().await?, store.last_pass_id().await?),
+        _ => (0, 0),
     };
     let (code, wall, peak_rss_kib) = sync(exe, &config).await?;
     if code != 0 {
         eprintln!("  warning: the sync exited with {code}; see sync_runs in the bench database");
     }
     let sums = store.runs_since(before).await?;
+    // Quiet runs leave no run row; every pass has one.
+    let pass_visits = store.visits_written_since_pass(before_pass).await?;
     let stats = sim_config(&http, &base_url, 0, 0.0).await?;
     let copy_rate = match w.kind {
         Kind::InitialVsCopy => {
@@ -230,6 +234,7 @@ async fn run_workload(exe: &Path, db_url: &Secret, w: &Workload, users: u64) -> 
         rate_limited: stats.1,
         sim_requests: stats.0,
         copy_rate,
+        pass_visits,
     })
 }
 
@@ -317,7 +322,7 @@ fn print_table(rows: &[(&Workload, u64, Measured)]) {
     for (w, users, m) in rows {
         let visits = m.sums.visits_inserted;
         let secs = m.wall.as_secs_f64();
-        let written = m.sums.visits_inserted + m.sums.visits_updated + m.sums.activities_written;
+        let written = m.pass_visits + m.sums.activities_written;
         let versus = match w.kind {
             Kind::InitialVsCopy => m.copy_rate.map_or("-".to_owned(), |copy| {
                 format!(

@@ -190,6 +190,7 @@ impl Target {
         if let Some(path) = &self.user_ids_file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("targets[{i}].user_ids_file {}: {e}", path.display()))?;
+            let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
             for (n, line) in text.lines().enumerate() {
                 let id = line.split('#').next().unwrap_or("").trim();
                 if id.is_empty() {
@@ -393,6 +394,12 @@ impl Settings {
             problem(format!(
                 "sync.keep_runs must be at least 1h, got {}",
                 humantime::format_duration(self.sync.keep_runs)
+            ));
+        }
+        if self.sync.max_failure_backoff > Duration::from_secs(30 * 24 * 60 * 60) {
+            problem(format!(
+                "sync.max_failure_backoff must be at most 30d, got {}",
+                humantime::format_duration(self.sync.max_failure_backoff)
             ));
         }
         if self.sync.failure_backoff > self.sync.max_failure_backoff {
@@ -1068,7 +1075,8 @@ mod tests {
 
     #[test]
     fn user_ids_can_come_from_a_file_beside_the_list() {
-        let file = ids_file("# viewers of 105131\n3\n\n  4  # the boss\n5\n");
+        // A byte-order mark, Windows line ends, comments and blank lines are all fine.
+        let file = ids_file("\u{feff}# viewers of 105131\r\n3\r\n\n  4  # the boss\n5\n");
         let toml = format!(
             "[api]\ntoken = \"t\"\n[[targets]]\nagent_id = 1\nuser_ids = [2]\nuser_ids_file = {:?}\n\
              [[targets]]\nagent_id = 9\nuser_ids_file = {:?}\n",
@@ -1144,6 +1152,22 @@ mod tests {
             )),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn backoff_settings_are_checked() {
+        let msg = error("[sync]\nmax_failure_backoff = \"400d\"\n");
+        assert!(
+            msg.contains("sync.max_failure_backoff must be at most 30d"),
+            "{msg}"
+        );
+        let msg = error("[sync]\nfailure_backoff = \"2h\"\nmax_failure_backoff = \"1h\"\n");
+        assert!(
+            msg.contains("must not exceed sync.max_failure_backoff"),
+            "{msg}"
+        );
+        let msg = error("[sync]\nkeep_runs = \"10m\"\n");
+        assert!(msg.contains("sync.keep_runs must be at least 1h"), "{msg}");
     }
 
     #[test]

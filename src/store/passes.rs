@@ -30,6 +30,26 @@ impl Store {
             .map_err(query_err("opening the pass row"))
     }
 
+    /// The id of the newest pass row, 0 without one.
+    pub async fn last_pass_id(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM sync_passes")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_err("reading the last pass id"))
+    }
+
+    /// Visits the passes after pass `after` wrote, summed (quiet runs leave no run row, but
+    /// every pass has one).
+    pub async fn visits_written_since_pass(&self, after: i64) -> Result<i64, StoreError> {
+        sqlx::query_scalar(
+            "SELECT coalesce(sum(visits_written), 0)::int8 FROM sync_passes WHERE id > $1",
+        )
+        .bind(after)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_err("summing passes"))
+    }
+
     /// Closes a pass's row with what it did.
     pub async fn finish_pass(&self, id: i64, totals: &PassTotals) -> Result<(), StoreError> {
         let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
@@ -50,8 +70,8 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes `sync_runs` and `sync_passes` rows that started more than `keep` ago, in small
-    /// batches. Returns how many rows went.
+    /// Deletes finished `sync_runs` and `sync_passes` rows that started more than `keep` ago,
+    /// in small batches; a run or pass still going is never pruned. Returns how many rows went.
     pub async fn prune_history(&self, keep: Duration) -> Result<u64, StoreError> {
         let keep = chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
         let Some(cutoff) = chrono::Utc::now().checked_sub_signed(keep) else {
@@ -61,7 +81,8 @@ impl Store {
         for table in ["sync_runs", "sync_passes"] {
             let sql = format!(
                 "DELETE FROM {table} WHERE id IN (
-                     SELECT id FROM {table} WHERE started_at < $1 ORDER BY started_at LIMIT $2)"
+                     SELECT id FROM {table} WHERE started_at < $1 AND finished_at IS NOT NULL
+                      ORDER BY started_at LIMIT $2)"
             );
             loop {
                 let deleted = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))

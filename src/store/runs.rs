@@ -41,7 +41,7 @@ const SAVE_LAST_RUN: &str = "
                         error, CASE WHEN error IS NOT NULL THEN finished_at END,
                         CASE WHEN outcome = $13 THEN 1 ELSE 0 END,
                         CASE WHEN outcome = $13 AND ($14 OR 1 >= $17)
-                             THEN finished_at + make_interval(secs => $15) END
+                             THEN finished_at + make_interval(secs => least($15, $16)) END
                    FROM r
                  ON CONFLICT (agent_id, user_id, activity_filter) DO UPDATE SET
                         last_run_at = EXCLUDED.last_run_at,

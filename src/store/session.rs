@@ -52,10 +52,12 @@ impl Store {
                 outcome.busy.push(pair.clone());
                 continue;
             };
-            // The row stays, with its last run, success and error: only the mark goes.
+            // The row stays, with its last run, success and error: the mark goes, and so does
+            // any backoff (an operator who resyncs wants the pair tried).
             let deleted = sqlx::query(
                 "UPDATE sync_state SET settled_count = 0, anchor_visit_at = NULL,
-                        anchor_activity_ids = '{}', upstream_total = NULL, mark_moved_at = now()
+                        anchor_activity_ids = '{}', upstream_total = NULL, mark_moved_at = now(),
+                        failures_in_row = 0, next_due_at = NULL
                   WHERE agent_id = $1 AND user_id = $2 AND activity_filter = $3",
             )
             .bind(pair.agent_id)

@@ -57,19 +57,21 @@ impl Store {
              SELECT p.ord, s.settled_count, s.upstream_total,
                     coalesce(s.failures_in_row, 0) AS failures_in_row,
                     CASE WHEN s.next_due_at > now() THEN s.next_due_at END AS next_due_at,
-                    -- A quiet run leaves no run row: the state row knows the latest run.
-                    CASE WHEN r.outcome = $5 THEN r.outcome
-                         ELSE coalesce(s.last_outcome, r.outcome) END AS outcome,
-                    CASE WHEN r.outcome = $5 THEN NULL
-                         ELSE coalesce(s.last_run_at, r.finished_at) END AS finished_at,
-                    CASE WHEN coalesce(s.last_outcome, r.outcome) IN ($4, $5) THEN NULL
-                         ELSE coalesce(s.last_error, r.error) END AS error,
+                    -- A quiet run leaves no run row, and a skipped or running one has no
+                    -- state yet: show whichever is newer.
+                    CASE WHEN r.started_at > coalesce(s.last_run_at, '-infinity')
+                         THEN r.outcome ELSE s.last_outcome END AS outcome,
+                    CASE WHEN r.started_at > coalesce(s.last_run_at, '-infinity')
+                         THEN r.finished_at ELSE s.last_run_at END AS finished_at,
+                    CASE WHEN r.started_at > coalesce(s.last_run_at, '-infinity')
+                         THEN CASE WHEN r.outcome = $5 THEN NULL ELSE r.error END
+                         WHEN s.last_outcome = $6 THEN s.last_error END AS error,
                     coalesce(s.last_success_at, ok.last_ok_at) AS last_ok_at,
                     v.visits, j.rejects
                FROM p
                LEFT JOIN sync_state s USING (agent_id, user_id, activity_filter)
                LEFT JOIN LATERAL (
-                    SELECT outcome, finished_at, error FROM sync_runs o
+                    SELECT outcome, started_at, finished_at, error FROM sync_runs o
                      WHERE (o.agent_id, o.user_id, o.activity_filter)
                            = (p.agent_id, p.user_id, p.activity_filter)
                      ORDER BY o.started_at DESC, o.id DESC LIMIT 1) r ON true
@@ -93,6 +95,7 @@ impl Store {
         .bind(pairs.iter().map(PairKey::filter_str).collect::<Vec<_>>())
         .bind(RunOutcome::Ok.as_str())
         .bind(RunOutcome::Running.as_str())
+        .bind(RunOutcome::Failed.as_str())
         .fetch_all(&self.pool)
         .await
         .map_err(query_err("reading pair status"))?;

@@ -427,8 +427,12 @@ async fn history_older_than_keep_runs_is_pruned_and_newer_history_stays() {
         "INSERT INTO sync_runs (agent_id, user_id, started_at, finished_at, outcome)
          SELECT 1, 2, now() - interval '40 days', now() - interval '40 days', 'ok'
            FROM generate_series(1, 12000);
-         INSERT INTO sync_passes (started_at, outcome)
-         SELECT now() - interval '40 days', 'ok' FROM generate_series(1, 3);",
+         INSERT INTO sync_passes (started_at, finished_at, outcome)
+         SELECT now() - interval '40 days', now() - interval '40 days', 'ok'
+           FROM generate_series(1, 3);
+         -- Old, but still going (a very long first sync): never pruned.
+         INSERT INTO sync_runs (agent_id, user_id, started_at, outcome)
+         VALUES (1, 3, now() - interval '40 days', 'running');",
     )
     .execute(&h.db.pool)
     .await
@@ -442,7 +446,8 @@ async fn history_older_than_keep_runs_is_pruned_and_newer_history_stays() {
         .unwrap();
 
     assert_eq!(pruned, 12_003);
-    // The first run wrote visits; the quiet second one left no run row.
-    assert_eq!(h.count("SELECT count(*) FROM sync_runs").await, 1);
+    // The first run wrote visits (the quiet second one left no run row), and the old run that
+    // is still going stays.
+    assert_eq!(h.count("SELECT count(*) FROM sync_runs").await, 2);
     assert_eq!(h.count("SELECT count(*) FROM sync_passes").await, 2);
 }
