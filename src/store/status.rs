@@ -29,13 +29,11 @@ pub struct PairStatus {
 }
 
 impl Store {
-    /// Every pair the database knows of (it has a mark or a run), configured or not, sorted.
+    /// Every pair the database knows of (every pair that ran has a `sync_state` row),
+    /// configured or not, sorted.
     pub async fn known_pairs(&self) -> Result<Vec<PairKey>, StoreError> {
         let rows: Vec<(i64, i64, String)> = sqlx::query_as(
-            "SELECT agent_id, user_id, activity_filter FROM sync_state
-              UNION
-             SELECT DISTINCT agent_id, user_id, activity_filter FROM sync_runs
-              ORDER BY 1, 2, 3",
+            "SELECT agent_id, user_id, activity_filter FROM sync_state ORDER BY 1, 2, 3",
         )
         .fetch_all(&self.pool)
         .await
