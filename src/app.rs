@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{ApiClient, ApiError};
 use crate::daemon::scheduler::{self, SchedulerError};
 use crate::domain::Pair;
-use crate::engine::{Engine, EngineOptions, SyncReport};
+use crate::engine::{Engine, EngineOptions, PassPlan, SyncReport};
 use crate::error::chain;
 use crate::settings::{Settings, SettingsError};
 use crate::store::{Store, StoreError};
@@ -67,6 +67,7 @@ impl App {
                 fetch_ahead: settings.sync.fetch_ahead,
                 failure_backoff: settings.sync.failure_backoff,
                 max_failure_backoff: settings.sync.max_failure_backoff,
+                lease_period: settings.sync.lease_period,
             },
         );
         Ok(App {
@@ -102,10 +103,28 @@ impl App {
         self.engine.sync_all(&self.pairs, shutdown).await
     }
 
-    /// One pass over the configured pairs that are due, as the daemon makes it: pairs backing
-    /// off after failures wait for their time.
+    /// Gives up this app's locks and leases' liveness at once (they also go when the process
+    /// exits), then closes the pool.
+    pub async fn close(&self) {
+        self.engine.close().await;
+        self.store.close().await;
+    }
+
+    /// One pass over the configured pairs that are due now, as the daemon makes it: pairs
+    /// backing off after failures wait for their time, and those that run are due again at
+    /// any later pass.
     pub async fn sync_due(&self, shutdown: &CancellationToken) -> SyncReport {
-        self.engine.sync_due(&self.pairs, shutdown).await
+        let plan = PassPlan {
+            due_by: Some(chrono::Utc::now()),
+            next_due: None,
+            wait_for_others: false,
+        };
+        self.engine.sync_due(&self.pairs, plan, shutdown).await
+    }
+
+    /// The engine, for passes with a plan of their own.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// The daemon: migrations, retried while the database is away, then a pass at once and on
@@ -123,7 +142,7 @@ impl App {
         } else {
             Ok(())
         };
-        self.store.close().await;
+        self.close().await;
         Ok(ran?)
     }
 

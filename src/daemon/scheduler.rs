@@ -1,16 +1,19 @@
 //! Turns cron ticks into engine passes, never two at once.
 //!
 //! tokio-cron-scheduler only produces ticks; one loop consumes them. A tick that arrives while a
-//! pass is still going is dropped (logged), so slow passes never pile up or overlap.
+//! pass is still going is dropped (logged), so slow passes never pile up or overlap. Each pass
+//! takes the pairs due by its tick and makes them due again at the next one, so replicas on one
+//! schedule run each pair once per tick between them.
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::Pair;
-use crate::engine::Engine;
+use crate::engine::{Engine, PassPlan};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
@@ -20,8 +23,39 @@ pub enum SchedulerError {
         #[source]
         source: tokio_cron_scheduler::JobSchedulerError,
     },
+    #[error("cron schedule {cron:?} rejected: {detail}")]
+    Pattern { cron: String, detail: String },
     #[error("the job scheduler failed: {0}")]
     Scheduler(#[from] tokio_cron_scheduler::JobSchedulerError),
+}
+
+/// Parses `cron` as the scheduler does.
+pub fn parse_cron(cron: &str) -> Result<croner::Cron, SchedulerError> {
+    crate::settings::cron_pattern(cron).map_err(|e| SchedulerError::Pattern {
+        cron: cron.to_owned(),
+        detail: e.to_string(),
+    })
+}
+
+/// Ticks fire a little late; one that fires this close after its time is that tick.
+const TICK_SLACK: chrono::Duration = chrono::Duration::seconds(5);
+
+/// The plan of a pass started at `now`: by a tick (`ticked`), the pairs due by that tick's
+/// scheduled time, due again at the following one; at start-up, the pairs due now, due again
+/// at the next tick. The scheduled times come from the pattern, so replicas whose clocks differ
+/// by seconds still agree on them.
+pub fn plan_at(cron: &croner::Cron, now: DateTime<Utc>, ticked: bool) -> PassPlan {
+    let due_by = if ticked {
+        cron.find_previous_occurrence(&(now + TICK_SLACK), true)
+            .unwrap_or(now)
+    } else {
+        now
+    };
+    PassPlan {
+        due_by: Some(due_by),
+        next_due: cron.find_next_occurrence(&due_by, false).ok(),
+        wait_for_others: true,
+    }
 }
 
 /// A pass right away, then one per tick of `cron`, until `shutdown` fires. The pass in flight
@@ -33,13 +67,14 @@ pub async fn run(
     keep_runs: Duration,
     shutdown: &CancellationToken,
 ) -> Result<(), SchedulerError> {
-    let (tick_tx, mut ticks) = mpsc::channel::<()>(1);
+    let pattern = parse_cron(cron)?;
+    let (tick_tx, mut ticks) = mpsc::channel::<bool>(1);
     let mut scheduler = JobScheduler::new().await?;
     let job_tx = tick_tx.clone();
     let job = Job::new_async(cron, move |_, _| {
         let tx = job_tx.clone();
         Box::pin(async move {
-            if tx.try_send(()).is_err() {
+            if tx.try_send(true).is_err() {
                 tracing::warn!("previous sync still running; this tick is skipped");
             }
         })
@@ -50,15 +85,16 @@ pub async fn run(
     })?;
     scheduler.add(job).await?;
     scheduler.start().await?;
-    tracing::info!(cron, pairs = pairs.len(), "szb-sync daemon started");
+    tracing::info!(cron, pairs = pairs.len(), owner = engine.owner(), "szb-sync daemon started");
 
     // A first pass right away: nobody wants to wait for the first tick to see data.
-    let _ = tick_tx.try_send(());
+    let _ = tick_tx.try_send(false);
     loop {
         tokio::select! {
             tick = ticks.recv() => {
-                if tick.is_none() { break; }
-                let report = engine.sync_due(pairs, shutdown).await;
+                let Some(ticked) = tick else { break };
+                let plan = plan_at(&pattern, Utc::now(), ticked);
+                let report = engine.sync_due(pairs, plan, shutdown).await;
                 tracing::info!(summary = %report, "sync run finished");
                 match engine.prune_history(keep_runs).await {
                     Ok(0) => {}
@@ -73,6 +109,37 @@ pub async fn run(
         }
     }
     scheduler.shutdown().await?;
+    engine.close().await;
     tracing::info!("szb-sync daemon stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_tick_takes_the_pairs_due_by_its_scheduled_time_and_makes_them_due_at_the_next() {
+        let cron = parse_cron("0 */10 * * * *").unwrap();
+        // Fired 2 s late.
+        let plan = plan_at(&cron, at("2026-12-01T12:10:02Z"), true);
+        assert_eq!(plan.due_by, Some(at("2026-12-01T12:10:00Z")));
+        assert_eq!(plan.next_due, Some(at("2026-12-01T12:20:00Z")));
+        // A replica whose clock runs 3 s fast fires "early": the same tick.
+        let early = plan_at(&cron, at("2026-12-01T12:09:57Z"), true);
+        assert_eq!(early, plan);
+        assert!(plan.wait_for_others);
+    }
+
+    #[test]
+    fn the_start_up_pass_takes_the_pairs_due_now() {
+        let cron = parse_cron("0 */10 * * * *").unwrap();
+        let plan = plan_at(&cron, at("2026-12-01T12:03:00Z"), false);
+        assert_eq!(plan.due_by, Some(at("2026-12-01T12:03:00Z")));
+        assert_eq!(plan.next_due, Some(at("2026-12-01T12:10:00Z")));
+    }
 }

@@ -4,19 +4,23 @@
 //! separate; this module only sequences them, keeps the run's counters and isolates pairs from
 //! each other's failures. [`walk`] holds one pair's walk over its pages.
 
+mod pass;
 mod walk;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiClient, ApiError};
 use crate::domain::{Pair, PairKey, RunOutcome};
 use crate::error::chain;
 use crate::mark::{Walk, WalkError};
-use crate::store::{Backoff, PairSession, PassTotals, RunEnd, RunTotals, Store, StoreError};
+use crate::store::{
+    Backoff, Claimed, Coordinator, FinishedRun, PassTotals, RunTotals, Store, StoreError,
+};
 
 /// Why one pair's run failed.
 #[derive(Debug, thiserror::Error)]
@@ -57,10 +61,12 @@ impl PairReport {
     }
 }
 
-/// What a pass over all pairs did.
+/// What a pass did: the pairs it ran, and what stopped it from claiming more.
 #[derive(Debug, Clone, Default)]
 pub struct SyncReport {
     pub pairs: Vec<PairReport>,
+    /// Errors of the pass itself (claiming pairs, recording their runs), not of one pair.
+    pub errors: Vec<String>,
 }
 
 impl SyncReport {
@@ -70,11 +76,14 @@ impl SyncReport {
             .filter(|p| p.outcome == RunOutcome::Failed)
     }
 
-    /// Every pair ended ok, or was stopped by shutdown after its last committed page.
+    /// Every pair ended ok, or was stopped by shutdown after its last committed page, and the
+    /// pass itself met no error.
     pub fn all_ok(&self) -> bool {
-        self.pairs
+        self.errors.is_empty()
+            && self
+                .pairs
             .iter()
-            .all(|p| matches!(p.outcome, RunOutcome::Ok | RunOutcome::Interrupted))
+                .all(|p| matches!(p.outcome, RunOutcome::Ok | RunOutcome::Interrupted))
     }
 
     /// The pass's row in `sync_passes`.
@@ -84,7 +93,7 @@ impl SyncReport {
             .pairs
             .iter()
             .any(|p| p.outcome == RunOutcome::Interrupted);
-        let failures = self.failed().count() as u64;
+        let failures = self.failed().count() as u64 + self.errors.len() as u64;
         PassTotals {
             pairs: self.pairs.len() as u64,
             requests: u64::from(t.requests),
@@ -124,11 +133,15 @@ impl fmt::Display for SyncReport {
             t.visits_updated,
             t.activities_written,
             t.rejects
-        )
+        )?;
+        for e in &self.errors {
+            write!(f, "; error: {e}")?;
+        }
+        Ok(())
     }
 }
 
-/// Knobs of the walk.
+/// Knobs of the walk and of the pass.
 #[derive(Debug, Clone, Copy)]
 pub struct EngineOptions {
     pub page_size: u32,
@@ -141,11 +154,36 @@ pub struct EngineOptions {
     /// further failure, up to `max_failure_backoff`.
     pub failure_backoff: Duration,
     pub max_failure_backoff: Duration,
+    /// How long a claimed pair stays this process's without a renewal.
+    pub lease_period: Duration,
 }
 
 /// Runs of a pair that may fail in a row before it backs off (a refused token backs off at
 /// once).
 const FAILURES_BEFORE_BACKOFF: u32 = 3;
+
+/// Which pairs a pass takes, and when they are due again after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassPlan {
+    /// Take the pairs due by this time; `None` takes every configured pair (`szb-sync sync`).
+    pub due_by: Option<DateTime<Utc>>,
+    /// When a pair this pass ran is due again (the schedule's next tick); `None`: at any pass.
+    pub next_due: Option<DateTime<Utc>>,
+    /// Before ending, wait while due pairs are leased by other live processes, and take those
+    /// whose owner dies: the pass ends when every due pair ran somewhere.
+    pub wait_for_others: bool,
+}
+
+impl PassPlan {
+    /// Every configured pair, now (`szb-sync sync`).
+    pub fn every_pair() -> Self {
+        PassPlan {
+            due_by: None,
+            next_due: None,
+            wait_for_others: false,
+        }
+    }
+}
 
 /// Syncs pairs: the only place that calls the API, the mark and the store together.
 #[derive(Debug, Clone)]
@@ -153,15 +191,29 @@ pub struct Engine {
     store: Store,
     api: ApiClient,
     options: EngineOptions,
+    coordinator: Arc<Coordinator>,
 }
 
 impl Engine {
     pub fn new(store: Store, api: ApiClient, options: EngineOptions) -> Self {
+        let owner = crate::store::new_owner_id();
+        let coordinator = Arc::new(store.coordinator(&owner, options.lease_period));
         Engine {
             store,
             api,
             options,
+            coordinator,
         }
+    }
+
+    /// This process's id on leases and pass rows (`host:pid:nonce`).
+    pub fn owner(&self) -> &str {
+        self.coordinator.owner()
+    }
+
+    /// Gives up the coordinator's connection, and with it every lock this engine holds.
+    pub async fn close(&self) {
+        self.coordinator.close().await;
     }
 
     /// Prunes the run history older than `keep` (see [`Store::prune_history`]).
@@ -169,85 +221,77 @@ impl Engine {
         self.store.prune_history(keep).await
     }
 
-    /// One pass over the pairs that are due: those backing off after failures wait for their
-    /// time (see `sync_state.next_due_at`). The daemon's pass; `sync` tries every pair.
-    pub async fn sync_due(&self, pairs: &[Pair], shutdown: &CancellationToken) -> SyncReport {
-        let waiting: std::collections::HashMap<PairKey, chrono::DateTime<chrono::Utc>> = match self
-            .store
-            .backing_off()
-            .await
-        {
-            Ok(waiting) => waiting.into_iter().collect(),
-            Err(e) => {
-                tracing::warn!(error = %chain(&e), "could not read which pairs back off; trying all");
-                Default::default()
-            }
-        };
-        let due: Vec<Pair> = pairs
-            .iter()
-            .filter(|p| !waiting.contains_key(&p.key))
-            .cloned()
-            .collect();
-        if due.len() < pairs.len() {
-            tracing::info!(
-                backing_off = pairs.len() - due.len(),
-                "pairs that keep failing wait for their next try (see szb-sync status)"
-            );
-        }
-        self.sync_all(&due, shutdown).await
-    }
-
-    /// One pass over every pair, `concurrency` at a time. A failing pair does not stop the others.
+    /// One pass over every configured pair that no other live process holds (`szb-sync sync`;
+    /// backoff does not apply).
     pub async fn sync_all(&self, pairs: &[Pair], shutdown: &CancellationToken) -> SyncReport {
-        let started = std::time::Instant::now();
-        // A database that is away fails the pairs one by one; the pass row is only a record.
-        let pass = match self.store.start_pass().await {
-            Ok(id) => Some(id),
-            Err(e) => {
-                tracing::warn!(error = %chain(&e), "could not open the pass row");
-                None
-            }
-        };
-        let mut reports: Vec<PairReport> = futures_util::stream::iter(pairs)
-            .map(|pair| self.sync_pair(pair, shutdown))
-            .buffer_unordered(self.options.concurrency.max(1))
-            .collect()
-            .await;
-        reports.sort_by(|a, b| a.pair.cmp(&b.pair));
-        let report = SyncReport { pairs: reports };
-        if let Some(id) = pass
-            && let Err(e) = self.store.finish_pass(id, &report.pass_totals()).await
-        {
-            tracing::warn!(error = %chain(&e), "could not close the pass row");
-        }
-        let secs = started.elapsed().as_secs_f64();
-        for pace in self.api.pace() {
-            tracing::debug!(
-                limit = pace.limit,
-                in_flight = pace.in_flight,
-                backpressure = pace.backpressure,
-                baseline_rtt_ms = pace.baseline_rtt.map(|d| d.as_millis() as u64),
-                "request pace of a token"
-            );
-        }
-        tracing::debug!(
-            requests_per_second = f64::from(report.totals().requests) / secs.max(1e-9),
-            "pass finished"
-        );
-        report
+        self.run_pass(pairs, PassPlan::every_pair(), shutdown).await
     }
 
-    /// One run of one pair, recorded in `sync_runs`.
-    pub async fn sync_pair(&self, pair: &Pair, shutdown: &CancellationToken) -> PairReport {
+    /// One pass over the pairs due by `plan`, shared with the other replicas (the daemon's
+    /// pass).
+    pub async fn sync_due(
+        &self,
+        pairs: &[Pair],
+        plan: PassPlan,
+        shutdown: &CancellationToken,
+    ) -> SyncReport {
+        self.run_pass(pairs, plan, shutdown).await
+    }
+
+    /// The run of one claimed pair: walk it from the claimed mark, then say what to record.
+    async fn run_claimed(
+        &self,
+        pair: Pair,
+        claimed: Claimed,
+        shutdown: CancellationToken,
+    ) -> (PairReport, FinishedRun) {
         let key = &pair.key;
-        if shutdown.is_cancelled() {
-            // Shutting down: pairs not started yet are left for the next run, untouched.
-            return PairReport::unwalked(key, RunOutcome::Interrupted, None);
+        let mark_before = claimed.mark.settled;
+        let finished = |report: &PairReport, refused: bool| FinishedRun {
+            pair: key.clone(),
+            outcome: report.outcome,
+            totals: report.totals.clone(),
+            mark_before,
+            mark_after: report.settled,
+            recoveries: report.recoveries.clone(),
+            error: report.error.clone(),
+            refused,
+            started_at: claimed.leased_at,
+            locked: claimed.locked,
+        };
+        if !claimed.locked {
+            const REASON: &str = "another process held the pair's lock";
+            tracing::warn!(pair = %key, "another szb-sync process is syncing this pair; skipped");
+            let report = PairReport::unwalked(key, RunOutcome::Skipped, Some(REASON.to_owned()));
+            let run = finished(&report, false);
+            return (report, run);
         }
-        let report = match self.store.lock_pair(key).await {
-            Ok(Some(session)) => self.run_locked(pair, session, shutdown).await,
-            Ok(None) => return self.skip(key).await,
-            Err(e) => PairReport::unwalked(key, RunOutcome::Failed, Some(chain(&e))),
+        let settle_after =
+            chrono::Duration::from_std(self.options.settle_after).unwrap_or(chrono::Duration::MAX);
+        let mut walk = Walk::new(
+            claimed.mark.clone(),
+            claimed.upstream_total,
+            settle_after,
+            self.options.page_size,
+        );
+        let mut session = self.store.session(key, self.owner());
+        let walked = self.walk(&pair, &mut session, &mut walk, &shutdown).await;
+        drop(session);
+        let refused = matches!(
+            walked.ended,
+            Err(PairError::Api(ApiError::Unauthorized { .. }))
+        );
+        let (outcome, error) = match walked.ended {
+            Ok(outcome) => (outcome, None),
+            Err(e) => (RunOutcome::Failed, Some(chain(&e))),
+        };
+        let report = PairReport {
+            pair: key.clone(),
+            outcome,
+            totals: walked.totals,
+            settled: walk.mark().settled,
+            recoveries: walk.recoveries().iter().map(ToString::to_string).collect(),
+            error,
         };
         match report.outcome {
             RunOutcome::Failed => {
@@ -263,85 +307,15 @@ impl Engine {
                 "pair synced"
             ),
         }
-        report
+        let run = finished(&report, refused);
+        (report, run)
     }
 
-    /// Another process holds the pair: record that, and leave the pair to it.
-    async fn skip(&self, key: &PairKey) -> PairReport {
-        const REASON: &str = "another process held the pair's lock";
-        tracing::warn!(pair = %key, "another szb-sync process is syncing this pair; skipped");
-        if let Err(e) = self.store.record_skipped_run(key, REASON).await {
-            tracing::warn!(pair = %key, error = %chain(&e), "could not record the skipped run");
+    fn backoff(&self) -> Backoff {
+        Backoff {
+            after_failures: FAILURES_BEFORE_BACKOFF,
+            first: self.options.failure_backoff,
+            max: self.options.max_failure_backoff,
         }
-        PairReport::unwalked(key, RunOutcome::Skipped, Some(REASON.to_owned()))
-    }
-
-    /// The run of a pair whose lock this process holds: open its row, walk, close the row.
-    async fn run_locked(
-        &self,
-        pair: &Pair,
-        mut session: PairSession,
-        shutdown: &CancellationToken,
-    ) -> PairReport {
-        let (mark, known_total, run) = match async {
-            let (mark, known_total) = session.load_mark().await?;
-            let run = session.start_run(&mark).await?;
-            Ok::<_, StoreError>((mark, known_total, run))
-        }
-        .await
-        {
-            Ok(x) => x,
-            Err(e) => return PairReport::unwalked(&pair.key, RunOutcome::Failed, Some(chain(&e))),
-        };
-        let settle_after =
-            chrono::Duration::from_std(self.options.settle_after).unwrap_or(chrono::Duration::MAX);
-        let mut walk = Walk::new(mark, known_total, settle_after, self.options.page_size);
-        let walked = self.walk(pair, &mut session, &mut walk, shutdown).await;
-        let refused = matches!(
-            walked.ended,
-            Err(PairError::Api(ApiError::Unauthorized { .. }))
-        );
-        let (outcome, error) = match walked.ended {
-            Ok(outcome) => (outcome, None),
-            Err(e) => (RunOutcome::Failed, Some(chain(&e))),
-        };
-        let mut report = PairReport {
-            pair: pair.key.clone(),
-            outcome,
-            totals: walked.totals,
-            settled: walk.mark().settled,
-            recoveries: walk.recoveries().iter().map(ToString::to_string).collect(),
-            error,
-        };
-        let finished = session
-            .finish_run(
-                run,
-                &RunEnd {
-                    outcome: report.outcome,
-                    totals: &report.totals,
-                    mark_after: walk.mark(),
-                    recoveries: &report.recoveries,
-                    error: report.error.as_deref(),
-                    backoff: Backoff {
-                        refused,
-                        after_failures: FAILURES_BEFORE_BACKOFF,
-                        first: self.options.failure_backoff,
-                        max: self.options.max_failure_backoff,
-                    },
-                },
-            )
-            .await;
-        if let Err(e) = finished {
-            // The database is away: committed pages stand; the next run closes this row.
-            tracing::warn!(pair = %pair.key, error = %chain(&e), "could not close the run row");
-            if report.outcome != RunOutcome::Failed {
-                report.outcome = RunOutcome::Failed;
-                report.error = Some(chain(&e));
-            }
-        } else if let Err(e) = session.release().await {
-            // Dropping the session closes its connection, which releases the lock anyway.
-            tracing::debug!(pair = %pair.key, error = %chain(&e), "releasing the pair lock failed");
-        }
-        report
     }
 }

@@ -26,6 +26,7 @@ fn is_string_key(key: &str) -> bool {
             | "sync.keep_runs"
             | "sync.failure_backoff"
             | "sync.max_failure_backoff"
+            | "sync.lease_period"
     )
 }
 

@@ -135,6 +135,11 @@ pub struct SyncSettings {
     pub failure_backoff: Duration,
     #[serde(with = "humantime_serde")]
     pub max_failure_backoff: Duration,
+    /// How long a pair claimed by a replica stays its own without a renewal (renewed every
+    /// third of it while the pair is walked). A replica that dies is known to be gone when its
+    /// database connection closes; this is the bound when that cannot be seen. 5s..=1h.
+    #[serde(with = "humantime_serde")]
+    pub lease_period: Duration,
 }
 
 /// One `[[targets]]` entry: an agent and the users to sync under it.
@@ -276,6 +281,7 @@ impl Default for SyncSettings {
             keep_runs: Duration::from_secs(30 * 24 * 60 * 60),
             failure_backoff: Duration::from_secs(10 * 60),
             max_failure_backoff: Duration::from_secs(6 * 60 * 60),
+            lease_period: Duration::from_secs(60),
         }
     }
 }
@@ -407,6 +413,13 @@ impl Settings {
                 "sync.failure_backoff ({}) must not exceed sync.max_failure_backoff ({})",
                 humantime::format_duration(self.sync.failure_backoff),
                 humantime::format_duration(self.sync.max_failure_backoff)
+            ));
+        }
+        if !(Duration::from_secs(5)..=Duration::from_secs(3600)).contains(&self.sync.lease_period)
+        {
+            problem(format!(
+                "sync.lease_period must be between 5s and 1h, got {}",
+                humantime::format_duration(self.sync.lease_period)
             ));
         }
         if self.sync.fetch_ahead > 16 {
@@ -608,6 +621,16 @@ fn check_base_url(url: &Url, allow_insecure_http: bool) -> Result<(), String> {
     }
 }
 
+/// `cron` parsed with the scheduler's parser and options (croner, seconds required), for the
+/// times of its ticks.
+pub fn cron_pattern(cron: &str) -> Result<croner::Cron, croner::errors::CronError> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(cron)
+}
+
 /// The same parser and options as `tokio_cron_scheduler::Job::new_async` (croner, seconds
 /// required), so that what passes here is what the scheduler accepts; croner is called directly
 /// because the scheduler swallows its error text.
@@ -628,11 +651,7 @@ fn check_cron(cron: &str) -> Result<(), String> {
             ));
         }
     }
-    croner::parser::CronParser::builder()
-        .seconds(croner::parser::Seconds::Required)
-        .dom_and_dow(true)
-        .build()
-        .parse(cron)
+    cron_pattern(cron)
         .map_err(|e| format!("schedule.cron {cron:?} is not a valid cron expression: {e}"))?;
     tokio_cron_scheduler::JobBuilder::new()
         .with_schedule(cron)

@@ -2,9 +2,10 @@
 //!
 //! - this file: the pool, connecting (with a reason when it fails), creating the database,
 //!   migrations, and the store's error type;
-//! - [`session`]: a pair held under its advisory lock, its mark, and `resync`'s forgetting;
+//! - [`leases`]: claiming pairs, renewing and releasing their leases, recording finished runs;
+//! - [`session`]: one walk of a leased pair, a pair's advisory lock, and `resync`'s forgetting;
 //! - [`pages`]: one transaction per page: visits, activities, rejects and the mark;
-//! - [`runs`]: the `sync_runs` rows of each pair's runs, and its last outcomes on `sync_state`;
+//! - [`runs`]: a run's totals and how failing pairs back off;
 //! - [`passes`]: the `sync_passes` rows, and pruning old history;
 //! - [`status`]: what `szb-sync status` shows, for every pair in one query;
 //! - [`reports`]: reads for the demo and the benchmark.
@@ -12,6 +13,44 @@
 //! Each page is written with one statement per table (`INSERT … SELECT … FROM UNNEST(…)`), and
 //! upserts only touch rows whose values differ, so an unchanged re-read writes nothing.
 
+// SQL shared by the lease statements (`leases.rs`) and `resync` (`session.rs`); defined before
+// the modules so both can use them.
+/// The advisory-lock key of a pair, as SQL over the columns of `$t` (it must name the same lock
+/// as `session::lock_key`).
+macro_rules! pair_lock {
+    ($t:literal) => {
+        concat!(
+            "hashtextextended('szb-sync:' || ",
+            $t,
+            ".agent_id || ':' || ",
+            $t,
+            ".user_id || ':' || ",
+            $t,
+            ".activity_filter, 0)"
+        )
+    };
+}
+
+/// The owners whose liveness lock is held, as a CTE named `live`.
+macro_rules! live_owners {
+    () => {
+        "live AS MATERIALIZED (
+             SELECT (l.classid::int8 << 32) | l.objid::int8 AS k FROM pg_locks l
+              WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
+                AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))"
+    };
+}
+
+/// A lease nobody else may rely on: free, this process's own, expired, or held by an owner
+/// that is gone.
+macro_rules! lease_free {
+    () => {
+        "(s.lease_owner IS NULL OR s.lease_owner = $1 OR s.lease_expires_at < now()
+          OR hashtextextended('szb-sync-owner:' || s.lease_owner, 0) NOT IN (SELECT k FROM live))"
+    };
+}
+
+mod leases;
 mod pages;
 mod passes;
 mod reports;
@@ -25,11 +64,12 @@ use sqlx::{Connection, PgPool, Postgres};
 
 use crate::secret::{Secret, redact_url};
 
+pub use leases::{Claimed, ClaimPlan, Coordinator, DueAfter, FinishedRun, new_owner_id};
 pub use pages::{PageWrite, PageWritten};
 pub use passes::PassTotals;
 pub use reports::{RunSums, SAMPLE_QUERY, SampleRow};
-pub use runs::{Backoff, RunEnd, RunId, RunTotals};
-pub use session::{ForgetOutcome, PairSession};
+pub use runs::{Backoff, RunTotals};
+pub use session::{ForgetOutcome, PairLock, PairSession};
 pub use status::PairStatus;
 
 /// Migrations embedded at compile time.
@@ -59,6 +99,11 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    #[error(
+        "{pair}: another szb-sync process took the pair over (this one's lease expired or its \
+         connection was lost); the page was not written"
+    )]
+    LeaseLost { pair: String },
     #[error("stored state of {pair} is inconsistent: {detail}")]
     Inconsistent { pair: String, detail: String },
 }
@@ -94,13 +139,18 @@ impl StoreError {
             StoreError::Query { source, .. } => source,
             _ => return false,
         };
-        matches!(
-            source,
+        match source {
             sqlx::Error::Io(_)
-                | sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::Protocol(_)
-        )
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Protocol(_) => true,
+            // Connection exceptions (08…) and the server ending the session: an administrator
+            // terminated it, or the server is shutting down or restarting (57P01-57P03).
+            sqlx::Error::Database(db) => db
+                .code()
+                .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+            _ => false,
+        }
     }
 }
 

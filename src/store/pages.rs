@@ -77,21 +77,28 @@ impl PairSession {
                     }
                     return Ok(written);
                 }
-                other => return other,
+                Err(e) => {
+                    if e.is_connection() {
+                        self.drop_conn();
+                    }
+                    return Err(e);
+                }
             }
         }
     }
 
     /// The newest `visitAt` stored for this pair (of its activity, for a filtered pair).
     async fn newest_stored_visit(&mut self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let pair = self.pair.clone();
+        let conn = self.conn().await?;
         let newest: Option<DateTime<Utc>> = sqlx::query_scalar(
             "SELECT max(visit_at) FROM visits
               WHERE agent_id = $1 AND user_id = $2 AND ($3 = '' OR activity_id = $3)",
         )
-        .bind(self.pair.agent_id)
-        .bind(self.pair.user_id)
-        .bind(self.pair.filter_str())
-        .fetch_one(&mut *self.conn)
+        .bind(pair.agent_id)
+        .bind(pair.user_id)
+        .bind(pair.filter_str())
+        .fetch_one(&mut **conn)
         .await
         .map_err(query_err("reading the newest stored visit"))?;
         self.newest_stored = Some(newest);
@@ -106,8 +113,10 @@ impl PairSession {
         batch: &Batch<'_>,
         copy_after: Option<Option<DateTime<Utc>>>,
     ) -> Result<PageWritten, StoreError> {
+        let (pair, owner) = (self.pair.clone(), self.owner.clone());
         let mut tx = self
-            .conn
+            .conn()
+            .await?
             .begin()
             .await
             .map_err(query_err("starting a page transaction"))?;
@@ -191,7 +200,7 @@ impl PairSession {
                 )
                 .await
                 .map_err(query_err("copying new visits"))?;
-            copy.send(copy_rows(self.pair.agent_id, self.pair.user_id, &fresh))
+            copy.send(copy_rows(pair.agent_id, pair.user_id, &fresh))
                 .await
                 .map_err(query_err("copying new visits"))?;
             written.visits_inserted += copy
@@ -220,8 +229,8 @@ impl PairSession {
                         count(*) FILTER (WHERE NOT inserted) AS updated
                    FROM w",
             )
-            .bind(self.pair.agent_id)
-            .bind(self.pair.user_id)
+            .bind(pair.agent_id)
+            .bind(pair.user_id)
             .bind(v.iter().map(|x| x.activity_id()).collect::<Vec<_>>())
             .bind(v.iter().map(|x| x.visit_at()).collect::<Vec<_>>())
             .bind(v.iter().map(|x| x.last_online_at()).collect::<Vec<_>>())
@@ -242,9 +251,9 @@ impl PairSession {
                  SELECT $1, $2, $3, u.* FROM UNNEST($4::jsonb[], $5::text[], $6::int8[]) AS u
                  ON CONFLICT (agent_id, user_id, activity_filter, md5(raw::text)) DO NOTHING",
             )
-            .bind(self.pair.agent_id)
-            .bind(self.pair.user_id)
-            .bind(self.pair.filter_str())
+            .bind(pair.agent_id)
+            .bind(pair.user_id)
+            .bind(pair.filter_str())
             .bind(r.iter().map(|(x, _)| x.raw.clone()).collect::<Vec<_>>())
             .bind(r.iter().map(|(x, _)| x.reason.as_str()).collect::<Vec<_>>())
             .bind(r.iter().map(|(_, pos)| *pos).collect::<Vec<_>>())
@@ -255,36 +264,52 @@ impl PairSession {
             written.rejects = result.rows_affected();
         }
 
-        if !page.set_aside {
+        // Last, in the same transaction: the lease must still be this process's, or nothing of
+        // the page lands (a replica that took the pair over walks it from the stored mark).
+        let fenced = if page.set_aside {
+            sqlx::query(
+                "SELECT 1 FROM sync_state
+                  WHERE agent_id = $1 AND user_id = $2 AND activity_filter = $3
+                    AND lease_owner = $4
+                    FOR NO KEY UPDATE",
+            )
+            .bind(pair.agent_id)
+            .bind(pair.user_id)
+            .bind(pair.filter_str())
+            .bind(&*owner)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(query_err("checking the pair's lease"))?
+            .is_some()
+        } else {
             let anchor = page.mark.anchor.as_ref();
             sqlx::query(
-                "INSERT INTO sync_state AS s (agent_id, user_id, activity_filter, settled_count,
-                        anchor_visit_at, anchor_activity_ids, upstream_total)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (agent_id, user_id, activity_filter) DO UPDATE SET
-                        settled_count = EXCLUDED.settled_count,
-                        anchor_visit_at = EXCLUDED.anchor_visit_at,
-                        anchor_activity_ids = EXCLUDED.anchor_activity_ids,
-                        upstream_total = EXCLUDED.upstream_total,
+                "UPDATE sync_state s SET settled_count = $4, anchor_visit_at = $5,
+                        anchor_activity_ids = $6, upstream_total = $7,
                         mark_moved_at = CASE
-                            WHEN (s.settled_count, s.anchor_visit_at)
-                                 IS DISTINCT FROM (EXCLUDED.settled_count, EXCLUDED.anchor_visit_at)
+                            WHEN (s.settled_count, s.anchor_visit_at) IS DISTINCT FROM ($4, $5)
                             THEN now() ELSE s.mark_moved_at END
-                  WHERE (s.settled_count, s.anchor_visit_at, s.anchor_activity_ids, s.upstream_total)
-                        IS DISTINCT FROM
-                        (EXCLUDED.settled_count, EXCLUDED.anchor_visit_at,
-                         EXCLUDED.anchor_activity_ids, EXCLUDED.upstream_total)",
+                  WHERE agent_id = $1 AND user_id = $2 AND activity_filter = $3
+                    AND lease_owner = $8",
             )
-            .bind(self.pair.agent_id)
-            .bind(self.pair.user_id)
-            .bind(self.pair.filter_str())
+            .bind(pair.agent_id)
+            .bind(pair.user_id)
+            .bind(pair.filter_str())
             .bind(page.mark.settled)
             .bind(anchor.map(|a| a.visit_at))
             .bind(anchor.map(|a| a.activity_ids.clone()).unwrap_or_default())
             .bind(page.upstream_total)
+            .bind(&*owner)
             .execute(&mut *tx)
             .await
-            .map_err(query_err("moving the mark"))?;
+            .map_err(query_err("moving the mark"))?
+            .rows_affected()
+                == 1
+        };
+        if !fenced {
+            return Err(StoreError::LeaseLost {
+                pair: pair.to_string(),
+            });
         }
 
         tx.commit().await.map_err(query_err("committing a page"))?;

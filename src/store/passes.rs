@@ -21,13 +21,28 @@ pub struct PassTotals {
 }
 
 impl Store {
-    /// Opens a pass's row; returns its id.
-    pub async fn start_pass(&self) -> Result<i64, StoreError> {
-        sqlx::query_scalar("INSERT INTO sync_passes (outcome) VALUES ($1) RETURNING id")
-            .bind(RunOutcome::Running.as_str())
+    /// Opens the row of a pass by `owner`; returns its id and when it started (the
+    /// database's clock).
+    pub async fn start_pass(
+        &self,
+        owner: &str,
+    ) -> Result<(i64, chrono::DateTime<chrono::Utc>), StoreError> {
+        sqlx::query_as(
+            "INSERT INTO sync_passes (outcome, owner) VALUES ($1, $2) RETURNING id, started_at",
+        )
+        .bind(RunOutcome::Running.as_str())
+        .bind(owner)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_err("opening the pass row"))
+    }
+
+    /// The database's clock.
+    pub async fn now(&self) -> Result<chrono::DateTime<chrono::Utc>, StoreError> {
+        sqlx::query_scalar("SELECT now()")
             .fetch_one(&self.pool)
             .await
-            .map_err(query_err("opening the pass row"))
+            .map_err(query_err("reading the database's clock"))
     }
 
     /// The id of the newest pass row, 0 without one.

@@ -1,18 +1,18 @@
-//! A pair held under its advisory lock for the length of one run, its stored mark, and
-//! forgetting marks (`resync`).
+//! A pair's walk under its lease ([`PairSession`]), a pair's advisory lock held alone
+//! ([`PairLock`]), and forgetting marks (`resync`).
 
 use chrono::{DateTime, Utc};
 use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres, Row};
 
 use super::{Store, StoreError, query_err};
-use crate::domain::{Anchor, Mark, PairKey};
+use crate::domain::PairKey;
 
 impl Store {
     /// Takes the pair's advisory lock on a connection of its own, so two processes never walk
     /// one pair at once. `None` when another session holds it. The connection closes when the
     /// session is dropped, which releases the lock even on a panic or an error path.
-    pub async fn lock_pair(&self, pair: &PairKey) -> Result<Option<PairSession>, StoreError> {
+    pub async fn lock_pair(&self, pair: &PairKey) -> Result<Option<PairLock>, StoreError> {
         let mut conn = match self.pool.acquire().await {
             Ok(conn) => conn,
             Err(e) => return Err(self.explain("acquiring a connection", e).await),
@@ -32,12 +32,10 @@ impl Store {
         if !locked {
             return Ok(None);
         }
-        Ok(Some(PairSession {
+        Ok(Some(PairLock {
             conn,
-            pool: self.pool.clone(),
             pair: pair.clone(),
             released: false,
-            newest_stored: None,
         }))
     }
 
@@ -53,20 +51,38 @@ impl Store {
                 continue;
             };
             // The row stays, with its last run, success and error: the mark goes, and so does
-            // any backoff (an operator who resyncs wants the pair tried).
-            let deleted = sqlx::query(
-                "UPDATE sync_state SET settled_count = 0, anchor_visit_at = NULL,
-                        anchor_activity_ids = '{}', upstream_total = NULL, mark_moved_at = now(),
-                        failures_in_row = 0, next_due_at = NULL
-                  WHERE agent_id = $1 AND user_id = $2 AND activity_filter = $3",
-            )
+            // any backoff (an operator who resyncs wants the pair tried). A pair leased by a
+            // live process is left to it.
+            let row = sqlx::query(concat!(
+                "WITH ",
+                live_owners!(),
+                ",
+                 t AS (SELECT s.agent_id, ",
+                lease_free!(),
+                " AS free FROM sync_state s
+                        WHERE s.agent_id = $2 AND s.user_id = $3 AND s.activity_filter = $4),
+                 u AS (UPDATE sync_state s SET settled_count = 0, anchor_visit_at = NULL,
+                              anchor_activity_ids = '{}', upstream_total = NULL,
+                              mark_moved_at = now(), failures_in_row = 0, next_due_at = NULL
+                         FROM t
+                        WHERE s.agent_id = $2 AND s.user_id = $3 AND s.activity_filter = $4
+                          AND t.free
+                       RETURNING 1)
+                 SELECT (SELECT count(*) FROM u) AS forgotten,
+                        (SELECT count(*) FROM t WHERE NOT t.free) AS leased"
+            ))
+            .bind("")
             .bind(pair.agent_id)
             .bind(pair.user_id)
             .bind(pair.filter_str())
-            .execute(&mut *session.conn)
+            .fetch_one(&mut *session.conn)
             .await
             .map_err(query_err("forgetting a mark"))?;
-            outcome.forgotten += deleted.rows_affected();
+            let (forgotten, leased): (i64, i64) = (row.get("forgotten"), row.get("leased"));
+            outcome.forgotten += u64::try_from(forgotten).unwrap_or(0);
+            if leased > 0 {
+                outcome.busy.push(pair.clone());
+            }
             session.release().await?;
         }
         Ok(outcome)
@@ -82,33 +98,28 @@ fn lock_key(pair: &PairKey) -> String {
     )
 }
 
-/// A pair held under its advisory lock for the length of one run.
+/// A pair's advisory lock held on a connection of its own (`resync`, and tests that play
+/// another process); released by [`PairLock::release`] or by dropping it.
 #[derive(Debug)]
-pub struct PairSession {
-    pub(super) conn: PoolConnection<Postgres>,
-    /// For closing the run's row when the locked connection itself was lost.
-    pub(super) pool: PgPool,
-    pub(super) pair: PairKey,
+pub struct PairLock {
+    conn: PoolConnection<Postgres>,
+    pair: PairKey,
     /// The lock was given back: the connection may return to the pool.
     released: bool,
-    /// The newest `visitAt` the pair has stored (`Some(None)`: none), once read: visits after
-    /// it cannot conflict with a row, so they are copied in.
-    pub(super) newest_stored: Option<Option<DateTime<Utc>>>,
 }
 
-impl Drop for PairSession {
+impl Drop for PairLock {
     fn drop(&mut self) {
-        // Still holding the lock (an error path, a panic, a shutdown): closing the connection is
-        // what releases it. After `release`, the connection goes back to the pool instead.
+        // Still holding the lock (an error path, a panic): closing the connection is what
+        // releases it. After `release`, the connection goes back to the pool instead.
         if !self.released {
             self.conn.close_on_drop();
         }
     }
 }
 
-impl PairSession {
-    /// Releases the pair's lock now, and lets its connection serve the next pair. (Dropping the
-    /// session also releases it, by closing the connection in the background.)
+impl PairLock {
+    /// Releases the pair's lock now, and lets its connection serve others.
     pub async fn release(mut self) -> Result<(), StoreError> {
         sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
             .bind(lock_key(&self.pair))
@@ -118,42 +129,58 @@ impl PairSession {
         self.released = true;
         Ok(())
     }
+}
 
-    /// The stored mark and the `pager.total` seen with it; the empty mark for a new pair.
-    pub async fn load_mark(&mut self) -> Result<(Mark, Option<i64>), StoreError> {
-        let row = sqlx::query(
-            "SELECT settled_count, anchor_visit_at, anchor_activity_ids, upstream_total FROM sync_state
-              WHERE agent_id = $1 AND user_id = $2 AND activity_filter = $3",
-        )
-        .bind(self.pair.agent_id)
-        .bind(self.pair.user_id)
-        .bind(self.pair.filter_str())
-        .fetch_optional(&mut *self.conn)
-        .await
-        .map_err(query_err("reading the mark"))?;
-        let Some(row) = row else {
-            return Ok((Mark::default(), None));
-        };
-        let total: Option<i64> = row.get("upstream_total");
-        let settled: i64 = row.get("settled_count");
-        let anchor_at: Option<DateTime<Utc>> = row.get("anchor_visit_at");
-        let ids: Vec<String> = row.get("anchor_activity_ids");
-        match (settled, anchor_at) {
-            (0, None) => Ok((Mark::default(), total)),
-            (s, Some(visit_at)) if s > 0 => Ok((
-                Mark {
-                    settled: s,
-                    anchor: Some(Anchor {
-                        visit_at,
-                        activity_ids: ids,
-                    }),
-                },
-                total,
-            )),
-            (s, a) => Err(StoreError::Inconsistent {
-                pair: self.pair.to_string(),
-                detail: format!("settled_count {s} with anchor_visit_at {a:?}"),
-            }),
+/// One walk of a pair whose lease this process holds: its pages are written through it, each
+/// in a transaction that first checks the lease is still `owner`'s.
+#[derive(Debug)]
+pub struct PairSession {
+    pub(super) pool: PgPool,
+    pub(super) pair: PairKey,
+    pub(super) owner: std::sync::Arc<str>,
+    /// Taken from the pool at the first page, kept for the walk; a quiet walk writes no page
+    /// and takes none.
+    pub(super) conn: Option<PoolConnection<Postgres>>,
+    /// The newest `visitAt` the pair has stored (`Some(None)`: none), once read: visits after
+    /// it cannot conflict with a row, so they are copied in.
+    pub(super) newest_stored: Option<Option<DateTime<Utc>>>,
+}
+
+impl Store {
+    /// A walk of `pair` under the lease of `owner`.
+    pub fn session(&self, pair: &PairKey, owner: &str) -> PairSession {
+        PairSession {
+            pool: self.pool.clone(),
+            pair: pair.clone(),
+            owner: owner.into(),
+            conn: None,
+            newest_stored: None,
+        }
+    }
+}
+
+impl PairSession {
+    pub fn pair(&self) -> &PairKey {
+        &self.pair
+    }
+
+    /// The walk's connection, taken from the pool when first needed.
+    pub(super) async fn conn(&mut self) -> Result<&mut PoolConnection<Postgres>, StoreError> {
+        if self.conn.is_none() {
+            let conn = self
+                .pool
+                .acquire()
+                .await
+                .map_err(query_err("acquiring a connection for a page"))?;
+            self.conn = Some(conn);
+        }
+        Ok(self.conn.as_mut().expect("acquired above"))
+    }
+
+    /// Drops the walk's connection after an error, so a broken one is not reused.
+    pub(super) fn drop_conn(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            conn.close_on_drop();
         }
     }
 }
