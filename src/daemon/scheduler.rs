@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use tokio::sync::mpsc;
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
@@ -37,17 +37,20 @@ pub fn parse_cron(cron: &str) -> Result<croner::Cron, SchedulerError> {
     })
 }
 
-/// Ticks fire a little late; one that fires this close after its time is that tick.
-const TICK_SLACK: chrono::Duration = chrono::Duration::seconds(5);
+/// A tick that fires this close before its scheduled time (a timer waking early) is that tick.
+/// Late ticks need no slack: the latest scheduled time before the tick is its own.
+const TICK_SLACK: chrono::Duration = chrono::Duration::milliseconds(500);
 
 /// The plan of a pass started at `now`: by a tick (`ticked`), the pairs due by that tick's
 /// scheduled time, due again at the following one; at start-up, the pairs due now, due again
-/// at the next tick. The scheduled times come from the pattern, so replicas whose clocks differ
-/// by seconds still agree on them.
+/// at the next tick. The scheduled times come from the pattern, read on the clock that fired the
+/// tick, so replicas whose clocks differ by seconds still agree on them.
 pub fn plan_at(cron: &croner::Cron, now: DateTime<Utc>, ticked: bool) -> PassPlan {
     let due_by = if ticked {
-        cron.find_previous_occurrence(&(now + TICK_SLACK), true)
-            .unwrap_or(now)
+        // Whole seconds: croner keeps the fraction of the time it starts from.
+        let from = now + TICK_SLACK;
+        let from = from.with_nanosecond(0).unwrap_or(from);
+        cron.find_previous_occurrence(&from, true).unwrap_or(now)
     } else {
         now
     };
@@ -85,7 +88,12 @@ pub async fn run(
     })?;
     scheduler.add(job).await?;
     scheduler.start().await?;
-    tracing::info!(cron, pairs = pairs.len(), owner = engine.owner(), "szb-sync daemon started");
+    tracing::info!(
+        cron,
+        pairs = pairs.len(),
+        owner = engine.owner(),
+        "szb-sync daemon started"
+    );
 
     // A first pass right away: nobody wants to wait for the first tick to see data.
     let _ = tick_tx.try_send(false);
@@ -129,9 +137,14 @@ mod tests {
         let plan = plan_at(&cron, at("2026-12-01T12:10:02Z"), true);
         assert_eq!(plan.due_by, Some(at("2026-12-01T12:10:00Z")));
         assert_eq!(plan.next_due, Some(at("2026-12-01T12:20:00Z")));
-        // A replica whose clock runs 3 s fast fires "early": the same tick.
-        let early = plan_at(&cron, at("2026-12-01T12:09:57Z"), true);
+        // A timer that woke a little early: the same tick.
+        let early = plan_at(&cron, at("2026-12-01T12:09:59.700Z"), true);
         assert_eq!(early, plan);
+        // A tick every 2 s is never mistaken for a later one.
+        let fast = parse_cron("*/2 * * * * *").unwrap();
+        let plan = plan_at(&fast, at("2026-12-01T12:00:04.050Z"), true);
+        assert_eq!(plan.due_by, Some(at("2026-12-01T12:00:04Z")));
+        assert_eq!(plan.next_due, Some(at("2026-12-01T12:00:06Z")));
         assert!(plan.wait_for_others);
     }
 

@@ -82,7 +82,7 @@ impl SyncReport {
         self.errors.is_empty()
             && self
                 .pairs
-            .iter()
+                .iter()
                 .all(|p| matches!(p.outcome, RunOutcome::Ok | RunOutcome::Interrupted))
     }
 

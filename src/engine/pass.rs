@@ -21,6 +21,8 @@ use crate::store::{ClaimPlan, Claimed, DueAfter, FinishedRun, StoreError};
 const SPAN: usize = 512;
 /// Finished runs recorded per statement.
 const FLUSH_AT: usize = 256;
+/// The longest a finished run waits to be recorded.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Attempts at a statement of the pass when the connection was lost (it reconnects).
 const ATTEMPTS: u32 = 3;
 
@@ -146,8 +148,14 @@ impl Pass<'_> {
         let mut renew = tokio::time::interval(lease / 3);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         renew.tick().await;
+        // Runs are recorded at least this often, so status and other replicas see them soon.
+        let mut record = tokio::time::interval(FLUSH_EVERY.min(lease / 3));
+        record.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        record.tick().await;
         let mut offered = 0;
         let mut claiming = true;
+        // Claims before the latest sweep: a sweep that claimed nothing waits before the next.
+        let mut claimed_before_sweep = usize::MAX;
         loop {
             // Start walks, claiming more when the queue runs dry.
             while self.running.len() < concurrency && !shutdown.is_cancelled() {
@@ -181,25 +189,31 @@ impl Pass<'_> {
                 if shutdown.is_cancelled() || !claiming || !wait {
                     break;
                 }
-                // Every span was offered: wait while other live processes hold due pairs.
+                // Every span was offered: sweep again while due pairs are left that no live
+                // process holds (their owner died), and wait while other processes hold some.
                 self.flush().await;
-                match self.engine.coordinator.held_elsewhere(keys, &self.plan).await {
-                    Ok(0) => break,
-                    Ok(n) => {
+                match self.engine.coordinator.survey(keys, &self.plan).await {
+                    Ok(left) if left.claimable + left.held_elsewhere == 0 => break,
+                    Ok(left) => {
                         tracing::debug!(
-                            held = n,
-                            "due pairs are leased by other processes; waiting in case one dies"
+                            claimable = left.claimable,
+                            held_elsewhere = left.held_elsewhere,
+                            "due pairs are left; sweeping again"
                         );
-                        let poll = (lease / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
-                        tokio::select! {
-                            () = tokio::time::sleep(poll) => {}
-                            () = shutdown.cancelled() => {}
+                        if left.claimable == 0 || self.claimed.len() == claimed_before_sweep {
+                            let poll = (lease / 4)
+                                .clamp(Duration::from_millis(200), Duration::from_secs(5));
+                            tokio::select! {
+                                () = tokio::time::sleep(poll) => {}
+                                () = shutdown.cancelled() => {}
+                            }
                         }
+                        claimed_before_sweep = self.claimed.len();
                         offered = 0;
                         continue;
                     }
                     Err(e) => {
-                        tracing::warn!(error = %chain(&e), "could not tell whether other processes hold due pairs");
+                        tracing::warn!(error = %chain(&e), "could not count the due pairs left");
                         break;
                     }
                 }
@@ -226,7 +240,11 @@ impl Pass<'_> {
                         self.flush().await;
                     }
                 }
-                _ = renew.tick() => self.renew().await,
+                _ = record.tick() => self.flush().await,
+                _ = renew.tick() => {
+                    self.renew().await;
+                    self.adopt(keys, concurrency).await;
+                }
             }
         }
         // Claimed but never walked (shutdown): given back untouched.
@@ -260,6 +278,27 @@ impl Pass<'_> {
             self.queue.push_back(c);
         }
         Ok(got)
+    }
+
+    /// Takes over, ahead of the queue, the pairs of processes that died or let their leases
+    /// expire, so they need not wait for this pass's next sweep.
+    async fn adopt(&mut self, keys: &[PairKey], concurrency: usize) {
+        let abandoned = match self.engine.coordinator.survey(keys, &self.plan).await {
+            Ok(survey) if !survey.abandoned.is_empty() => survey.abandoned,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %chain(&e), "could not look for pairs of processes that are gone");
+                return;
+            }
+        };
+        let queued = std::mem::take(&mut self.queue);
+        for chunk in abandoned.chunks(SPAN) {
+            if let Err(e) = self.claim(chunk, chunk.len().max(concurrency)).await {
+                tracing::warn!(error = %chain(&e), "could not take over pairs of processes that are gone");
+                break;
+            }
+        }
+        self.queue.extend(queued);
     }
 
     fn start(&mut self, claimed: Claimed, shutdown: &CancellationToken) {
@@ -318,7 +357,9 @@ impl Pass<'_> {
                 "some leases were taken over by other processes; their walks will stop at their next page"
             ),
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %chain(&e), "renewing leases failed; retrying at the next renewal"),
+            Err(e) => {
+                tracing::warn!(error = %chain(&e), "renewing leases failed; retrying at the next renewal")
+            }
         }
     }
 

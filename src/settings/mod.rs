@@ -415,8 +415,7 @@ impl Settings {
                 humantime::format_duration(self.sync.max_failure_backoff)
             ));
         }
-        if !(Duration::from_secs(5)..=Duration::from_secs(3600)).contains(&self.sync.lease_period)
-        {
+        if !(Duration::from_secs(5)..=Duration::from_secs(3600)).contains(&self.sync.lease_period) {
             problem(format!(
                 "sync.lease_period must be between 5s and 1h, got {}",
                 humantime::format_duration(self.sync.lease_period)

@@ -89,6 +89,15 @@ pub struct DueAfter {
     pub backoff: Backoff,
 }
 
+/// Due pairs a pass has not run yet, from [`Coordinator::survey`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Survey {
+    pub claimable: u64,
+    pub held_elsewhere: u64,
+    /// Leased by a process that died or let its lease expire.
+    pub abandoned: Vec<PairKey>,
+}
+
 /// The process's connection for claiming, renewing, recording and releasing pairs.
 #[derive(Debug)]
 pub struct Coordinator {
@@ -283,27 +292,37 @@ impl Coordinator {
             .collect()
     }
 
-    /// How many of `pairs` are due by the plan and leased by another live process right now:
-    /// a pass of `run` waits for those (their owner may die) before it ends.
-    pub async fn held_elsewhere(
-        &self,
-        pairs: &[PairKey],
-        plan: &ClaimPlan,
-    ) -> Result<u64, StoreError> {
+    /// Of `pairs`, those due by the plan that this pass has not run: how many it could claim
+    /// now, how many another live process holds, and which were left by a process that died
+    /// or let its lease expire (a pass takes those over at once). A pass of `run` ends when none
+    /// is left.
+    pub async fn survey(&self, pairs: &[PairKey], plan: &ClaimPlan) -> Result<Survey, StoreError> {
         let owner = &*self.owner;
-        let n: i64 = self
+        let row = self
             .with_conn(async |conn| {
-                sqlx::query_scalar(concat!(
+                sqlx::query(concat!(
                     "WITH ",
                     live_owners!(),
-                    "
-                     SELECT count(*) FROM UNNEST($3::int8[], $4::int8[], $5::text[])
-                            AS p (agent_id, user_id, activity_filter)
-                       JOIN sync_state s USING (agent_id, user_id, activity_filter)
-                      WHERE NOT (s.leased_by IS NOT DISTINCT FROM $1 AND s.leased_at >= $6)
-                        AND ($2::timestamptz IS NULL OR s.next_due_at IS NULL OR s.next_due_at <= $2)
-                        AND NOT ",
-                    lease_free!()
+                    ",
+                     left_over AS (
+                         SELECT s.agent_id, s.user_id, s.activity_filter,
+                                ",
+                    lease_free!(),
+                    " AS free,
+                                s.lease_owner IS NOT NULL AND s.lease_owner <> $1 AS leased
+                           FROM UNNEST($3::int8[], $4::int8[], $5::text[])
+                                AS p (agent_id, user_id, activity_filter)
+                           JOIN sync_state s USING (agent_id, user_id, activity_filter)
+                          WHERE NOT (s.leased_by IS NOT DISTINCT FROM $1 AND s.leased_at >= $6)
+                            AND ($2::timestamptz IS NULL OR s.next_due_at IS NULL
+                                 OR s.next_due_at <= $2))
+                     SELECT count(*) FILTER (WHERE free) AS claimable,
+                            count(*) FILTER (WHERE NOT free) AS held,
+                            coalesce(array_agg(agent_id) FILTER (WHERE free AND leased), '{}') AS agents,
+                            coalesce(array_agg(user_id) FILTER (WHERE free AND leased), '{}') AS users,
+                            coalesce(array_agg(activity_filter) FILTER (WHERE free AND leased), '{}')
+                                AS filters
+                       FROM left_over"
                 ))
                 .bind(owner)
                 .bind(plan.due_by)
@@ -313,10 +332,23 @@ impl Coordinator {
                 .bind(plan.pass_started)
                 .fetch_one(&mut *conn)
                 .await
-                .map_err(query_err("counting pairs leased by other processes"))
+                .map_err(query_err("counting the due pairs left"))
             })
             .await?;
-        Ok(u64::try_from(n).unwrap_or(0))
+        let n = |c: &str| u64::try_from(row.get::<i64, _>(c)).unwrap_or(0);
+        let agents: Vec<i64> = row.get("agents");
+        let users: Vec<i64> = row.get("users");
+        let filters: Vec<String> = row.get("filters");
+        Ok(Survey {
+            claimable: n("claimable"),
+            held_elsewhere: n("held"),
+            abandoned: agents
+                .into_iter()
+                .zip(users)
+                .zip(filters)
+                .map(|((a, u), f)| PairKey::new(a, u, Some(f).filter(|f| !f.is_empty())))
+                .collect(),
+        })
     }
 
     /// Extends the leases of these pairs that are still this process's; returns how many.
@@ -371,7 +403,12 @@ impl Coordinator {
             .bind(owner)
             .bind(claimed.iter().map(|c| c.pair.agent_id).collect::<Vec<_>>())
             .bind(claimed.iter().map(|c| c.pair.user_id).collect::<Vec<_>>())
-            .bind(claimed.iter().map(|c| c.pair.filter_str()).collect::<Vec<_>>())
+            .bind(
+                claimed
+                    .iter()
+                    .map(|c| c.pair.filter_str())
+                    .collect::<Vec<_>>(),
+            )
             .bind(claimed.iter().map(|c| c.locked).collect::<Vec<_>>())
             .execute(&mut *conn)
             .await

@@ -64,7 +64,7 @@ use sqlx::{Connection, PgPool, Postgres};
 
 use crate::secret::{Secret, redact_url};
 
-pub use leases::{Claimed, ClaimPlan, Coordinator, DueAfter, FinishedRun, new_owner_id};
+pub use leases::{ClaimPlan, Claimed, Coordinator, DueAfter, FinishedRun, Survey, new_owner_id};
 pub use pages::{PageWrite, PageWritten};
 pub use passes::PassTotals;
 pub use reports::{RunSums, SAMPLE_QUERY, SampleRow};

@@ -137,9 +137,8 @@ fn sorted(mut rows: Vec<VisitRow>) -> Vec<VisitRow> {
     rows
 }
 
-/// Asserts that the stored visits are exactly the first K of the upstream list, each once and
-/// with the upstream's values, and that the mark does not claim more than was stored. Returns K.
-async fn assert_prefix_of_truth(pool: &PgPool, sim: &Simulator, user_id: i64) -> usize {
+/// Asserts that no visit is stored twice; returns how many are stored.
+async fn assert_no_visit_twice(pool: &PgPool) -> i64 {
     let (rows, distinct): (i64, i64) = sqlx::query_as(
         "SELECT count(*), count(DISTINCT (agent_id, user_id, activity_id, visit_at)) FROM visits",
     )
@@ -147,6 +146,13 @@ async fn assert_prefix_of_truth(pool: &PgPool, sim: &Simulator, user_id: i64) ->
     .await
     .unwrap();
     assert_eq!(rows, distinct, "no visit is stored twice");
+    rows
+}
+
+/// Asserts that the stored visits are exactly the first K of the upstream list, each once and
+/// with the upstream's values, and that the mark does not claim more than was stored. Returns K.
+async fn assert_prefix_of_truth(pool: &PgPool, sim: &Simulator, user_id: i64) -> usize {
+    assert_no_visit_twice(pool).await;
     assert_eq!(
         crate::helpers::orphan_visits(pool).await,
         0,
@@ -199,11 +205,16 @@ async fn outcomes(pool: &PgPool) -> Vec<String> {
         .unwrap()
 }
 
+/// Runs left open, plus leases left held: both 0 once a process that ended cleanly (or the
+/// next one, after a kill) has recorded its runs.
 async fn unfinished_runs(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM sync_runs WHERE finished_at IS NULL")
-        .fetch_one(pool)
-        .await
-        .unwrap()
+    sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM sync_runs WHERE finished_at IS NULL)
+              + (SELECT count(*) FROM sync_state WHERE lease_owner IS NOT NULL)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
 }
 
 /// Waits until Postgres has noticed that a killed child's connections are gone (their advisory
@@ -860,4 +871,257 @@ async fn an_unreachable_database_is_named_with_its_reason_not_a_pool_timeout() {
     );
     assert!(!out.stderr.contains("db-secret-pw") && !out.stdout.contains("db-secret-pw"));
     assert!(started.elapsed() < Duration::from_secs(5), "fails fast");
+}
+
+// ---- replicas -------------------------------------------------------------------------------
+
+/// Polls `probe` every 100 ms until it returns `Some`, for at most `limit`.
+async fn wait_until<T, F, Fut>(limit: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gave up after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every pair's stored visits equal the simulator's, each once.
+async fn assert_all_exact(pool: &PgPool, sim: &Simulator, users: &[i64]) {
+    let rows = assert_no_visit_twice(pool).await;
+    let upstream: usize = users.iter().map(|&u| sim.visits(AGENT, u).len()).sum();
+    assert_eq!(rows as usize, upstream, "every upstream visit is stored");
+    for &u in users {
+        assert_eq!(
+            stored(pool, AGENT, u).await,
+            sorted(truth_in_list_order(sim, AGENT, u)),
+            "user {u}"
+        );
+    }
+}
+
+/// Per replica (owner id): passes, pairs run and requests, over passes started after `since`.
+async fn passes_by_owner(
+    pool: &PgPool,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Vec<(String, i64, i64, i64)> {
+    sqlx::query_as(
+        "SELECT owner, count(*), sum(pairs)::int8, sum(requests)::int8 FROM sync_passes
+          WHERE started_at > $1 AND finished_at IS NOT NULL GROUP BY owner ORDER BY owner",
+    )
+    .bind(since)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+async fn db_now(pool: &PgPool) -> chrono::DateTime<chrono::Utc> {
+    sqlx::query_scalar("SELECT now()")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_share_the_pairs_once_each_and_take_over_from_a_killed_one() {
+    const PAIRS: i64 = 600;
+    const LEASE: Duration = Duration::from_secs(5);
+    let users: Vec<i64> = (1..=PAIRS).collect();
+    let sizes: Vec<(i64, usize)> = users.iter().map(|&u| (u, 3)).collect();
+    let sim = sim_with(SEED, &sizes);
+    // Requests take a while, so no replica is done before the others have started.
+    sim.set_latency(Duration::from_millis(20));
+    let server = sim.spawn().await.unwrap();
+    let db = TestDb::new().await;
+    let base = config(
+        &server.base_url,
+        &db.url,
+        1000,
+        &[Tgt(AGENT, TOKEN, &users)],
+    );
+    let toml = std::fs::read_to_string(base.path())
+        .unwrap()
+        .replace("cron = \"0 0 0 1 1 * 2099\"", "cron = \"*/2 * * * * *\"")
+        .replace(
+            "fetch_ahead = 0\n",
+            &format!(
+                "fetch_ahead = 0\nconcurrency = 8\nlease_period = \"{}s\"\n",
+                LEASE.as_secs()
+            ),
+        );
+    let cfg = write_config(&toml);
+    assert!(run(&with_config(&cfg, "migrate")).await.status.success());
+    let logs: Vec<NamedTempFile> = (0..3).map(|_| NamedTempFile::new().unwrap()).collect();
+    let mut replicas: Vec<Child> = logs
+        .iter()
+        .map(|log| {
+            szb(&with_config(&cfg, "run"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(log.reopen().unwrap()))
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let pids: Vec<u32> = replicas.iter().map(|c| c.id().unwrap()).collect();
+    let logs_text = || {
+        logs.iter()
+            .map(|l| std::fs::read_to_string(l.path()).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    let started = db_now(&db.pool).await;
+
+    // 1. The first passes sync every pair, each visit once.
+    wait_until(Duration::from_secs(60), "every pair to sync", || async {
+        let ok: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM sync_state WHERE last_outcome = 'ok'")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        (ok == PAIRS).then_some(())
+    })
+    .await;
+    assert_all_exact(&db.pool, &sim, &users).await;
+
+    // 2. Quiet ticks: each pair runs once per tick between the three, one request each.
+    let quiet_from = db_now(&db.pool).await;
+    let quiet = wait_until(
+        Duration::from_secs(30),
+        "three quiet passes of each replica",
+        || async {
+            let by_owner = passes_by_owner(&db.pool, quiet_from).await;
+            (by_owner.len() == 3 && by_owner.iter().all(|(_, passes, _, _)| *passes >= 3))
+                .then_some(by_owner)
+        },
+    )
+    .await;
+    let ticks = quiet.iter().map(|(_, passes, _, _)| *passes).max().unwrap();
+    let pair_runs: i64 = quiet.iter().map(|(_, _, pairs, _)| pairs).sum();
+    let requests: i64 = quiet.iter().map(|(_, _, _, requests)| requests).sum();
+    let per_pair_per_tick = requests as f64 / (PAIRS * ticks) as f64;
+    assert!(
+        per_pair_per_tick <= 1.2,
+        "{requests} requests for {PAIRS} pairs over {ticks} ticks: {per_pair_per_tick:.2} per pair per tick ({quiet:?})"
+    );
+    assert!(
+        pair_runs >= PAIRS * (ticks - 1),
+        "the quiet ticks ran the pairs: {pair_runs} runs over {ticks} ticks ({quiet:?})"
+    );
+    let share = passes_by_owner(&db.pool, started).await;
+    let total: i64 = share.iter().map(|(_, _, pairs, _)| pairs).sum();
+    for (owner, _, pairs, _) in &share {
+        assert!(
+            *pairs as f64 >= 0.15 * total as f64,
+            "{owner} ran {pairs} of {total} pair runs: {share:?}"
+        );
+    }
+
+    // 3. New visits everywhere, slow answers: kill a replica while it holds leases.
+    sim.set_latency(Duration::from_millis(150));
+    for &u in &users {
+        sim.append_visits(AGENT, u, 2);
+    }
+    let (victim, held): (String, Vec<(i64, i64)>) = wait_until(
+        Duration::from_secs(20),
+        "a replica holding leases",
+        || async {
+            let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+                "SELECT lease_owner, agent_id, user_id FROM sync_state
+                  WHERE lease_owner IS NOT NULL ORDER BY lease_owner",
+            )
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+            let owner = rows.first()?.0.clone();
+            let held = rows
+                .iter()
+                .filter(|(o, _, _)| *o == owner)
+                .map(|(_, a, u)| (*a, *u))
+                .collect();
+            Some((owner, held))
+        },
+    )
+    .await;
+    let pid = pid_of(&victim);
+    assert!(pids.contains(&pid), "{victim} is one of ours: {pids:?}");
+    signal(pid, "KILL");
+    let killed_at = Instant::now();
+    let killed_at_db = db_now(&db.pool).await;
+    let agents: Vec<i64> = held.iter().map(|(a, _)| *a).collect();
+    let held_users: Vec<i64> = held.iter().map(|(_, u)| *u).collect();
+    wait_until(LEASE + Duration::from_secs(10), "the killed replica's pairs to sync elsewhere", || async {
+        let done: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sync_state s
+               JOIN UNNEST($1::int8[], $2::int8[]) AS h (agent_id, user_id) USING (agent_id, user_id)
+              WHERE s.last_run_at > $3 AND s.last_outcome = 'ok' AND s.lease_owner IS NULL",
+        )
+        .bind(&agents)
+        .bind(&held_users)
+        .bind(killed_at_db)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        (done as usize == held.len()).then_some(())
+    })
+    .await;
+    let took = killed_at.elapsed();
+    assert!(
+        took <= LEASE,
+        "the other replicas finished the {} pairs of the killed one {took:?} after the kill, more than a lease period",
+        held.len()
+    );
+
+    // 4. The two left converge; SIGTERM stops them cleanly.
+    wait_until(
+        Duration::from_secs(60),
+        "every pair to hold its new visits",
+        || async {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM visits")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+            (n == PAIRS * 5).then_some(())
+        },
+    )
+    .await;
+    for (child, pid) in replicas.iter_mut().zip(&pids) {
+        if *pid != pid_of(&victim) {
+            signal(*pid, "TERM");
+        }
+        let status = wait_for_exit(child, CHILD_LIMIT).await;
+        if *pid != pid_of(&victim) {
+            assert_eq!(
+                status.code(),
+                Some(0),
+                "replica {pid}: {status}\n{}",
+                logs_text()
+            );
+        }
+    }
+    assert_all_exact(&db.pool, &sim, &users).await;
+    assert_eq!(unfinished_runs(&db.pool).await, 0, "no lease is left held");
+    let interrupted: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sync_runs WHERE outcome = 'interrupted' AND error LIKE '%' || $1 || '%'",
+    )
+    .bind(&victim)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        interrupted >= 1 && interrupted as usize <= held.len(),
+        "the runs the kill cut short are recorded as interrupted: {interrupted} of {} held",
+        held.len()
+    );
+}
+
+fn pid_of(owner: &str) -> u32 {
+    owner.rsplit(':').nth(1).unwrap().parse().unwrap()
 }
