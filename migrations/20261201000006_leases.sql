@@ -15,7 +15,8 @@ COMMENT ON COLUMN sync_state.leased_by IS 'the process that last claimed the pai
 COMMENT ON COLUMN sync_state.leased_at IS 'when leased_by claimed it: the start of the pair''s latest run';
 COMMENT ON COLUMN sync_state.next_due_at IS 'the pair is not claimed by a pass of `run` scheduled before this time: the next schedule tick after its last run, later while it backs off after failures; NULL when due at any pass';
 
-ALTER TABLE sync_passes ADD COLUMN owner text;
+ALTER TABLE sync_passes ADD COLUMN owner text, ADD COLUMN due_by timestamptz;
+COMMENT ON COLUMN sync_passes.due_by IS 'the schedule tick the pass is for: it ran pairs due by then (the passes of all replicas for one tick share it); NULL for szb-sync sync, which runs every pair';
 COMMENT ON COLUMN sync_passes.owner IS 'the szb-sync process (host:pid:nonce) that made the pass; each replica makes its own passes';
 COMMENT ON TABLE sync_passes IS 'one row per pass of one szb-sync process over the pairs it claimed';
 COMMENT ON COLUMN sync_passes.pairs IS 'pairs the pass claimed and ran (synced, failed, skipped or interrupted)';

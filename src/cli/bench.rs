@@ -45,6 +45,9 @@ enum Kind {
     Quiet,
     /// A first sync, measured on its own.
     Initial,
+    /// Three `szb-sync run` processes sharing the pairs: the first sync, quiet ticks, and a
+    /// replica SIGKILLed mid-pass.
+    Replicas,
 }
 
 struct Workload {
@@ -114,6 +117,15 @@ const WORKLOADS: &[Workload] = &[
         kind: Kind::Quiet,
     },
     Workload {
+        name: "3 replicas, 2,000 pairs, 20 ms latency",
+        users: 2_000,
+        visits_per_user: 5,
+        latency_ms: 20,
+        rate_limit: 0.0,
+        api: "",
+        kind: Kind::Replicas,
+    },
+    Workload {
         name: "quiet resync, 10,000 pairs",
         users: 10_000,
         visits_per_user: 5,
@@ -136,6 +148,24 @@ struct Measured {
     copy_rate: Option<f64>,
     /// Visit rows the timed passes wrote, from `sync_passes`.
     pass_visits: i64,
+    replicas: Option<ReplicaStats>,
+}
+
+/// What the replicas workload measured.
+#[derive(Debug, Clone, Copy)]
+struct ReplicaStats {
+    /// Requests per pair per tick over the quiet ticks, all replicas together.
+    quiet_requests_per_pair: f64,
+    quiet_ticks: i64,
+    /// The smallest and largest share of the pair runs one replica made.
+    min_share: f64,
+    max_share: f64,
+    /// From the SIGKILL until every pair the killed replica held had run elsewhere.
+    takeover: Duration,
+    victim_pairs: usize,
+    lease: Duration,
+    /// The longest quiet pass of a replica.
+    longest_pass: Duration,
 }
 
 pub(super) async fn run(settings: &Settings, args: BenchArgs) -> Result<ExitCode> {
@@ -157,7 +187,10 @@ pub(super) async fn run(settings: &Settings, args: BenchArgs) -> Result<ExitCode
         let mut runs = Vec::new();
         for i in 0..args.runs {
             eprintln!("{} (run {} of {}) …", w.name, i + 1, args.runs);
-            runs.push(run_workload(&exe, &db_url, w, users).await?);
+            runs.push(match w.kind {
+                Kind::Replicas => run_replicas(&exe, &db_url, w, users).await?,
+                _ => run_workload(&exe, &db_url, w, users).await?,
+            });
         }
         runs.sort_by_key(|m| m.wall);
         rows.push((w, users, runs[runs.len() / 2]));
@@ -166,7 +199,8 @@ pub(super) async fn run(settings: &Settings, args: BenchArgs) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run_workload(exe: &Path, db_url: &Secret, w: &Workload, users: u64) -> Result<Measured> {
+/// The simulator of a workload, running with no latency or limit yet, and its base URL.
+async fn start_sim(exe: &Path, w: &Workload, users: u64) -> Result<(Child, String)> {
     let mut sim = Command::new(exe);
     sim.args(["mock-api", "--listen", "127.0.0.1:0", "--users"])
         .arg(users.to_string())
@@ -177,9 +211,19 @@ async fn run_workload(exe: &Path, db_url: &Secret, w: &Workload, users: u64) -> 
         .kill_on_drop(true);
     let mut sim = sim.spawn().context("starting szb-sync mock-api")?;
     let base_url = read_base_url(&mut sim).await?;
-    let http = reqwest::Client::new();
-    sim_config(&http, &base_url, 0, 0.0).await?;
+    sim_config(&reqwest::Client::new(), &base_url, 0, 0.0).await?;
+    Ok((sim, base_url))
+}
 
+/// A fresh bench database, and a config for `users` pairs of the generated agent on it with
+/// `extra` appended; returns the config's path and the user-id file's.
+async fn prepare(
+    db_url: &Secret,
+    base_url: &str,
+    w: &Workload,
+    users: u64,
+    extra: &str,
+) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
     Store::recreate_database(db_url).await?;
     let config = std::env::temp_dir().join(format!("szb-bench-{}.toml", std::process::id()));
     let ids_file = config.with_extension("users");
@@ -189,13 +233,20 @@ async fn run_workload(exe: &Path, db_url: &Secret, w: &Workload, users: u64) -> 
         &config,
         format!(
             "[database]\nurl = {:?}\n\n[api]\nbase_url = {base_url:?}\ntoken = {GENERATED_TOKEN:?}\n{}\n\
-             [[targets]]\nagent_id = {GENERATED_AGENT}\nuser_ids_file = {:?}\n",
+             {extra}\n[[targets]]\nagent_id = {GENERATED_AGENT}\nuser_ids_file = {:?}\n",
             db_url.expose(),
             w.api,
             ids_file
         ),
     )
     .context("writing the benchmark's config")?;
+    Ok((config, ids_file))
+}
+
+async fn run_workload(exe: &Path, db_url: &Secret, w: &Workload, users: u64) -> Result<Measured> {
+    let (mut sim, base_url) = start_sim(exe, w, users).await?;
+    let http = reqwest::Client::new();
+    let (config, ids_file) = prepare(db_url, &base_url, w, users, "").await?;
     let store = Store::connect(db_url, 2).await?;
     if w.kind == Kind::Quiet {
         let first = sync(exe, &config).await?;
@@ -235,6 +286,146 @@ async fn run_workload(exe: &Path, db_url: &Secret, w: &Workload, users: u64) -> 
         sim_requests: stats.0,
         copy_rate,
         pass_visits,
+        replicas: None,
+    })
+}
+
+/// Polls `probe` every 20 ms until it returns `Some`, for at most `limit`.
+async fn poll<T, F, Fut>(limit: Duration, what: &str, mut probe: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = probe().await? {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("gave up after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Three `szb-sync run` processes on one database and one simulator: how long the first sync
+/// takes, what a quiet tick costs, how the work is shared, and how fast the others finish the
+/// pairs of one that is SIGKILLed mid-pass.
+async fn run_replicas(exe: &Path, db_url: &Secret, w: &Workload, users: u64) -> Result<Measured> {
+    const REPLICAS: usize = 3;
+    const LEASE: Duration = Duration::from_secs(10);
+    let (mut sim, base_url) = start_sim(exe, w, users).await?;
+    let http = reqwest::Client::new();
+    sim_config(&http, &base_url, w.latency_ms, w.rate_limit).await?;
+    let extra = format!(
+        "[schedule]\ncron = \"*/5 * * * * *\"\n\n[sync]\nlease_period = \"{}s\"\n",
+        LEASE.as_secs()
+    );
+    let (config, ids_file) = prepare(db_url, &base_url, w, users, &extra).await?;
+    let store = Store::connect(db_url, 2).await?;
+    store.migrate().await?;
+    let started_db = store.now().await?;
+    let started = Instant::now();
+    let mut children: Vec<Child> = (0..REPLICAS)
+        .map(|_| {
+            Command::new(exe)
+                .arg("--config")
+                .arg(&config)
+                .arg("run")
+                .env("RUST_LOG", "error")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()
+                .context("starting szb-sync run")
+        })
+        .collect::<Result<_>>()?;
+    let want = i64::try_from(users)?;
+    poll(Duration::from_secs(1800), "the first sync", || async {
+        Ok((store.pairs_ok_since(started_db).await? == want).then_some(()))
+    })
+    .await?;
+    let wall = started.elapsed();
+    let first = sim_config(&http, &base_url, w.latency_ms, w.rate_limit).await?;
+
+    // Two whole quiet ticks after the first sync: every replica's pass for each finished.
+    let quiet_from = store.now().await?;
+    let quiet = poll(Duration::from_secs(120), "two quiet ticks", || async {
+        let ticks = store.ticks_since(quiet_from).await?;
+        let done: Vec<_> = ticks
+            .into_iter()
+            .filter(|t| t.passes == REPLICAS as i64 && t.finished == t.passes)
+            .collect();
+        Ok((done.len() >= 2).then(|| done[..2].to_vec()))
+    })
+    .await?;
+    let ticks = quiet.len() as i64;
+    let quiet_requests: i64 = quiet.iter().map(|t| t.requests).sum();
+    let longest_pass = quiet.iter().map(|t| t.longest_secs).fold(0.0, f64::max);
+    let shares = store.pairs_by_owner().await?;
+    let total: i64 = shares.iter().map(|(_, pairs)| pairs).sum::<i64>().max(1);
+    let share = |(_, pairs): &(String, i64)| *pairs as f64 / total as f64;
+
+    let (victim, _) = poll(
+        Duration::from_secs(120),
+        "a replica holding leases",
+        || async { Ok(store.busiest_lease_owner().await?) },
+    )
+    .await?;
+    let held = store.leased_by(&victim).await?;
+    let pid: u32 = victim
+        .rsplit(':')
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .with_context(|| format!("no pid in the owner id {victim:?}"))?;
+    let child = children
+        .iter_mut()
+        .find(|c| c.id() == Some(pid))
+        .with_context(|| format!("{victim} is not one of the replicas"))?;
+    child.start_kill()?;
+    let killed = Instant::now();
+    let killed_db = store.now().await?;
+    let wanted = i64::try_from(held.len())?;
+    poll(LEASE * 3, "the killed replica's pairs", || async {
+        Ok((store.count_synced_since(&held, killed_db).await? >= wanted).then_some(()))
+    })
+    .await?;
+    let takeover = killed.elapsed();
+
+    let mut peak_rss_kib = 0;
+    for c in &mut children {
+        if let Some(pid) = c.id() {
+            peak_rss_kib = peak_rss_kib.max(vm_hwm_kib(pid).unwrap_or(0));
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), c.wait()).await;
+    }
+    let sums = store.runs_since(0).await?;
+    store.close().await;
+    let _ = sim.kill().await;
+    let _ = std::fs::remove_file(&config);
+    let _ = std::fs::remove_file(&ids_file);
+    Ok(Measured {
+        wall,
+        peak_rss_kib,
+        sums,
+        rate_limited: first.1,
+        sim_requests: first.0,
+        copy_rate: None,
+        pass_visits: 0,
+        replicas: Some(ReplicaStats {
+            quiet_requests_per_pair: quiet_requests as f64 / (want * ticks) as f64,
+            quiet_ticks: ticks,
+            min_share: shares.iter().map(share).fold(1.0, f64::min),
+            max_share: shares.iter().map(share).fold(0.0, f64::max),
+            takeover,
+            victim_pairs: held.len(),
+            lease: LEASE,
+            longest_pass: Duration::from_secs_f64(longest_pass),
+        }),
     })
 }
 
@@ -349,6 +540,20 @@ fn print_table(rows: &[(&Workload, u64, Measured)]) {
                     m.sums.failed
                 )
             }
+            Kind::Replicas => m.replicas.map_or("-".to_owned(), |r| {
+                format!(
+                    "quiet: {:.2} requests per pair per tick over {} ticks; shares {:.0}%..{:.0}%; \
+                     a SIGKILLed replica's {} pairs done {:.1} s after the kill (lease {} s + pass {:.1} s)",
+                    r.quiet_requests_per_pair,
+                    r.quiet_ticks,
+                    100.0 * r.min_share,
+                    100.0 * r.max_share,
+                    r.victim_pairs,
+                    r.takeover.as_secs_f64(),
+                    r.lease.as_secs(),
+                    r.longest_pass.as_secs_f64()
+                )
+            }),
             Kind::Quiet | Kind::Initial => format!(
                 "{:.2} requests per pair; {} sync_runs rows",
                 m.sim_requests as f64 / *users as f64,

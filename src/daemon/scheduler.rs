@@ -46,17 +46,17 @@ const TICK_SLACK: chrono::Duration = chrono::Duration::milliseconds(500);
 /// at the next tick. The scheduled times come from the pattern, read on the clock that fired the
 /// tick, so replicas whose clocks differ by seconds still agree on them.
 pub fn plan_at(cron: &croner::Cron, now: DateTime<Utc>, ticked: bool) -> PassPlan {
+    // Whole seconds: croner keeps the fraction of the time it starts from.
+    let whole = |t: DateTime<Utc>| t.with_nanosecond(0).unwrap_or(t);
     let due_by = if ticked {
-        // Whole seconds: croner keeps the fraction of the time it starts from.
-        let from = now + TICK_SLACK;
-        let from = from.with_nanosecond(0).unwrap_or(from);
-        cron.find_previous_occurrence(&from, true).unwrap_or(now)
+        cron.find_previous_occurrence(&whole(now + TICK_SLACK), true)
+            .unwrap_or(now)
     } else {
         now
     };
     PassPlan {
         due_by: Some(due_by),
-        next_due: cron.find_next_occurrence(&due_by, false).ok(),
+        next_due: cron.find_next_occurrence(&whole(due_by), false).ok(),
         wait_for_others: true,
     }
 }
@@ -151,8 +151,12 @@ mod tests {
     #[test]
     fn the_start_up_pass_takes_the_pairs_due_now() {
         let cron = parse_cron("0 */10 * * * *").unwrap();
-        let plan = plan_at(&cron, at("2026-12-01T12:03:00Z"), false);
-        assert_eq!(plan.due_by, Some(at("2026-12-01T12:03:00Z")));
-        assert_eq!(plan.next_due, Some(at("2026-12-01T12:10:00Z")));
+        let plan = plan_at(&cron, at("2026-12-01T12:03:00.250Z"), false);
+        assert_eq!(plan.due_by, Some(at("2026-12-01T12:03:00.250Z")));
+        assert_eq!(
+            plan.next_due,
+            Some(at("2026-12-01T12:10:00Z")),
+            "on the tick, to the second"
+        );
     }
 }

@@ -55,7 +55,7 @@ impl Engine {
     ) -> SyncReport {
         let started = Instant::now();
         // A database that is away fails the claims; the pass row is only a record.
-        let (pass_id, pass_started) = match self.store.start_pass(self.owner()).await {
+        let (pass_id, pass_started) = match self.store.start_pass(self.owner(), plan.due_by).await {
             Ok((id, at)) => (Some(id), at),
             Err(e) => {
                 tracing::warn!(error = %chain(&e), "could not open the pass row");
@@ -201,8 +201,7 @@ impl Pass<'_> {
                             "due pairs are left; sweeping again"
                         );
                         if left.claimable == 0 || self.claimed.len() == claimed_before_sweep {
-                            let poll = (lease / 4)
-                                .clamp(Duration::from_millis(200), Duration::from_secs(5));
+                            let poll = (lease / 4).min(Duration::from_secs(1));
                             tokio::select! {
                                 () = tokio::time::sleep(poll) => {}
                                 () = shutdown.cancelled() => {}

@@ -67,7 +67,7 @@ use crate::secret::{Secret, redact_url};
 pub use leases::{ClaimPlan, Claimed, Coordinator, DueAfter, FinishedRun, Survey, new_owner_id};
 pub use pages::{PageWrite, PageWritten};
 pub use passes::PassTotals;
-pub use reports::{RunSums, SAMPLE_QUERY, SampleRow};
+pub use reports::{RunSums, SAMPLE_QUERY, SampleRow, TickTotals};
 pub use runs::{Backoff, RunTotals};
 pub use session::{ForgetOutcome, PairLock, PairSession};
 pub use status::PairStatus;

@@ -21,17 +21,20 @@ pub struct PassTotals {
 }
 
 impl Store {
-    /// Opens the row of a pass by `owner`; returns its id and when it started (the
-    /// database's clock).
+    /// Opens the row of a pass by `owner` for the pairs due by `due_by` (all: `None`); returns
+    /// its id and when it started (the database's clock).
     pub async fn start_pass(
         &self,
         owner: &str,
+        due_by: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<(i64, chrono::DateTime<chrono::Utc>), StoreError> {
         sqlx::query_as(
-            "INSERT INTO sync_passes (outcome, owner) VALUES ($1, $2) RETURNING id, started_at",
+            "INSERT INTO sync_passes (outcome, owner, due_by) VALUES ($1, $2, $3)
+             RETURNING id, started_at",
         )
         .bind(RunOutcome::Running.as_str())
         .bind(owner)
+        .bind(due_by)
         .fetch_one(&self.pool)
         .await
         .map_err(query_err("opening the pass row"))

@@ -198,3 +198,122 @@ impl Store {
         Ok((rows, took))
     }
 }
+
+/// What the passes of one schedule tick did, all replicas together.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TickTotals {
+    pub due_by: chrono::DateTime<chrono::Utc>,
+    /// Passes for the tick (one per replica), and how many of them finished.
+    pub passes: i64,
+    pub finished: i64,
+    pub pairs: i64,
+    pub requests: i64,
+    /// The longest of those passes, in seconds.
+    pub longest_secs: f64,
+}
+
+impl Store {
+    /// Per tick after `since`, what its passes did.
+    pub async fn ticks_since(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<TickTotals>, StoreError> {
+        let rows: Vec<(chrono::DateTime<chrono::Utc>, i64, i64, i64, i64, f64)> = sqlx::query_as(
+            "SELECT due_by, count(*), count(finished_at), sum(pairs)::int8, sum(requests)::int8,
+                    coalesce(max(extract(epoch FROM finished_at - started_at)), 0)::float8
+               FROM sync_passes WHERE due_by > $1 GROUP BY due_by ORDER BY due_by",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("summing passes by tick"))?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(due_by, passes, finished, pairs, requests, longest_secs)| TickTotals {
+                    due_by,
+                    passes,
+                    finished,
+                    pairs,
+                    requests,
+                    longest_secs,
+                },
+            )
+            .collect())
+    }
+
+    /// Pair runs per owner over every pass, for how evenly replicas share the work.
+    pub async fn pairs_by_owner(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        sqlx::query_as(
+            "SELECT coalesce(owner, ''), sum(pairs)::int8 FROM sync_passes
+              GROUP BY owner ORDER BY owner",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("summing passes by owner"))
+    }
+
+    /// Pairs whose latest run ended ok after `since`.
+    pub async fn pairs_ok_since(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<i64, StoreError> {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM sync_state
+              WHERE last_outcome = $1 AND last_run_at > $2 AND lease_owner IS NULL",
+        )
+        .bind(RunOutcome::Ok.as_str())
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_err("counting pairs synced"))
+    }
+
+    /// The owner holding the most leases right now, with how many it holds.
+    pub async fn busiest_lease_owner(&self) -> Result<Option<(String, i64)>, StoreError> {
+        sqlx::query_as(
+            "SELECT lease_owner, count(*) FROM sync_state WHERE lease_owner IS NOT NULL
+              GROUP BY lease_owner ORDER BY count(*) DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_err("reading lease owners"))
+    }
+
+    /// Pairs leased by `owner` right now.
+    pub async fn leased_by(&self, owner: &str) -> Result<Vec<crate::domain::PairKey>, StoreError> {
+        let rows: Vec<(i64, i64, String)> = sqlx::query_as(
+            "SELECT agent_id, user_id, activity_filter FROM sync_state WHERE lease_owner = $1",
+        )
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("reading leases"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(a, u, f)| crate::domain::PairKey::new(a, u, Some(f).filter(|f| !f.is_empty())))
+            .collect())
+    }
+
+    /// How many of `pairs` ended a run ok after `since` and are leased by nobody.
+    pub async fn count_synced_since(
+        &self,
+        pairs: &[crate::domain::PairKey],
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<i64, StoreError> {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM UNNEST($1::int8[], $2::int8[], $3::text[])
+                    AS p (agent_id, user_id, activity_filter)
+               JOIN sync_state s USING (agent_id, user_id, activity_filter)
+              WHERE s.last_outcome = $4 AND s.last_run_at > $5 AND s.lease_owner IS NULL",
+        )
+        .bind(pairs.iter().map(|p| p.agent_id).collect::<Vec<_>>())
+        .bind(pairs.iter().map(|p| p.user_id).collect::<Vec<_>>())
+        .bind(pairs.iter().map(|p| p.filter_str()).collect::<Vec<_>>())
+        .bind(RunOutcome::Ok.as_str())
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_err("counting pairs synced"))
+    }
+}
