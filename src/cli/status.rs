@@ -54,7 +54,10 @@ fn print_rows(rows: Vec<crate::store::PairStatus>) {
         if let Some(e) = r.last_error {
             println!("    last error: {e}");
         }
-        if let Some(due) = r.next_due_at {
+        if let Some(owner) = &r.lease_owner {
+            println!("    syncing now on {owner}");
+        }
+        if let Some(due) = r.next_due_at.filter(|_| r.failures_in_row > 0) {
             println!(
                 "    backing off after {} failed {} in a row: next try at {}",
                 r.failures_in_row,

@@ -1,7 +1,7 @@
 //! One pass: claim pairs in batches, walk them `concurrency` at a time, record them in batches.
 //!
-//! The configured pairs are cut into spans; each claim statement offers one span and takes up
-//! to as many due pairs as the workers can start. A pass of `run` starts at a random span, so
+//! The configured pairs are cut into spans of twice `concurrency`; each claim statement offers
+//! one span and takes up to as many due pairs as the workers can start. A pass of `run` starts at a random span, so
 //! replicas starting together take different pairs first. Finished runs are recorded, and their
 //! leases released, one statement per batch; leases still held are renewed every third of the
 //! lease period. None of this costs a round trip per pair.
@@ -17,7 +17,7 @@ use crate::domain::{Pair, PairKey, RunOutcome};
 use crate::error::chain;
 use crate::store::{ClaimPlan, Claimed, DueAfter, FinishedRun, StoreError};
 
-/// Configured pairs offered per claim statement.
+/// Abandoned pairs taken over per claim statement.
 const SPAN: usize = 512;
 /// Finished runs recorded per statement.
 const FLUSH_AT: usize = 256;
@@ -83,7 +83,9 @@ impl Engine {
             errors: Vec::new(),
         };
         let keys: Vec<PairKey> = pairs.iter().map(|p| p.key.clone()).collect();
-        let spans: Vec<&[PairKey]> = keys.chunks(SPAN).collect();
+        // A span is what one claim can take: the walks about to start and as many queued.
+        let span = (2 * self.options.concurrency).max(16);
+        let spans: Vec<&[PairKey]> = keys.chunks(span).collect();
         let first = if plan.due_by.is_some() && spans.len() > 1 {
             rand::random_range(0..spans.len())
         } else {
@@ -173,7 +175,8 @@ impl Pass<'_> {
                 let span = spans[(first + offered) % spans.len()];
                 match self.claim(span, want).await {
                     Ok(got) => {
-                        if got < want {
+                        // Move on once the span gave all it had; stay while it may hold more.
+                        if got < want || got == span.len() {
                             offered += 1;
                         }
                     }

@@ -25,7 +25,13 @@ pub struct PairStatus {
     pub rejects: i64,
     /// Runs that failed in a row, and when `run` tries the pair again while it backs off.
     pub failures_in_row: i32,
+    /// When `run` takes the pair next: the next tick after its last run, later while it backs
+    /// off; `None` when due at any pass.
     pub next_due_at: Option<DateTime<Utc>>,
+    /// The process syncing the pair right now, while its lease lasts.
+    pub lease_owner: Option<String>,
+    /// The process that last ran it.
+    pub leased_by: Option<String>,
 }
 
 impl Store {
@@ -55,6 +61,8 @@ impl Store {
              SELECT p.ord, s.settled_count, s.upstream_total,
                     coalesce(s.failures_in_row, 0) AS failures_in_row,
                     CASE WHEN s.next_due_at > now() THEN s.next_due_at END AS next_due_at,
+                    CASE WHEN s.lease_expires_at > now() THEN s.lease_owner END AS lease_owner,
+                    s.leased_by,
                     -- A quiet run leaves no run row, and a skipped or running one has no
                     -- state yet: show whichever is newer.
                     CASE WHEN r.started_at > coalesce(s.last_run_at, '-infinity')
@@ -121,6 +129,8 @@ impl Store {
                     rejects: row.get("rejects"),
                     failures_in_row: row.get("failures_in_row"),
                     next_due_at: row.get("next_due_at"),
+                    lease_owner: row.get("lease_owner"),
+                    leased_by: row.get("leased_by"),
                 })
             })
             .collect()

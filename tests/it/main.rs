@@ -5,6 +5,7 @@
 //! - [`upstream_changes`]: open visits, purges, appends, ties, activity changes;
 //! - [`faults`]: a misbehaving upstream, a Postgres that goes away, races, hostile items;
 //! - [`process`]: the real binary as a child process: kills, signals, each subcommand;
+//! - [`leases`]: replicas in one process: leases held, expired, taken over and renewed;
 //! - [`migrations`]: upgrading a database that holds rows the new constraints refuse;
 //! - [`pace`]: fetching ahead, pairs in parallel, and the controller behind a rate limit.
 //!
@@ -12,6 +13,7 @@
 
 mod faults;
 mod helpers;
+mod leases;
 mod migrations;
 mod pace;
 mod process;
