@@ -1,14 +1,19 @@
 //! One pass: claim pairs in batches, walk them `concurrency` at a time, record them in batches.
 //!
 //! The configured pairs are cut into spans of twice `concurrency`; each claim statement offers
-//! one span and takes up to as many due pairs as the workers can start. A pass of `run` starts at a random span, so
-//! replicas starting together take different pairs first. Finished runs are recorded, and their
-//! leases released, one statement per batch; leases still held are renewed every third of the
-//! lease period. None of this costs a round trip per pair.
+//! one span and takes as many due pairs as the workers' queue has room for. A pass of `run`
+//! starts at a random span, so replicas starting together take different pairs first.
+//!
+//! `concurrency` worker tasks take claimed pairs from a bounded queue and walk them; the driver
+//! keeps that queue full, records finished runs (and gives their leases back) one statement per
+//! batch, at least every second, and renews the leases still held every third of the lease
+//! period. Claims and records never hold up a walk, and none of them costs a round trip per pair.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -18,30 +23,41 @@ use crate::error::chain;
 use crate::store::{ClaimPlan, Claimed, DueAfter, FinishedRun, StoreError};
 
 /// Abandoned pairs taken over per claim statement.
-const SPAN: usize = 512;
-/// Finished runs recorded per statement.
+const ADOPT_BATCH: usize = 512;
+/// Finished runs recorded per statement, at most.
 const FLUSH_AT: usize = 256;
 /// The longest a finished run waits to be recorded.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Attempts at a statement of the pass when the connection was lost (it reconnects).
 const ATTEMPTS: u32 = 3;
 
+/// What a worker hands back for each pair it took.
+enum Outcome {
+    Ran(PairReport, FinishedRun),
+    /// Shutdown came before the walk started: the lease goes back untouched.
+    Unwalked(Claimed),
+}
+
 /// What a pass holds while it runs.
 struct Pass<'a> {
     engine: &'a Engine,
+    pairs: &'a [Pair],
     plan: ClaimPlan,
     due: DueAfter,
-    by_key: HashMap<&'a PairKey, &'a Pair>,
-    /// Claimed, not walked yet.
-    queue: VecDeque<Claimed>,
-    running: JoinSet<(PairReport, FinishedRun)>,
-    /// What each running task walks, for a task that panicked.
-    tasks: HashMap<tokio::task::Id, FinishedRun>,
+    /// Position of each configured pair.
+    index: HashMap<&'a PairKey, usize>,
+    /// Pairs this pass claimed, by position.
+    claimed: Vec<bool>,
+    claimed_count: usize,
+    /// Claimed, not handed to a worker yet.
+    local: VecDeque<Claimed>,
+    /// Handed to workers, not back yet.
+    in_flight: usize,
     /// Finished, not recorded yet.
     unflushed: Vec<FinishedRun>,
     /// Pairs whose lease this pass holds.
     held: HashSet<PairKey>,
-    claimed: HashSet<PairKey>,
+    unwalked: Vec<Claimed>,
     reports: Vec<PairReport>,
     errors: Vec<String>,
 }
@@ -64,6 +80,7 @@ impl Engine {
         };
         let mut pass = Pass {
             engine: self,
+            pairs,
             plan: ClaimPlan {
                 due_by: plan.due_by,
                 pass_started,
@@ -72,35 +89,27 @@ impl Engine {
                 next_due: plan.next_due,
                 backoff: self.backoff(),
             },
-            by_key: pairs.iter().map(|p| (&p.key, p)).collect(),
-            queue: VecDeque::new(),
-            running: JoinSet::new(),
-            tasks: HashMap::new(),
+            index: pairs.iter().enumerate().map(|(i, p)| (&p.key, i)).collect(),
+            claimed: vec![false; pairs.len()],
+            claimed_count: 0,
+            local: VecDeque::new(),
+            in_flight: 0,
             unflushed: Vec::new(),
             held: HashSet::new(),
-            claimed: HashSet::new(),
+            unwalked: Vec::new(),
             reports: Vec::new(),
             errors: Vec::new(),
         };
-        let keys: Vec<PairKey> = pairs.iter().map(|p| p.key.clone()).collect();
-        // A span is what one claim can take: the walks about to start and as many queued.
-        let span = (2 * self.options.concurrency).max(16);
-        let spans: Vec<&[PairKey]> = keys.chunks(span).collect();
-        let first = if plan.due_by.is_some() && spans.len() > 1 {
-            rand::random_range(0..spans.len())
-        } else {
-            0
-        };
-        pass.drive(&spans, first, &keys, plan.wait_for_others, shutdown)
+        pass.drive(plan.wait_for_others, plan.due_by.is_some(), shutdown)
             .await;
-        pass.flush().await;
 
         if plan.due_by.is_none() {
             // `sync` names every configured pair: those it could not claim are reported.
-            let missed: Vec<PairKey> = keys
+            let missed: Vec<PairKey> = pairs
                 .iter()
-                .filter(|k| !pass.claimed.contains(*k))
-                .cloned()
+                .zip(&pass.claimed)
+                .filter(|(_, claimed)| !**claimed)
+                .map(|(p, _)| p.key.clone())
                 .collect();
             pass.report_missed(missed, shutdown).await;
         }
@@ -132,25 +141,89 @@ impl Engine {
         );
         report
     }
+
+    /// A worker: walks the pairs it takes from `queue` until the queue closes.
+    async fn work(
+        self,
+        queue: Arc<Mutex<mpsc::Receiver<(Pair, Claimed)>>>,
+        done: mpsc::UnboundedSender<Outcome>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let next = queue.lock().await.recv().await;
+            let Some((pair, claimed)) = next else { return };
+            if shutdown.is_cancelled() {
+                let _ = done.send(Outcome::Unwalked(claimed));
+                continue;
+            }
+            let placeholder = FinishedRun {
+                pair: claimed.pair.clone(),
+                outcome: RunOutcome::Failed,
+                totals: Default::default(),
+                mark_before: claimed.mark.settled,
+                mark_after: claimed.mark.settled,
+                recoveries: Vec::new(),
+                error: None,
+                refused: false,
+                started_at: claimed.leased_at,
+                locked: claimed.locked,
+            };
+            // Its own task, so a panic in one walk fails that pair only.
+            let (engine, stop) = (self.clone(), shutdown.clone());
+            let walked =
+                tokio::spawn(async move { engine.run_claimed(pair, claimed, stop).await }).await;
+            let outcome = match walked {
+                Ok((report, run)) => Outcome::Ran(report, run),
+                Err(e) => {
+                    let mut run = placeholder;
+                    run.error = Some(format!("the pair's walk panicked: {e}"));
+                    tracing::error!(pair = %run.pair, error = %e, "the pair's walk panicked");
+                    let report =
+                        PairReport::unwalked(&run.pair, RunOutcome::Failed, run.error.clone());
+                    Outcome::Ran(report, run)
+                }
+            };
+            if done.send(outcome).is_err() {
+                return;
+            }
+        }
+    }
 }
 
-impl Pass<'_> {
+impl<'a> Pass<'a> {
     /// Claims and walks until every span was offered (and, when `wait`, no due pair is left
     /// with another live process), or shutdown.
-    async fn drive(
-        &mut self,
-        spans: &[&[PairKey]],
-        first: usize,
-        keys: &[PairKey],
-        wait: bool,
-        shutdown: &CancellationToken,
-    ) {
-        let concurrency = self.engine.options.concurrency.max(1);
-        let lease = self.engine.options.lease_period;
+    async fn drive(&mut self, wait: bool, spread: bool, shutdown: &CancellationToken) {
+        let engine = self.engine;
+        let concurrency = engine.options.concurrency.max(1);
+        let lease = engine.options.lease_period;
+        let span_len = (2 * concurrency).max(16);
+        let spans: Vec<&'a [Pair]> = self.pairs.chunks(span_len).collect();
+        let first = if spread && spans.len() > 1 {
+            rand::random_range(0..spans.len())
+        } else {
+            0
+        };
+        let every: Vec<&'a PairKey> = self.pairs.iter().map(|p| &p.key).collect();
+
+        // One walk's worth queued per worker: enough that a claim or a record never leaves a
+        // worker idle, little enough that pairs taken over from a dead process start soon.
+        let (work_tx, work_rx) = mpsc::channel::<(Pair, Claimed)>(concurrency);
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Outcome>();
+        let work_rx = Arc::new(Mutex::new(work_rx));
+        let mut workers = JoinSet::new();
+        for _ in 0..concurrency {
+            workers.spawn(engine.clone().work(
+                Arc::clone(&work_rx),
+                done_tx.clone(),
+                shutdown.clone(),
+            ));
+        }
+        drop(done_tx);
+
         let mut renew = tokio::time::interval(lease / 3);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         renew.tick().await;
-        // Runs are recorded at least this often, so status and other replicas see them soon.
         let mut record = tokio::time::interval(FLUSH_EVERY.min(lease / 3));
         record.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         record.tick().await;
@@ -159,27 +232,34 @@ impl Pass<'_> {
         // Claims before the latest sweep: a sweep that claimed nothing waits before the next.
         let mut claimed_before_sweep = usize::MAX;
         loop {
-            // Start walks, claiming more when the queue runs dry.
-            while self.running.len() < concurrency && !shutdown.is_cancelled() {
-                if let Some(claimed) = self.queue.pop_front() {
-                    self.start(claimed, shutdown);
-                    continue;
-                }
-                if !claiming || offered >= spans.len() {
-                    break;
-                }
-                if self.unflushed.len() >= FLUSH_AT / 4 {
-                    self.flush().await;
-                }
-                let want = 2 * concurrency - self.running.len();
-                let span = spans[(first + offered) % spans.len()];
-                match self.claim(span, want).await {
-                    Ok(got) => {
-                        // Move on once the span gave all it had; stay while it may hold more.
-                        if got < want || got == span.len() {
-                            offered += 1;
+            // Keep the workers' queue full, claiming when nothing claimed is left to hand out.
+            while !shutdown.is_cancelled() {
+                if let Some(c) = self.local.pop_front() {
+                    let pair = self.pairs[self.index[&c.pair]].clone();
+                    match work_tx.try_send((pair, c)) {
+                        Ok(()) => self.in_flight += 1,
+                        Err(
+                            mpsc::error::TrySendError::Full((_, c))
+                            | mpsc::error::TrySendError::Closed((_, c)),
+                        ) => {
+                            self.local.push_front(c);
+                            break;
                         }
                     }
+                    continue;
+                }
+                let room = work_tx.capacity();
+                if !claiming || offered >= spans.len() || room < concurrency.div_ceil(2) {
+                    break;
+                }
+                let span: Vec<&PairKey> = spans[(first + offered) % spans.len()]
+                    .iter()
+                    .map(|p| &p.key)
+                    .collect();
+                match self.claim(&span, room).await {
+                    // Move on once the span gave all it had; stay while it may hold more.
+                    Ok(got) if got < room || got == span.len() => offered += 1,
+                    Ok(_) => {}
                     Err(e) => {
                         let e = format!("claiming pairs: {}", chain(&e));
                         tracing::error!(error = %e, "the pass stops claiming");
@@ -188,14 +268,14 @@ impl Pass<'_> {
                     }
                 }
             }
-            if self.running.is_empty() && (self.queue.is_empty() || shutdown.is_cancelled()) {
+            if self.in_flight == 0 && (self.local.is_empty() || shutdown.is_cancelled()) {
                 if shutdown.is_cancelled() || !claiming || !wait {
                     break;
                 }
                 // Every span was offered: sweep again while due pairs are left that no live
                 // process holds (their owner died), and wait while other processes hold some.
                 self.flush().await;
-                match self.engine.coordinator.survey(keys, &self.plan).await {
+                match engine.coordinator.survey(&every, &self.plan).await {
                     Ok(left) if left.claimable + left.held_elsewhere == 0 => break,
                     Ok(left) => {
                         tracing::debug!(
@@ -203,14 +283,14 @@ impl Pass<'_> {
                             held_elsewhere = left.held_elsewhere,
                             "due pairs are left; sweeping again"
                         );
-                        if left.claimable == 0 || self.claimed.len() == claimed_before_sweep {
+                        if left.claimable == 0 || self.claimed_count == claimed_before_sweep {
                             let poll = (lease / 4).min(Duration::from_secs(1));
                             tokio::select! {
                                 () = tokio::time::sleep(poll) => {}
                                 () = shutdown.cancelled() => {}
                             }
                         }
-                        claimed_before_sweep = self.claimed.len();
+                        claimed_before_sweep = self.claimed_count;
                         offered = 0;
                         continue;
                     }
@@ -221,38 +301,48 @@ impl Pass<'_> {
                 }
             }
             tokio::select! {
-                joined = self.running.join_next_with_id(), if !self.running.is_empty() => {
-                    let (report, run) = match joined.expect("a task is running") {
-                        Ok((id, done)) => {
-                            self.tasks.remove(&id);
-                            done
+                outcome = done_rx.recv(), if self.in_flight > 0 => {
+                    let Some(outcome) = outcome else { break };
+                    self.in_flight -= 1;
+                    match outcome {
+                        Outcome::Ran(report, run) => {
+                            self.reports.push(report);
+                            self.unflushed.push(run);
+                            if self.unflushed.len() >= FLUSH_AT {
+                                self.flush().await;
+                            }
                         }
-                        Err(e) => {
-                            let mut run = self.tasks.remove(&e.id()).expect("every task is known");
-                            run.outcome = RunOutcome::Failed;
-                            run.error = Some(format!("the pair's walk panicked: {e}"));
-                            tracing::error!(pair = %run.pair, error = %e, "the pair's walk panicked");
-                            let report = PairReport::unwalked(&run.pair, RunOutcome::Failed, run.error.clone());
-                            (report, run)
-                        }
-                    };
-                    self.reports.push(report);
-                    self.unflushed.push(run);
-                    if self.unflushed.len() >= FLUSH_AT {
-                        self.flush().await;
+                        Outcome::Unwalked(c) => self.unwalked.push(c),
                     }
                 }
                 _ = record.tick() => self.flush().await,
                 _ = renew.tick() => {
                     self.renew().await;
-                    self.adopt(keys, concurrency).await;
+                    self.adopt(&every, concurrency).await;
                 }
             }
         }
+        // Workers see the queue close, finish their walks, and exit.
+        drop(work_tx);
+        while let Some(outcome) = done_rx.recv().await {
+            match outcome {
+                Outcome::Ran(report, run) => {
+                    self.reports.push(report);
+                    self.unflushed.push(run);
+                }
+                Outcome::Unwalked(c) => self.unwalked.push(c),
+            }
+        }
+        while workers.join_next().await.is_some() {}
+        self.flush().await;
         // Claimed but never walked (shutdown): given back untouched.
-        let unwalked: Vec<Claimed> = self.queue.drain(..).collect();
+        let unwalked: Vec<Claimed> = self
+            .unwalked
+            .drain(..)
+            .chain(self.local.drain(..))
+            .collect();
         if !unwalked.is_empty() {
-            if let Err(e) = self.engine.coordinator.release_unwalked(&unwalked).await {
+            if let Err(e) = engine.coordinator.release_unwalked(&unwalked).await {
                 tracing::warn!(error = %chain(&e), "could not give back pairs not walked; their leases expire");
             }
             for c in unwalked {
@@ -264,28 +354,31 @@ impl Pass<'_> {
     }
 
     /// Claims up to `want` pairs of `span`; returns how many it got.
-    async fn claim(&mut self, span: &[PairKey], want: usize) -> Result<usize, StoreError> {
+    async fn claim(&mut self, span: &[&PairKey], want: usize) -> Result<usize, StoreError> {
         let claimed = retry(|| self.engine.coordinator.claim(span, want, &self.plan)).await?;
         let got = claimed.len();
         for c in claimed {
-            if !self.by_key.contains_key(&c.pair) {
+            let Some(&i) = self.index.get(&c.pair) else {
                 // Cannot happen: a claim only offers configured pairs.
                 continue;
-            }
+            };
             if let Some(prev) = &c.took_over_from {
                 tracing::warn!(pair = %c.pair, previous_owner = %prev, "took over a pair whose process ended or lost its lease; its run is recorded as interrupted");
             }
+            if !self.claimed[i] {
+                self.claimed[i] = true;
+                self.claimed_count += 1;
+            }
             self.held.insert(c.pair.clone());
-            self.claimed.insert(c.pair.clone());
-            self.queue.push_back(c);
+            self.local.push_back(c);
         }
         Ok(got)
     }
 
     /// Takes over, ahead of the queue, the pairs of processes that died or let their leases
     /// expire, so they need not wait for this pass's next sweep.
-    async fn adopt(&mut self, keys: &[PairKey], concurrency: usize) {
-        let abandoned = match self.engine.coordinator.survey(keys, &self.plan).await {
+    async fn adopt(&mut self, every: &[&PairKey], concurrency: usize) {
+        let abandoned = match self.engine.coordinator.survey(every, &self.plan).await {
             Ok(survey) if !survey.abandoned.is_empty() => survey.abandoned,
             Ok(_) => return,
             Err(e) => {
@@ -293,35 +386,15 @@ impl Pass<'_> {
                 return;
             }
         };
-        let queued = std::mem::take(&mut self.queue);
-        for chunk in abandoned.chunks(SPAN) {
-            if let Err(e) = self.claim(chunk, chunk.len().max(concurrency)).await {
+        let queued = std::mem::take(&mut self.local);
+        for chunk in abandoned.chunks(ADOPT_BATCH) {
+            let chunk: Vec<&PairKey> = chunk.iter().collect();
+            if let Err(e) = self.claim(&chunk, chunk.len().max(concurrency)).await {
                 tracing::warn!(error = %chain(&e), "could not take over pairs of processes that are gone");
                 break;
             }
         }
-        self.queue.extend(queued);
-    }
-
-    fn start(&mut self, claimed: Claimed, shutdown: &CancellationToken) {
-        let pair = (*self.by_key[&claimed.pair]).clone();
-        let placeholder = FinishedRun {
-            pair: claimed.pair.clone(),
-            outcome: RunOutcome::Failed,
-            totals: Default::default(),
-            mark_before: claimed.mark.settled,
-            mark_after: claimed.mark.settled,
-            recoveries: Vec::new(),
-            error: None,
-            refused: false,
-            started_at: claimed.leased_at,
-            locked: claimed.locked,
-        };
-        let (engine, shutdown) = (self.engine.clone(), shutdown.clone());
-        let handle = self
-            .running
-            .spawn(async move { engine.run_claimed(pair, claimed, shutdown).await });
-        self.tasks.insert(handle.id(), placeholder);
+        self.local.extend(queued);
     }
 
     /// Records the finished runs and gives their leases back.
@@ -330,19 +403,18 @@ impl Pass<'_> {
             return;
         }
         let runs = std::mem::take(&mut self.unflushed);
-        match retry(|| self.engine.coordinator.finish(&runs, &self.due)).await {
-            Ok(kept) => {
-                if kept < runs.len() as u64 {
-                    tracing::warn!(
-                        lost = runs.len() as u64 - kept,
-                        "runs finished after another process took their pairs over; that process's record stands"
-                    );
+        for batch in runs.chunks(FLUSH_AT) {
+            match retry(|| self.engine.coordinator.finish(batch, &self.due)).await {
+                Ok(kept) if kept < batch.len() as u64 => tracing::warn!(
+                    lost = batch.len() as u64 - kept,
+                    "runs finished after another process took their pairs over; that process's record stands"
+                ),
+                Ok(_) => {}
+                Err(e) => {
+                    let e = format!("recording {} finished runs: {}", batch.len(), chain(&e));
+                    tracing::error!(error = %e, "their leases expire; their pages are committed");
+                    self.errors.push(e);
                 }
-            }
-            Err(e) => {
-                let e = format!("recording {} finished runs: {}", runs.len(), chain(&e));
-                tracing::error!(error = %e, "their leases expire; their pages are committed");
-                self.errors.push(e);
             }
         }
         for run in &runs {

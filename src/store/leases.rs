@@ -189,13 +189,13 @@ impl Coordinator {
     /// lease it took over.
     pub async fn claim(
         &self,
-        span: &[PairKey],
+        span: &[&PairKey],
         want: usize,
         plan: &ClaimPlan,
     ) -> Result<Vec<Claimed>, StoreError> {
         let agents: Vec<i64> = span.iter().map(|p| p.agent_id).collect();
         let users: Vec<i64> = span.iter().map(|p| p.user_id).collect();
-        let filters: Vec<&str> = span.iter().map(PairKey::filter_str).collect();
+        let filters: Vec<&str> = span.iter().map(|p| p.filter_str()).collect();
         let owner = &*self.owner;
         let lease = self.lease.as_secs_f64();
         let rows = self
@@ -296,7 +296,7 @@ impl Coordinator {
     /// now, how many another live process holds, and which were left by a process that died
     /// or let its lease expire (a pass takes those over at once). A pass of `run` ends when none
     /// is left.
-    pub async fn survey(&self, pairs: &[PairKey], plan: &ClaimPlan) -> Result<Survey, StoreError> {
+    pub async fn survey(&self, pairs: &[&PairKey], plan: &ClaimPlan) -> Result<Survey, StoreError> {
         let owner = &*self.owner;
         let row = self
             .with_conn(async |conn| {
@@ -328,7 +328,7 @@ impl Coordinator {
                 .bind(plan.due_by)
                 .bind(pairs.iter().map(|p| p.agent_id).collect::<Vec<_>>())
                 .bind(pairs.iter().map(|p| p.user_id).collect::<Vec<_>>())
-                .bind(pairs.iter().map(PairKey::filter_str).collect::<Vec<_>>())
+                .bind(pairs.iter().map(|p| p.filter_str()).collect::<Vec<_>>())
                 .bind(plan.pass_started)
                 .fetch_one(&mut *conn)
                 .await

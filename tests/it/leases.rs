@@ -19,6 +19,10 @@ fn keys(h: &Harness) -> Vec<PairKey> {
     h.pairs().iter().map(|p| p.key.clone()).collect()
 }
 
+fn refs(keys: &[PairKey]) -> Vec<&PairKey> {
+    keys.iter().collect()
+}
+
 /// A plan that claims every pair, for a coordinator that plays another process.
 fn every_pair() -> ClaimPlan {
     ClaimPlan {
@@ -39,7 +43,10 @@ async fn a_pair_leased_by_a_live_process_is_skipped_and_taken_over_once_it_dies(
     let sim = sim_with(SEED, &[(1, 30), (2, 40)]);
     let h = Harness::new(sim, vec![target(AGENT, TOKEN, &[1, 2])], 1000).await;
     let ghost = h.app.store().coordinator("elsewhere:4242:0000beef", LEASE);
-    let claimed = ghost.claim(&keys(&h), 10, &every_pair()).await.unwrap();
+    let claimed = ghost
+        .claim(&refs(&keys(&h)), 10, &every_pair())
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 2);
     assert!(
         claimed
@@ -101,7 +108,7 @@ async fn an_expired_lease_is_taken_over_and_its_old_owner_can_no_longer_write() 
     let stalled = store.coordinator("stalled:1:00000001", LEASE);
     assert_eq!(
         stalled
-            .claim(&keys(&h), 1, &every_pair())
+            .claim(&refs(&keys(&h)), 1, &every_pair())
             .await
             .unwrap()
             .len(),
@@ -115,7 +122,10 @@ async fn an_expired_lease_is_taken_over_and_its_old_owner_can_no_longer_write() 
         .unwrap();
 
     let taker = store.coordinator("taker:2:00000002", LEASE);
-    let taken = taker.claim(&keys(&h), 1, &every_pair()).await.unwrap();
+    let taken = taker
+        .claim(&refs(&keys(&h)), 1, &every_pair())
+        .await
+        .unwrap();
     let mut late = store.session(&keys(&h)[0], "stalled:1:00000001");
     let refused = late
         .write_page(&PageWrite {
@@ -158,7 +168,13 @@ async fn renewal_extends_only_the_leases_still_held() {
     let h = Harness::new(sim, vec![target(AGENT, TOKEN, &[1, 2])], 1000).await;
     let store = h.app.store();
     let a = store.coordinator("a:1:0000000a", Duration::from_secs(5));
-    assert_eq!(a.claim(&keys(&h), 2, &every_pair()).await.unwrap().len(), 2);
+    assert_eq!(
+        a.claim(&refs(&keys(&h)), 2, &every_pair())
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     sqlx::query("UPDATE sync_state SET lease_owner = 'b:2:0000000b' WHERE user_id = 2")
         .execute(&h.db.pool)
         .await

@@ -1030,7 +1030,7 @@ async fn three_replicas_share_the_pairs_once_each_and_take_over_from_a_killed_on
     }
 
     // 3. New visits everywhere, slow answers: kill a replica while it holds leases.
-    sim.set_latency(Duration::from_millis(150));
+    sim.set_latency(Duration::from_millis(60));
     for &u in &users {
         sim.append_visits(AGENT, u, 2);
     }
@@ -1080,8 +1080,9 @@ async fn three_replicas_share_the_pairs_once_each_and_take_over_from_a_killed_on
     let took = killed_at.elapsed();
     assert!(
         took <= LEASE,
-        "the other replicas finished the {} pairs of the killed one {took:?} after the kill, more than a lease period",
-        held.len()
+        "the other replicas finished the {} pairs of the killed one {took:?} after the kill, more than a lease period\n{}",
+        held.len(),
+        logs_text()
     );
 
     // 4. The two left converge; SIGTERM stops them cleanly.
