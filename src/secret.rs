@@ -5,12 +5,13 @@ use std::fmt;
 use serde::{Deserialize, Deserializer};
 
 /// A secret value. `Debug` and `Display` print `[redacted]`; read it with [`Secret::expose`].
+/// Clones share one copy: every pair of a target carries its token.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret(std::sync::Arc<str>);
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self(value.into().into())
     }
 
     /// The secret itself. Call this only where the value leaves the process (an HTTP header, a
@@ -38,7 +39,7 @@ impl fmt::Display for Secret {
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(Secret)
+        String::deserialize(deserializer).map(Secret::new)
     }
 }
 

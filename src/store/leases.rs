@@ -165,6 +165,13 @@ impl Coordinator {
             .fetch_one(&mut conn)
             .await
             .map_err(query_err("taking the process's liveness lock"))?;
+            // Every statement here looks pairs up by key. Planned once with the statistics of
+            // a small, young table, a cached plan would scan all of sync_state per claim as it
+            // grows (measured: a first sync of 100,000 pairs took twice as long).
+            sqlx::raw_sql("SET plan_cache_mode = force_custom_plan; SET enable_seqscan = off")
+                .execute(&mut conn)
+                .await
+                .map_err(query_err("setting up the coordinator's connection"))?;
             if !alive {
                 return Err(StoreError::Inconsistent {
                     pair: "(none)".to_owned(),

@@ -1121,10 +1121,10 @@ async fn three_replicas_share_the_pairs_once_each_and_take_over_from_a_killed_on
     .fetch_one(&db.pool)
     .await
     .unwrap();
+    // The victim may have claimed more pairs between the look at its leases and the kill.
     assert!(
-        interrupted >= 1 && interrupted as usize <= held.len(),
-        "the runs the kill cut short are recorded as interrupted: {interrupted} of {} held",
-        held.len()
+        interrupted >= 1,
+        "the runs the kill cut short are recorded as interrupted, naming the killed replica"
     );
 }
 
