@@ -231,6 +231,8 @@ impl<'a> Pass<'a> {
         let mut claiming = true;
         // Claims before the latest sweep: a sweep that claimed nothing waits before the next.
         let mut claimed_before_sweep = usize::MAX;
+        // When this pass ran out of pairs of its own and began waiting for other processes'.
+        let mut waiting_since: Option<Instant> = None;
         loop {
             // Keep the workers' queue full, claiming when nothing claimed is left to hand out.
             while !shutdown.is_cancelled() {
@@ -277,7 +279,20 @@ impl<'a> Pass<'a> {
                 self.flush().await;
                 match engine.coordinator.survey(&every, &self.plan).await {
                     Ok(left) if left.claimable + left.held_elsewhere == 0 => break,
+                    // A live process still walking its pairs after a whole lease period is
+                    // not dead: its pairs are its own, and this pass stops waiting for them.
+                    Ok(left)
+                        if left.claimable == 0
+                            && waiting_since.is_some_and(|t| t.elapsed() >= lease) =>
+                    {
+                        tracing::debug!(
+                            held_elsewhere = left.held_elsewhere,
+                            "other processes are still walking due pairs; the pass ends"
+                        );
+                        break;
+                    }
                     Ok(left) => {
+                        waiting_since.get_or_insert_with(Instant::now);
                         tracing::debug!(
                             claimable = left.claimable,
                             held_elsewhere = left.held_elsewhere,
