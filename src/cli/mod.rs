@@ -45,7 +45,11 @@ pub enum Command {
     /// Apply the database migrations and exit.
     Migrate,
     /// Check the configuration, the database and each agent's token (one request per agent).
-    Check,
+    Check {
+        /// Only the configuration: no database, no request (for `ExecStartPre=`).
+        #[arg(long)]
+        offline: bool,
+    },
     /// Show each pair's mark, last run and last error.
     Status,
     /// Forget the marks of configured pairs so the next sync re-reads them from the start
@@ -77,7 +81,7 @@ pub async fn execute(cli: Cli) -> Result<ExitCode> {
         Command::Migrate => migrate::run(&settings()?).await,
         Command::Sync => sync::run(&settings()?).await,
         Command::Run => run::run(&settings()?).await,
-        Command::Check => check::run(&settings()?).await,
+        Command::Check { offline } => check::run(&settings()?, offline).await,
         Command::Status => status::run(&settings()?).await,
         Command::Resync { agent_id, user_id } => resync::run(&settings()?, agent_id, user_id).await,
     }

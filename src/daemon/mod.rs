@@ -1,4 +1,4 @@
-//! What keeps the daemon going between passes: the schedule (and, later, systemd's watchdog and
-//! pair leases).
+//! What keeps the daemon going between passes: the schedule, and systemd's notifications.
 
+pub mod notify;
 pub mod scheduler;

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
+use super::notify;
 use crate::domain::Pair;
 use crate::engine::{Engine, PassPlan};
 
@@ -95,6 +96,18 @@ pub async fn run(
         "szb-sync daemon started"
     );
 
+    notify::ready(&format!("{} pairs; first pass starting", pairs.len()));
+    // The watchdog is pinged by a task of the loop's runtime for as long as the loop runs: a
+    // process whose runtime hangs stops pinging, and systemd restarts it.
+    let _watchdog = notify::watchdog_interval().map(|every| {
+        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                notify::watchdog();
+            }
+        }))
+    });
     // A first pass right away: nobody wants to wait for the first tick to see data.
     let _ = tick_tx.try_send(false);
     loop {
@@ -102,8 +115,10 @@ pub async fn run(
             tick = ticks.recv() => {
                 let Some(ticked) = tick else { break };
                 let plan = plan_at(&pattern, Utc::now(), ticked);
+                notify::status(&format!("pass for the tick of {} running", plan.due_by.map_or_else(|| "now".to_owned(), |t| t.to_rfc3339())));
                 let report = engine.sync_due(pairs, plan, shutdown).await;
                 tracing::info!(summary = %report, "sync run finished");
+                notify::status(&format!("last pass: {report}"));
                 match engine.prune_history(keep_runs).await {
                     Ok(0) => {}
                     Ok(pruned) => tracing::info!(pruned, "old sync_runs and sync_passes rows pruned"),
@@ -116,6 +131,7 @@ pub async fn run(
             break;
         }
     }
+    notify::stopping();
     scheduler.shutdown().await?;
     engine.close().await;
     tracing::info!("szb-sync daemon stopped");

@@ -110,10 +110,14 @@ pub struct Coordinator {
 /// An owner id: the host, the process id and a nonce, so two processes (or two engines in one
 /// process, as in the tests) never share one.
 pub fn new_owner_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
+    // /proc may be hidden by the service's sandbox (`ProcSubset=pid`); /etc/hostname is not.
+    let host = ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| {
+            let h = std::fs::read_to_string(p).ok()?;
+            let h = h.trim();
+            (!h.is_empty()).then(|| h.to_owned())
+        })
         .unwrap_or_else(|| "localhost".to_owned());
     format!(
         "{host}:{}:{:08x}",

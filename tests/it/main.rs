@@ -1,6 +1,7 @@
 //! The integration tests, one binary: each module drives szb-sync against a real Postgres (a
 //! fresh database per test) and the built-in simulator, and asserts on the rows in the tables.
 //!
+//! - [`deploy`]: the systemd unit (verified, its sandbox scored) and `check --offline`;
 //! - [`sync`]: what lands in the tables, quiet resyncs, resumes, resync;
 //! - [`upstream_changes`]: open visits, purges, appends, ties, activity changes;
 //! - [`faults`]: a misbehaving upstream, a Postgres that goes away, races, hostile items;
@@ -11,6 +12,7 @@
 //!
 //! The property test over random upstream histories is its own binary, `tests/property.rs`.
 
+mod deploy;
 mod faults;
 mod helpers;
 mod leases;

@@ -53,7 +53,12 @@ fn write_config(toml: &str) -> NamedTempFile {
 /// `szb-sync ARGS` with a clean environment (no `DATABASE_URL` or `SZB_…` of the test process
 /// leaks in), `RUST_LOG=warn`, and a working directory without `config/szb-sync.toml`.
 fn szb(args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
+    command(BIN, args)
+}
+
+/// `program ARGS` with the clean environment of [`szb`].
+fn command(program: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(program);
     cmd.args(args)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -441,7 +446,19 @@ async fn run_daemon_stops_cleanly_on_sigterm() {
         100,
         &[Tgt(AGENT, TOKEN, &[USER])],
     );
-    let mut child = szb(&with_config(&cfg, "run")).spawn().unwrap();
+    // systemd's side of `Type=notify`, with a watchdog of 400 ms.
+    let sockets = tempfile::tempdir().unwrap();
+    let notify_path = sockets.path().join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_nonblocking(true).unwrap();
+    // As systemd does, WATCHDOG_PID names the service's own pid: `exec` keeps the shell's.
+    let mut args = vec!["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\"", BIN];
+    args.extend(with_config(&cfg, "run"));
+    let mut child = command("sh", &args)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "400000")
+        .spawn()
+        .unwrap();
     let pid = child.id().unwrap();
 
     // The daemon syncs once at start, long before its 2099 tick.
@@ -475,6 +492,24 @@ async fn run_daemon_stops_cleanly_on_sigterm() {
     assert_eq!(status.code(), Some(0), "{status}\n{stdout}\n{stderr}");
     assert!(signalled_at.elapsed() < Duration::from_secs(5));
     assert_eq!(outcomes(&db.pool).await, ["ok"]);
+    let mut said = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = notify.recv(&mut buf) {
+        said.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let first = |what: &str| {
+        said.iter()
+            .position(|m| m.lines().any(|l| l.starts_with(what)))
+    };
+    let ready = first("READY=1").unwrap_or_else(|| panic!("READY=1 was sent: {said:?}"));
+    let summary = first("STATUS=last pass: 1 pairs")
+        .unwrap_or_else(|| panic!("the pass's summary: {said:?}"));
+    let stopping = first("STOPPING=1").unwrap_or_else(|| panic!("STOPPING=1 was sent: {said:?}"));
+    assert!(ready < summary && summary < stopping, "{said:?}");
+    assert!(
+        first("WATCHDOG=1").is_some(),
+        "the watchdog was pinged: {said:?}"
+    );
 }
 
 // ---- command line ---------------------------------------------------------------------------
