@@ -144,10 +144,6 @@ impl Coordinator {
         &self.owner
     }
 
-    pub fn lease(&self) -> Duration {
-        self.lease
-    }
-
     /// Runs `f` on the coordinator's connection, opening it (and taking the liveness lock) first
     /// when needed. A connection that failed is dropped, so the next call opens a new one.
     async fn with_conn<T>(
@@ -177,9 +173,8 @@ impl Coordinator {
                 .await
                 .map_err(query_err("setting up the coordinator's connection"))?;
             if !alive {
-                return Err(StoreError::Inconsistent {
-                    pair: "(none)".to_owned(),
-                    detail: format!("another session holds the liveness lock of {}", self.owner),
+                return Err(StoreError::OwnerTaken {
+                    owner: self.owner.to_string(),
                 });
             }
             *guard = Some(conn);

@@ -104,6 +104,11 @@ pub enum StoreError {
          connection was lost); the page was not written"
     )]
     LeaseLost { pair: String },
+    #[error(
+        "another session already holds the liveness lock of {owner}: the connection that held \
+         it is still closing; the next statement tries again"
+    )]
+    OwnerTaken { owner: String },
     #[error("stored state of {pair} is inconsistent: {detail}")]
     Inconsistent { pair: String, detail: String },
 }

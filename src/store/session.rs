@@ -160,10 +160,6 @@ impl Store {
 }
 
 impl PairSession {
-    pub fn pair(&self) -> &PairKey {
-        &self.pair
-    }
-
     /// The walk's connection, taken from the pool when first needed.
     pub(super) async fn conn(&mut self) -> Result<&mut PoolConnection<Postgres>, StoreError> {
         if self.conn.is_none() {

@@ -175,10 +175,14 @@ async fn renewal_extends_only_the_leases_still_held() {
             .len(),
         2
     );
-    sqlx::query("UPDATE sync_state SET lease_owner = 'b:2:0000000b' WHERE user_id = 2")
-        .execute(&h.db.pool)
-        .await
-        .unwrap();
+    // One lease is about to run out; the other was taken over by another process.
+    sqlx::raw_sql(
+        "UPDATE sync_state SET lease_expires_at = now() + interval '1 second' WHERE user_id = 1;
+         UPDATE sync_state SET lease_owner = 'b:2:0000000b' WHERE user_id = 2;",
+    )
+    .execute(&h.db.pool)
+    .await
+    .unwrap();
 
     let renewed = a.renew(&keys(&h)).await.unwrap();
 
@@ -194,7 +198,15 @@ async fn renewal_extends_only_the_leases_still_held() {
     .unwrap();
     assert!(
         (4.0..=5.5).contains(&left),
-        "renewed for the lease period: {left} s left"
+        "renewed for a whole lease period: {left} s left"
+    );
+    let other: String = sqlx::query_scalar("SELECT lease_owner FROM sync_state WHERE user_id = 2")
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        other, "b:2:0000000b",
+        "the other process's lease is left alone"
     );
 }
 
