@@ -4,17 +4,21 @@
 //! the same parts wired the same way. [`App::run_until_stopped`] is the daemon: migrations
 //! (retried while the database is away), then the schedule, until the shutdown token fires.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiClient, ApiError};
-use crate::daemon::scheduler::{self, SchedulerError};
+use crate::daemon::scheduler::{self, Schedule, SchedulerError};
 use crate::domain::Pair;
 use crate::engine::{Engine, EngineOptions, PassPlan, SyncReport};
 use crate::error::chain;
+use crate::http::{Board, ListenError};
 use crate::settings::{Settings, SettingsError};
 use crate::store::{Store, StoreError};
+use crate::telemetry::Telemetry;
 
 /// Page sizes below this may not line up around tie groups (see the README's limits).
 const SMALL_PAGE_SIZE: u32 = 50;
@@ -30,6 +34,8 @@ pub enum AppError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Scheduler(#[from] SchedulerError),
+    #[error(transparent)]
+    Listen(#[from] ListenError),
 }
 
 /// The assembled app. Cheap parts: the store and the client are handles on shared pools.
@@ -39,8 +45,8 @@ pub struct App {
     api: ApiClient,
     engine: Engine,
     pairs: Vec<Pair>,
-    cron: String,
-    keep_runs: Duration,
+    settings: Settings,
+    telemetry: Telemetry,
 }
 
 impl App {
@@ -56,7 +62,8 @@ impl App {
             );
         }
         let store = Store::connect_lazy(&settings.database.url, settings.pool_size())?;
-        let api = ApiClient::new(&settings.api)?;
+        let telemetry = Telemetry::new();
+        let api = ApiClient::new(&settings.api)?.with_feed(telemetry.feed.clone());
         let engine = Engine::new(
             store.clone(),
             api.clone(),
@@ -69,15 +76,21 @@ impl App {
                 max_failure_backoff: settings.sync.max_failure_backoff,
                 lease_period: settings.sync.lease_period,
             },
+            telemetry.feed.clone(),
         );
         Ok(App {
             store,
             api,
             engine,
             pairs: settings.pairs()?,
-            cron: settings.schedule.cron.clone(),
-            keep_runs: settings.sync.keep_runs,
+            settings: settings.clone(),
+            telemetry,
         })
+    }
+
+    /// The feed and its surfaces (metrics, the live passes); subscribe to hear the engine.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
     }
 
     pub fn store(&self) -> &Store {
@@ -130,12 +143,45 @@ impl App {
     /// The daemon: migrations, retried while the database is away, then a pass at once and on
     /// every cron tick, until `shutdown` fires. The pass in flight finishes its page first.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), AppError> {
+        self.run(shutdown, None).await
+    }
+
+    /// [`App::run_until_stopped`], with the `[http]` listener when configured, taking new
+    /// configurations from `reloads` (SIGHUP): their pairs replace the running ones at the next
+    /// pass. A reload whose pairs cannot be read is refused, and the running ones kept.
+    pub async fn run(
+        self,
+        shutdown: CancellationToken,
+        reloads: Option<mpsc::Receiver<Settings>>,
+    ) -> Result<(), AppError> {
+        let (targets, pairs) = watch::channel(Arc::new(self.pairs.clone()));
+        let http = match self.settings.http.listen {
+            Some(addr) => {
+                let (listener, local) = crate::http::bind(addr).await?;
+                tracing::info!(listen = %local, "serving /metrics, /livez, /readyz and the status page");
+                let board = self.board(pairs.clone());
+                Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+                    crate::http::serve(listener, board, shutdown.clone()),
+                )))
+            }
+            None => None,
+        };
+        let _reloading = reloads.map(|reloads| {
+            let current = self.settings.clone();
+            tokio_util::task::AbortOnDropHandle::new(tokio::spawn(apply_reloads(
+                current, reloads, targets,
+            )))
+        });
         let ran = if self.migrate_with_retry(&shutdown).await {
+            self.telemetry.live.set_migrated();
             scheduler::run(
                 &self.engine,
-                &self.pairs,
-                &self.cron,
-                self.keep_runs,
+                Schedule {
+                    cron: &self.settings.schedule.cron,
+                    keep_runs: self.settings.sync.keep_runs,
+                    pairs,
+                    live: &self.telemetry.live,
+                },
                 &shutdown,
             )
             .await
@@ -143,7 +189,23 @@ impl App {
             Ok(())
         };
         self.close().await;
+        if let Some(http) = http {
+            // Shutdown stops the listener; it finishes the answers in flight.
+            let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
+        }
         Ok(ran?)
+    }
+
+    /// What the `[http]` listener reads.
+    pub fn board(&self, pairs: watch::Receiver<Arc<Vec<Pair>>>) -> Board {
+        Board {
+            store: self.store.clone(),
+            api: self.api.clone(),
+            telemetry: self.telemetry.clone(),
+            pairs,
+            lag_after: lag_after(&self.settings.schedule.cron),
+            owner: self.engine.owner().to_owned(),
+        }
     }
 
     /// Applies migrations, retrying while the database is away, until it works (`true`) or
@@ -167,5 +229,53 @@ impl App {
             }
             wait = (wait * 2).min(Duration::from_secs(60));
         }
+    }
+}
+
+/// A pair is lagging when its last good sync is older than three ticks of the schedule (at least
+/// a minute).
+fn lag_after(cron: &str) -> Duration {
+    let period = scheduler::parse_cron(cron).ok().and_then(|c| {
+        let now = chrono::Utc::now();
+        let a = c.find_next_occurrence(&now, false).ok()?;
+        let b = c.find_next_occurrence(&a, false).ok()?;
+        (b - a).to_std().ok()
+    });
+    (period.unwrap_or(Duration::from_secs(600)) * 3).max(Duration::from_secs(60))
+}
+
+/// Takes each reloaded configuration's pairs, or refuses it and keeps the running ones. Keys
+/// that only a restart applies are named.
+async fn apply_reloads(
+    mut current: Settings,
+    mut reloads: mpsc::Receiver<Settings>,
+    targets: watch::Sender<Arc<Vec<Pair>>>,
+) {
+    while let Some(next) = reloads.recv().await {
+        let pairs = match next.pairs() {
+            Ok(pairs) => pairs,
+            Err(e) => {
+                tracing::error!(error = %chain(&e), "configuration reload refused; the running configuration stays");
+                continue;
+            }
+        };
+        let restart = current.restart_needed_for(&next);
+        if !restart.is_empty() {
+            tracing::warn!(
+                keys = restart.join(", "),
+                "configuration reloaded: these keys changed and apply only after a restart"
+            );
+        }
+        let before: std::collections::HashSet<_> =
+            targets.borrow().iter().map(|p| p.key.clone()).collect();
+        let after: std::collections::HashSet<_> = pairs.iter().map(|p| p.key.clone()).collect();
+        tracing::info!(
+            pairs = pairs.len(),
+            added = after.difference(&before).count(),
+            removed = before.difference(&after).count(),
+            "configuration reloaded; the next pass takes its pairs"
+        );
+        targets.send_replace(Arc::new(pairs));
+        current = next;
     }
 }

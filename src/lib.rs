@@ -3,9 +3,9 @@
 //! Imports point one way, down this list of layers; nothing imports a layer above itself:
 //!
 //! ```text
-//!   cli ─► app ─► daemon ─► engine ─┬─► api ───┐
-//!                                   ├─► mark ──┼─► domain
-//!                                   └─► store ─┘
+//!   cli ─► app ─► daemon, http ─► engine ─┬─► api ───┐
+//!                                         ├─► mark ──┼─► domain
+//!                                         └─► store ─┘
 //!   settings (on domain), secret, error, telemetry: read by any layer
 //!   simulator: the upstream's stand-in, for the demo, mock-api and the tests
 //! ```
@@ -17,7 +17,9 @@
 //! - [`mark`]: the high-water mark over the offset-paginated list; all of its logic, pure.
 //! - [`store`]: Postgres: all SQL outside the migrations (sessions, pages, runs, status, reports).
 //! - [`engine`]: walks each pair's pages, asks the mark what to commit, hands pages to the store.
-//! - [`daemon`]: the schedule that turns cron ticks into engine passes.
+//! - [`daemon`]: the schedule that turns cron ticks into engine passes, and systemd's
+//!   notifications.
+//! - [`http`]: the operators' listener: `/metrics`, `/livez`, `/readyz`, the status page.
 //! - [`app`]: **where the app is assembled**: [`app::App::build`] makes the store, the client and
 //!   the engine from [`settings::Settings`]; [`app::App::run_until_stopped`] is the daemon. The
 //!   CLI, the demo, the benchmark and the tests all build through it.
@@ -25,7 +27,8 @@
 //! - [`settings`]: layered configuration (defaults, TOML, `SZB_…` environment), validated once.
 //! - [`secret`]: a string that never prints (tokens, database URLs).
 //! - [`error`]: the cause-chain printer.
-//! - [`telemetry`]: the tracing subscriber.
+//! - [`telemetry`]: the one feed of events (API, engine) and its surfaces: log lines, metrics,
+//!   the live passes; and the tracing subscriber.
 //! - [`simulator`]: a built-in implementation of the upstream endpoint, with the demo's worlds.
 
 pub mod api;
@@ -35,6 +38,7 @@ pub mod daemon;
 pub mod domain;
 pub mod engine;
 pub mod error;
+pub mod http;
 pub mod mark;
 pub mod secret;
 pub mod settings;

@@ -8,7 +8,10 @@ use szb_sync::cli::{Cli, execute};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    szb_sync::telemetry::init(cli.log_format);
+    szb_sync::telemetry::init(
+        cli.log_format
+            .unwrap_or_else(szb_sync::telemetry::LogFormat::detect),
+    );
     match execute(cli).await {
         Ok(code) => code,
         Err(e) => {

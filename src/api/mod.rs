@@ -26,6 +26,7 @@ use error::status_error;
 use crate::domain::{Entry, Order, PairKey, Window};
 use crate::secret::Secret;
 use crate::settings::ApiSettings;
+use crate::telemetry::events::{Answer, Event, Feed};
 
 /// One fetched and validated page.
 #[derive(Debug, Clone)]
@@ -49,6 +50,7 @@ pub struct ApiClient {
     max_body_bytes: u64,
     retry: RetryPolicy,
     pacers: Pacers,
+    feed: Feed,
 }
 
 impl ApiClient {
@@ -73,7 +75,14 @@ impl ApiClient {
                 max_retry_after: settings.max_retry_after,
             },
             pacers: Pacers::new(settings.max_concurrency, settings.max_requests_per_second),
+            feed: Feed::new(),
         })
+    }
+
+    /// The same client, telling `feed` of each attempt and retry.
+    pub fn with_feed(mut self, feed: Feed) -> Self {
+        self.feed = feed;
+        self
     }
 
     /// How each token's requests are paced now, for logs and metrics. Tokens are not named:
@@ -143,14 +152,14 @@ impl ApiClient {
                     self.fetch_once(pair, token, window)
                 },
                 |attempt, wait, err| {
-                    let wait_ms = wait.as_millis() as u64;
-                    if matches!(err, ApiError::RateLimited { .. }) {
-                        // Finding the platform's pace meets a 429 now and then: the controller
-                        // backs off, and the run counts the request. Not worth a warning.
-                        tracing::debug!(%pair, page = window.page, attempt, wait_ms, error = %err, "retrying");
-                    } else {
-                        tracing::warn!(%pair, page = window.page, attempt, wait_ms, error = %err, "retrying");
-                    }
+                    self.feed.emit(Event::Retry {
+                        pair,
+                        page: window.page,
+                        attempt,
+                        wait,
+                        rate_limited: matches!(err, ApiError::RateLimited { .. }),
+                        error: err,
+                    });
                 },
             )
             .await?;
@@ -158,11 +167,30 @@ impl ApiClient {
         Ok(page)
     }
 
+    /// One attempt, told to the feed: its status (or that none came) and how long it took.
     async fn fetch_once(
         &self,
         pair: &PairKey,
         token: &Secret,
         window: &Window,
+    ) -> Result<FetchedPage, ApiError> {
+        let started = std::time::Instant::now();
+        let mut answer = Answer::NoAnswer;
+        let page = self.attempt(pair, token, window, &mut answer).await;
+        self.feed.emit(Event::Request {
+            agent_id: pair.agent_id,
+            answer,
+            elapsed: started.elapsed(),
+        });
+        page
+    }
+
+    async fn attempt(
+        &self,
+        pair: &PairKey,
+        token: &Secret,
+        window: &Window,
+        answer: &mut Answer,
     ) -> Result<FetchedPage, ApiError> {
         let response = self
             .http
@@ -176,6 +204,7 @@ impl ApiClient {
         let (server_date, retry_after) = clocks(response.headers(), local_now);
         let upstream_now = server_date.unwrap_or(local_now);
         let body = self.read_body(response).await?;
+        *answer = Answer::Status(status.as_u16());
         if !status.is_success() {
             return Err(status_error(status, pair, retry_after, &body));
         }

@@ -29,9 +29,10 @@ pub struct Cli {
     /// Configuration file (TOML). Default: config/szb-sync.toml when it exists.
     #[arg(long, short, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Log line format on stderr. Filter with RUST_LOG (default: info).
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    /// Log format: text or json on stderr, or journald. Default: journald when stderr is the
+    /// journal (under systemd), else text. Filter with RUST_LOG (default: info).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -80,7 +81,7 @@ pub async fn execute(cli: Cli) -> Result<ExitCode> {
         Command::MockApi(args) => mock_api::run(args).await,
         Command::Migrate => migrate::run(&settings()?).await,
         Command::Sync => sync::run(&settings()?).await,
-        Command::Run => run::run(&settings()?).await,
+        Command::Run => run::run(&settings()?, &cli.config).await,
         Command::Check { offline } => check::run(&settings()?, offline).await,
         Command::Status => status::run(&settings()?).await,
         Command::Resync { agent_id, user_id } => resync::run(&settings()?, agent_id, user_id).await,
@@ -100,31 +101,45 @@ fn exit_code(ok: bool) -> ExitCode {
     }
 }
 
+/// The signal that asked for shutdown (its number), 0 before one came.
+static STOPPED_BY: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// The exit code of a command cut short by a signal: 128 + its number, as shells report it.
+fn interrupted_code() -> Option<ExitCode> {
+    let signal = STOPPED_BY.load(std::sync::atomic::Ordering::Relaxed);
+    (signal > 0).then(|| ExitCode::from(u8::try_from(128 + signal).unwrap_or(130)))
+}
+
 /// A token cancelled by the first SIGINT or SIGTERM; a second one exits at once.
 fn shutdown_on_signals() -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutdown requested: finishing the page in flight");
+        let signal = wait_for_signal().await;
+        STOPPED_BY.store(signal, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(signal, "shutdown requested: finishing the page in flight");
         cancel.cancel();
-        wait_for_signal().await;
-        tracing::warn!("second signal: exiting now");
-        std::process::exit(130);
+        let signal = wait_for_signal().await;
+        tracing::warn!(signal, "second signal: exiting now");
+        std::process::exit(128 + signal);
     });
     token
 }
 
-async fn wait_for_signal() {
+/// Waits for SIGINT or SIGTERM; returns its number.
+async fn wait_for_signal() -> i32 {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => 2,
+            _ = term.recv() => 15,
         }
     }
     #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        2
+    }
 }

@@ -5,16 +5,18 @@
 //! takes the pairs due by its tick and makes them due again at the next one, so replicas on one
 //! schedule run each pair once per tick between them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Timelike, Utc};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
 use super::notify;
 use crate::domain::Pair;
 use crate::engine::{Engine, PassPlan};
+use crate::telemetry::live::Live;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
@@ -62,15 +64,30 @@ pub fn plan_at(cron: &croner::Cron, now: DateTime<Utc>, ticked: bool) -> PassPla
     }
 }
 
+/// How often the schedule loop shows it is alive (to `/livez`, and to systemd's watchdog when
+/// its period allows).
+const BEAT_EVERY: Duration = Duration::from_secs(1);
+
+/// What the schedule runs, and how.
+#[derive(Debug)]
+pub struct Schedule<'a> {
+    pub cron: &'a str,
+    /// How long `sync_runs` and `sync_passes` rows are kept.
+    pub keep_runs: Duration,
+    /// The configured pairs; a reload (SIGHUP) sends new ones, taken at the next pass.
+    pub pairs: watch::Receiver<Arc<Vec<Pair>>>,
+    pub live: &'a Live,
+}
+
 /// A pass right away, then one per tick of `cron`, until `shutdown` fires. The pass in flight
-/// finishes its page first.
+/// finishes its page first. The loop beats every second, during passes too: a loop that stops
+/// beating is stuck, and systemd's watchdog (pinged from these beats) restarts the process.
 pub async fn run(
     engine: &Engine,
-    pairs: &[Pair],
-    cron: &str,
-    keep_runs: Duration,
+    mut schedule: Schedule<'_>,
     shutdown: &CancellationToken,
 ) -> Result<(), SchedulerError> {
+    let cron = schedule.cron;
     let pattern = parse_cron(cron)?;
     let (tick_tx, mut ticks) = mpsc::channel::<bool>(1);
     let mut scheduler = JobScheduler::new().await?;
@@ -89,25 +106,17 @@ pub async fn run(
     })?;
     scheduler.add(job).await?;
     scheduler.start().await?;
+    let pairs = schedule.pairs.borrow_and_update().len();
     tracing::info!(
         cron,
-        pairs = pairs.len(),
+        pairs,
         owner = engine.owner(),
         "szb-sync daemon started"
     );
 
-    notify::ready(&format!("{} pairs; first pass starting", pairs.len()));
-    // The watchdog is pinged by a task of the loop's runtime for as long as the loop runs: a
-    // process whose runtime hangs stops pinging, and systemd restarts it.
-    let _watchdog = notify::watchdog_interval().map(|every| {
-        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                notify::watchdog();
-            }
-        }))
-    });
+    let live = schedule.live;
+    let mut beat = Beat::new(live);
+    notify::ready(&format!("{pairs} pairs; first pass starting"));
     // A first pass right away: nobody wants to wait for the first tick to see data.
     let _ = tick_tx.try_send(false);
     loop {
@@ -115,16 +124,29 @@ pub async fn run(
             tick = ticks.recv() => {
                 let Some(ticked) = tick else { break };
                 let plan = plan_at(&pattern, Utc::now(), ticked);
-                notify::status(&format!("pass for the tick of {} running", plan.due_by.map_or_else(|| "now".to_owned(), |t| t.to_rfc3339())));
-                let report = engine.sync_due(pairs, plan, shutdown).await;
-                tracing::info!(summary = %report, "sync run finished");
+                let pairs = schedule.pairs.borrow_and_update().clone();
+                notify::status(&format!(
+                    "pass for the tick of {} running over {} pairs",
+                    plan.due_by.map_or_else(|| "now".to_owned(), |t| t.to_rfc3339()),
+                    pairs.len()
+                ));
+                let pass = engine.sync_due(&pairs, plan, shutdown);
+                tokio::pin!(pass);
+                let report = loop {
+                    tokio::select! {
+                        report = &mut pass => break report,
+                        _ = beat.tick() => {}
+                    }
+                };
+                live.set_next_pass(plan.next_due);
                 notify::status(&format!("last pass: {report}"));
-                match engine.prune_history(keep_runs).await {
+                match engine.prune_history(schedule.keep_runs).await {
                     Ok(0) => {}
                     Ok(pruned) => tracing::info!(pruned, "old sync_runs and sync_passes rows pruned"),
                     Err(e) => tracing::warn!(error = %crate::error::chain(&e), "pruning old history failed"),
                 }
             }
+            _ = beat.tick() => {}
             () = shutdown.cancelled() => break,
         }
         if shutdown.is_cancelled() {
@@ -136,6 +158,41 @@ pub async fn run(
     engine.close().await;
     tracing::info!("szb-sync daemon stopped");
     Ok(())
+}
+
+/// The loop's heartbeat: every second to [`Live`], and to systemd's watchdog at half its period.
+struct Beat<'a> {
+    live: &'a Live,
+    period: Duration,
+    every: tokio::time::Interval,
+    watchdog: Option<(Duration, std::time::Instant)>,
+}
+
+impl<'a> Beat<'a> {
+    fn new(live: &'a Live) -> Self {
+        live.beat();
+        let watchdog = notify::watchdog_interval().map(|half| (half, std::time::Instant::now()));
+        let period = watchdog.map_or(BEAT_EVERY, |(half, _)| half.min(BEAT_EVERY));
+        let mut every = tokio::time::interval(period);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Beat {
+            live,
+            period,
+            every,
+            watchdog,
+        }
+    }
+
+    async fn tick(&mut self) {
+        self.every.tick().await;
+        self.live.beat();
+        if let Some((half, last)) = &mut self.watchdog
+            && last.elapsed() + self.period / 2 >= *half
+        {
+            notify::watchdog();
+            *last = std::time::Instant::now();
+        }
+    }
 }
 
 #[cfg(test)]

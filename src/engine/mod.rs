@@ -21,6 +21,7 @@ use crate::mark::{Walk, WalkError};
 use crate::store::{
     Backoff, Claimed, Coordinator, FinishedRun, PassTotals, RunTotals, Store, StoreError,
 };
+use crate::telemetry::events::{Event, Feed};
 
 /// Why one pair's run failed.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,18 @@ pub struct PairReport {
 }
 
 impl PairReport {
+    /// Tells the feed this run ended.
+    fn emit(&self, feed: &Feed) {
+        feed.emit(Event::PairFinished {
+            pair: &self.pair,
+            outcome: self.outcome,
+            counts: self.totals.counts(),
+            settled: self.settled,
+            recoveries: &self.recoveries,
+            error: self.error.as_deref(),
+        });
+    }
+
     /// A run that ended before it walked: nothing counted, nothing moved.
     fn unwalked(pair: &PairKey, outcome: RunOutcome, error: Option<String>) -> Self {
         PairReport {
@@ -122,11 +135,19 @@ impl fmt::Display for SyncReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let t = self.totals();
         let failed = self.failed().count();
+        let of = |outcome| self.pairs.iter().filter(|p| p.outcome == outcome).count();
+        write!(f, "{} pairs ({} failed", self.pairs.len(), failed)?;
+        for (n, what) in [
+            (of(RunOutcome::Interrupted), "interrupted"),
+            (of(RunOutcome::Skipped), "skipped"),
+        ] {
+            if n > 0 {
+                write!(f, ", {n} {what}")?;
+            }
+        }
         write!(
             f,
-            "{} pairs ({} failed), {} requests, {} pages, {} visits inserted, {} updated, {} activities written, {} rejects",
-            self.pairs.len(),
-            failed,
+            "), {} requests, {} pages, {} visits inserted, {} updated, {} activities written, {} rejects",
             t.requests,
             t.pages,
             t.visits_inserted,
@@ -192,10 +213,12 @@ pub struct Engine {
     api: ApiClient,
     options: EngineOptions,
     coordinator: Arc<Coordinator>,
+    feed: Feed,
 }
 
 impl Engine {
-    pub fn new(store: Store, api: ApiClient, options: EngineOptions) -> Self {
+    /// An engine telling `feed` what it does (give the API client the same feed).
+    pub fn new(store: Store, api: ApiClient, options: EngineOptions, feed: Feed) -> Self {
         let owner = crate::store::new_owner_id();
         let coordinator = Arc::new(store.coordinator(&owner, options.lease_period));
         Engine {
@@ -203,7 +226,13 @@ impl Engine {
             api,
             options,
             coordinator,
+            feed,
         }
+    }
+
+    /// The feed this engine tells of its pages, runs and passes.
+    pub fn feed(&self) -> &Feed {
+        &self.feed
     }
 
     /// This process's id on leases and pass rows (`host:pid:nonce`).
@@ -260,8 +289,7 @@ impl Engine {
             locked: claimed.locked,
         };
         if !claimed.locked {
-            const REASON: &str = "another process held the pair's lock";
-            tracing::warn!(pair = %key, "another szb-sync process is syncing this pair; skipped");
+            const REASON: &str = "another szb-sync process held the pair's lock";
             let report = PairReport::unwalked(key, RunOutcome::Skipped, Some(REASON.to_owned()));
             let run = finished(&report, false);
             return (report, run);
@@ -293,20 +321,6 @@ impl Engine {
             recoveries: walk.recoveries().iter().map(ToString::to_string).collect(),
             error,
         };
-        match report.outcome {
-            RunOutcome::Failed => {
-                tracing::error!(pair = %key, error = report.error.as_deref().unwrap_or(""), "sync failed")
-            }
-            outcome => tracing::info!(
-                pair = %key,
-                %outcome,
-                requests = report.totals.requests,
-                inserted = report.totals.visits_inserted,
-                updated = report.totals.visits_updated,
-                settled = report.settled,
-                "pair synced"
-            ),
-        }
         let run = finished(&report, refused);
         (report, run)
     }

@@ -70,6 +70,11 @@ impl Engine {
         shutdown: &CancellationToken,
     ) -> SyncReport {
         let started = Instant::now();
+        self.feed
+            .emit(crate::telemetry::events::Event::PassStarted {
+                pairs: pairs.len(),
+                due_by: plan.due_by,
+            });
         // A database that is away fails the claims; the pass row is only a record.
         let (pass_id, pass_started) = match self.store.start_pass(self.owner(), plan.due_by).await {
             Ok((id, at)) => (Some(id), at),
@@ -124,7 +129,18 @@ impl Engine {
         {
             tracing::warn!(error = %chain(&e), "could not close the pass row");
         }
-        let secs = started.elapsed().as_secs_f64();
+        let elapsed = started.elapsed();
+        let secs = elapsed.as_secs_f64();
+        let totals = report.pass_totals();
+        self.feed
+            .emit(crate::telemetry::events::Event::PassFinished {
+                outcome: totals.outcome,
+                elapsed,
+                pairs: report.pairs.len(),
+                failed: report.failed().count(),
+                counts: report.totals().counts(),
+                errors: &report.errors,
+            });
         for pace in self.api.pace() {
             tracing::debug!(
                 limit = pace.limit,
@@ -177,7 +193,7 @@ impl Engine {
                 Err(e) => {
                     let mut run = placeholder;
                     run.error = Some(format!("the pair's walk panicked: {e}"));
-                    tracing::error!(pair = %run.pair, error = %e, "the pair's walk panicked");
+                    tracing::error!(agent_id = run.pair.agent_id, user_id = run.pair.user_id, error = %e, "the pair's walk panicked");
                     let report =
                         PairReport::unwalked(&run.pair, RunOutcome::Failed, run.error.clone());
                     Outcome::Ran(report, run)
@@ -321,7 +337,7 @@ impl<'a> Pass<'a> {
                     self.in_flight -= 1;
                     match outcome {
                         Outcome::Ran(report, run) => {
-                            self.reports.push(report);
+                            self.report(report);
                             self.unflushed.push(run);
                             if self.unflushed.len() >= FLUSH_AT {
                                 self.flush().await;
@@ -342,7 +358,7 @@ impl<'a> Pass<'a> {
         while let Some(outcome) = done_rx.recv().await {
             match outcome {
                 Outcome::Ran(report, run) => {
-                    self.reports.push(report);
+                    self.report(report);
                     self.unflushed.push(run);
                 }
                 Outcome::Unwalked(c) => self.unwalked.push(c),
@@ -362,8 +378,7 @@ impl<'a> Pass<'a> {
             }
             for c in unwalked {
                 self.held.remove(&c.pair);
-                self.reports
-                    .push(PairReport::unwalked(&c.pair, RunOutcome::Interrupted, None));
+                self.report(PairReport::unwalked(&c.pair, RunOutcome::Interrupted, None));
             }
         }
     }
@@ -378,7 +393,7 @@ impl<'a> Pass<'a> {
                 continue;
             };
             if let Some(prev) = &c.took_over_from {
-                tracing::warn!(pair = %c.pair, previous_owner = %prev, "took over a pair whose process ended or lost its lease; its run is recorded as interrupted");
+                tracing::warn!(agent_id = c.pair.agent_id, user_id = c.pair.user_id, previous_owner = %prev, "took over a pair whose process ended or lost its lease; its run is recorded as interrupted");
             }
             if !self.claimed[i] {
                 self.claimed[i] = true;
@@ -452,6 +467,12 @@ impl<'a> Pass<'a> {
         }
     }
 
+    /// A pair's run is over: the feed hears of it, the pass's report keeps it.
+    fn report(&mut self, report: PairReport) {
+        report.emit(&self.engine.feed);
+        self.reports.push(report);
+    }
+
     /// `sync`'s pairs it did not claim: interrupted by shutdown, failed with the pass's error,
     /// or skipped because another live process holds them.
     async fn report_missed(&mut self, missed: Vec<PairKey>, shutdown: &CancellationToken) {
@@ -460,19 +481,16 @@ impl<'a> Pass<'a> {
         }
         if shutdown.is_cancelled() {
             for k in &missed {
-                self.reports
-                    .push(PairReport::unwalked(k, RunOutcome::Interrupted, None));
+                self.report(PairReport::unwalked(k, RunOutcome::Interrupted, None));
             }
         } else if let Some(e) = self.errors.first().cloned() {
             for k in &missed {
-                self.reports
-                    .push(PairReport::unwalked(k, RunOutcome::Failed, Some(e.clone())));
+                self.report(PairReport::unwalked(k, RunOutcome::Failed, Some(e.clone())));
             }
         } else {
             const REASON: &str = "another szb-sync process holds the pair's lease";
             for k in &missed {
-                tracing::warn!(pair = %k, "{REASON}; skipped");
-                self.reports.push(PairReport::unwalked(
+                self.report(PairReport::unwalked(
                     k,
                     RunOutcome::Skipped,
                     Some(REASON.to_owned()),

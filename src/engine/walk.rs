@@ -20,7 +20,8 @@ use super::{Engine, PairError};
 use crate::api::{ApiError, FetchedPage};
 use crate::domain::{Order, Pair, RunOutcome, Window};
 use crate::mark::{PageView, Walk};
-use crate::store::{PageWrite, PairSession, RunTotals};
+use crate::store::{PageWrite, PageWritten, PairSession, RunTotals};
+use crate::telemetry::events::{Counts, Event};
 
 /// How a walk ended, and what it did either way.
 pub(super) struct Walked {
@@ -109,6 +110,13 @@ impl Engine {
                 let page = page?;
                 window = fetched;
                 totals.pages += 1;
+                if totals.pages == 1 {
+                    self.feed.emit(Event::ListSize {
+                        pair: &pair.key,
+                        total: page.total,
+                        settled: walk.mark().settled,
+                    });
+                }
                 let decision = walk.on_page(
                     &window,
                     PageView {
@@ -154,10 +162,7 @@ impl Engine {
                         })
                         .await?;
                     tracing::debug!(pair = %pair.key, write_ms = started.elapsed().as_millis() as u64, "page written");
-                    totals.visits_inserted += written.visits_inserted;
-                    totals.visits_updated += written.visits_updated;
-                    totals.activities_written += written.activities_written;
-                    totals.rejects += written.rejects;
+                    self.written(pair, &mut totals, &written, false);
                 }
                 for set_aside in stale.drain(..) {
                     let Some(page) = set_aside.task.wait(shutdown).await else {
@@ -177,10 +182,7 @@ impl Engine {
                             set_aside: true,
                         })
                         .await?;
-                    totals.visits_inserted += written.visits_inserted;
-                    totals.visits_updated += written.visits_updated;
-                    totals.activities_written += written.activities_written;
-                    totals.rejects += written.rejects;
+                    self.written(pair, &mut totals, &written, true);
                 }
                 if let Some(err) = decision.give_up {
                     return Err(err.into());
@@ -195,6 +197,26 @@ impl Engine {
         // Fetches still in flight were aborted with `ahead`; what they sent is counted.
         totals.requests = sent.load(Ordering::Relaxed);
         Walked { totals, ended }
+    }
+
+    /// Counts a committed page in the run's totals, and tells the feed.
+    fn written(&self, pair: &Pair, totals: &mut RunTotals, written: &PageWritten, set_aside: bool) {
+        totals.visits_inserted += written.visits_inserted;
+        totals.visits_updated += written.visits_updated;
+        totals.activities_written += written.activities_written;
+        totals.rejects += written.rejects;
+        self.feed.emit(Event::PageWritten {
+            pair: &pair.key,
+            counts: Counts {
+                requests: 0,
+                pages: 1,
+                visits_inserted: written.visits_inserted,
+                visits_updated: written.visits_updated,
+                activities_written: written.activities_written,
+                rejects: written.rejects,
+            },
+            set_aside,
+        });
     }
 
     /// Makes sure `next` (the walk's choice) is being fetched, followed by up to `fetch_ahead`

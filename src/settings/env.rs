@@ -7,7 +7,7 @@ use std::sync::Arc;
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 
-const SECTIONS: [&str; 5] = ["database", "api", "schedule", "sync", "targets"];
+const SECTIONS: [&str; 6] = ["database", "api", "schedule", "sync", "http", "targets"];
 
 /// Keys whose environment value is taken verbatim rather than parsed as a number, bool or array
 /// (a token of digits stays a string; a cron with spaces is not split).
@@ -27,6 +27,7 @@ fn is_string_key(key: &str) -> bool {
             | "sync.failure_backoff"
             | "sync.max_failure_backoff"
             | "sync.lease_period"
+            | "http.listen"
     )
 }
 

@@ -47,6 +47,7 @@ pub struct Settings {
     pub api: ApiSettings,
     pub schedule: ScheduleSettings,
     pub sync: SyncSettings,
+    pub http: HttpSettings,
     /// The (agent, users) lists to keep in step. May be empty for `migrate` and `demo`; see
     /// [`Settings::require_targets`].
     pub targets: Vec<Target>,
@@ -140,6 +141,16 @@ pub struct SyncSettings {
     /// database connection closes; this is the bound when that cannot be seen. 5s..=1h.
     #[serde(with = "humantime_serde")]
     pub lease_period: Duration,
+}
+
+/// `[http]`: the operators' listener of `run` (metrics, health, the status page).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Where to serve `/metrics`, `/livez`, `/readyz` and the status page, e.g.
+    /// `"127.0.0.1:9187"`. None by default: no listener. The page shows pair ids and errors, not
+    /// tokens: bind it to localhost or a private network.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// One `[[targets]]` entry: an agent and the users to sync under it.
@@ -536,6 +547,59 @@ impl Settings {
         } else {
             Ok(())
         }
+    }
+
+    /// The keys whose change a reload (SIGHUP) cannot apply to a running daemon: everything but
+    /// the targets and the tokens, which the next pass takes.
+    pub fn restart_needed_for(&self, next: &Settings) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        let mut check = |key: &'static str, a: String, b: String| {
+            if a != b {
+                keys.push(key);
+            }
+        };
+        check(
+            "database.url",
+            self.database.url.expose().to_owned(),
+            next.database.url.expose().to_owned(),
+        );
+        check(
+            "database.max_connections",
+            self.database.max_connections.to_string(),
+            next.database.max_connections.to_string(),
+        );
+        let api = |a: &ApiSettings| {
+            format!(
+                "{} {} {:?} {} {:?} {:?} {} {:?} {} {}",
+                a.base_url,
+                a.page_size,
+                a.timeout,
+                a.max_retries,
+                a.retry_backoff,
+                a.max_retry_after,
+                a.max_concurrency,
+                a.max_requests_per_second,
+                a.max_body_bytes,
+                a.allow_insecure_http
+            )
+        };
+        check("[api] (other than tokens)", api(&self.api), api(&next.api));
+        check(
+            "schedule.cron",
+            self.schedule.cron.clone(),
+            next.schedule.cron.clone(),
+        );
+        check(
+            "[sync]",
+            format!("{:?}", self.sync),
+            format!("{:?}", next.sync),
+        );
+        check(
+            "http.listen",
+            format!("{:?}", self.http.listen),
+            format!("{:?}", next.http.listen),
+        );
+        keys
     }
 
     /// One entry per (target, user id), in configuration order, with its token resolved:

@@ -8,7 +8,8 @@
 //! - [`runs`]: a run's totals and how failing pairs back off;
 //! - [`passes`]: the `sync_passes` rows, and pruning old history;
 //! - [`status`]: what `szb-sync status` shows, for every pair in one query;
-//! - [`reports`]: reads for the demo and the benchmark.
+//! - [`reports`]: reads for the demo and the benchmark;
+//! - [`board`]: reads for the status page and the metrics, one query per view.
 //!
 //! Each page is written with one statement per table (`INSERT … SELECT … FROM UNNEST(…)`), and
 //! upserts only touch rows whose values differ, so an unchanged re-read writes nothing.
@@ -50,6 +51,7 @@ macro_rules! lease_free {
     };
 }
 
+mod board;
 mod leases;
 mod pages;
 mod passes;
@@ -64,6 +66,7 @@ use sqlx::{Connection, PgPool, Postgres};
 
 use crate::secret::{Secret, redact_url};
 
+pub use board::{PairCounts, PairPage, PairQuery, PairRow, PassRow, RejectRow, Totals};
 pub use leases::{ClaimPlan, Claimed, Coordinator, DueAfter, FinishedRun, Survey, new_owner_id};
 pub use pages::{PageWrite, PageWritten};
 pub use passes::PassTotals;

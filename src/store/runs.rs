@@ -16,6 +16,18 @@ pub struct RunTotals {
 }
 
 impl RunTotals {
+    /// The same counts, as the telemetry feed carries them.
+    pub fn counts(&self) -> crate::telemetry::events::Counts {
+        crate::telemetry::events::Counts {
+            requests: u64::from(self.requests),
+            pages: u64::from(self.pages),
+            visits_inserted: self.visits_inserted,
+            visits_updated: self.visits_updated,
+            activities_written: self.activities_written,
+            rejects: self.rejects,
+        }
+    }
+
     pub fn add(&mut self, other: &RunTotals) {
         self.requests += other.requests;
         self.pages += other.pages;

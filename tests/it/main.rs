@@ -2,6 +2,7 @@
 //! fresh database per test) and the built-in simulator, and asserts on the rows in the tables.
 //!
 //! - [`deploy`]: the systemd unit (verified, its sandbox scored) and `check --offline`;
+//! - [`http`]: the listener: metrics through promtool, health, the status page in Chromium;
 //! - [`sync`]: what lands in the tables, quiet resyncs, resumes, resync;
 //! - [`upstream_changes`]: open visits, purges, appends, ties, activity changes;
 //! - [`faults`]: a misbehaving upstream, a Postgres that goes away, races, hostile items;
@@ -15,6 +16,7 @@
 mod deploy;
 mod faults;
 mod helpers;
+mod http;
 mod leases;
 mod migrations;
 mod pace;

@@ -369,7 +369,7 @@ async fn sigkill_while_windows_are_fetched_ahead_converges_without_gap_or_duplic
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sigterm_finishes_the_page_in_flight_and_exits_zero() {
+async fn sigterm_finishes_the_page_in_flight_and_sync_exits_143_saying_so() {
     const USER: i64 = 1;
     let sim = sim_with(SEED, &[(USER, 3000)]);
     let server = sim.spawn().await.unwrap();
@@ -404,7 +404,16 @@ async fn sigterm_finishes_the_page_in_flight_and_exits_zero() {
     let (stdout, stderr) = read_pipes(&mut child).await;
 
     let signalled_at = signalled_at.lock().unwrap().expect("SIGTERM was sent");
-    assert_eq!(status.code(), Some(0), "{status}\n{stdout}\n{stderr}");
+    assert_eq!(
+        status.code(),
+        Some(128 + 15),
+        "a sync cut short is not a success: {status}\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("1 pairs (0 failed, 1 interrupted)"),
+        "the summary counts the interrupted pair:\n{stdout}"
+    );
+    assert!(stderr.contains("sync interrupted"), "{stderr}");
     assert!(
         exited_at - signalled_at < Duration::from_secs(10),
         "exited {:?} after SIGTERM",
@@ -509,6 +518,141 @@ async fn run_daemon_stops_cleanly_on_sigterm() {
     assert!(
         first("WATCHDOG=1").is_some(),
         "the watchdog was pinged: {said:?}"
+    );
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_pairs_and_a_broken_config_is_refused_keeping_the_running_one() {
+    let sim = sim_with(SEED, &[(1, 30), (2, 40)]);
+    let server = sim.spawn().await.unwrap();
+    let db = TestDb::new().await;
+    let toml = |users: &[i64]| {
+        format!(
+            "[database]\nurl = {:?}\nmax_connections = 4\n\n\
+             [api]\nbase_url = {:?}\npage_size = 100\ntimeout = \"5s\"\nretry_backoff = \"1ms\"\n\n\
+             [schedule]\ncron = \"* * * * * *\"\n\n[sync]\nsettle_after = \"1h\"\n\n\
+             [[targets]]\nagent_id = {AGENT}\nuser_ids = {users:?}\ntoken = {TOKEN:?}\n",
+            db.url, server.base_url
+        )
+    };
+    let cfg = write_config(&toml(&[1]));
+    let rewrite = |text: &str| std::fs::write(cfg.path(), text).unwrap();
+    let mut child = szb(&with_config(&cfg, "run")).spawn().unwrap();
+    let pid = child.id().unwrap();
+    let visits = |user: i64| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM visits WHERE user_id = $1")
+                .bind(user)
+                .fetch_one(&pool)
+                .await
+                .unwrap_or(0)
+        }
+    };
+    let limit = Duration::from_secs(20);
+    wait_until(limit, "user 1 synced", || async {
+        (visits(1).await == 30).then_some(())
+    })
+    .await;
+    assert_eq!(visits(2).await, 0, "not configured yet");
+
+    rewrite(&toml(&[1, 2]));
+    signal(pid, "HUP");
+    wait_until(limit, "the new pair synced", || async {
+        (visits(2).await == 40).then_some(())
+    })
+    .await;
+
+    rewrite("[[targets]]\nagent_id = \"not a number\"\n");
+    signal(pid, "HUP");
+    sim.append_visits(AGENT, 1, 5);
+    sim.append_visits(AGENT, 2, 5);
+    wait_until(
+        limit,
+        "both pairs still synced after the refused reload",
+        || async { (visits(1).await == 35 && visits(2).await == 45).then_some(()) },
+    )
+    .await;
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+
+    rewrite(&toml(&[2]));
+    signal(pid, "HUP");
+    // The pass after the reload no longer runs user 1: wait for a pass that started later.
+    let reloaded_at = db_now(&db.pool).await;
+    wait_until(limit, "a pass after the reload", || async {
+        let passes: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sync_passes WHERE started_at > $1 + interval '1 second' \
+             AND finished_at IS NOT NULL",
+        )
+        .bind(reloaded_at)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        (passes >= 2).then_some(())
+    })
+    .await;
+    sim.append_visits(AGENT, 1, 5);
+    sim.append_visits(AGENT, 2, 5);
+    wait_until(limit, "user 2's new visits", || async {
+        (visits(2).await == 50).then_some(())
+    })
+    .await;
+    let last_user_1: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT last_run_at FROM sync_state WHERE user_id = 1")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!(
+        last_user_1 < reloaded_at + chrono::Duration::seconds(1),
+        "user 1 stopped: {last_user_1} vs {reloaded_at}"
+    );
+    assert_eq!(visits(1).await, 35, "a removed pair is not synced");
+
+    signal(pid, "TERM");
+    let status = wait_for_exit(&mut child, Duration::from_secs(10)).await;
+    let (stdout, stderr) = read_pipes(&mut child).await;
+    assert_eq!(status.code(), Some(0), "{status}\n{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("configuration reload refused") && stderr.contains("agent_id"),
+        "the refused reload is named, with the key:\n{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn sync_shows_progress_on_a_terminal_and_none_when_piped() {
+    let sim = sim_with(SEED, &[(1, 1000), (2, 1000)]);
+    let server = sim.spawn().await.unwrap();
+    sim.with_world(|w| w.set_latency(Duration::from_millis(150)));
+    let db = TestDb::new().await;
+    let cfg = config(
+        &server.base_url,
+        &db.url,
+        100,
+        &[Tgt(AGENT, TOKEN, &[1, 2])],
+    );
+
+    // `script` gives the child a terminal; its output is the terminal's.
+    let line = format!("{BIN} --config {} sync", cfg.path().to_str().unwrap());
+    let tty = command("script", &["-qefc", &line, "/dev/null"])
+        .env("TERM", "xterm")
+        .output()
+        .await
+        .unwrap();
+    let shown = String::from_utf8_lossy(&tty.stdout);
+
+    assert!(tty.status.success(), "{shown}");
+    assert!(
+        shown.contains("pairs")
+            && shown.contains("req/s")
+            && shown.contains("limit")
+            && shown.contains("ETA"),
+        "a progress bar was drawn:\n{shown}"
+    );
+    let piped = run(&with_config(&cfg, "sync")).await;
+    assert!(piped.status.success(), "{piped:?}");
+    assert!(
+        !piped.both().contains("req/s"),
+        "no bar when not a terminal: {piped:?}"
     );
 }
 

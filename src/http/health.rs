@@ -1,0 +1,97 @@
+//! `/livez` and `/readyz`: 200 or 503, with a one-line reason for the human reading it.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+
+use super::{Board, line};
+use crate::domain::RunOutcome;
+use crate::telemetry::live::PassView;
+
+/// The schedule loop beats every second; this long without a beat, it is stuck.
+const STUCK_AFTER: Duration = Duration::from_secs(30);
+/// How long `/readyz` waits for the database.
+const DATABASE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The process and its schedule loop are alive (restart it when this fails).
+pub(super) async fn livez(State(board): State<Board>) -> Response {
+    match board.telemetry.live.since_beat() {
+        None => line(
+            StatusCode::OK,
+            "ok: starting (the schedule starts once the migrations ran)",
+        ),
+        Some(age) if age > STUCK_AFTER => line(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not live: the schedule loop has not run for {} s",
+                age.as_secs()
+            ),
+        ),
+        Some(age) => line(
+            StatusCode::OK,
+            format!("ok: the schedule loop ran {} ms ago", age.as_millis()),
+        ),
+    }
+}
+
+/// Migrated, the database reachable, and the last pass did not fail wholesale (send it work,
+/// or count it in, only when this passes).
+pub(super) async fn readyz(State(board): State<Board>) -> Response {
+    let live = &board.telemetry.live;
+    if !live.migrated() {
+        return line(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the migrations have not run yet (is the database reachable?)",
+        );
+    }
+    match tokio::time::timeout(DATABASE_TIMEOUT, board.store.reachable()).await {
+        Err(_) => {
+            return line(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "not ready: the database did not answer within {} s",
+                    DATABASE_TIMEOUT.as_secs()
+                ),
+            );
+        }
+        Ok(Err(e)) => {
+            return line(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "not ready: the database is unreachable: {}",
+                    crate::error::chain(&e)
+                ),
+            );
+        }
+        Ok(Ok(())) => {}
+    }
+    match live.last() {
+        Some(last) if failed_wholesale(&last) => line(
+            StatusCode::SERVICE_UNAVAILABLE,
+            match last.errors.first() {
+                Some(e) => format!("not ready: the last pass failed: {e}"),
+                None => format!(
+                    "not ready: the last pass failed for all {} of its pairs (see the status page)",
+                    last.pairs
+                ),
+            },
+        ),
+        Some(last) => line(
+            StatusCode::OK,
+            format!(
+                "ok: the last pass ran {} pairs, {} failed",
+                last.pairs, last.failed
+            ),
+        ),
+        None => line(StatusCode::OK, "ok: migrated; no pass has finished yet"),
+    }
+}
+
+/// A pass failed wholesale when the pass itself met an error (its claims or records failed),
+/// or every pair it ran failed.
+fn failed_wholesale(pass: &PassView) -> bool {
+    pass.outcome == Some(RunOutcome::Failed)
+        && (!pass.errors.is_empty() || (pass.pairs > 0 && pass.failed == pass.pairs))
+}

@@ -1,0 +1,283 @@
+//! Reads for the status page and the metrics: one query per view, never one per pair, so a page
+//! over 100,000 pairs costs what a page over ten does. The configured pairs are passed as three
+//! arrays and joined to `sync_state`, so pairs that never ran are counted too.
+
+use chrono::{DateTime, Utc};
+use sqlx::{AssertSqlSafe, Row};
+
+use super::{Store, StoreError, query_err};
+use crate::domain::PairKey;
+
+/// `szb_pairs` and `szb_oldest_pair_sync_age_seconds`: the configured pairs by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PairCounts {
+    pub ok: i64,
+    pub failing: i64,
+    pub never_synced: i64,
+    /// Seconds since the least recently synced pair last synced well.
+    pub oldest_sync_age_seconds: Option<f64>,
+}
+
+/// Which pairs a page of pairs lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PairQuery {
+    /// Only pairs that need a look: failing, never synced, or not synced well for `lag_after`.
+    pub attention: bool,
+    pub lag_after: std::time::Duration,
+    pub agent_id: Option<i64>,
+    pub user_id: Option<i64>,
+    pub offset: i64,
+    pub limit: i64,
+}
+
+/// One pair on the status page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairRow {
+    pub pair: PairKey,
+    /// `failing`, `never_synced`, `lagging` or `ok`.
+    pub state: &'static str,
+    pub settled: Option<i64>,
+    pub upstream_total: Option<i64>,
+    pub last_outcome: Option<String>,
+    pub last_run_at: Option<DateTime<Utc>>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub failures_in_row: i32,
+    pub next_due_at: Option<DateTime<Utc>>,
+    pub lease_owner: Option<String>,
+}
+
+/// A page of pairs, and how many match in all.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PairPage {
+    pub matching: i64,
+    pub rows: Vec<PairRow>,
+}
+
+/// One stored reject.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectRow {
+    pub pair: PairKey,
+    pub reason: String,
+    pub raw: String,
+    pub list_position: Option<i64>,
+    pub first_seen_at: DateTime<Utc>,
+}
+
+/// The totals of the tables, and of the recent passes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Totals {
+    pub visits: i64,
+    pub activities: i64,
+    pub rejects: i64,
+    pub viewers: i64,
+    pub minutes: i64,
+}
+
+/// One row of `sync_passes`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PassRow {
+    pub id: i64,
+    pub owner: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub outcome: String,
+    pub pairs: i64,
+    pub requests: i64,
+    pub visits_written: i64,
+    pub failures: i64,
+}
+
+/// The configured pairs as SQL rows `p (agent_id, user_id, activity_filter)`.
+const CONFIGURED: &str = "p AS (SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[]) AS p (agent_id, user_id, activity_filter))";
+
+fn keys(pairs: &[PairKey]) -> (Vec<i64>, Vec<i64>, Vec<&str>) {
+    (
+        pairs.iter().map(|p| p.agent_id).collect(),
+        pairs.iter().map(|p| p.user_id).collect(),
+        pairs.iter().map(PairKey::filter_str).collect(),
+    )
+}
+
+/// The pair a row's `agent_id`, `user_id` and `activity_filter` name.
+fn key_of(row: &sqlx::postgres::PgRow) -> PairKey {
+    let filter: String = row.get("activity_filter");
+    PairKey::new(
+        row.get("agent_id"),
+        row.get("user_id"),
+        Some(filter).filter(|f| !f.is_empty()),
+    )
+}
+
+impl Store {
+    /// The configured pairs by state, in one query.
+    pub async fn pair_counts(&self, pairs: &[PairKey]) -> Result<PairCounts, StoreError> {
+        let (agents, users, filters) = keys(pairs);
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "WITH {CONFIGURED}
+             SELECT count(*) FILTER (WHERE s.failures_in_row > 0) AS failing,
+                    count(*) FILTER (WHERE coalesce(s.failures_in_row, 0) = 0
+                                       AND s.last_success_at IS NULL) AS never_synced,
+                    count(*) FILTER (WHERE s.failures_in_row = 0
+                                       AND s.last_success_at IS NOT NULL) AS ok,
+                    extract(epoch FROM now() - min(s.last_success_at))::float8 AS oldest
+               FROM p LEFT JOIN sync_state s USING (agent_id, user_id, activity_filter)"
+        )))
+        .bind(agents)
+        .bind(users)
+        .bind(filters)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_err("counting pairs by state"))?;
+        Ok(PairCounts {
+            ok: row.get("ok"),
+            failing: row.get("failing"),
+            never_synced: row.get("never_synced"),
+            oldest_sync_age_seconds: row.get("oldest"),
+        })
+    }
+
+    /// One page of the configured pairs, those that need a look first (failing, then never
+    /// synced, then by the oldest success), in one query.
+    pub async fn pair_page(
+        &self,
+        pairs: &[PairKey],
+        query: &PairQuery,
+    ) -> Result<PairPage, StoreError> {
+        let (agents, users, filters) = keys(pairs);
+        let lag = i64::try_from(query.lag_after.as_secs()).unwrap_or(i64::MAX);
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "WITH {CONFIGURED},
+             j AS (
+                 SELECT p.agent_id, p.user_id, p.activity_filter, s.settled_count,
+                        s.upstream_total, s.last_outcome, s.last_run_at, s.last_success_at,
+                        s.last_error, coalesce(s.failures_in_row, 0) AS failures_in_row,
+                        CASE WHEN s.next_due_at > now() THEN s.next_due_at END AS next_due_at,
+                        CASE WHEN s.lease_expires_at > now() THEN s.lease_owner END AS lease_owner,
+                        CASE WHEN s.failures_in_row > 0 THEN 0
+                             WHEN s.last_success_at IS NULL THEN 1
+                             WHEN s.last_success_at < now() - make_interval(secs => $4) THEN 2
+                             ELSE 3 END AS rank
+                   FROM p LEFT JOIN sync_state s USING (agent_id, user_id, activity_filter)
+                  WHERE ($5::int8 IS NULL OR p.agent_id = $5)
+                    AND ($6::int8 IS NULL OR p.user_id = $6))
+             SELECT *, count(*) OVER () AS matching FROM j
+              WHERE NOT $7 OR rank < 3
+              ORDER BY rank, last_success_at NULLS FIRST, agent_id, user_id, activity_filter
+              OFFSET $8 LIMIT $9"
+        )))
+        .bind(agents)
+        .bind(users)
+        .bind(filters)
+        .bind(lag as f64)
+        .bind(query.agent_id)
+        .bind(query.user_id)
+        .bind(query.attention)
+        .bind(query.offset.max(0))
+        .bind(query.limit.clamp(1, 500))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("reading a page of pairs"))?;
+        let matching = rows.first().map_or(0, |r| r.get("matching"));
+        let rows = rows
+            .into_iter()
+            .map(|row| PairRow {
+                pair: key_of(&row),
+                state: match row.get::<i32, _>("rank") {
+                    0 => "failing",
+                    1 => "never_synced",
+                    2 => "lagging",
+                    _ => "ok",
+                },
+                settled: row.get("settled_count"),
+                upstream_total: row.get("upstream_total"),
+                last_outcome: row.get("last_outcome"),
+                last_run_at: row.get("last_run_at"),
+                last_success_at: row.get("last_success_at"),
+                last_error: row.get("last_error"),
+                failures_in_row: row.get("failures_in_row"),
+                next_due_at: row.get("next_due_at"),
+                lease_owner: row.get("lease_owner"),
+            })
+            .collect();
+        Ok(PairPage { matching, rows })
+    }
+
+    /// The newest rejects, `limit` from `offset`, and how many there are.
+    pub async fn reject_page(
+        &self,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(i64, Vec<RejectRow>), StoreError> {
+        let rows = sqlx::query(
+            "SELECT agent_id, user_id, activity_filter, reason, raw::text AS raw, list_position,
+                    first_seen_at, count(*) OVER () AS matching
+               FROM sync_rejects ORDER BY first_seen_at DESC, id DESC OFFSET $1 LIMIT $2",
+        )
+        .bind(offset.max(0))
+        .bind(limit.clamp(1, 500))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("reading rejects"))?;
+        let matching = rows.first().map_or(0, |r| r.get("matching"));
+        let rows = rows
+            .into_iter()
+            .map(|row| RejectRow {
+                pair: key_of(&row),
+                reason: row.get("reason"),
+                raw: row.get("raw"),
+                list_position: row.get("list_position"),
+                first_seen_at: row.get("first_seen_at"),
+            })
+            .collect();
+        Ok((matching, rows))
+    }
+
+    /// The tables' totals, in one query.
+    pub async fn totals(&self) -> Result<Totals, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT count(*) FROM visits) AS visits,
+                    (SELECT count(DISTINCT user_id) FROM visits) AS viewers,
+                    (SELECT coalesce(sum(duration_minutes), 0)::int8 FROM visits) AS minutes,
+                    (SELECT count(*) FROM activities) AS activities,
+                    (SELECT count(*) FROM sync_rejects) AS rejects",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_err("reading the totals"))?;
+        Ok(Totals {
+            visits: row.get("visits"),
+            activities: row.get("activities"),
+            rejects: row.get("rejects"),
+            viewers: row.get("viewers"),
+            minutes: row.get("minutes"),
+        })
+    }
+
+    /// The newest `limit` passes, of every process.
+    pub async fn recent_passes(&self, limit: i64) -> Result<Vec<PassRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, owner, started_at, finished_at, outcome, pairs::int8 AS pairs, requests,
+                    visits_written, failures::int8 AS failures
+               FROM sync_passes ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit.clamp(1, 100))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("reading the recent passes"))?;
+        Ok(rows
+            .into_iter()
+            .map(|row| PassRow {
+                id: row.get("id"),
+                owner: row.get("owner"),
+                started_at: row.get("started_at"),
+                finished_at: row.get("finished_at"),
+                outcome: row.get("outcome"),
+                pairs: row.get("pairs"),
+                requests: row.get("requests"),
+                visits_written: row.get("visits_written"),
+                failures: row.get("failures"),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,134 @@
+//! The log lines of the feed: one per pass, one per pair only when something happened (rows
+//! written, rejects, a recovery, a failure), and one per retry. Every id and count is a field of
+//! its own, so `jq`, Loki or `journalctl -o json` can filter by `agent_id` and sum `inserted`.
+
+use super::events::{Event, Observer};
+use crate::domain::RunOutcome;
+
+/// Writes the feed's events as `tracing` events.
+#[derive(Debug, Default)]
+pub struct LogLines;
+
+impl Observer for LogLines {
+    fn on(&self, event: &Event<'_>) {
+        match *event {
+            Event::Retry {
+                pair,
+                page,
+                attempt,
+                wait,
+                rate_limited,
+                error,
+            } => {
+                let wait_ms = wait.as_millis() as u64;
+                let filter = pair.activity_filter.as_deref();
+                if rate_limited {
+                    // Finding the platform's pace meets a 429 now and then: the controller
+                    // backs off, and the run counts the request. Not worth a warning.
+                    tracing::debug!(agent_id = pair.agent_id, user_id = pair.user_id, activity_filter = filter, page, attempt, wait_ms, error = %error, "retrying");
+                } else {
+                    tracing::warn!(agent_id = pair.agent_id, user_id = pair.user_id, activity_filter = filter, page, attempt, wait_ms, error = %error, "retrying");
+                }
+            }
+            Event::PairFinished {
+                pair,
+                outcome,
+                counts,
+                settled,
+                recoveries,
+                error,
+            } => {
+                let filter = pair.activity_filter.as_deref();
+                match outcome {
+                    RunOutcome::Failed => tracing::error!(
+                        agent_id = pair.agent_id,
+                        user_id = pair.user_id,
+                        activity_filter = filter,
+                        outcome = outcome.as_str(),
+                        requests = counts.requests,
+                        inserted = counts.visits_inserted,
+                        updated = counts.visits_updated,
+                        rejects = counts.rejects,
+                        error = error.unwrap_or(""),
+                        "pair failed"
+                    ),
+                    RunOutcome::Skipped => tracing::warn!(
+                        agent_id = pair.agent_id,
+                        user_id = pair.user_id,
+                        activity_filter = filter,
+                        outcome = outcome.as_str(),
+                        reason = error.unwrap_or(""),
+                        "pair skipped"
+                    ),
+                    _ if counts.visits_written() > 0
+                        || counts.rejects > 0
+                        || !recoveries.is_empty()
+                        || outcome != RunOutcome::Ok =>
+                    {
+                        tracing::info!(
+                            agent_id = pair.agent_id,
+                            user_id = pair.user_id,
+                            activity_filter = filter,
+                            outcome = outcome.as_str(),
+                            requests = counts.requests,
+                            pages = counts.pages,
+                            inserted = counts.visits_inserted,
+                            updated = counts.visits_updated,
+                            activities = counts.activities_written,
+                            rejects = counts.rejects,
+                            settled,
+                            recoveries = recoveries.len(),
+                            recovery = recoveries.first().map(String::as_str),
+                            "pair synced"
+                        )
+                    }
+                    // A quiet pair: one request, nothing new. Counted, not logged.
+                    _ => tracing::debug!(
+                        agent_id = pair.agent_id,
+                        user_id = pair.user_id,
+                        requests = counts.requests,
+                        settled,
+                        "pair quiet"
+                    ),
+                }
+            }
+            Event::PassFinished {
+                outcome,
+                elapsed,
+                pairs,
+                failed,
+                counts,
+                errors,
+            } => {
+                let error = (!errors.is_empty()).then(|| errors.join("; "));
+                macro_rules! pass_line {
+                    ($lvl:ident) => {
+                        tracing::$lvl!(
+                            outcome = outcome.as_str(),
+                            elapsed_ms = elapsed.as_millis() as u64,
+                            pairs,
+                            failed,
+                            requests = counts.requests,
+                            pages = counts.pages,
+                            inserted = counts.visits_inserted,
+                            updated = counts.visits_updated,
+                            activities = counts.activities_written,
+                            rejects = counts.rejects,
+                            error,
+                            "pass finished"
+                        )
+                    };
+                }
+                if outcome == RunOutcome::Failed {
+                    pass_line!(warn);
+                } else {
+                    pass_line!(info);
+                }
+            }
+            Event::Request { .. }
+            | Event::ListSize { .. }
+            | Event::PageWritten { .. }
+            | Event::PassStarted { .. } => {}
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! Prometheus metrics: the feed's events become counters and histograms, named by the Prometheus
+//! conventions (`szb_` prefix, base units, `_total` counters). No label is per user: agents are
+//! few, pairs are not (per-pair detail is the status page's and SQL's).
+//!
+//! The gauges that describe stored state (pairs by state, the oldest sync) are set from one query
+//! just before each scrape, by whoever serves `/metrics`.
+
+use prometheus::{
+    Encoder as _, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use super::events::{Answer, Event, Observer};
+
+/// The registry and every metric of the process.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    retries: IntCounterVec,
+    rate_limited: IntCounterVec,
+    concurrency_limit: Gauge,
+    pages: IntCounterVec,
+    visits_written: IntCounterVec,
+    rejects: IntCounterVec,
+    pair_runs: IntCounterVec,
+    pass_duration: HistogramVec,
+    passes: IntCounterVec,
+    last_pass_end: Gauge,
+    pairs: IntGaugeVec,
+    oldest_sync_age: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+/// The states `szb_pairs` counts configured pairs in.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PairStates {
+    /// The last run ended well (or was interrupted after its last page).
+    pub ok: i64,
+    /// The last run failed; the pair may be backing off.
+    pub failing: i64,
+    /// No run ever finished.
+    pub never_synced: i64,
+    /// Seconds since the least recently synced pair's last success; `None` when none ever did.
+    pub oldest_sync_age_seconds: Option<f64>,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("a valid counter");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("registered once");
+    c
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let build = IntGaugeVec::new(
+            Opts::new("szb_build_info", "The running szb-sync build; always 1."),
+            &["version"],
+        )
+        .expect("a valid gauge");
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        registry.register(Box::new(build)).expect("registered once");
+        let histogram = |name: &str, help: &str, labels: &[&str], buckets: Vec<f64>| {
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+                .expect("a valid histogram");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("registered once");
+            h
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = Gauge::new(name, help).expect("a valid gauge");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("registered once");
+            g
+        };
+        let metrics = Metrics {
+            requests: counter(
+                &registry,
+                "szb_requests_total",
+                "Requests to the visits endpoint, each attempt counted, by agent and HTTP \
+                 status (\"error\" when no answer came).",
+                &["agent", "status"],
+            ),
+            request_duration: histogram(
+                "szb_request_duration_seconds",
+                "Time from sending a request to its whole body, or to its failure.",
+                &["agent"],
+                vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
+            ),
+            retries: counter(
+                &registry,
+                "szb_retries_total",
+                "Failed attempts that were tried again.",
+                &["agent"],
+            ),
+            rate_limited: counter(
+                &registry,
+                "szb_rate_limited_total",
+                "Answers with HTTP 429 Too Many Requests.",
+                &["agent"],
+            ),
+            concurrency_limit: gauge(
+                "szb_request_concurrency_limit",
+                "Requests allowed in flight now by the adaptive concurrency controllers, \
+                 summed over tokens.",
+            ),
+            pages: counter(
+                &registry,
+                "szb_pages_total",
+                "Pages of visits committed to the database.",
+                &["agent"],
+            ),
+            visits_written: counter(
+                &registry,
+                "szb_visits_written_total",
+                "Visit rows written: kind=\"inserted\" for new visits, \"updated\" for changed \
+                 ones.",
+                &["agent", "kind"],
+            ),
+            rejects: counter(
+                &registry,
+                "szb_rejects_total",
+                "Items the upstream sent that are not valid visits (kept in sync_rejects).",
+                &["agent"],
+            ),
+            pair_runs: counter(
+                &registry,
+                "szb_pair_runs_total",
+                "Runs of pairs, by outcome.",
+                &["outcome"],
+            ),
+            pass_duration: histogram(
+                "szb_pass_duration_seconds",
+                "Wall time of a pass over the due pairs.",
+                &[],
+                vec![
+                    0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+                ],
+            ),
+            passes: counter(
+                &registry,
+                "szb_passes_total",
+                "Passes, by outcome.",
+                &["outcome"],
+            ),
+            last_pass_end: gauge(
+                "szb_last_pass_end_timestamp_seconds",
+                "When the last pass ended, as a Unix time.",
+            ),
+            pairs: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "szb_pairs",
+                        "Configured pairs by state: ok, failing (the last run failed), \
+                         never_synced.",
+                    ),
+                    &["state"],
+                )
+                .expect("a valid gauge");
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("registered once");
+                g
+            },
+            oldest_sync_age: gauge(
+                "szb_oldest_pair_sync_age_seconds",
+                "Seconds since the least recently synced configured pair last synced well.",
+            ),
+            registry,
+        };
+        // Series that exist from the start, so rate() and alerts see zeros, not gaps.
+        for state in ["ok", "failing", "never_synced"] {
+            metrics.pairs.with_label_values(&[state]).set(0);
+        }
+        metrics
+    }
+
+    /// The state gauges, from the database.
+    pub fn set_pair_states(&self, states: &PairStates) {
+        self.pairs.with_label_values(&["ok"]).set(states.ok);
+        self.pairs
+            .with_label_values(&["failing"])
+            .set(states.failing);
+        self.pairs
+            .with_label_values(&["never_synced"])
+            .set(states.never_synced);
+        self.oldest_sync_age
+            .set(states.oldest_sync_age_seconds.unwrap_or(0.0));
+    }
+
+    /// The adaptive limit in effect, from the API client.
+    pub fn set_concurrency_limit(&self, limit: f64) {
+        self.concurrency_limit.set(limit);
+    }
+
+    /// The text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encoding to memory");
+        String::from_utf8(out).expect("the encoder writes UTF-8")
+    }
+
+    /// The content type of [`Metrics::render`].
+    pub fn content_type() -> &'static str {
+        prometheus::TEXT_FORMAT
+    }
+
+    /// Requests counted so far, every agent and status (for the status page).
+    pub fn requests_so_far(&self) -> u64 {
+        sum(&self.requests)
+    }
+}
+
+fn sum(counter: &IntCounterVec) -> u64 {
+    use prometheus::core::Collector as _;
+    counter
+        .collect()
+        .iter()
+        .flat_map(|f| f.get_metric())
+        .map(|m| m.get_counter().get_value() as u64)
+        .sum()
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Observer for Metrics {
+    fn on(&self, event: &Event<'_>) {
+        match *event {
+            Event::Request {
+                agent_id,
+                answer,
+                elapsed,
+            } => {
+                let agent = agent_id.to_string();
+                let status = match answer {
+                    Answer::Status(code) => code.to_string(),
+                    Answer::NoAnswer => "error".to_owned(),
+                };
+                self.requests.with_label_values(&[&agent, &status]).inc();
+                self.request_duration
+                    .with_label_values(&[&agent])
+                    .observe(elapsed.as_secs_f64());
+                if answer == Answer::Status(429) {
+                    self.rate_limited.with_label_values(&[&agent]).inc();
+                }
+            }
+            Event::Retry { pair, .. } => {
+                self.retries
+                    .with_label_values(&[&pair.agent_id.to_string()])
+                    .inc();
+            }
+            Event::PageWritten { pair, counts, .. } => {
+                let agent = pair.agent_id.to_string();
+                self.pages.with_label_values(&[&agent]).inc();
+                self.visits_written
+                    .with_label_values(&[&agent, "inserted"])
+                    .inc_by(counts.visits_inserted);
+                self.visits_written
+                    .with_label_values(&[&agent, "updated"])
+                    .inc_by(counts.visits_updated);
+                self.rejects
+                    .with_label_values(&[&agent])
+                    .inc_by(counts.rejects);
+            }
+            Event::PairFinished { outcome, .. } => {
+                self.pair_runs.with_label_values(&[outcome.as_str()]).inc();
+            }
+            Event::PassFinished {
+                outcome, elapsed, ..
+            } => {
+                self.pass_duration
+                    .with_label_values::<&str>(&[])
+                    .observe(elapsed.as_secs_f64());
+                self.passes.with_label_values(&[outcome.as_str()]).inc();
+                self.last_pass_end.set(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0.0, |d| d.as_secs_f64()),
+                );
+            }
+            Event::ListSize { .. } | Event::PassStarted { .. } => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{PairKey, RunOutcome};
+    use crate::telemetry::events::Counts;
+    use std::time::Duration;
+
+    #[test]
+    fn events_become_counters_with_agent_labels_and_no_user_label() {
+        let m = Metrics::new();
+        let pair = PairKey::new(105131, 15460259, None);
+        m.on(&Event::Request {
+            agent_id: 105131,
+            answer: Answer::Status(429),
+            elapsed: Duration::from_millis(30),
+        });
+        m.on(&Event::Request {
+            agent_id: 105131,
+            answer: Answer::Status(200),
+            elapsed: Duration::from_millis(30),
+        });
+        m.on(&Event::PageWritten {
+            pair: &pair,
+            counts: Counts {
+                visits_inserted: 7,
+                visits_updated: 2,
+                rejects: 1,
+                ..Counts::default()
+            },
+            set_aside: false,
+        });
+        m.on(&Event::PairFinished {
+            pair: &pair,
+            outcome: RunOutcome::Ok,
+            counts: Counts::default(),
+            settled: 9,
+            recoveries: &[],
+            error: None,
+        });
+
+        let text = m.render();
+
+        for line in [
+            "szb_requests_total{agent=\"105131\",status=\"429\"} 1",
+            "szb_requests_total{agent=\"105131\",status=\"200\"} 1",
+            "szb_rate_limited_total{agent=\"105131\"} 1",
+            "szb_visits_written_total{agent=\"105131\",kind=\"inserted\"} 7",
+            "szb_visits_written_total{agent=\"105131\",kind=\"updated\"} 2",
+            "szb_rejects_total{agent=\"105131\"} 1",
+            "szb_pages_total{agent=\"105131\"} 1",
+            "szb_pair_runs_total{outcome=\"ok\"} 1",
+            "szb_pairs{state=\"never_synced\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        assert!(text.contains("szb_build_info{version=\""));
+        assert!(!text.contains("15460259"), "no user id in any series");
+        assert_eq!(m.requests_so_far(), 2);
+    }
+}

@@ -1,0 +1,437 @@
+//! The operators' listener: `/metrics` (checked by promtool), `/livez`, `/readyz`, `/healthz`,
+//! the status page's views, and the page itself in headless Chromium, against a daemon that
+//! synced the simulator into a real database.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use szb_sync::app::App;
+use szb_sync::secret::Secret;
+use szb_sync::settings::Settings;
+use szb_sync::simulator::SpawnedSimulator;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{AGENT, TOKEN, TestDb, sim_with, target, test_settings};
+
+const GOOD_USERS: [i64; 2] = [1, 2];
+/// Synced with a token the simulator refuses: a failing pair.
+const REFUSED_USER: i64 = 3;
+const WRONG_TOKEN: &str = "tok-wrong-very-secret";
+
+/// A free port on localhost (the listener binds it again a moment later).
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A daemon (`App::run`, as `szb-sync run` runs it) with its listener, over two good pairs with
+/// visits and a reject, and one pair whose token is refused.
+struct Daemon {
+    db: TestDb,
+    _server: SpawnedSimulator,
+    base: String,
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Daemon {
+    async fn start() -> Daemon {
+        let sim = sim_with(7, &[(GOOD_USERS[0], 250), (GOOD_USERS[1], 40)]);
+        let at = sim.visits(AGENT, GOOD_USERS[1])[10].visit_at;
+        sim.insert_raw_item(
+            AGENT,
+            GOOD_USERS[1],
+            at,
+            json!({"visitAt": "yesterday", "lastOnlineAt": "today", "duration": 1,
+                   "userId": GOOD_USERS[1], "activityId": "x"}),
+        );
+        let server = sim.spawn().await.unwrap();
+        let db = TestDb::new().await;
+        let mut settings = test_settings(
+            &server.base_url,
+            vec![
+                target(AGENT, TOKEN, &GOOD_USERS),
+                target(AGENT, WRONG_TOKEN, &[REFUSED_USER]),
+            ],
+        );
+        settings.api.page_size = 100;
+        settings.database.url = Secret::new(db.url.clone());
+        // Only the start-up pass runs.
+        settings.schedule.cron = "0 0 0 1 1 * 2099".to_owned();
+        let addr = free_addr();
+        settings.http.listen = Some(addr);
+        let stop = CancellationToken::new();
+        let task = spawn_daemon(&settings, stop.clone());
+        let d = Daemon {
+            db,
+            _server: server,
+            base: format!("http://{addr}"),
+            stop,
+            task: Some(task),
+        };
+        d.wait_for_last_pass().await;
+        d
+    }
+
+    async fn wait_for_last_pass(&self) {
+        for _ in 0..200 {
+            if let Ok((200, body)) = get(&format!("{}/api/overview", self.base)).await
+                && serde_json::from_str::<Value>(&body).unwrap()["last"].is_object()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no pass finished within 20 s");
+    }
+
+    async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(20), task)
+                .await
+                .expect("the daemon stops")
+                .unwrap();
+        }
+    }
+}
+
+fn spawn_daemon(settings: &Settings, stop: CancellationToken) -> JoinHandle<()> {
+    settings.validate().unwrap();
+    let app = App::build(settings).unwrap();
+    tokio::spawn(async move { app.run(stop, None).await.unwrap() })
+}
+
+/// The status code and body of a GET.
+async fn get(url: &str) -> Result<(u16, String), reqwest::Error> {
+    let res = reqwest::get(url).await?;
+    let status = res.status().as_u16();
+    Ok((status, res.text().await?))
+}
+
+async fn json_of(url: &str) -> Value {
+    let (status, body) = get(url).await.unwrap();
+    assert_eq!(status, 200, "{url}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+async fn scalar(pool: &PgPool, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+/// The value of the one series of `metrics` that starts with `series` (its name and labels).
+fn sample(metrics: &str, series: &str) -> f64 {
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .unwrap_or_else(|| panic!("no series {series} in:\n{metrics}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// Runs `program` with `input` on stdin; fails the test, naming the Debian package, when it is
+/// not installed (`.ci/run` installs it).
+fn pipe(program: &str, args: &[&str], package: &str, input: &str) -> std::process::Output {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("{program} is needed by this test ({e}): apt-get install -y {package}")
+        });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test]
+async fn metrics_count_what_landed_and_pass_promtool_with_no_user_label_or_token() {
+    let d = Daemon::start().await;
+    let pool = &d.db.pool;
+
+    let (status, metrics) = get(&format!("{}/metrics", d.base)).await.unwrap();
+
+    assert_eq!(status, 200);
+    let agent = format!("agent=\"{AGENT}\"");
+    let visits = scalar(pool, "SELECT count(*) FROM visits").await;
+    assert_eq!(visits, 290);
+    assert_eq!(
+        sample(
+            &metrics,
+            &format!("szb_visits_written_total{{{agent},kind=\"inserted\"}}")
+        ),
+        visits as f64
+    );
+    assert_eq!(
+        sample(&metrics, &format!("szb_rejects_total{{{agent}}}")),
+        scalar(pool, "SELECT count(*) FROM sync_rejects").await as f64
+    );
+    let requests = scalar(pool, "SELECT sum(requests)::int8 FROM sync_passes").await;
+    let ok = sample(
+        &metrics,
+        &format!("szb_requests_total{{{agent},status=\"200\"}}"),
+    );
+    let refused = sample(
+        &metrics,
+        &format!("szb_requests_total{{{agent},status=\"401\"}}"),
+    );
+    assert_eq!(ok + refused, requests as f64, "every request counted once");
+    assert_eq!(refused, 1.0, "a refused token is not retried");
+    assert_eq!(
+        sample(
+            &metrics,
+            &format!("szb_request_duration_seconds_count{{{agent}}}")
+        ),
+        requests as f64
+    );
+    assert_eq!(sample(&metrics, "szb_pairs{state=\"ok\"}"), 2.0);
+    assert_eq!(sample(&metrics, "szb_pairs{state=\"failing\"}"), 1.0);
+    assert_eq!(sample(&metrics, "szb_pairs{state=\"never_synced\"}"), 0.0);
+    assert_eq!(
+        sample(&metrics, "szb_pair_runs_total{outcome=\"failed\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(&metrics, "szb_passes_total{outcome=\"failed\"}"),
+        1.0
+    );
+    assert_eq!(sample(&metrics, "szb_pass_duration_seconds_count"), 1.0);
+    let age = sample(&metrics, "szb_oldest_pair_sync_age_seconds");
+    assert!((0.0..60.0).contains(&age), "{age}");
+    assert!(sample(&metrics, "szb_request_concurrency_limit") >= 1.0);
+    assert!(metrics.contains(&format!(
+        "szb_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    )));
+    assert!(!metrics.contains("user"), "no per-user label:\n{metrics}");
+    assert!(!metrics.contains(TOKEN) && !metrics.contains(WRONG_TOKEN));
+    let checked = pipe("promtool", &["check", "metrics"], "prometheus", &metrics);
+    assert!(
+        checked.status.success(),
+        "promtool check metrics:\n{}{}\n{metrics}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn health_answers_200_with_a_reason_and_the_views_list_failing_pairs_first() {
+    let d = Daemon::start().await;
+
+    let (live, live_body) = get(&format!("{}/livez", d.base)).await.unwrap();
+    let (ready, ready_body) = get(&format!("{}/readyz", d.base)).await.unwrap();
+    let (healthz, healthz_body) = get(&format!("{}/healthz", d.base)).await.unwrap();
+
+    assert_eq!((live, ready, healthz), (200, 200, 200));
+    assert!(
+        live_body.starts_with("ok: the schedule loop ran"),
+        "{live_body}"
+    );
+    assert_eq!(
+        ready_body, "ok: the last pass ran 3 pairs, 1 failed\n",
+        "one failed pair of three is not a wholesale failure"
+    );
+    assert!(healthz_body.starts_with("ok:"), "{healthz_body}");
+
+    let attention = json_of(&format!("{}/api/pairs", d.base)).await;
+    assert_eq!(attention["matching"], 1, "{attention}");
+    let row = &attention["rows"][0];
+    assert_eq!(row["user_id"], REFUSED_USER);
+    assert_eq!(row["state"], "failing");
+    let error = row["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("401") || error.contains("refused"),
+        "{error}"
+    );
+    assert!(!attention.to_string().contains(WRONG_TOKEN));
+
+    let all = json_of(&format!("{}/api/pairs?view=all&per=2", d.base)).await;
+    assert_eq!(all["matching"], 3);
+    assert_eq!(all["rows"].as_array().unwrap().len(), 2, "paged");
+    assert_eq!(all["rows"][0]["state"], "failing", "failing first");
+    let second = json_of(&format!("{}/api/pairs?view=all&per=2&page=1", d.base)).await;
+    assert_eq!(second["rows"].as_array().unwrap().len(), 1);
+
+    let found = json_of(&format!("{}/api/pairs?q={AGENT}:{}", d.base, GOOD_USERS[1])).await;
+    assert_eq!(found["matching"], 1);
+    assert_eq!(found["rows"][0]["state"], "ok");
+    assert_eq!(found["rows"][0]["settled"], 40);
+    let (bad, why) = get(&format!("{}/api/pairs?q={AGENT}:x", d.base))
+        .await
+        .unwrap();
+    assert_eq!(bad, 400);
+    assert!(why.contains("user id \"x\" is not a number"), "{why}");
+
+    let rejects = json_of(&format!("{}/api/rejects", d.base)).await;
+    assert_eq!(rejects["matching"], 1);
+    assert_eq!(rejects["rows"][0]["user_id"], GOOD_USERS[1]);
+    assert!(
+        rejects["rows"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("visitAt")
+    );
+
+    let overview = json_of(&format!("{}/api/overview", d.base)).await;
+    assert_eq!(overview["pairs"]["configured"], 3);
+    assert_eq!(overview["pairs"]["failing"], 1);
+    assert_eq!(overview["totals"]["visits"], 290);
+    assert_eq!(overview["totals"]["rejects"], 1);
+    assert_eq!(overview["last"]["failed"], 1);
+    assert_eq!(overview["last"]["inserted"], 290);
+    assert!(overview["current"].is_null());
+    assert_eq!(overview["passes"][0]["outcome"], "failed");
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn readyz_is_503_until_the_database_is_there_while_livez_says_starting() {
+    let db = TestDb::new().await;
+    let mut settings = test_settings("http://127.0.0.1:9", vec![target(AGENT, TOKEN, &[1])]);
+    // Nothing listens on port 1: migrations cannot run.
+    settings.database.url = Secret::new("postgres://root:db-password-secret@127.0.0.1:1/nothing");
+    let addr = free_addr();
+    settings.http.listen = Some(addr);
+    let stop = CancellationToken::new();
+    let task = spawn_daemon(&settings, stop.clone());
+    let base = format!("http://{addr}");
+    let mut ready = None;
+    for _ in 0..100 {
+        if let Ok(answer) = get(&format!("{base}/readyz")).await {
+            ready = Some(answer);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let (status, body) = ready.expect("the listener is up while migrations wait");
+    assert_eq!(status, 503);
+    assert_eq!(
+        body,
+        "not ready: the migrations have not run yet (is the database reachable?)\n"
+    );
+    let (live, body) = get(&format!("{base}/livez")).await.unwrap();
+    assert_eq!(live, 200);
+    assert!(body.starts_with("ok: starting"), "{body}");
+    let (metrics, text) = get(&format!("{base}/metrics")).await.unwrap();
+    assert_eq!(metrics, 200, "counters are served without the database");
+    assert!(text.contains("szb_build_info"));
+    assert!(!text.contains("db-password-secret"));
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .unwrap()
+        .unwrap();
+    drop(db);
+}
+
+/// Chromium, headless, with a throwaway profile; `args` after the common ones.
+fn chromium(args: &[&str]) -> std::process::Output {
+    let profile = tempfile::tempdir().unwrap();
+    let binary = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .expect("chromium is needed by this test: apt-get install -y chromium");
+    std::process::Command::new(binary)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-dev-shm-usage",
+            &format!("--user-data-dir={}", profile.path().display()),
+            "--virtual-time-budget=5000",
+        ])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_status_page_shows_passes_failing_pairs_rejects_and_totals_in_a_real_browser() {
+    let d = Daemon::start().await;
+    let url = format!("{}/?q=", d.base);
+
+    let base = d.base.clone();
+    let dom = tokio::task::spawn_blocking(move || chromium(&["--dump-dom", &format!("{base}/")]))
+        .await
+        .unwrap();
+
+    let html = String::from_utf8_lossy(&dom.stdout);
+    assert!(
+        dom.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    assert!(
+        html.contains("data-loaded=\"yes\""),
+        "the script ran:\n{html}"
+    );
+    for shown in [
+        // Passes: the last one, failed, with its pairs.
+        "<th>last</th><td><span class=\"failed\">failed</span></td>",
+        "3 / 3 pairs",
+        // The failing pair first, with its error.
+        &format!("{AGENT}:{REFUSED_USER}</td><td class=\"failing\">failing (1×)"),
+        // The reject.
+        "visitAt",
+        // Totals.
+        "<div class=\"n \">290</div><div class=\"l\">visits</div>",
+        "<div class=\"n failing\">1</div><div class=\"l\">pairs failing</div>",
+        "<div class=\"n \">3</div><div class=\"l\">pairs configured</div>",
+    ] {
+        assert!(html.contains(shown), "{shown:?} not on the page:\n{html}");
+    }
+    assert!(!html.contains(WRONG_TOKEN) && !html.contains(TOKEN));
+
+    // The search box, through the address: one pair, and it is ok.
+    let search = format!("{url}{AGENT}:{}", GOOD_USERS[0]);
+    let found = tokio::task::spawn_blocking(move || chromium(&["--dump-dom", &search]))
+        .await
+        .unwrap();
+    let html = String::from_utf8_lossy(&found.stdout);
+    assert!(
+        html.contains("1–1 of 1")
+            && html.contains(&format!(
+                "{AGENT}:{}</td><td class=\"ok\">ok",
+                GOOD_USERS[0]
+            )),
+        "{html}"
+    );
+
+    // A screenshot for the README, when asked: SZB_SCREENSHOT=docs/status-page.png.
+    if let Ok(path) = std::env::var("SZB_SCREENSHOT") {
+        let base = d.base.clone();
+        let shot = tokio::task::spawn_blocking(move || {
+            chromium(&[
+                &format!("--screenshot={path}"),
+                "--window-size=1280,1100",
+                &format!("{base}/"),
+            ])
+        })
+        .await
+        .unwrap();
+        assert!(shot.status.success());
+    }
+    d.stop().await;
+}
