@@ -165,14 +165,16 @@ struct Beat<'a> {
     live: &'a Live,
     period: Duration,
     every: tokio::time::Interval,
-    watchdog: Option<(Duration, std::time::Instant)>,
+    /// Half of systemd's watchdog period, when it set one.
+    watchdog: Option<Duration>,
+    pinged: Option<std::time::Instant>,
 }
 
 impl<'a> Beat<'a> {
     fn new(live: &'a Live) -> Self {
         live.beat();
-        let watchdog = notify::watchdog_interval().map(|half| (half, std::time::Instant::now()));
-        let period = watchdog.map_or(BEAT_EVERY, |(half, _)| half.min(BEAT_EVERY));
+        let watchdog = notify::watchdog_interval();
+        let period = watchdog.map_or(BEAT_EVERY, |half| half.min(BEAT_EVERY));
         let mut every = tokio::time::interval(period);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Beat {
@@ -180,17 +182,20 @@ impl<'a> Beat<'a> {
             period,
             every,
             watchdog,
+            pinged: None,
         }
     }
 
     async fn tick(&mut self) {
         self.every.tick().await;
         self.live.beat();
-        if let Some((half, last)) = &mut self.watchdog
-            && last.elapsed() + self.period / 2 >= *half
+        if let Some(half) = self.watchdog
+            && self
+                .pinged
+                .is_none_or(|at| at.elapsed() + self.period / 2 >= half)
         {
             notify::watchdog();
-            *last = std::time::Instant::now();
+            self.pinged = Some(std::time::Instant::now());
         }
     }
 }
