@@ -1,17 +1,30 @@
-# szb-sync container: `docker compose --profile app up` (see docker-compose.yml).
+# szb-sync in a container: a build stage with the Rust toolchain, then a runtime image with the
+# binary alone (distroless cc: glibc, libgcc, CA certificates, no shell), running as a non-root
+# user. No configuration and no secret is in the image: mount a config file at
+# /app/config/szb-sync.toml (the default path) or pass --config, set SZB_<SECTION>__<KEY>
+# variables, and give the token as a file (SZB_API__TOKEN_FILE=/run/secrets/…).
+# See docker-compose.yml, and the README's "Containers" for what was and was not run.
+
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
+# The manifest, the lock, and vendor/: Cargo.toml's [patch.crates-io] points at vendor/sqlx-core,
+# and without it cargo cannot resolve the build.
 COPY Cargo.toml Cargo.lock ./
+COPY vendor ./vendor
 COPY src ./src
+# sqlx::migrate! embeds the migrations at compile time.
 COPY migrations ./migrations
 RUN cargo build --release --locked --bin szb-sync
 
-FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
-    && rm -rf /var/lib/apt/lists/* && useradd --system --home /app szb
+# Same Debian release as the build stage, so the binary's glibc matches.
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /src/target/release/szb-sync /usr/bin/szb-sync
+# The default config path, config/szb-sync.toml, is relative to this directory.
 WORKDIR /app
-COPY --from=build /src/target/release/szb-sync /usr/local/bin/szb-sync
-COPY config ./config
-USER szb
-ENTRYPOINT ["szb-sync"]
-CMD ["run"]
+# The [http] listener (metrics, /livez, /readyz, the status page) when SZB_HTTP__LISTEN or
+# [http] listen sets it, e.g. 0.0.0.0:9187.
+EXPOSE 9187
+# uid 65532 ("nonroot") from the base image.
+USER nonroot:nonroot
+ENTRYPOINT ["/usr/bin/szb-sync"]
+CMD ["run", "--log-format", "json"]
