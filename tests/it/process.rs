@@ -656,6 +656,111 @@ async fn sync_shows_progress_on_a_terminal_and_none_when_piped() {
     );
 }
 
+#[tokio::test]
+async fn json_logs_carry_ids_and_counts_as_fields_one_line_per_pass_and_per_busy_pair() {
+    let sim = sim_with(SEED, &[(1, 250), (2, 40)]);
+    let server = sim.spawn().await.unwrap();
+    let db = TestDb::new().await;
+    let cfg = config(
+        &server.base_url,
+        &db.url,
+        100,
+        &[Tgt(AGENT, TOKEN, &[1, 2])],
+    );
+    let mut args = vec!["--log-format", "json"];
+    args.extend(with_config(&cfg, "sync"));
+    let lines = |out: &str| -> Vec<serde_json::Value> {
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    };
+    let with_message = |lines: &[serde_json::Value], m: &str| -> Vec<serde_json::Value> {
+        lines
+            .iter()
+            .filter(|l| l["fields"]["message"] == m)
+            .map(|l| l["fields"].clone())
+            .collect()
+    };
+
+    let first = szb(&args).env("RUST_LOG", "info").output().await.unwrap();
+    let second = szb(&args).env("RUST_LOG", "info").output().await.unwrap();
+
+    assert!(first.status.success() && second.status.success());
+    let first = lines(&String::from_utf8_lossy(&first.stderr));
+    let pairs = with_message(&first, "pair synced");
+    assert_eq!(pairs.len(), 2, "{first:?}");
+    let inserted: u64 = pairs.iter().map(|p| p["inserted"].as_u64().unwrap()).sum();
+    assert_eq!(inserted, 290, "counts are numbers a collector can sum");
+    assert!(pairs.iter().all(|p| p["agent_id"] == AGENT), "{pairs:?}");
+    let mut users: Vec<i64> = pairs
+        .iter()
+        .map(|p| p["user_id"].as_i64().unwrap())
+        .collect();
+    users.sort();
+    assert_eq!(users, [1, 2]);
+    let pass = with_message(&first, "pass finished");
+    assert_eq!(pass.len(), 1, "one line per pass: {first:?}");
+    assert_eq!(pass[0]["inserted"], 290);
+    assert_eq!(pass[0]["pairs"], 2);
+    assert_eq!(pass[0]["outcome"], "ok");
+    // Nothing happened the second time: no line per pair, still one for the pass.
+    let second = lines(&String::from_utf8_lossy(&second.stderr));
+    assert!(
+        with_message(&second, "pair synced").is_empty(),
+        "{second:?}"
+    );
+    assert_eq!(with_message(&second, "pass finished")[0]["inserted"], 0);
+    let all = format!("{first:?}{second:?}");
+    assert!(!all.contains(TOKEN), "no token in any log line");
+}
+
+#[tokio::test]
+async fn logs_go_to_journald_only_when_stderr_is_the_journal_stream() {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let stderr_path = dir.path().join("stderr");
+    let file = std::fs::File::create(&stderr_path).unwrap();
+    let meta = file.metadata().unwrap();
+    let cfg = write_config("[[targets]]\nagent_id = 1\nuser_ids = [2]\ntoken = \"t\"\n");
+    let check = |stream: String, stderr: std::fs::File| {
+        let mut args = with_config(&cfg, "check").to_vec();
+        args.push("--offline");
+        let mut cmd = szb(&args);
+        cmd.env("RUST_LOG", "info")
+            .env("JOURNAL_STREAM", stream)
+            .stderr(stderr);
+        cmd
+    };
+
+    // Stderr is the stream JOURNAL_STREAM names: journald (here its socket is absent, so
+    // szb-sync says so and falls back to JSON lines).
+    // Not `output()`: tokio's replaces stderr with a pipe.
+    let status = check(format!("{}:{}", meta.dev(), meta.ino()), file)
+        .spawn()
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let said = std::fs::read_to_string(&stderr_path).unwrap();
+    if std::path::Path::new("/run/systemd/journal/socket").exists() {
+        assert!(!said.contains("journald is not reachable"), "{said}");
+    } else {
+        assert!(said.contains("journald is not reachable"), "{said}");
+    }
+    // A stream that is not stderr (a child that redirected it): text, as on a terminal.
+    let other = std::fs::File::create(dir.path().join("other")).unwrap();
+    let status = check(format!("{}:{}", meta.dev(), meta.ino() + 1), other)
+        .spawn()
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let said = std::fs::read_to_string(dir.path().join("other")).unwrap();
+    assert!(!said.contains("journald"), "{said}");
+}
+
 // ---- command line ---------------------------------------------------------------------------
 
 #[tokio::test]
