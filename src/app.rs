@@ -63,6 +63,10 @@ impl App {
         }
         let store = Store::connect_lazy(&settings.database.url, settings.pool_size())?;
         let telemetry = Telemetry::new();
+        let pairs = settings.pairs()?;
+        telemetry
+            .metrics
+            .know_agents(pairs.iter().map(|p| p.key.agent_id));
         let api = ApiClient::new(&settings.api)?.with_feed(telemetry.feed.clone());
         let engine = Engine::new(
             store.clone(),
@@ -82,7 +86,7 @@ impl App {
             store,
             api,
             engine,
-            pairs: settings.pairs()?,
+            pairs,
             settings: settings.clone(),
             telemetry,
         })
@@ -168,8 +172,9 @@ impl App {
         };
         let _reloading = reloads.map(|reloads| {
             let current = self.settings.clone();
+            let metrics = self.telemetry.metrics.clone();
             tokio_util::task::AbortOnDropHandle::new(tokio::spawn(apply_reloads(
-                current, reloads, targets,
+                current, reloads, targets, metrics,
             )))
         });
         let ran = if self.migrate_with_retry(&shutdown).await {
@@ -250,6 +255,7 @@ async fn apply_reloads(
     mut current: Settings,
     mut reloads: mpsc::Receiver<Settings>,
     targets: watch::Sender<Arc<Vec<Pair>>>,
+    metrics: Arc<crate::telemetry::metrics::Metrics>,
 ) {
     while let Some(next) = reloads.recv().await {
         let pairs = match next.pairs() {
@@ -275,6 +281,7 @@ async fn apply_reloads(
             removed = before.difference(&after).count(),
             "configuration reloaded; the next pass takes its pairs"
         );
+        metrics.know_agents(pairs.iter().map(|p| p.key.agent_id));
         targets.send_replace(Arc::new(pairs));
         current = next;
     }

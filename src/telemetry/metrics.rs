@@ -11,6 +11,7 @@ use prometheus::{
 };
 
 use super::events::{Answer, Event, Observer};
+use crate::domain::RunOutcome;
 
 /// The registry and every metric of the process.
 #[derive(Clone)]
@@ -183,7 +184,34 @@ impl Metrics {
         for state in ["ok", "failing", "never_synced"] {
             metrics.pairs.with_label_values(&[state]).set(0);
         }
+        for outcome in RunOutcome::ALL {
+            if outcome != RunOutcome::Running {
+                metrics.pair_runs.with_label_values(&[outcome.as_str()]);
+            }
+        }
+        for outcome in [RunOutcome::Ok, RunOutcome::Failed, RunOutcome::Interrupted] {
+            metrics.passes.with_label_values(&[outcome.as_str()]);
+        }
         metrics
+    }
+
+    /// Starts the per-agent series at zero for these agents, so a counter that never moved
+    /// (no retry yet, say) is a 0 in Prometheus rather than a missing series.
+    pub fn know_agents(&self, agents: impl IntoIterator<Item = i64>) {
+        for agent in agents {
+            let agent = agent.to_string();
+            for c in [
+                &self.retries,
+                &self.rate_limited,
+                &self.pages,
+                &self.rejects,
+            ] {
+                c.with_label_values(&[&agent]);
+            }
+            for kind in ["inserted", "updated"] {
+                self.visits_written.with_label_values(&[&agent, kind]);
+            }
+        }
     }
 
     /// The state gauges, from the database.
@@ -303,7 +331,7 @@ impl Observer for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{PairKey, RunOutcome};
+    use crate::domain::PairKey;
     use crate::telemetry::events::Counts;
     use std::time::Duration;
 

@@ -54,6 +54,7 @@ fn the_systemd_unit_verifies_and_its_sandbox_exposure_is_below_two() {
     for (key, value) in [
         ("Type", "notify"),
         ("ExecStartPre", "check --offline"),
+        ("ExecReload", "kill -HUP $MAINPID"),
         ("LoadCredential", "szb-token:"),
         ("Restart", "on-failure"),
         ("DynamicUser", "yes"),

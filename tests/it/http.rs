@@ -217,6 +217,42 @@ async fn metrics_count_what_landed_and_pass_promtool_with_no_user_label_or_token
     )));
     assert!(!metrics.contains("user"), "no per-user label:\n{metrics}");
     assert!(!metrics.contains(TOKEN) && !metrics.contains(WRONG_TOKEN));
+    // The dashboard and the alert rules chart only series that exist.
+    let served: std::collections::HashSet<&str> = metrics
+        .lines()
+        .filter_map(|l| match l.strip_prefix("# TYPE ") {
+            Some(family) => family.split(' ').next(),
+            None => l.split(['{', ' ']).next(),
+        })
+        .collect();
+    assert_eq!(
+        sample(&metrics, &format!("szb_retries_total{{{agent}}}")),
+        0.0,
+        "per-agent counters start at zero"
+    );
+    for file in [
+        "deploy/grafana/szb-sync.json",
+        "deploy/prometheus/alerts.yml",
+    ] {
+        let text = std::fs::read_to_string(file).unwrap();
+        let used: std::collections::BTreeSet<&str> = text
+            .match_indices("szb_")
+            .map(|(at, _)| {
+                let rest = &text[at..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                &rest[..end]
+            })
+            .collect();
+        assert!(used.len() >= 4, "{file} uses {used:?}");
+        for name in used {
+            assert!(
+                served.contains(name),
+                "{file} uses {name}, which /metrics does not serve"
+            );
+        }
+    }
     let checked = pipe("promtool", &["check", "metrics"], "prometheus", &metrics);
     assert!(
         checked.status.success(),

@@ -1,7 +1,8 @@
 //! The integration tests, one binary: each module drives szb-sync against a real Postgres (a
 //! fresh database per test) and the built-in simulator, and asserts on the rows in the tables.
 //!
-//! - [`deploy`]: the systemd unit (verified, its sandbox scored) and `check --offline`;
+//! - [`deploy`]: the systemd unit (verified, its sandbox scored), `check --offline`, the Debian
+//!   package, the compose file, the image's build context, the alert rules and the dashboard;
 //! - [`http`]: the listener: metrics through promtool, health, the status page in Chromium;
 //! - [`sync`]: what lands in the tables, quiet resyncs, resumes, resync;
 //! - [`upstream_changes`]: open visits, purges, appends, ties, activity changes;
