@@ -149,7 +149,23 @@ struct Measured {
     /// Visit rows the timed passes wrote, from `sync_passes`.
     pass_visits: i64,
     replicas: Option<ReplicaStats>,
+    /// The status page's and the metrics' reads over this workload's pairs.
+    board: Option<BoardTimes>,
 }
+
+/// Median times of the reads behind the status page and `/metrics`, over every configured pair.
+#[derive(Debug, Clone, Copy)]
+struct BoardTimes {
+    pair_counts: Duration,
+    attention: Duration,
+    all_last_page: Duration,
+    search: Duration,
+    totals: Duration,
+    rejects: Duration,
+}
+
+/// Quiet workloads with at least this many pairs time the status page's reads after the sync.
+const BOARD_FROM_PAIRS: u64 = 10_000;
 
 /// What the replicas workload measured.
 #[derive(Debug, Clone, Copy)]
@@ -196,6 +212,7 @@ pub(super) async fn run(settings: &Settings, args: BenchArgs) -> Result<ExitCode
         rows.push((w, users, runs[runs.len() / 2]));
     }
     print_table(&rows);
+    print_board(&rows);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -274,6 +291,11 @@ async fn run_workload(exe: &Path, db_url: &Secret, w: &Workload, users: u64) -> 
         }
         _ => None,
     };
+    let board = if w.kind == Kind::Quiet && users >= BOARD_FROM_PAIRS {
+        Some(time_board(&store, users).await?)
+    } else {
+        None
+    };
     store.close().await;
     let _ = sim.kill().await;
     let _ = std::fs::remove_file(&config);
@@ -287,6 +309,52 @@ async fn run_workload(exe: &Path, db_url: &Secret, w: &Workload, users: u64) -> 
         copy_rate,
         pass_visits,
         replicas: None,
+        board,
+    })
+}
+
+/// Times each read of the status page and `/metrics` over the workload's `users` pairs: the
+/// median of five calls each.
+async fn time_board(store: &Store, users: u64) -> Result<BoardTimes> {
+    use crate::domain::PairKey;
+    use crate::store::PairQuery;
+    let keys: Vec<PairKey> = (1..=users as i64)
+        .map(|u| PairKey::new(GENERATED_AGENT, u, None))
+        .collect();
+    async fn median<F, Fut, T>(mut f: F) -> Result<Duration>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, crate::store::StoreError>>,
+    {
+        let mut took = Vec::new();
+        for _ in 0..5 {
+            let started = Instant::now();
+            f().await?;
+            took.push(started.elapsed());
+        }
+        took.sort();
+        Ok(took[2])
+    }
+    let page = |attention, user_id, offset| PairQuery {
+        attention,
+        lag_after: Duration::from_secs(1800),
+        agent_id: None,
+        user_id,
+        offset,
+        limit: 50,
+    };
+    let (attention, all, search) = (
+        page(true, None, 0),
+        page(false, None, users as i64 - 50),
+        page(false, Some(users as i64 / 2), 0),
+    );
+    Ok(BoardTimes {
+        pair_counts: median(|| store.pair_counts(&keys)).await?,
+        attention: median(|| store.pair_page(&keys, &attention)).await?,
+        all_last_page: median(|| store.pair_page(&keys, &all)).await?,
+        search: median(|| store.pair_page(&keys, &search)).await?,
+        totals: median(|| store.totals()).await?,
+        rejects: median(|| store.reject_page(0, 20)).await?,
     })
 }
 
@@ -426,6 +494,7 @@ async fn run_replicas(exe: &Path, db_url: &Secret, w: &Workload, users: u64) -> 
             lease: LEASE,
             longest_pass: Duration::from_secs_f64(longest_pass),
         }),
+        board: None,
     })
 }
 
@@ -503,6 +572,34 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The status page's reads, for the workloads that timed them.
+fn print_board(rows: &[(&Workload, u64, Measured)]) {
+    let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1000.0);
+    let timed: Vec<_> = rows
+        .iter()
+        .filter_map(|(w, users, m)| m.board.map(|b| (w, users, b)))
+        .collect();
+    if timed.is_empty() {
+        return;
+    }
+    println!(
+        "\n| status page reads, ms (median of 5) | pairs | /metrics pair states | pairs needing a look | all pairs, last page | search one pair | totals | rejects |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (w, users, b) in timed {
+        println!(
+            "| after {} | {users} | {} | {} | {} | {} | {} | {} |",
+            w.name,
+            ms(b.pair_counts),
+            ms(b.attention),
+            ms(b.all_last_page),
+            ms(b.search),
+            ms(b.totals),
+            ms(b.rejects)
+        );
+    }
 }
 
 fn print_table(rows: &[(&Workload, u64, Measured)]) {
