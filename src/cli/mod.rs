@@ -1,6 +1,10 @@
 //! The `szb-sync` command line. `main.rs` parses it and calls [`execute`]; each subcommand has a
 //! file of its own here, and builds what it needs through [`crate::app::App`].
 
+// First, so that its `out!` is in scope in the files below.
+#[macro_use]
+mod output;
+
 mod bench;
 mod check;
 mod demo;

@@ -22,13 +22,20 @@ pub(super) async fn run(settings: &Settings) -> Result<ExitCode> {
         .filter(|k| !configured.contains(k))
         .collect();
     let rows = app.store().status(&keys).await?;
-    println!(
+    out!(
         "{:<40} {:>9} {:>9} {:>9} {:>7}  {:<11} {:<20} {:<20}",
-        "pair", "settled", "upstream", "visits", "rejects", "last run", "finished", "last ok"
+        "pair",
+        "settled",
+        "upstream",
+        "visits",
+        "rejects",
+        "last run",
+        "finished",
+        "last ok"
     );
     print_rows(rows);
     if !dropped.is_empty() {
-        println!(
+        out!(
             "\nnot configured ({} {}): kept in the tables with their marks; nothing syncs them",
             dropped.len(),
             if dropped.len() == 1 { "pair" } else { "pairs" }
@@ -40,7 +47,7 @@ pub(super) async fn run(settings: &Settings) -> Result<ExitCode> {
 
 fn print_rows(rows: Vec<crate::store::PairStatus>) {
     for r in rows {
-        println!(
+        out!(
             "{:<40} {:>9} {:>9} {:>9} {:>7}  {:<11} {:<20} {:<20}",
             r.pair.to_string(),
             table::count(r.settled),
@@ -52,13 +59,13 @@ fn print_rows(rows: Vec<crate::store::PairStatus>) {
             table::time(r.last_ok_at),
         );
         if let Some(e) = r.last_error {
-            println!("    last error: {e}");
+            out!("    last error: {e}");
         }
         if let Some(owner) = &r.lease_owner {
-            println!("    syncing now on {owner}");
+            out!("    syncing now on {owner}");
         }
         if let Some(due) = r.next_due_at.filter(|_| r.failures_in_row > 0) {
-            println!(
+            out!(
                 "    backing off after {} failed {} in a row: next try at {}",
                 r.failures_in_row,
                 if r.failures_in_row == 1 {

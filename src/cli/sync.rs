@@ -15,7 +15,7 @@ pub(super) async fn run(settings: &Settings) -> Result<ExitCode> {
     let report = app.sync_once(&shutdown_on_signals()).await;
     for p in &report.pairs {
         let t = &p.totals;
-        println!(
+        out!(
             "{:<40} {:<11} requests {:>4}  inserted {:>6}  updated {:>6}  settled {:>7}{}",
             p.pair.to_string(),
             p.outcome.to_string(),
@@ -29,6 +29,6 @@ pub(super) async fn run(settings: &Settings) -> Result<ExitCode> {
                 .unwrap_or_default()
         );
     }
-    println!("{report}");
+    out!("{report}");
     Ok(exit_code(report.all_ok()))
 }

@@ -1,6 +1,7 @@
 //! The integration tests, one binary: each module drives szb-sync against a real Postgres (a
 //! fresh database per test) and the built-in simulator, and asserts on the rows in the tables.
 //!
+//! - [`cli`]: the day-two behaviour of the binary: output into a closed pipe;
 //! - [`deploy`]: the systemd unit (verified, its sandbox scored) and `check --offline`;
 //! - [`sync`]: what lands in the tables, quiet resyncs, resumes, resync;
 //! - [`upstream_changes`]: open visits, purges, appends, ties, activity changes;
@@ -12,6 +13,7 @@
 //!
 //! The property test over random upstream histories is its own binary, `tests/property.rs`.
 
+mod cli;
 mod deploy;
 mod faults;
 mod helpers;
