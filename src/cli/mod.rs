@@ -54,8 +54,13 @@ pub enum Command {
         #[arg(long)]
         offline: bool,
     },
-    /// Show each pair's mark, last run and last error.
-    Status,
+    /// Show each pair's mark, last run and last error; exits 1 when a configured pair is failing.
+    Status {
+        /// Print one JSON document (`failing`, `pairs`) instead of the table; the exit code is
+        /// the same.
+        #[arg(long)]
+        json: bool,
+    },
     /// Forget the marks of configured pairs so the next sync re-reads them from the start
     /// (after rejects were fixed upstream, say). Stored visits stay.
     Resync {
@@ -86,7 +91,7 @@ pub async fn execute(cli: Cli) -> Result<ExitCode> {
         Command::Sync => sync::run(&settings()?).await,
         Command::Run => run::run(&settings()?).await,
         Command::Check { offline } => check::run(&settings()?, offline).await,
-        Command::Status => status::run(&settings()?).await,
+        Command::Status { json } => status::run(&settings()?, json).await,
         Command::Resync { agent_id, user_id } => resync::run(&settings()?, agent_id, user_id).await,
     }
 }

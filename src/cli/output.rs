@@ -29,3 +29,11 @@ pub(super) fn write(bytes: &[u8]) {
         std::process::exit(1);
     }
 }
+
+/// Prints `value` as one pretty JSON document.
+pub(super) fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    write(text.as_bytes());
+    Ok(())
+}

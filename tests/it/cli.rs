@@ -1,10 +1,39 @@
-//! The day-two behaviour of the real binary: output into a closed pipe.
+//! The day-two behaviour of the real binary: `status` exit codes and `--json`, and output into
+//! a closed pipe.
+
+use serde_json::Value;
+use tempfile::NamedTempFile;
 
 use crate::helpers::{AGENT, TOKEN, TestDb, sim_with, visits_of};
-use crate::process::{BIN, Tgt, command, config, finish, szb};
+use crate::process::{BIN, Finished, Tgt, command, config, finish, run, szb, with_config};
 
 /// The simulator seed of this module's worlds.
 const SEED: u64 = 29;
+
+/// A second agent, and the wrong token a config gives it.
+const OTHER: i64 = 200_001;
+const WRONG: &str = "wrong-token-5d0a7c";
+
+/// `--config FILE` and then `rest`.
+fn args<'a>(cfg: &'a NamedTempFile, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--config", cfg.path().to_str().unwrap()];
+    args.extend_from_slice(rest);
+    args
+}
+
+fn json_of(out: &Finished) -> Value {
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {out:?}"))
+}
+
+/// The entry of `pairs` in a `status --json` document for this agent and user.
+fn pair_in(doc: &Value, agent: i64, user: i64) -> &Value {
+    doc["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["agent_id"] == agent && p["user_id"] == user)
+        .unwrap_or_else(|| panic!("no pair {agent}:{user} in {doc:#}"))
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn printing_into_a_closed_pipe_ends_each_command_quietly_not_with_a_panic() {
@@ -19,6 +48,7 @@ async fn printing_into_a_closed_pipe_ends_each_command_quietly_not_with_a_panic(
         vec!["--config", path, "check", "--offline"],
         vec!["--config", path, "sync"],
         vec!["--config", path, "status"],
+        vec!["--config", path, "status", "--json"],
     ] {
         // The reader is gone before the command writes its first byte.
         let (reader, writer) = std::io::pipe().unwrap();
@@ -53,4 +83,78 @@ async fn printing_into_a_closed_pipe_ends_each_command_quietly_not_with_a_panic(
         assert_eq!(out.stdout.lines().count(), 1, "{cmd}: {out:?}");
         assert!(!out.stderr.contains("panicked"), "{cmd}: {out:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_exits_one_while_a_configured_pair_fails_and_json_says_which() {
+    let sim = sim_with(SEED, &[(1, 30)]);
+    sim.add_agent(OTHER, "right-token-200001");
+    sim.generate_visits(OTHER, 9, 12);
+    let server = sim.spawn().await.unwrap();
+    let db = TestDb::new().await;
+    let both = config(
+        &server.base_url,
+        &db.url,
+        100,
+        &[Tgt(AGENT, TOKEN, &[1]), Tgt(OTHER, WRONG, &[9])],
+    );
+    let sync = run(&with_config(&both, "sync")).await;
+    assert!(!sync.status.success(), "{sync:?}");
+
+    let table = run(&with_config(&both, "status")).await;
+    let json = run(&args(&both, &["status", "--json"])).await;
+
+    assert_eq!(table.status.code(), Some(1), "{table:?}");
+    assert!(
+        table.stdout.contains("1 of 2 configured pairs failing"),
+        "{table:?}"
+    );
+    assert_eq!(json.status.code(), Some(1), "{json:?}");
+    let doc = json_of(&json);
+    assert_eq!(doc["failing"], 1, "{doc:#}");
+    assert_eq!(doc["pairs"].as_array().unwrap().len(), 2, "{doc:#}");
+    let good = pair_in(&doc, AGENT, 1);
+    assert_eq!(good["configured"], true);
+    assert_eq!(good["failing"], false);
+    assert_eq!(good["last_outcome"], "ok");
+    assert_eq!(good["visits"], 30);
+    assert_eq!(good["upstream_total"], 30);
+    assert_eq!(good["rejects"], 0);
+    assert_eq!(good["failures_in_row"], 0);
+    assert_eq!(good["last_error"], Value::Null);
+    assert!(good["last_ok_at"].as_str().is_some(), "{good:#}");
+    assert!(good["settled"].as_i64().is_some_and(|s| s > 0), "{good:#}");
+    let bad = pair_in(&doc, OTHER, 9);
+    assert_eq!(bad["configured"], true);
+    assert_eq!(bad["failing"], true);
+    assert_eq!(bad["last_outcome"], "failed");
+    assert_eq!(bad["failures_in_row"], 1);
+    assert_eq!(bad["visits"], 0);
+    assert_eq!(bad["last_ok_at"], Value::Null);
+    assert!(
+        bad["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("agent 200001")),
+        "{bad:#}"
+    );
+    assert!(bad["next_due_at"].as_str().is_some(), "{bad:#}");
+    for out in [&sync, &table, &json] {
+        assert!(!out.both().contains(WRONG), "{out:?}");
+        assert!(!out.both().contains(TOKEN), "{out:?}");
+    }
+
+    // The failing pair leaves the config: it is still listed, not configured, and fails nothing.
+    let good_only = config(&server.base_url, &db.url, 100, &[Tgt(AGENT, TOKEN, &[1])]);
+    let table = run(&with_config(&good_only, "status")).await;
+    let json = run(&args(&good_only, &["status", "--json"])).await;
+
+    assert!(table.status.success(), "{table:?}");
+    assert!(!table.stdout.contains("failing"), "{table:?}");
+    assert!(json.status.success(), "{json:?}");
+    let doc = json_of(&json);
+    assert_eq!(doc["failing"], 0, "{doc:#}");
+    assert_eq!(pair_in(&doc, AGENT, 1)["configured"], true);
+    let dropped = pair_in(&doc, OTHER, 9);
+    assert_eq!(dropped["configured"], false);
+    assert_eq!(dropped["last_outcome"], "failed");
 }
