@@ -10,6 +10,7 @@ mod check;
 mod demo;
 mod migrate;
 mod mock_api;
+mod only;
 mod resync;
 mod run;
 mod status;
@@ -43,7 +44,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// One pass over every configured pair, then exit (non-zero if any pair failed).
-    Sync,
+    Sync {
+        /// Sync only these configured pairs (comma-separated, or the option repeated). An entry
+        /// that is not a configured pair stops the command before anything syncs.
+        #[arg(long, value_name = "AGENT:USER", value_delimiter = ',')]
+        only: Vec<only::PairSelector>,
+    },
     /// The daemon: apply migrations, sync at start and on schedule.cron, stop cleanly on SIGTERM.
     Run,
     /// Apply the database migrations and exit.
@@ -88,7 +94,7 @@ pub async fn execute(cli: Cli) -> Result<ExitCode> {
         Command::Bench(args) => bench::run(&settings()?, args).await,
         Command::MockApi(args) => mock_api::run(args).await,
         Command::Migrate => migrate::run(&settings()?).await,
-        Command::Sync => sync::run(&settings()?).await,
+        Command::Sync { only } => sync::run(&settings()?, &only).await,
         Command::Run => run::run(&settings()?).await,
         Command::Check { offline } => check::run(&settings()?, offline).await,
         Command::Status { json } => status::run(&settings()?, json).await,

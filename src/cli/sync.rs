@@ -4,15 +4,17 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
+use super::only::{self, PairSelector};
 use super::{exit_code, shutdown_on_signals};
 use crate::app::App;
 use crate::settings::Settings;
 
-pub(super) async fn run(settings: &Settings) -> Result<ExitCode> {
+pub(super) async fn run(settings: &Settings, only: &[PairSelector]) -> Result<ExitCode> {
     settings.require_targets()?;
     let app = App::build(settings)?;
+    let pairs = only::select(app.pairs(), only)?;
     app.migrate().await.context("applying migrations")?;
-    let report = app.sync_once(&shutdown_on_signals()).await;
+    let report = app.sync_pairs(&pairs, &shutdown_on_signals()).await;
     for p in &report.pairs {
         let t = &p.totals;
         out!(

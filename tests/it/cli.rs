@@ -1,5 +1,5 @@
-//! The day-two behaviour of the real binary: `status` exit codes and `--json`, and output into
-//! a closed pipe.
+//! The day-two behaviour of the real binary: `status` exit codes and `--json`, `sync --only`,
+//! and output into a closed pipe.
 
 use serde_json::Value;
 use tempfile::NamedTempFile;
@@ -157,4 +157,63 @@ async fn status_exits_one_while_a_configured_pair_fails_and_json_says_which() {
     let dropped = pair_in(&doc, OTHER, 9);
     assert_eq!(dropped["configured"], false);
     assert_eq!(dropped["last_outcome"], "failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sync_only_syncs_the_named_pairs_and_refuses_entries_that_are_not_configured() {
+    let sim = sim_with(SEED, &[(1, 20), (2, 15), (3, 10)]);
+    let server = sim.spawn().await.unwrap();
+    let db = TestDb::new().await;
+    let cfg = config(
+        &server.base_url,
+        &db.url,
+        100,
+        &[Tgt(AGENT, TOKEN, &[1, 2, 3])],
+    );
+    let only = format!("{AGENT}:1,{AGENT}:3");
+
+    let sync = run(&args(&cfg, &["sync", "--only", &only])).await;
+
+    assert!(sync.status.success(), "{sync:?}");
+    assert!(sync.stdout.contains("2 pairs (0 failed)"), "{sync:?}");
+    assert_eq!(visits_of(&db.pool, AGENT, 1).await.len(), 20);
+    assert_eq!(visits_of(&db.pool, AGENT, 3).await.len(), 10);
+    assert!(visits_of(&db.pool, AGENT, 2).await.is_empty());
+    assert_eq!(sim.requests_for(AGENT, 2), 0, "user 2 was not asked for");
+
+    // One entry is not configured: the command names it and syncs nothing, not even user 2.
+    let not_configured = format!("{AGENT}:2,{AGENT}:99,7:1");
+    let refused = run(&args(&cfg, &["sync", "--only", &not_configured])).await;
+    let malformed = run(&args(&cfg, &["sync", "--only", "105131-2"])).await;
+    let not_an_id = run(&args(&cfg, &["sync", "--only", "105131:abc"])).await;
+
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(
+        refused.stderr.contains(&format!(
+            "--only {AGENT}:99, 7:1: not pairs of the configuration"
+        )),
+        "{refused:?}"
+    );
+    assert!(refused.stderr.contains("nothing was synced"), "{refused:?}");
+    assert!(!refused.stdout.contains("pairs ("), "{refused:?}");
+    assert!(visits_of(&db.pool, AGENT, 2).await.is_empty());
+    assert_eq!(sim.requests_for(AGENT, 2), 0);
+    for (bad, entry) in [(&malformed, "105131-2"), (&not_an_id, "105131:abc")] {
+        assert_eq!(bad.status.code(), Some(2), "a usage error: {bad:?}");
+        assert!(bad.stderr.contains(entry), "{bad:?}");
+        assert!(bad.stderr.contains("expected AGENT:USER"), "{bad:?}");
+    }
+
+    // Repeating the option works as a list does.
+    sim.reset_request_counts();
+    let sync = run(&args(
+        &cfg,
+        &["sync", "--only", "105131:2", "--only", "105131:1"],
+    ))
+    .await;
+
+    assert!(sync.status.success(), "{sync:?}");
+    assert!(sync.stdout.contains("2 pairs (0 failed)"), "{sync:?}");
+    assert_eq!(visits_of(&db.pool, AGENT, 2).await.len(), 15);
+    assert_eq!(sim.requests_for(AGENT, 3), 0, "user 3 was not asked for");
 }
