@@ -11,6 +11,7 @@ mod demo;
 mod migrate;
 mod mock_api;
 mod only;
+mod rejects;
 mod resync;
 mod run;
 mod status;
@@ -67,6 +68,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the items the platform sent that are not valid visits, newest first, with why.
+    Rejects(rejects::RejectsArgs),
     /// Forget the marks of configured pairs so the next sync re-reads them from the start
     /// (after rejects were fixed upstream, say). Stored visits stay.
     Resync {
@@ -98,6 +101,7 @@ pub async fn execute(cli: Cli) -> Result<ExitCode> {
         Command::Run => run::run(&settings()?).await,
         Command::Check { offline } => check::run(&settings()?, offline).await,
         Command::Status { json } => status::run(&settings()?, json).await,
+        Command::Rejects(args) => rejects::run(&settings()?, args).await,
         Command::Resync { agent_id, user_id } => resync::run(&settings()?, agent_id, user_id).await,
     }
 }

@@ -1,10 +1,11 @@
 //! The day-two behaviour of the real binary: `status` exit codes and `--json`, `sync --only`,
-//! and output into a closed pipe.
+//! `rejects`, and output into a closed pipe.
 
-use serde_json::Value;
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
 use tempfile::NamedTempFile;
 
-use crate::helpers::{AGENT, TOKEN, TestDb, sim_with, visits_of};
+use crate::helpers::{AGENT, TOKEN, TestDb, iso, sim_with, visits_of};
 use crate::process::{BIN, Finished, Tgt, command, config, finish, run, szb, with_config};
 
 /// The simulator seed of this module's worlds.
@@ -49,6 +50,7 @@ async fn printing_into_a_closed_pipe_ends_each_command_quietly_not_with_a_panic(
         vec!["--config", path, "sync"],
         vec!["--config", path, "status"],
         vec!["--config", path, "status", "--json"],
+        vec!["--config", path, "rejects"],
     ] {
         // The reader is gone before the command writes its first byte.
         let (reader, writer) = std::io::pipe().unwrap();
@@ -216,4 +218,126 @@ async fn sync_only_syncs_the_named_pairs_and_refuses_entries_that_are_not_config
     assert!(sync.stdout.contains("2 pairs (0 failed)"), "{sync:?}");
     assert_eq!(visits_of(&db.pool, AGENT, 2).await.len(), 15);
     assert_eq!(sim.requests_for(AGENT, 3), 0, "user 3 was not asked for");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rejects_lists_the_rejected_items_newest_first_with_each_filter() {
+    let sim = sim_with(SEED, &[(1, 10), (2, 10)]);
+    let item = |user: i64, at: DateTime<Utc>| {
+        let activity = sim.visits(AGENT, user)[0].activity_id.clone();
+        json!({
+            "activity": null,
+            "visitAt": iso(at),
+            "lastOnlineAt": iso(at + chrono::Duration::minutes(4)),
+            "duration": 4,
+            "userId": user,
+            "activityId": activity,
+        })
+    };
+    let at = |user: i64, i: usize| {
+        sim.visits(AGENT, user)[i].visit_at + chrono::Duration::milliseconds(500)
+    };
+    let mut bad_visit_at = item(1, at(1, 2));
+    bad_visit_at["visitAt"] = json!("yesterday");
+    let mut no_user = item(1, at(1, 5));
+    no_user.as_object_mut().unwrap().remove("userId");
+    let mut string_duration = item(2, at(2, 3));
+    string_duration["duration"] = json!("4");
+    sim.insert_raw_item(AGENT, 1, at(1, 2), bad_visit_at.clone());
+    sim.insert_raw_item(AGENT, 1, at(1, 5), no_user.clone());
+    sim.insert_raw_item(AGENT, 2, at(2, 3), string_duration.clone());
+    let server = sim.spawn().await.unwrap();
+    let db = TestDb::new().await;
+    let cfg = config(
+        &server.base_url,
+        &db.url,
+        100,
+        &[Tgt(AGENT, TOKEN, &[1, 2])],
+    );
+    let sync = run(&args(&cfg, &["sync"])).await;
+    assert!(sync.status.success(), "{sync:?}");
+    // One of them was first seen three days ago.
+    sqlx::query(
+        "UPDATE sync_rejects SET first_seen_at = now() - interval '3 days' WHERE user_id = 2",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let two_days_ago = iso(Utc::now() - chrono::Duration::days(2));
+
+    let all = run(&args(&cfg, &["rejects"])).await;
+    let user_2 = run(&args(&cfg, &["rejects", "--user-id", "2", "--json"])).await;
+    let limited = run(&args(&cfg, &["rejects", "--limit", "1", "--json"])).await;
+    let since_1d = run(&args(&cfg, &["rejects", "--since", "1day", "--json"])).await;
+    let since_at = run(&args(&cfg, &["rejects", "--since", &two_days_ago])).await;
+    let since_4d = run(&args(&cfg, &["rejects", "--since", "4days", "--json"])).await;
+    let other_agent = run(&args(&cfg, &["rejects", "--agent-id", "7"])).await;
+    let bad_since = run(&args(&cfg, &["rejects", "--since", "last tuesday"])).await;
+
+    assert!(all.status.success(), "{all:?}");
+    let lines: Vec<&str> = all.stdout.lines().collect();
+    assert!(lines[0].starts_with("first seen"), "{all:?}");
+    let user_lines: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.contains(&format!("agent {AGENT} user ")))
+        .collect();
+    assert_eq!(user_lines.len(), 3, "{all:?}");
+    assert!(
+        user_lines[2].contains(&format!("agent {AGENT} user 2 ")),
+        "the oldest comes last: {all:?}"
+    );
+    assert!(user_lines[2].contains("duration"), "{all:?}");
+    assert_eq!(all.stdout.matches("\n    raw: {").count(), 3, "{all:?}");
+    assert!(all.stdout.contains("3 matching rejects"), "{all:?}");
+
+    assert!(user_2.status.success(), "{user_2:?}");
+    let doc = json_of(&user_2);
+    assert_eq!(doc["matching"], 1, "{doc:#}");
+    let only = &doc["rejects"][0];
+    assert_eq!(only["agent_id"], AGENT);
+    assert_eq!(only["user_id"], 2);
+    assert_eq!(only["activity_filter"], Value::Null);
+    assert_eq!(only["raw"], string_duration, "the item as served");
+    assert!(
+        only["reason"].as_str().unwrap().contains("duration"),
+        "{doc:#}"
+    );
+    assert!(only["list_position"].as_i64().is_some(), "{doc:#}");
+
+    let doc = json_of(&limited);
+    assert_eq!(doc["matching"], 3, "{doc:#}");
+    assert_eq!(doc["rejects"].as_array().unwrap().len(), 1, "{doc:#}");
+    assert_eq!(doc["rejects"][0]["user_id"], 1, "the newest first: {doc:#}");
+
+    let doc = json_of(&since_1d);
+    assert_eq!(doc["matching"], 2, "{doc:#}");
+    let raws: Vec<&Value> = doc["rejects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["raw"])
+        .collect();
+    assert!(
+        raws.contains(&&bad_visit_at) && raws.contains(&&no_user),
+        "{doc:#}"
+    );
+    assert!(since_at.status.success(), "{since_at:?}");
+    assert!(
+        since_at.stdout.contains("2 matching rejects"),
+        "{since_at:?}"
+    );
+    assert_eq!(json_of(&since_4d)["matching"], 3);
+
+    assert!(other_agent.status.success(), "{other_agent:?}");
+    assert_eq!(other_agent.stdout.trim(), "no rejects match");
+    assert_eq!(bad_since.status.code(), Some(2), "{bad_since:?}");
+    assert!(
+        bad_since.stderr.contains("last tuesday")
+            && bad_since.stderr.contains("neither a duration"),
+        "{bad_since:?}"
+    );
+    for out in [&all, &user_2, &limited, &since_at] {
+        assert!(!out.both().contains(TOKEN), "{out:?}");
+    }
 }
