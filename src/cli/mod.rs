@@ -8,6 +8,7 @@ mod output;
 mod bench;
 mod check;
 mod demo;
+mod generate;
 mod migrate;
 mod mock_api;
 mod only;
@@ -87,6 +88,19 @@ pub enum Command {
     /// Measure the performance workloads end to end (simulator and syncs as child processes,
     /// a fresh database `szb_bench` on the configured server) and print a table.
     Bench(bench::BenchArgs),
+    /// Print the shell completion script for SHELL (bash: source it; zsh: save it as `_szb-sync`
+    /// in your $fpath; fish: save it in ~/.config/fish/completions/).
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, szb-sync(1), as roff (`szb-sync man | man -l -`).
+    Man {
+        /// Write szb-sync.1 and a page per subcommand (szb-sync-sync.1, …) into this directory
+        /// instead.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 /// Runs a parsed command line.
@@ -102,6 +116,8 @@ pub async fn execute(cli: Cli) -> Result<ExitCode> {
         Command::Check { offline } => check::run(&settings()?, offline).await,
         Command::Status { json } => status::run(&settings()?, json).await,
         Command::Rejects(args) => rejects::run(&settings()?, args).await,
+        Command::Completions { shell } => Ok(generate::completions(shell)),
+        Command::Man { out_dir } => generate::man(out_dir.as_deref()),
         Command::Resync { agent_id, user_id } => resync::run(&settings()?, agent_id, user_id).await,
     }
 }

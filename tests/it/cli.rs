@@ -1,8 +1,13 @@
-//! The day-two behaviour of the real binary: `status` exit codes and `--json`, `sync --only`,
-//! `rejects`, and output into a closed pipe.
+//! The day-two commands of the real binary: `status` exit codes and `--json`, `sync --only`,
+//! `rejects`, output into a closed pipe, completions and man pages kept equal to the committed
+//! ones, and each subcommand's `--help`.
+
+use std::path::Path;
 
 use chrono::{DateTime, Utc};
+use clap::CommandFactory as _;
 use serde_json::{Value, json};
+use szb_sync::cli::Cli;
 use tempfile::NamedTempFile;
 
 use crate::helpers::{AGENT, TOKEN, TestDb, iso, sim_with, visits_of};
@@ -51,6 +56,8 @@ async fn printing_into_a_closed_pipe_ends_each_command_quietly_not_with_a_panic(
         vec!["--config", path, "status"],
         vec!["--config", path, "status", "--json"],
         vec!["--config", path, "rejects"],
+        vec!["completions", "bash"],
+        vec!["man"],
     ] {
         // The reader is gone before the command writes its first byte.
         let (reader, writer) = std::io::pipe().unwrap();
@@ -71,9 +78,10 @@ async fn printing_into_a_closed_pipe_ends_each_command_quietly_not_with_a_panic(
     );
 
     // And as a shell runs it: the first line reaches `head`, and szb-sync does not panic.
-    for cmd in [format!(
-        "{BIN:?} --config {path:?} check --offline | head -1"
-    )] {
+    for cmd in [
+        format!("{BIN:?} --config {path:?} check --offline | head -1"),
+        format!("{BIN:?} man | head -1"),
+    ] {
         let script = format!("{cmd}; echo \"szb-sync exited ${{PIPESTATUS[0]}}\" >&2");
         let out = finish(command("bash", &["-c", &script]).spawn().unwrap()).await;
         let code = out
@@ -339,5 +347,116 @@ async fn rejects_lists_the_rejected_items_newest_first_with_each_filter() {
     );
     for out in [&all, &user_2, &limited, &since_at] {
         assert!(!out.both().contains(TOKEN), "{out:?}");
+    }
+}
+
+/// The committed completion scripts: the shell, the file, under `deploy/completions/`.
+const COMPLETIONS: [(&str, &str); 3] = [
+    ("bash", "szb-sync.bash"),
+    ("zsh", "_szb-sync"),
+    ("fish", "szb-sync.fish"),
+];
+
+const REGENERATE: &str = "regenerate them with:\n  \
+    cargo run -- completions bash > deploy/completions/szb-sync.bash\n  \
+    cargo run -- completions zsh > deploy/completions/_szb-sync\n  \
+    cargo run -- completions fish > deploy/completions/szb-sync.fish\n  \
+    rm deploy/man/*.1 && cargo run -- man --out-dir deploy/man";
+
+fn committed(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}; {REGENERATE}", path.display()))
+}
+
+#[tokio::test]
+async fn completions_and_man_pages_equal_the_committed_files() {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let pages = tempfile::tempdir().unwrap();
+
+    let man = run(&["man"]).await;
+    let man_dir = run(&["man", "--out-dir", pages.path().to_str().unwrap()]).await;
+    let mut scripts = Vec::new();
+    for (shell, file) in COMPLETIONS {
+        scripts.push((file, run(&["completions", shell]).await));
+    }
+
+    for (file, out) in &scripts {
+        assert!(out.status.success(), "{out:?}");
+        let path = deploy.join("completions").join(file);
+        assert!(
+            out.stdout == committed(&path),
+            "{} is stale; {REGENERATE}",
+            path.display()
+        );
+        assert!(out.stdout.contains("rejects"), "{file}");
+    }
+    assert!(man.status.success(), "{man:?}");
+    assert!(man.stdout.starts_with(".ie \\n(.g .ds Aq"), "roff: {man:?}");
+    let main_page = deploy.join("man/szb-sync.1");
+    assert!(
+        man.stdout == committed(&main_page),
+        "{} is stale; {REGENERATE}",
+        main_page.display()
+    );
+    assert!(man_dir.status.success(), "{man_dir:?}");
+    let names = |dir: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    let generated = names(pages.path());
+    assert!(generated.contains(&"szb-sync-rejects.1".to_owned()));
+    assert_eq!(
+        generated,
+        names(&deploy.join("man")),
+        "the man pages in deploy/man; {REGENERATE}"
+    );
+    for name in &generated {
+        let path = deploy.join("man").join(name);
+        assert!(
+            std::fs::read_to_string(pages.path().join(name)).unwrap() == committed(&path),
+            "{} is stale; {REGENERATE}",
+            path.display()
+        );
+    }
+}
+
+#[tokio::test]
+async fn each_subcommand_help_describes_its_own_options() {
+    let cli = Cli::command();
+    cli.clone().debug_assert();
+    let mut undocumented = Vec::new();
+    for sub in cli.get_subcommands() {
+        assert!(sub.get_about().is_some(), "{} has no about", sub.get_name());
+        for arg in sub.get_arguments().filter(|a| !a.is_hide_set()) {
+            if arg.get_help().is_none() {
+                undocumented.push(format!("{} {}", sub.get_name(), arg.get_id()));
+            }
+        }
+    }
+    assert!(
+        undocumented.is_empty(),
+        "options without help: {undocumented:?}"
+    );
+
+    for (sub, option, words) in [
+        (
+            "sync",
+            "--only <AGENT:USER>",
+            "Sync only these configured pairs",
+        ),
+        ("status", "--json", "Print one JSON document"),
+        ("rejects", "--since <WHEN>", "first seen since then"),
+        ("rejects", "--limit <LIMIT>", "[default: 50]"),
+        ("completions", "<SHELL>", "possible values: bash"),
+        ("man", "--out-dir <DIR>", "a page per subcommand"),
+    ] {
+        let help = run(&[sub, "--help"]).await;
+        assert!(help.status.success(), "{sub} --help: {help:?}");
+        assert!(help.stdout.contains(option), "{sub} --help: {help:?}");
+        assert!(help.stdout.contains(words), "{sub} --help: {help:?}");
     }
 }

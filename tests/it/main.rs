@@ -1,7 +1,8 @@
 //! The integration tests, one binary: each module drives szb-sync against a real Postgres (a
 //! fresh database per test) and the built-in simulator, and asserts on the rows in the tables.
 //!
-//! - [`cli`]: the day-two behaviour of the binary: output into a closed pipe;
+//! - [`cli`]: the day-two commands: `status` exit codes and `--json`, `sync --only`, `rejects`,
+//!   a closed stdout, completions and man pages as committed, each subcommand's `--help`;
 //! - [`deploy`]: the systemd unit (verified, its sandbox scored) and `check --offline`;
 //! - [`sync`]: what lands in the tables, quiet resyncs, resumes, resync;
 //! - [`upstream_changes`]: open visits, purges, appends, ties, activity changes;
