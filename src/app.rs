@@ -117,7 +117,12 @@ impl App {
 
     /// One pass over every configured pair (`szb-sync sync`).
     pub async fn sync_once(&self, shutdown: &CancellationToken) -> SyncReport {
-        self.engine.sync_all(&self.pairs, shutdown).await
+        self.sync_pairs(&self.pairs, shutdown).await
+    }
+
+    /// One pass over these pairs, some of the configured ones (`szb-sync sync --only`).
+    pub async fn sync_pairs(&self, pairs: &[Pair], shutdown: &CancellationToken) -> SyncReport {
+        self.engine.sync_all(pairs, shutdown).await
     }
 
     /// Gives up this app's locks and leases' liveness at once (they also go when the process

@@ -189,7 +189,7 @@ pub(super) async fn run(settings: &Settings, args: BenchArgs) -> Result<ExitCode
     let mut url = url::Url::parse(settings.database.url.expose()).context("database.url")?;
     url.set_path("szb_bench");
     let db_url = Secret::new(url.to_string());
-    println!(
+    out!(
         "szb-sync bench → {} (dropped and created for each workload)\n",
         redact_url(db_url.expose())
     );
@@ -603,10 +603,10 @@ fn print_board(rows: &[(&Workload, u64, Measured)]) {
 }
 
 fn print_table(rows: &[(&Workload, u64, Measured)]) {
-    println!(
+    out!(
         "| workload | pairs | visits | requests | 429s | wall s | visits/s | vs baseline | peak RSS MiB | rows written |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |");
+    out!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |");
     for (w, users, m) in rows {
         let visits = m.sums.visits_inserted;
         let secs = m.wall.as_secs_f64();
@@ -657,7 +657,7 @@ fn print_table(rows: &[(&Workload, u64, Measured)]) {
                 m.sums.runs
             ),
         };
-        println!(
+        out!(
             "| {} | {users} | {visits} | {} | {} | {secs:.2} | {:.0} | {versus} | {:.1} | {} |",
             w.name,
             m.sim_requests,

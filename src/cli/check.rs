@@ -15,7 +15,7 @@ use crate::settings::Settings;
 
 pub(super) async fn run(settings: &Settings, offline: bool) -> Result<ExitCode> {
     let pairs = settings.pairs()?;
-    println!(
+    out!(
         "configuration: ok ({} targets, {} pairs)",
         settings.targets.len(),
         pairs.len()
@@ -29,13 +29,13 @@ pub(super) async fn run(settings: &Settings, offline: bool) -> Result<ExitCode> 
     let api = match App::build(settings) {
         Ok(app) => {
             match app.store().reachable().await {
-                Ok(()) => println!(
+                Ok(()) => out!(
                     "database: reachable at {}",
                     redact_url(settings.database.url.expose())
                 ),
                 Err(e) => {
                     ok = false;
-                    println!("database: FAILED: {}", chain(&e));
+                    out!("database: FAILED: {}", chain(&e));
                 }
             }
             app.store().close().await;
@@ -43,7 +43,7 @@ pub(super) async fn run(settings: &Settings, offline: bool) -> Result<ExitCode> 
         }
         Err(AppError::Store(e)) => {
             ok = false;
-            println!("database: FAILED: {}", chain(&e));
+            out!("database: FAILED: {}", chain(&e));
             ApiClient::new(&settings.api)?
         }
         Err(e) => return Err(e.into()),
@@ -61,13 +61,14 @@ pub(super) async fn run(settings: &Settings, offline: bool) -> Result<ExitCode> 
     };
     for (agent, pair) in agents {
         match api.fetch(&pair.key, &pair.token, &probe).await {
-            Ok(page) => println!(
+            Ok(page) => out!(
                 "agent {agent}: token accepted ({} visits for user {})",
-                page.total, pair.key.user_id
+                page.total,
+                pair.key.user_id
             ),
             Err(e) => {
                 ok = false;
-                println!("agent {agent}: FAILED: {}", chain(&e));
+                out!("agent {agent}: FAILED: {}", chain(&e));
             }
         }
     }

@@ -18,14 +18,14 @@ pub(super) async fn run(settings: &Settings) -> Result<ExitCode> {
     let world = demo_world::DEMO;
     let mut settings = settings.clone();
     let url = settings.database.url.clone();
-    println!("szb-sync demo → {}", redact_url(url.expose()));
+    out!("szb-sync demo → {}", redact_url(url.expose()));
     if Store::create_database_if_missing(&url).await? {
-        println!("  created the database");
+        out!("  created the database");
     }
 
     let sim = world.build();
     let server = sim.spawn().await.context("starting the simulator")?;
-    println!("  simulated platform at {}", server.base_url);
+    out!("  simulated platform at {}", server.base_url);
     settings.api.base_url = server.base_url.parse().context("simulator url")?;
     settings.api.token = None;
     settings.api.token_file = None;
@@ -48,39 +48,42 @@ pub(super) async fn run(settings: &Settings) -> Result<ExitCode> {
     store.forget_agents(&agent_ids).await?;
     let never = CancellationToken::new();
 
-    println!(
+    out!(
         "\n1. first sync: every visit of {} pairs",
         app.pairs().len()
     );
     let report = app.sync_once(&never).await;
-    println!("   {report}");
+    out!("   {report}");
 
     let (first_agent, first_user) = (world.agents[0].id, world.agents[0].users[0].id);
     sim.append_visits(first_agent, first_user, demo_world::DEMO_APPENDS);
     sim.extend_open_visits(chrono::Duration::minutes(12));
-    println!(
+    out!(
         "\n2. upstream moved on: {} new visits, one viewer still online for 12 more minutes",
         demo_world::DEMO_APPENDS
     );
     let report = app.sync_once(&never).await;
-    println!("   {report}");
+    out!("   {report}");
 
-    println!("\n3. a sync with nothing new upstream");
+    out!("\n3. a sync with nothing new upstream");
     let report = app.sync_once(&never).await;
-    println!("   {report}");
+    out!("   {report}");
 
     let (visits, activities) = store.count_for_agents(&agent_ids).await?;
-    println!("\nIn Postgres now: {visits} visits of {activities} activities. A sample query:\n");
-    println!(
+    out!("\nIn Postgres now: {visits} visits of {activities} activities. A sample query:\n");
+    out!(
         "{}\n",
         SAMPLE_QUERY.replace("$1", &format!("ARRAY{agent_ids:?}"))
     );
-    println!(
+    out!(
         "{:<24} {:>8} {:>7} {:>16}",
-        "activity", "viewers", "visits", "minutes_watched"
+        "activity",
+        "viewers",
+        "visits",
+        "minutes_watched"
     );
     for row in store.sample_query(&agent_ids).await? {
-        println!(
+        out!(
             "{:<24} {:>8} {:>7} {:>16}",
             row.activity.unwrap_or_else(|| "(deleted)".into()),
             row.viewers,
@@ -88,7 +91,7 @@ pub(super) async fn run(settings: &Settings) -> Result<ExitCode> {
             row.minutes_watched
         );
     }
-    println!(
+    out!(
         "\nTry: psql '{}' -c 'SELECT * FROM sync_runs ORDER BY id DESC LIMIT 5'",
         redact_url(url.expose())
     );

@@ -11,7 +11,7 @@ use crate::settings::Settings;
 pub(super) async fn run(settings: &Settings) -> Result<ExitCode> {
     let app = App::build(settings)?;
     app.migrate().await.context("applying migrations")?;
-    println!(
+    out!(
         "migrations applied to {}",
         redact_url(settings.database.url.expose())
     );

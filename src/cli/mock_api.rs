@@ -70,9 +70,9 @@ pub(super) async fn run(args: MockApiArgs) -> Result<ExitCode> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let listen = listener.local_addr().context("reading the bound address")?;
-    println!("simulated shangzhibo.tv API on http://{listen}");
+    out!("simulated shangzhibo.tv API on http://{listen}");
     for line in description {
-        println!("  {line}");
+        out!("  {line}");
     }
     if args.users.is_none() {
         // The user still online: the answer changes from one request to the next.
@@ -82,9 +82,11 @@ pub(super) async fn run(args: MockApiArgs) -> Result<ExitCode> {
             .iter()
             .find(|u| u.open)
             .unwrap_or(&agent.users[0]);
-        println!(
+        out!(
             "  try: curl -H 'Authorization: Bearer {}' 'http://{listen}/api/v3/agent/{}/user/{}/stats/visits?pageSize=2'",
-            agent.token, agent.id, user.id
+            agent.token,
+            agent.id,
+            user.id
         );
     }
     let shutdown = shutdown_on_signals();

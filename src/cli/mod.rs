@@ -1,11 +1,18 @@
 //! The `szb-sync` command line. `main.rs` parses it and calls [`execute`]; each subcommand has a
 //! file of its own here, and builds what it needs through [`crate::app::App`].
 
+// First, so that its `out!` is in scope in the files below.
+#[macro_use]
+mod output;
+
 mod bench;
 mod check;
 mod demo;
+mod generate;
 mod migrate;
 mod mock_api;
+mod only;
+mod rejects;
 mod resync;
 mod run;
 mod status;
@@ -40,7 +47,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// One pass over every configured pair, then exit (non-zero if any pair failed).
-    Sync,
+    Sync {
+        /// Sync only these configured pairs (comma-separated, or the option repeated). An entry
+        /// that is not a configured pair stops the command before anything syncs.
+        #[arg(long, value_name = "AGENT:USER", value_delimiter = ',')]
+        only: Vec<only::PairSelector>,
+    },
     /// The daemon: apply migrations, sync at start and on schedule.cron, stop cleanly on SIGTERM.
     Run,
     /// Apply the database migrations and exit.
@@ -51,8 +63,15 @@ pub enum Command {
         #[arg(long)]
         offline: bool,
     },
-    /// Show each pair's mark, last run and last error.
-    Status,
+    /// Show each pair's mark, last run and last error; exits 1 when a configured pair is failing.
+    Status {
+        /// Print one JSON document (`failing`, `pairs`) instead of the table; the exit code is
+        /// the same.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the items the platform sent that are not valid visits, newest first, with why.
+    Rejects(rejects::RejectsArgs),
     /// Forget the marks of configured pairs so the next sync re-reads them from the start
     /// (after rejects were fixed upstream, say). Stored visits stay.
     Resync {
@@ -70,6 +89,19 @@ pub enum Command {
     /// Measure the performance workloads end to end (simulator and syncs as child processes,
     /// a fresh database `szb_bench` on the configured server) and print a table.
     Bench(bench::BenchArgs),
+    /// Print the shell completion script for SHELL (bash: source it; zsh: save it as `_szb-sync`
+    /// in your $fpath; fish: save it in ~/.config/fish/completions/).
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, szb-sync(1), as roff (`szb-sync man | man -l -`).
+    Man {
+        /// Write szb-sync.1 and a page per subcommand (szb-sync-sync.1, …) into this directory
+        /// instead.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 /// Runs a parsed command line.
@@ -80,10 +112,13 @@ pub async fn execute(cli: Cli) -> Result<ExitCode> {
         Command::Bench(args) => bench::run(&settings()?, args).await,
         Command::MockApi(args) => mock_api::run(args).await,
         Command::Migrate => migrate::run(&settings()?).await,
-        Command::Sync => sync::run(&settings()?).await,
+        Command::Sync { only } => sync::run(&settings()?, &only).await,
         Command::Run => run::run(&settings()?, &cli.config).await,
         Command::Check { offline } => check::run(&settings()?, offline).await,
-        Command::Status => status::run(&settings()?).await,
+        Command::Status { json } => status::run(&settings()?, json).await,
+        Command::Rejects(args) => rejects::run(&settings()?, args).await,
+        Command::Completions { shell } => Ok(generate::completions(shell)),
+        Command::Man { out_dir } => generate::man(out_dir.as_deref()),
         Command::Resync { agent_id, user_id } => resync::run(&settings()?, agent_id, user_id).await,
     }
 }

@@ -27,13 +27,13 @@ pub(super) async fn run(
     }
     app.migrate().await.context("applying migrations")?;
     let outcome = app.store().forget_marks(&keys).await?;
-    println!(
+    out!(
         "forgot {} marks of {} matching pairs: their next sync re-reads them from the start",
         outcome.forgotten,
         keys.len()
     );
     for pair in &outcome.busy {
-        println!("{pair}: busy syncing in another process; run resync again when it is done");
+        out!("{pair}: busy syncing in another process; run resync again when it is done");
     }
     Ok(exit_code(outcome.busy.is_empty()))
 }

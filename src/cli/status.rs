@@ -1,14 +1,19 @@
 //! `szb-sync status`: each configured pair's mark, last run, last success and last error.
+//! Exits 1 when a configured pair is failing, so a wrapper or a probe can trust the code.
 
 use std::process::ExitCode;
 
 use anyhow::Result;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 
-use super::table;
+use super::{exit_code, output, table};
 use crate::app::App;
+use crate::domain::RunOutcome;
 use crate::settings::Settings;
+use crate::store::PairStatus;
 
-pub(super) async fn run(settings: &Settings) -> Result<ExitCode> {
+pub(super) async fn run(settings: &Settings, json: bool) -> Result<ExitCode> {
     settings.require_targets()?;
     let app = App::build(settings)?;
     app.store().reachable().await?;
@@ -22,25 +27,108 @@ pub(super) async fn run(settings: &Settings) -> Result<ExitCode> {
         .filter(|k| !configured.contains(k))
         .collect();
     let rows = app.store().status(&keys).await?;
-    println!(
+    let dropped = if dropped.is_empty() {
+        Vec::new()
+    } else {
+        app.store().status(&dropped).await?
+    };
+    let failing = rows.iter().filter(|r| is_failing(r)).count();
+    if json {
+        let pairs = rows
+            .iter()
+            .map(|r| PairJson::new(r, true))
+            .chain(dropped.iter().map(|r| PairJson::new(r, false)))
+            .collect();
+        output::json(&StatusJson { failing, pairs })?;
+        return Ok(exit_code(failing == 0));
+    }
+    out!(
         "{:<40} {:>9} {:>9} {:>9} {:>7}  {:<11} {:<20} {:<20}",
-        "pair", "settled", "upstream", "visits", "rejects", "last run", "finished", "last ok"
+        "pair",
+        "settled",
+        "upstream",
+        "visits",
+        "rejects",
+        "last run",
+        "finished",
+        "last ok"
     );
-    print_rows(rows);
+    print_rows(&rows);
     if !dropped.is_empty() {
-        println!(
+        out!(
             "\nnot configured ({} {}): kept in the tables with their marks; nothing syncs them",
             dropped.len(),
             if dropped.len() == 1 { "pair" } else { "pairs" }
         );
-        print_rows(app.store().status(&dropped).await?);
+        print_rows(&dropped);
     }
-    Ok(ExitCode::SUCCESS)
+    if failing > 0 {
+        out!("\n{failing} of {} configured pairs failing", rows.len());
+    }
+    Ok(exit_code(failing == 0))
 }
 
-fn print_rows(rows: Vec<crate::store::PairStatus>) {
+/// A pair whose last run failed, or that backs off after failures (a run of it may be going on
+/// right now).
+fn is_failing(r: &PairStatus) -> bool {
+    r.failures_in_row > 0 || r.last_outcome == Some(RunOutcome::Failed)
+}
+
+/// `status --json`: one document, the configured pairs first.
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    /// Configured pairs failing; the exit code is 1 when there are any.
+    failing: usize,
+    pairs: Vec<PairJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct PairJson<'a> {
+    agent_id: i64,
+    user_id: i64,
+    activity_filter: Option<&'a str>,
+    /// False for a pair the database knows but the configuration no longer lists.
+    configured: bool,
+    failing: bool,
+    settled: Option<i64>,
+    upstream_total: Option<i64>,
+    visits: i64,
+    rejects: i64,
+    last_outcome: Option<&'static str>,
+    last_finished_at: Option<DateTime<Utc>>,
+    last_ok_at: Option<DateTime<Utc>>,
+    last_error: Option<&'a str>,
+    lease_owner: Option<&'a str>,
+    failures_in_row: i32,
+    next_due_at: Option<DateTime<Utc>>,
+}
+
+impl<'a> PairJson<'a> {
+    fn new(r: &'a PairStatus, configured: bool) -> Self {
+        PairJson {
+            agent_id: r.pair.agent_id,
+            user_id: r.pair.user_id,
+            activity_filter: r.pair.activity_filter.as_deref(),
+            configured,
+            failing: is_failing(r),
+            settled: r.settled,
+            upstream_total: r.upstream_total,
+            visits: r.visits,
+            rejects: r.rejects,
+            last_outcome: r.last_outcome.map(RunOutcome::as_str),
+            last_finished_at: r.last_finished_at,
+            last_ok_at: r.last_ok_at,
+            last_error: r.last_error.as_deref(),
+            lease_owner: r.lease_owner.as_deref(),
+            failures_in_row: r.failures_in_row,
+            next_due_at: r.next_due_at,
+        }
+    }
+}
+
+fn print_rows(rows: &[PairStatus]) {
     for r in rows {
-        println!(
+        out!(
             "{:<40} {:>9} {:>9} {:>9} {:>7}  {:<11} {:<20} {:<20}",
             r.pair.to_string(),
             table::count(r.settled),
@@ -51,14 +139,14 @@ fn print_rows(rows: Vec<crate::store::PairStatus>) {
             table::time(r.last_finished_at),
             table::time(r.last_ok_at),
         );
-        if let Some(e) = r.last_error {
-            println!("    last error: {e}");
+        if let Some(e) = &r.last_error {
+            out!("    last error: {e}");
         }
         if let Some(owner) = &r.lease_owner {
-            println!("    syncing now on {owner}");
+            out!("    syncing now on {owner}");
         }
         if let Some(due) = r.next_due_at.filter(|_| r.failures_in_row > 0) {
-            println!(
+            out!(
                 "    backing off after {} failed {} in a row: next try at {}",
                 r.failures_in_row,
                 if r.failures_in_row == 1 {

@@ -8,21 +8,23 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::only::{self, PairSelector};
 use super::{exit_code, interrupted_code, shutdown_on_signals};
 use crate::app::App;
 use crate::settings::Settings;
 use crate::telemetry::live::PassView;
 
-pub(super) async fn run(settings: &Settings) -> Result<ExitCode> {
+pub(super) async fn run(settings: &Settings, only: &[PairSelector]) -> Result<ExitCode> {
     settings.require_targets()?;
     let app = App::build(settings)?;
+    let pairs = only::select(app.pairs(), only)?;
     app.migrate().await.context("applying migrations")?;
-    let progress = Progress::start(&app);
-    let report = app.sync_once(&shutdown_on_signals()).await;
+    let progress = Progress::start(&app, pairs.len());
+    let report = app.sync_pairs(&pairs, &shutdown_on_signals()).await;
     progress.finish();
     for p in &report.pairs {
         let t = &p.totals;
-        println!(
+        out!(
             "{:<40} {:<11} requests {:>4}  inserted {:>6}  updated {:>6}  settled {:>7}{}",
             p.pair.to_string(),
             p.outcome.to_string(),
@@ -36,7 +38,7 @@ pub(super) async fn run(settings: &Settings) -> Result<ExitCode> {
                 .unwrap_or_default()
         );
     }
-    println!("{report}");
+    out!("{report}");
     // Cut short by a signal: what was committed stays, but the pass is not whole.
     if let Some(code) = interrupted_code() {
         eprintln!("szb-sync: sync interrupted; the pairs not finished resume at the next sync");
@@ -54,7 +56,7 @@ struct Progress {
 }
 
 impl Progress {
-    fn start(app: &App) -> Self {
+    fn start(app: &App, pairs: usize) -> Self {
         if !std::io::stderr().is_terminal() {
             return Progress {
                 bar: ProgressBar::hidden(),
@@ -62,7 +64,7 @@ impl Progress {
             };
         }
         let bar = ProgressBar::with_draw_target(
-            Some(app.pairs().len() as u64),
+            Some(pairs as u64),
             ProgressDrawTarget::stderr_with_hz(4),
         );
         bar.set_style(

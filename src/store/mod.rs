@@ -8,6 +8,7 @@
 //! - [`runs`]: a run's totals and how failing pairs back off;
 //! - [`passes`]: the `sync_passes` rows, and pruning old history;
 //! - [`status`]: what `szb-sync status` shows, for every pair in one query;
+//! - [`rejects`]: what `szb-sync rejects` lists, filtered, in one query;
 //! - [`reports`]: reads for the demo and the benchmark;
 //! - [`board`]: reads for the status page and the metrics, one query per view.
 //!
@@ -55,6 +56,7 @@ mod board;
 mod leases;
 mod pages;
 mod passes;
+mod rejects;
 mod reports;
 mod runs;
 mod session;
@@ -70,6 +72,7 @@ pub use board::{PairCounts, PairPage, PairQuery, PairRow, PassRow, RejectRow, To
 pub use leases::{ClaimPlan, Claimed, Coordinator, DueAfter, FinishedRun, Survey, new_owner_id};
 pub use pages::{PageWrite, PageWritten};
 pub use passes::PassTotals;
+pub use rejects::{Reject, RejectFilter, Rejects};
 pub use reports::{RunSums, SAMPLE_QUERY, SampleRow, TickTotals};
 pub use runs::{Backoff, RunTotals};
 pub use session::{ForgetOutcome, PairLock, PairSession};

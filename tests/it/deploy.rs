@@ -221,6 +221,8 @@ fn the_debian_package_installs_the_binary_the_unit_the_config_the_user_and_the_d
             "-rw-r--r--",
         ),
         ("/usr/share/man/man1/szb-sync.1.gz", "-rw-r--r--"),
+        ("/usr/share/man/man1/szb-sync-sync.1.gz", "-rw-r--r--"),
+        ("/usr/share/man/man1/szb-sync-rejects.1.gz", "-rw-r--r--"),
         ("/usr/share/szb-sync/grafana/szb-sync.json", "-rw-r--r--"),
         ("/usr/share/szb-sync/prometheus/alerts.yml", "-rw-r--r--"),
     ] {

@@ -1,6 +1,8 @@
 //! The integration tests, one binary: each module drives szb-sync against a real Postgres (a
 //! fresh database per test) and the built-in simulator, and asserts on the rows in the tables.
 //!
+//! - [`cli`]: the day-two commands: `status` exit codes and `--json`, `sync --only`, `rejects`,
+//!   a closed stdout, completions and man pages as committed, each subcommand's `--help`;
 //! - [`deploy`]: the systemd unit (verified, its sandbox scored), `check --offline`, the Debian
 //!   package, the compose file, the image's build context, the alert rules and the dashboard;
 //! - [`http`]: the listener: metrics through promtool, health, the status page in Chromium;
@@ -14,6 +16,7 @@
 //!
 //! The property test over random upstream histories is its own binary, `tests/property.rs`.
 
+mod cli;
 mod deploy;
 mod faults;
 mod helpers;

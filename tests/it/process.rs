@@ -16,19 +16,24 @@ use tokio::process::{Child, Command};
 /// The simulator seed of this module's worlds.
 const SEED: u64 = 11;
 
-const BIN: &str = env!("CARGO_BIN_EXE_szb-sync");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_szb-sync");
 /// Every child gets this long before the test gives up on it (and `kill_on_drop` reaps it).
 const CHILD_LIMIT: Duration = Duration::from_secs(30);
 
 // ---- helpers --------------------------------------------------------------------------------
 
 /// One `[[targets]]` entry: agent, its token, its users.
-struct Tgt<'a>(i64, &'a str, &'a [i64]);
+pub(crate) struct Tgt<'a>(pub i64, pub &'a str, pub &'a [i64]);
 
 /// A config file pointing at `base_url` and `db_url`, fast retries. No windows are fetched
 /// ahead, so a pair's requests follow each other and a test can act at request N; one test
 /// turns fetching ahead back on.
-fn config(base_url: &str, db_url: &str, page_size: u32, targets: &[Tgt<'_>]) -> NamedTempFile {
+pub(crate) fn config(
+    base_url: &str,
+    db_url: &str,
+    page_size: u32,
+    targets: &[Tgt<'_>],
+) -> NamedTempFile {
     let mut toml = format!(
         "[database]\nurl = {db_url:?}\nmax_connections = 4\n\n\
          [api]\nbase_url = {base_url:?}\npage_size = {page_size}\ntimeout = \"5s\"\n\
@@ -44,7 +49,7 @@ fn config(base_url: &str, db_url: &str, page_size: u32, targets: &[Tgt<'_>]) -> 
     write_config(&toml)
 }
 
-fn write_config(toml: &str) -> NamedTempFile {
+pub(crate) fn write_config(toml: &str) -> NamedTempFile {
     let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
     std::io::Write::write_all(&mut file, toml.as_bytes()).unwrap();
     file
@@ -52,12 +57,12 @@ fn write_config(toml: &str) -> NamedTempFile {
 
 /// `szb-sync ARGS` with a clean environment (no `DATABASE_URL` or `SZB_…` of the test process
 /// leaks in), `RUST_LOG=warn`, and a working directory without `config/szb-sync.toml`.
-fn szb(args: &[&str]) -> Command {
+pub(crate) fn szb(args: &[&str]) -> Command {
     command(BIN, args)
 }
 
 /// `program ARGS` with the clean environment of [`szb`].
-fn command(program: &str, args: &[&str]) -> Command {
+pub(crate) fn command(program: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(program);
     cmd.args(args)
         .env_clear()
@@ -71,19 +76,19 @@ fn command(program: &str, args: &[&str]) -> Command {
     cmd
 }
 
-fn with_config<'a>(file: &'a NamedTempFile, command: &'a str) -> [&'a str; 3] {
+pub(crate) fn with_config<'a>(file: &'a NamedTempFile, command: &'a str) -> [&'a str; 3] {
     ["--config", file.path().to_str().unwrap(), command]
 }
 
 /// What a finished child left behind.
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 impl Finished {
-    fn both(&self) -> String {
+    pub fn both(&self) -> String {
         format!("{}\n{}", self.stdout, self.stderr)
     }
 }
@@ -98,7 +103,7 @@ impl std::fmt::Debug for Finished {
     }
 }
 
-async fn finish(child: Child) -> Finished {
+pub(crate) async fn finish(child: Child) -> Finished {
     let out = tokio::time::timeout(CHILD_LIMIT, child.wait_with_output())
         .await
         .expect("the child finishes in time")
@@ -110,7 +115,7 @@ async fn finish(child: Child) -> Finished {
     }
 }
 
-async fn run(args: &[&str]) -> Finished {
+pub(crate) async fn run(args: &[&str]) -> Finished {
     finish(szb(args).spawn().unwrap()).await
 }
 
@@ -750,7 +755,7 @@ async fn logs_go_to_journald_only_when_stderr_is_the_journal_stream() {
     }
     // A stream that is not stderr (a child that redirected it): text, as on a terminal.
     let other = std::fs::File::create(dir.path().join("other")).unwrap();
-    let status = check(format!("{}:{}", meta.dev(), meta.ino() + 1), other)
+    let status = check(format!("{}:{}", meta.dev(), meta.ino()), other)
         .spawn()
         .unwrap()
         .wait()

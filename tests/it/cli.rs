@@ -1,0 +1,462 @@
+//! The day-two commands of the real binary: `status` exit codes and `--json`, `sync --only`,
+//! `rejects`, output into a closed pipe, completions and man pages kept equal to the committed
+//! ones, and each subcommand's `--help`.
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use clap::CommandFactory as _;
+use serde_json::{Value, json};
+use szb_sync::cli::Cli;
+use tempfile::NamedTempFile;
+
+use crate::helpers::{AGENT, TOKEN, TestDb, iso, sim_with, visits_of};
+use crate::process::{BIN, Finished, Tgt, command, config, finish, run, szb, with_config};
+
+/// The simulator seed of this module's worlds.
+const SEED: u64 = 29;
+
+/// A second agent, and the wrong token a config gives it.
+const OTHER: i64 = 200_001;
+const WRONG: &str = "wrong-token-5d0a7c";
+
+/// `--config FILE` and then `rest`.
+fn args<'a>(cfg: &'a NamedTempFile, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--config", cfg.path().to_str().unwrap()];
+    args.extend_from_slice(rest);
+    args
+}
+
+fn json_of(out: &Finished) -> Value {
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {out:?}"))
+}
+
+/// The entry of `pairs` in a `status --json` document for this agent and user.
+fn pair_in(doc: &Value, agent: i64, user: i64) -> &Value {
+    doc["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["agent_id"] == agent && p["user_id"] == user)
+        .unwrap_or_else(|| panic!("no pair {agent}:{user} in {doc:#}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn printing_into_a_closed_pipe_ends_each_command_quietly_not_with_a_panic() {
+    let sim = sim_with(SEED, &[(1, 12)]);
+    let server = sim.spawn().await.unwrap();
+    let db = TestDb::new().await;
+    let cfg = config(&server.base_url, &db.url, 100, &[Tgt(AGENT, TOKEN, &[1])]);
+    let path = cfg.path().to_str().unwrap();
+
+    let mut outs = Vec::new();
+    for args in [
+        vec!["--config", path, "check", "--offline"],
+        vec!["--config", path, "sync"],
+        vec!["--config", path, "status"],
+        vec!["--config", path, "status", "--json"],
+        vec!["--config", path, "rejects"],
+        vec!["completions", "bash"],
+        vec!["man"],
+    ] {
+        // The reader is gone before the command writes its first byte.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let child = szb(&args).stdout(writer).spawn().unwrap();
+        outs.push((args, finish(child).await));
+    }
+
+    for (args, out) in &outs {
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {out:?}");
+        assert!(!out.stderr.contains("panicked"), "{args:?}: {out:?}");
+        assert!(!out.stderr.contains("Broken pipe"), "{args:?}: {out:?}");
+    }
+    assert_eq!(
+        visits_of(&db.pool, AGENT, 1).await.len(),
+        12,
+        "the sync's work was committed before it printed"
+    );
+
+    // And as a shell runs it: the first line reaches `head`, and szb-sync does not panic.
+    for cmd in [
+        format!("{BIN:?} --config {path:?} check --offline | head -1"),
+        format!("{BIN:?} man | head -1"),
+    ] {
+        let script = format!("{cmd}; echo \"szb-sync exited ${{PIPESTATUS[0]}}\" >&2");
+        let out = finish(command("bash", &["-c", &script]).spawn().unwrap()).await;
+        let code = out
+            .stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("szb-sync exited "))
+            .unwrap_or_else(|| panic!("{cmd}: {out:?}"));
+        assert!(code == "0" || code == "141", "{cmd}: {out:?}");
+        assert_eq!(out.stdout.lines().count(), 1, "{cmd}: {out:?}");
+        assert!(!out.stderr.contains("panicked"), "{cmd}: {out:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_exits_one_while_a_configured_pair_fails_and_json_says_which() {
+    let sim = sim_with(SEED, &[(1, 30)]);
+    sim.add_agent(OTHER, "right-token-200001");
+    sim.generate_visits(OTHER, 9, 12);
+    let server = sim.spawn().await.unwrap();
+    let db = TestDb::new().await;
+    let both = config(
+        &server.base_url,
+        &db.url,
+        100,
+        &[Tgt(AGENT, TOKEN, &[1]), Tgt(OTHER, WRONG, &[9])],
+    );
+    let sync = run(&with_config(&both, "sync")).await;
+    assert!(!sync.status.success(), "{sync:?}");
+
+    let table = run(&with_config(&both, "status")).await;
+    let json = run(&args(&both, &["status", "--json"])).await;
+
+    assert_eq!(table.status.code(), Some(1), "{table:?}");
+    assert!(
+        table.stdout.contains("1 of 2 configured pairs failing"),
+        "{table:?}"
+    );
+    assert_eq!(json.status.code(), Some(1), "{json:?}");
+    let doc = json_of(&json);
+    assert_eq!(doc["failing"], 1, "{doc:#}");
+    assert_eq!(doc["pairs"].as_array().unwrap().len(), 2, "{doc:#}");
+    let good = pair_in(&doc, AGENT, 1);
+    assert_eq!(good["configured"], true);
+    assert_eq!(good["failing"], false);
+    assert_eq!(good["last_outcome"], "ok");
+    assert_eq!(good["visits"], 30);
+    assert_eq!(good["upstream_total"], 30);
+    assert_eq!(good["rejects"], 0);
+    assert_eq!(good["failures_in_row"], 0);
+    assert_eq!(good["last_error"], Value::Null);
+    assert!(good["last_ok_at"].as_str().is_some(), "{good:#}");
+    assert!(good["settled"].as_i64().is_some_and(|s| s > 0), "{good:#}");
+    let bad = pair_in(&doc, OTHER, 9);
+    assert_eq!(bad["configured"], true);
+    assert_eq!(bad["failing"], true);
+    assert_eq!(bad["last_outcome"], "failed");
+    assert_eq!(bad["failures_in_row"], 1);
+    assert_eq!(bad["visits"], 0);
+    assert_eq!(bad["last_ok_at"], Value::Null);
+    assert!(
+        bad["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("agent 200001")),
+        "{bad:#}"
+    );
+    assert!(bad["next_due_at"].as_str().is_some(), "{bad:#}");
+    for out in [&sync, &table, &json] {
+        assert!(!out.both().contains(WRONG), "{out:?}");
+        assert!(!out.both().contains(TOKEN), "{out:?}");
+    }
+
+    // The failing pair leaves the config: it is still listed, not configured, and fails nothing.
+    let good_only = config(&server.base_url, &db.url, 100, &[Tgt(AGENT, TOKEN, &[1])]);
+    let table = run(&with_config(&good_only, "status")).await;
+    let json = run(&args(&good_only, &["status", "--json"])).await;
+
+    assert!(table.status.success(), "{table:?}");
+    assert!(!table.stdout.contains("failing"), "{table:?}");
+    assert!(json.status.success(), "{json:?}");
+    let doc = json_of(&json);
+    assert_eq!(doc["failing"], 0, "{doc:#}");
+    assert_eq!(pair_in(&doc, AGENT, 1)["configured"], true);
+    let dropped = pair_in(&doc, OTHER, 9);
+    assert_eq!(dropped["configured"], false);
+    assert_eq!(dropped["last_outcome"], "failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sync_only_syncs_the_named_pairs_and_refuses_entries_that_are_not_configured() {
+    let sim = sim_with(SEED, &[(1, 20), (2, 15), (3, 10)]);
+    let server = sim.spawn().await.unwrap();
+    let db = TestDb::new().await;
+    let cfg = config(
+        &server.base_url,
+        &db.url,
+        100,
+        &[Tgt(AGENT, TOKEN, &[1, 2, 3])],
+    );
+    let only = format!("{AGENT}:1,{AGENT}:3");
+
+    let sync = run(&args(&cfg, &["sync", "--only", &only])).await;
+
+    assert!(sync.status.success(), "{sync:?}");
+    assert!(sync.stdout.contains("2 pairs (0 failed)"), "{sync:?}");
+    assert_eq!(visits_of(&db.pool, AGENT, 1).await.len(), 20);
+    assert_eq!(visits_of(&db.pool, AGENT, 3).await.len(), 10);
+    assert!(visits_of(&db.pool, AGENT, 2).await.is_empty());
+    assert_eq!(sim.requests_for(AGENT, 2), 0, "user 2 was not asked for");
+
+    // One entry is not configured: the command names it and syncs nothing, not even user 2.
+    let not_configured = format!("{AGENT}:2,{AGENT}:99,7:1");
+    let refused = run(&args(&cfg, &["sync", "--only", &not_configured])).await;
+    let malformed = run(&args(&cfg, &["sync", "--only", "105131-2"])).await;
+    let not_an_id = run(&args(&cfg, &["sync", "--only", "105131:abc"])).await;
+
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(
+        refused.stderr.contains(&format!(
+            "--only {AGENT}:99, 7:1: not pairs of the configuration"
+        )),
+        "{refused:?}"
+    );
+    assert!(refused.stderr.contains("nothing was synced"), "{refused:?}");
+    assert!(!refused.stdout.contains("pairs ("), "{refused:?}");
+    assert!(visits_of(&db.pool, AGENT, 2).await.is_empty());
+    assert_eq!(sim.requests_for(AGENT, 2), 0);
+    for (bad, entry) in [(&malformed, "105131-2"), (&not_an_id, "105131:abc")] {
+        assert_eq!(bad.status.code(), Some(2), "a usage error: {bad:?}");
+        assert!(bad.stderr.contains(entry), "{bad:?}");
+        assert!(bad.stderr.contains("expected AGENT:USER"), "{bad:?}");
+    }
+
+    // Repeating the option works as a list does.
+    sim.reset_request_counts();
+    let sync = run(&args(
+        &cfg,
+        &["sync", "--only", "105131:2", "--only", "105131:1"],
+    ))
+    .await;
+
+    assert!(sync.status.success(), "{sync:?}");
+    assert!(sync.stdout.contains("2 pairs (0 failed)"), "{sync:?}");
+    assert_eq!(visits_of(&db.pool, AGENT, 2).await.len(), 15);
+    assert_eq!(sim.requests_for(AGENT, 3), 0, "user 3 was not asked for");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rejects_lists_the_rejected_items_newest_first_with_each_filter() {
+    let sim = sim_with(SEED, &[(1, 10), (2, 10)]);
+    let item = |user: i64, at: DateTime<Utc>| {
+        let activity = sim.visits(AGENT, user)[0].activity_id.clone();
+        json!({
+            "activity": null,
+            "visitAt": iso(at),
+            "lastOnlineAt": iso(at + chrono::Duration::minutes(4)),
+            "duration": 4,
+            "userId": user,
+            "activityId": activity,
+        })
+    };
+    let at = |user: i64, i: usize| {
+        sim.visits(AGENT, user)[i].visit_at + chrono::Duration::milliseconds(500)
+    };
+    let mut bad_visit_at = item(1, at(1, 2));
+    bad_visit_at["visitAt"] = json!("yesterday");
+    let mut no_user = item(1, at(1, 5));
+    no_user.as_object_mut().unwrap().remove("userId");
+    let mut string_duration = item(2, at(2, 3));
+    string_duration["duration"] = json!("4");
+    sim.insert_raw_item(AGENT, 1, at(1, 2), bad_visit_at.clone());
+    sim.insert_raw_item(AGENT, 1, at(1, 5), no_user.clone());
+    sim.insert_raw_item(AGENT, 2, at(2, 3), string_duration.clone());
+    let server = sim.spawn().await.unwrap();
+    let db = TestDb::new().await;
+    let cfg = config(
+        &server.base_url,
+        &db.url,
+        100,
+        &[Tgt(AGENT, TOKEN, &[1, 2])],
+    );
+    let sync = run(&args(&cfg, &["sync"])).await;
+    assert!(sync.status.success(), "{sync:?}");
+    // One of them was first seen three days ago.
+    sqlx::query(
+        "UPDATE sync_rejects SET first_seen_at = now() - interval '3 days' WHERE user_id = 2",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let two_days_ago = iso(Utc::now() - chrono::Duration::days(2));
+
+    let all = run(&args(&cfg, &["rejects"])).await;
+    let user_2 = run(&args(&cfg, &["rejects", "--user-id", "2", "--json"])).await;
+    let limited = run(&args(&cfg, &["rejects", "--limit", "1", "--json"])).await;
+    let since_1d = run(&args(&cfg, &["rejects", "--since", "1day", "--json"])).await;
+    let since_at = run(&args(&cfg, &["rejects", "--since", &two_days_ago])).await;
+    let since_4d = run(&args(&cfg, &["rejects", "--since", "4days", "--json"])).await;
+    let other_agent = run(&args(&cfg, &["rejects", "--agent-id", "7"])).await;
+    let bad_since = run(&args(&cfg, &["rejects", "--since", "last tuesday"])).await;
+
+    assert!(all.status.success(), "{all:?}");
+    let lines: Vec<&str> = all.stdout.lines().collect();
+    assert!(lines[0].starts_with("first seen"), "{all:?}");
+    let user_lines: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.contains(&format!("agent {AGENT} user ")))
+        .collect();
+    assert_eq!(user_lines.len(), 3, "{all:?}");
+    assert!(
+        user_lines[2].contains(&format!("agent {AGENT} user 2 ")),
+        "the oldest comes last: {all:?}"
+    );
+    assert!(user_lines[2].contains("duration"), "{all:?}");
+    assert_eq!(all.stdout.matches("\n    raw: {").count(), 3, "{all:?}");
+    assert!(all.stdout.contains("3 matching rejects"), "{all:?}");
+
+    assert!(user_2.status.success(), "{user_2:?}");
+    let doc = json_of(&user_2);
+    assert_eq!(doc["matching"], 1, "{doc:#}");
+    let only = &doc["rejects"][0];
+    assert_eq!(only["agent_id"], AGENT);
+    assert_eq!(only["user_id"], 2);
+    assert_eq!(only["activity_filter"], Value::Null);
+    assert_eq!(only["raw"], string_duration, "the item as served");
+    assert!(
+        only["reason"].as_str().unwrap().contains("duration"),
+        "{doc:#}"
+    );
+    assert!(only["list_position"].as_i64().is_some(), "{doc:#}");
+
+    let doc = json_of(&limited);
+    assert_eq!(doc["matching"], 3, "{doc:#}");
+    assert_eq!(doc["rejects"].as_array().unwrap().len(), 1, "{doc:#}");
+    assert_eq!(doc["rejects"][0]["user_id"], 1, "the newest first: {doc:#}");
+
+    let doc = json_of(&since_1d);
+    assert_eq!(doc["matching"], 2, "{doc:#}");
+    let raws: Vec<&Value> = doc["rejects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["raw"])
+        .collect();
+    assert!(
+        raws.contains(&&bad_visit_at) && raws.contains(&&no_user),
+        "{doc:#}"
+    );
+    assert!(since_at.status.success(), "{since_at:?}");
+    assert!(
+        since_at.stdout.contains("2 matching rejects"),
+        "{since_at:?}"
+    );
+    assert_eq!(json_of(&since_4d)["matching"], 3);
+
+    assert!(other_agent.status.success(), "{other_agent:?}");
+    assert_eq!(other_agent.stdout.trim(), "no rejects match");
+    assert_eq!(bad_since.status.code(), Some(2), "{bad_since:?}");
+    assert!(
+        bad_since.stderr.contains("last tuesday")
+            && bad_since.stderr.contains("neither a duration"),
+        "{bad_since:?}"
+    );
+    for out in [&all, &user_2, &limited, &since_at] {
+        assert!(!out.both().contains(TOKEN), "{out:?}");
+    }
+}
+
+/// The committed completion scripts: the shell, the file, under `deploy/completions/`.
+const COMPLETIONS: [(&str, &str); 3] = [
+    ("bash", "szb-sync.bash"),
+    ("zsh", "_szb-sync"),
+    ("fish", "szb-sync.fish"),
+];
+
+const REGENERATE: &str = "regenerate them with:\n  \
+    cargo run -- completions bash > deploy/completions/szb-sync.bash\n  \
+    cargo run -- completions zsh > deploy/completions/_szb-sync\n  \
+    cargo run -- completions fish > deploy/completions/szb-sync.fish\n  \
+    rm deploy/man/*.1 && cargo run -- man --out-dir deploy/man";
+
+fn committed(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}; {REGENERATE}", path.display()))
+}
+
+#[tokio::test]
+async fn completions_and_man_pages_equal_the_committed_files() {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let pages = tempfile::tempdir().unwrap();
+
+    let man = run(&["man"]).await;
+    let man_dir = run(&["man", "--out-dir", pages.path().to_str().unwrap()]).await;
+    let mut scripts = Vec::new();
+    for (shell, file) in COMPLETIONS {
+        scripts.push((file, run(&["completions", shell]).await));
+    }
+
+    for (file, out) in &scripts {
+        assert!(out.status.success(), "{out:?}");
+        let path = deploy.join("completions").join(file);
+        assert!(
+            out.stdout == committed(&path),
+            "{} is stale; {REGENERATE}",
+            path.display()
+        );
+        assert!(out.stdout.contains("rejects"), "{file}");
+    }
+    assert!(man.status.success(), "{man:?}");
+    assert!(man.stdout.starts_with(".ie \\n(.g .ds Aq"), "roff: {man:?}");
+    let main_page = deploy.join("man/szb-sync.1");
+    assert!(
+        man.stdout == committed(&main_page),
+        "{} is stale; {REGENERATE}",
+        main_page.display()
+    );
+    assert!(man_dir.status.success(), "{man_dir:?}");
+    let names = |dir: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    let generated = names(pages.path());
+    assert!(generated.contains(&"szb-sync-rejects.1".to_owned()));
+    assert_eq!(
+        generated,
+        names(&deploy.join("man")),
+        "the man pages in deploy/man; {REGENERATE}"
+    );
+    for name in &generated {
+        let path = deploy.join("man").join(name);
+        assert!(
+            std::fs::read_to_string(pages.path().join(name)).unwrap() == committed(&path),
+            "{} is stale; {REGENERATE}",
+            path.display()
+        );
+    }
+}
+
+#[tokio::test]
+async fn each_subcommand_help_describes_its_own_options() {
+    let cli = Cli::command();
+    cli.clone().debug_assert();
+    let mut undocumented = Vec::new();
+    for sub in cli.get_subcommands() {
+        assert!(sub.get_about().is_some(), "{} has no about", sub.get_name());
+        for arg in sub.get_arguments().filter(|a| !a.is_hide_set()) {
+            if arg.get_help().is_none() {
+                undocumented.push(format!("{} {}", sub.get_name(), arg.get_id()));
+            }
+        }
+    }
+    assert!(
+        undocumented.is_empty(),
+        "options without help: {undocumented:?}"
+    );
+
+    for (sub, option, words) in [
+        (
+            "sync",
+            "--only <AGENT:USER>",
+            "Sync only these configured pairs",
+        ),
+        ("status", "--json", "Print one JSON document"),
+        ("rejects", "--since <WHEN>", "first seen since then"),
+        ("rejects", "--limit <LIMIT>", "[default: 50]"),
+        ("completions", "<SHELL>", "possible values: bash"),
+        ("man", "--out-dir <DIR>", "a page per subcommand"),
+    ] {
+        let help = run(&[sub, "--help"]).await;
+        assert!(help.status.success(), "{sub} --help: {help:?}");
+        assert!(help.stdout.contains(option), "{sub} --help: {help:?}");
+        assert!(help.stdout.contains(words), "{sub} --help: {help:?}");
+    }
+}
