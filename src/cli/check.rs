@@ -14,6 +14,9 @@ use crate::secret::redact_url;
 use crate::settings::Settings;
 
 pub(super) async fn run(settings: &Settings, offline: bool) -> Result<ExitCode> {
+    // What `run` refuses, `check` (the unit's ExecStartPre) refuses first: a service with no
+    // targets would otherwise start, fail and restart forever.
+    settings.require_targets()?;
     let pairs = settings.pairs()?;
     out!(
         "configuration: ok ({} targets, {} pairs)",

@@ -425,11 +425,19 @@ fn the_packaged_config_is_the_example_with_the_token_left_to_the_unit() {
         if let Some(t) = targets {
             cmd.env("SZB_TARGETS", t);
         }
-        let out = cmd.output().unwrap();
-        stdout_of(&out, "check --offline with the packaged config")
+        cmd.output().unwrap()
     };
-    assert!(check(None).contains("configuration: ok (0 targets, 0 pairs)"));
-    let with_target = check(Some("[{agent_id=105131, user_ids=[15460259]}]"));
+    // As installed, with no targets listed yet: the unit's ExecStartPre refuses to start.
+    let unconfigured = check(None);
+    assert!(!unconfigured.status.success());
+    assert!(
+        String::from_utf8_lossy(&unconfigured.stderr).contains("[[targets]]"),
+        "{unconfigured:?}"
+    );
+    let with_target = stdout_of(
+        &check(Some("[{agent_id=105131, user_ids=[15460259]}]")),
+        "check --offline with the packaged config",
+    );
     assert!(
         with_target.contains("configuration: ok (1 targets, 1 pairs)"),
         "{with_target}"
@@ -571,12 +579,13 @@ fn docker_compose_config_has_a_healthy_db_the_token_as_a_secret_and_the_port_pub
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("SZB_API__TOKEN_FILE", &token)
+        .env("SZB_TARGETS", "[{agent_id=105131, user_ids=[15460259]}]")
         .current_dir(dir.path())
         .output()
         .unwrap();
     let out = stdout_of(&out, "check --offline with the app's environment");
     assert!(
-        out.contains("configuration: ok (0 targets, 0 pairs)"),
+        out.contains("configuration: ok (1 targets, 1 pairs)"),
         "{out}"
     );
 }
