@@ -255,9 +255,10 @@ fn lag_after(cron: &str) -> Duration {
 }
 
 /// Takes each reloaded configuration's pairs, or refuses it and keeps the running ones. Keys
-/// that only a restart applies are named.
+/// that only a restart applies are named, against the settings the process started with (the
+/// ones it still runs on).
 async fn apply_reloads(
-    mut current: Settings,
+    running: Settings,
     mut reloads: mpsc::Receiver<Settings>,
     targets: watch::Sender<Arc<Vec<Pair>>>,
     metrics: Arc<crate::telemetry::metrics::Metrics>,
@@ -270,7 +271,7 @@ async fn apply_reloads(
                 continue;
             }
         };
-        let restart = current.restart_needed_for(&next);
+        let restart = running.restart_needed_for(&next);
         if !restart.is_empty() {
             tracing::warn!(
                 keys = restart.join(", "),
@@ -288,6 +289,5 @@ async fn apply_reloads(
         );
         metrics.know_agents(pairs.iter().map(|p| p.key.agent_id));
         targets.send_replace(Arc::new(pairs));
-        current = next;
     }
 }

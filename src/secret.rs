@@ -20,6 +20,15 @@ impl Secret {
         &self.0
     }
 
+    /// `text` with every occurrence of this secret replaced by `[redacted]`.
+    pub fn redact_in(&self, text: &str) -> String {
+        if self.is_empty() {
+            text.to_owned()
+        } else {
+            text.replace(self.expose(), "[redacted]")
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.trim().is_empty()
     }

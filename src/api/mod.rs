@@ -167,22 +167,22 @@ impl ApiClient {
         Ok(page)
     }
 
-    /// One attempt, told to the feed: its status (or that none came) and how long it took.
+    /// One attempt, told to the feed: its status (or that none came) and how long it took. An
+    /// attempt dropped in flight (a fetch ahead that was aborted) is told too, without an answer,
+    /// so the feed's requests are the requests made.
     async fn fetch_once(
         &self,
         pair: &PairKey,
         token: &Secret,
         window: &Window,
     ) -> Result<FetchedPage, ApiError> {
-        let started = std::time::Instant::now();
-        let mut answer = Answer::NoAnswer;
-        let page = self.attempt(pair, token, window, &mut answer).await;
-        self.feed.emit(Event::Request {
+        let mut told = Told {
+            feed: &self.feed,
             agent_id: pair.agent_id,
-            answer,
-            elapsed: started.elapsed(),
-        });
-        page
+            started: std::time::Instant::now(),
+            answer: Answer::NoAnswer,
+        };
+        self.attempt(pair, token, window, &mut told.answer).await
     }
 
     async fn attempt(
@@ -200,11 +200,11 @@ impl ApiClient {
             .await
             .map_err(|e| self.transport_error(e))?;
         let status = response.status();
+        *answer = Answer::Status(status.as_u16());
         let local_now = Utc::now();
         let (server_date, retry_after) = clocks(response.headers(), local_now);
         let upstream_now = server_date.unwrap_or(local_now);
         let body = self.read_body(response).await?;
-        *answer = Answer::Status(status.as_u16());
         if !status.is_success() {
             return Err(status_error(status, pair, retry_after, &body));
         }
@@ -245,6 +245,24 @@ impl ApiClient {
             // reqwest's message names the URL (no token: that travels in a header) and the cause.
             ApiError::Transport(crate::error::chain(&e))
         }
+    }
+}
+
+/// Tells the feed of one attempt when dropped: at its end, or when it is dropped in flight.
+struct Told<'a> {
+    feed: &'a Feed,
+    agent_id: i64,
+    started: std::time::Instant,
+    answer: Answer,
+}
+
+impl Drop for Told<'_> {
+    fn drop(&mut self) {
+        self.feed.emit(Event::Request {
+            agent_id: self.agent_id,
+            answer: self.answer,
+            elapsed: self.started.elapsed(),
+        });
     }
 }
 

@@ -40,7 +40,11 @@ pub(super) async fn run(settings: &Settings, only: &[PairSelector]) -> Result<Ex
     }
     out!("{report}");
     // Cut short by a signal: what was committed stays, but the pass is not whole.
-    if let Some(code) = interrupted_code() {
+    let cut_short = report
+        .pairs
+        .iter()
+        .any(|p| p.outcome == crate::domain::RunOutcome::Interrupted);
+    if let Some(code) = interrupted_code().filter(|_| cut_short) {
         eprintln!("szb-sync: sync interrupted; the pairs not finished resume at the next sync");
         return Ok(code);
     }

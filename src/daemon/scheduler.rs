@@ -130,17 +130,10 @@ pub async fn run(
                     plan.due_by.map_or_else(|| "now".to_owned(), |t| t.to_rfc3339()),
                     pairs.len()
                 ));
-                let pass = engine.sync_due(&pairs, plan, shutdown);
-                tokio::pin!(pass);
-                let report = loop {
-                    tokio::select! {
-                        report = &mut pass => break report,
-                        _ = beat.tick() => {}
-                    }
-                };
                 live.set_next_pass(plan.next_due);
+                let report = beat.during(engine.sync_due(&pairs, plan, shutdown)).await;
                 notify::status(&format!("last pass: {report}"));
-                match engine.prune_history(schedule.keep_runs).await {
+                match beat.during(engine.prune_history(schedule.keep_runs)).await {
                     Ok(0) => {}
                     Ok(pruned) => tracing::info!(pruned, "old sync_runs and sync_passes rows pruned"),
                     Err(e) => tracing::warn!(error = %crate::error::chain(&e), "pruning old history failed"),
@@ -183,6 +176,17 @@ impl<'a> Beat<'a> {
             every,
             watchdog,
             pinged: None,
+        }
+    }
+
+    /// Runs `work` to its end, beating meanwhile.
+    async fn during<T>(&mut self, work: impl std::future::Future<Output = T>) -> T {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                _ = self.tick() => {}
+            }
         }
     }
 

@@ -311,7 +311,9 @@ impl Engine {
         );
         let (outcome, error) = match walked.ended {
             Ok(outcome) => (outcome, None),
-            Err(e) => (RunOutcome::Failed, Some(chain(&e))),
+            // The error may quote the upstream's answer; should it echo the token, the stored
+            // error, the logs and the status page still never show it.
+            Err(e) => (RunOutcome::Failed, Some(pair.token.redact_in(&chain(&e)))),
         };
         let report = PairReport {
             pair: key.clone(),

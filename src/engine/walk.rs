@@ -162,7 +162,7 @@ impl Engine {
                         })
                         .await?;
                     tracing::debug!(pair = %pair.key, write_ms = started.elapsed().as_millis() as u64, "page written");
-                    self.written(pair, &mut totals, &written, false);
+                    self.written(pair, &mut totals, &written, entries.len(), false);
                 }
                 for set_aside in stale.drain(..) {
                     let Some(page) = set_aside.task.wait(shutdown).await else {
@@ -182,7 +182,7 @@ impl Engine {
                             set_aside: true,
                         })
                         .await?;
-                    self.written(pair, &mut totals, &written, true);
+                    self.written(pair, &mut totals, &written, 0, true);
                 }
                 if let Some(err) = decision.give_up {
                     return Err(err.into());
@@ -200,7 +200,14 @@ impl Engine {
     }
 
     /// Counts a committed page in the run's totals, and tells the feed.
-    fn written(&self, pair: &Pair, totals: &mut RunTotals, written: &PageWritten, set_aside: bool) {
+    fn written(
+        &self,
+        pair: &Pair,
+        totals: &mut RunTotals,
+        written: &PageWritten,
+        read: usize,
+        set_aside: bool,
+    ) {
         totals.visits_inserted += written.visits_inserted;
         totals.visits_updated += written.visits_updated;
         totals.activities_written += written.activities_written;
@@ -215,6 +222,7 @@ impl Engine {
                 activities_written: written.activities_written,
                 rejects: written.rejects,
             },
+            read: read as u64,
             set_aside,
         });
     }

@@ -91,15 +91,21 @@ pub async fn serve(
 /// `/metrics`: the counters as the feed left them, and the state gauges from one query.
 async fn metrics(State(board): State<Board>) -> Response {
     let metrics = &board.telemetry.metrics;
-    match board.store.pair_counts(&board.keys()).await {
-        Ok(c) => metrics.set_pair_states(&PairStates {
+    // A scrape never waits long on a busy database: the gauges keep their last values.
+    let keys = board.keys();
+    let counts = tokio::time::timeout(Duration::from_secs(2), board.store.pair_counts(&keys));
+    match counts.await {
+        Err(_) => tracing::warn!(
+            "metrics: counting pairs by state took over 2 s; the state gauges keep their last values"
+        ),
+        Ok(Ok(c)) => metrics.set_pair_states(&PairStates {
             ok: c.ok,
             failing: c.failing,
             never_synced: c.never_synced,
             oldest_sync_age_seconds: c.oldest_sync_age_seconds,
         }),
         // The counters are still worth a scrape; the gauges keep their last values.
-        Err(e) => {
+        Ok(Err(e)) => {
             tracing::warn!(error = %crate::error::chain(&e), "metrics: could not count pairs by state")
         }
     }

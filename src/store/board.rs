@@ -88,6 +88,10 @@ pub struct PassRow {
     pub failures: i64,
 }
 
+/// A pair is failing while its last run failed or it backs off after failures (what `status`
+/// exits 1 for), as SQL over `s`, its `sync_state` row.
+const FAILING: &str = "coalesce(s.failures_in_row > 0 OR s.last_outcome = 'failed', false)";
+
 /// The configured pairs as SQL rows `p (agent_id, user_id, activity_filter)`.
 const CONFIGURED: &str = "p AS (SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[]) AS p (agent_id, user_id, activity_filter))";
 
@@ -114,14 +118,14 @@ impl Store {
     pub async fn pair_counts(&self, pairs: &[PairKey]) -> Result<PairCounts, StoreError> {
         let (agents, users, filters) = keys(pairs);
         let row = sqlx::query(AssertSqlSafe(format!(
-            "WITH {CONFIGURED}
-             SELECT count(*) FILTER (WHERE s.failures_in_row > 0) AS failing,
-                    count(*) FILTER (WHERE coalesce(s.failures_in_row, 0) = 0
-                                       AND s.last_success_at IS NULL) AS never_synced,
-                    count(*) FILTER (WHERE s.failures_in_row = 0
-                                       AND s.last_success_at IS NOT NULL) AS ok,
-                    extract(epoch FROM now() - min(s.last_success_at))::float8 AS oldest
-               FROM p LEFT JOIN sync_state s USING (agent_id, user_id, activity_filter)"
+            "WITH {CONFIGURED},
+             j AS (SELECT {FAILING} AS failing, s.last_success_at
+                     FROM p LEFT JOIN sync_state s USING (agent_id, user_id, activity_filter))
+             SELECT count(*) FILTER (WHERE failing) AS failing,
+                    count(*) FILTER (WHERE NOT failing AND last_success_at IS NULL) AS never_synced,
+                    count(*) FILTER (WHERE NOT failing AND last_success_at IS NOT NULL) AS ok,
+                    extract(epoch FROM now() - min(last_success_at))::float8 AS oldest
+               FROM j"
         )))
         .bind(agents)
         .bind(users)
@@ -154,17 +158,21 @@ impl Store {
                         s.last_error, coalesce(s.failures_in_row, 0) AS failures_in_row,
                         CASE WHEN s.next_due_at > now() THEN s.next_due_at END AS next_due_at,
                         CASE WHEN s.lease_expires_at > now() THEN s.lease_owner END AS lease_owner,
-                        CASE WHEN s.failures_in_row > 0 THEN 0
+                        CASE WHEN {FAILING} THEN 0
                              WHEN s.last_success_at IS NULL THEN 1
                              WHEN s.last_success_at < now() - make_interval(secs => $4) THEN 2
                              ELSE 3 END AS rank
                    FROM p LEFT JOIN sync_state s USING (agent_id, user_id, activity_filter)
                   WHERE ($5::int8 IS NULL OR p.agent_id = $5)
-                    AND ($6::int8 IS NULL OR p.user_id = $6))
-             SELECT *, count(*) OVER () AS matching FROM j
-              WHERE NOT $7 OR rank < 3
-              ORDER BY rank, last_success_at NULLS FIRST, agent_id, user_id, activity_filter
-              OFFSET $8 LIMIT $9"
+                    AND ($6::int8 IS NULL OR p.user_id = $6)),
+             f AS (SELECT * FROM j WHERE NOT $7 OR rank < 3)
+             -- The count comes even with a page past the end, which then has no rows.
+             SELECT m.matching, pg.*
+               FROM (SELECT count(*) AS matching FROM f) m
+               LEFT JOIN LATERAL (
+                    SELECT * FROM f
+                     ORDER BY rank, last_success_at NULLS FIRST, agent_id, user_id, activity_filter
+                    OFFSET $8 LIMIT $9) pg ON true"
         )))
         .bind(agents)
         .bind(users)
@@ -181,6 +189,7 @@ impl Store {
         let matching = rows.first().map_or(0, |r| r.get("matching"));
         let rows = rows
             .into_iter()
+            .filter(|row| row.get::<Option<i64>, _>("agent_id").is_some())
             .map(|row| PairRow {
                 pair: key_of(&row),
                 state: match row.get::<i32, _>("rank") {
@@ -210,9 +219,13 @@ impl Store {
         limit: i64,
     ) -> Result<(i64, Vec<RejectRow>), StoreError> {
         let rows = sqlx::query(
-            "SELECT agent_id, user_id, activity_filter, reason, raw::text AS raw, list_position,
-                    first_seen_at, count(*) OVER () AS matching
-               FROM sync_rejects ORDER BY first_seen_at DESC, id DESC OFFSET $1 LIMIT $2",
+            "SELECT m.matching, pg.*
+               FROM (SELECT count(*) AS matching FROM sync_rejects) m
+               LEFT JOIN LATERAL (
+                    SELECT agent_id, user_id, activity_filter, reason, raw::text AS raw,
+                           list_position, first_seen_at
+                      FROM sync_rejects ORDER BY first_seen_at DESC, id DESC
+                    OFFSET $1 LIMIT $2) pg ON true",
         )
         .bind(offset.max(0))
         .bind(limit.clamp(1, 500))
@@ -222,6 +235,7 @@ impl Store {
         let matching = rows.first().map_or(0, |r| r.get("matching"));
         let rows = rows
             .into_iter()
+            .filter(|row| row.get::<Option<i64>, _>("agent_id").is_some())
             .map(|row| RejectRow {
                 pair: key_of(&row),
                 reason: row.get("reason"),

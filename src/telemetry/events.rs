@@ -67,6 +67,8 @@ pub enum Event<'a> {
     PageWritten {
         pair: &'a PairKey,
         counts: Counts,
+        /// Items of the list this page read past the mark, written or unchanged.
+        read: u64,
         /// A page fetched ahead that the walk could not place: written, with no mark.
         set_aside: bool,
     },
@@ -174,6 +176,7 @@ mod tests {
                 visits_updated: 1,
                 ..Counts::default()
             },
+            read: n + 1,
             set_aside: false,
         };
 

@@ -2,13 +2,14 @@
 //! the status page's "passes" view and the progress bar of `szb-sync sync` show), and what the
 //! health checks read: migrations applied, the schedule loop's last beat, the next pass.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
 use super::events::{Counts, Event, Observer};
-use crate::domain::RunOutcome;
+use crate::domain::{PairKey, RunOutcome};
 
 /// One pass, as far as it got.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,7 +36,11 @@ pub struct PassView {
 #[derive(Debug, Default)]
 struct State {
     current: Option<(PassView, Instant)>,
+    /// Visits each pair of the current pass has left to read.
+    left: HashMap<PairKey, u64>,
     last: Option<PassView>,
+    /// The last pass that ran at least one pair (a pass whose pairs all back off runs none).
+    last_busy: Option<PassView>,
     migrated: bool,
     beat: Option<Instant>,
     next_pass: Option<DateTime<Utc>>,
@@ -64,6 +69,11 @@ impl Live {
     /// The last pass that ended, if any.
     pub fn last(&self) -> Option<PassView> {
         self.lock().last.clone()
+    }
+
+    /// The last pass that ran at least one pair, if any: what a failure of every pair shows in.
+    pub fn last_busy(&self) -> Option<PassView> {
+        self.lock().last_busy.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -104,6 +114,7 @@ impl Observer for Live {
         let mut state = self.lock();
         match *event {
             Event::PassStarted { pairs, due_by } => {
+                state.left.clear();
                 state.current = Some((
                     PassView {
                         started_at: Utc::now(),
@@ -132,7 +143,8 @@ impl Observer for Live {
                     .current
                     .take()
                     .map_or_else(|| (Utc::now(), None), |(v, _)| (v.started_at, v.due_by));
-                state.last = Some(PassView {
+                state.left.clear();
+                let view = PassView {
                     started_at,
                     due_by,
                     pairs,
@@ -143,35 +155,127 @@ impl Observer for Live {
                     elapsed,
                     outcome: Some(outcome),
                     errors: errors.to_vec(),
-                });
+                };
+                if pairs > 0 || !errors.is_empty() {
+                    state.last_busy = Some(view.clone());
+                }
+                state.last = Some(view);
             }
             _ => {
-                let Some((view, _)) = state.current.as_mut() else {
+                let State { current, left, .. } = &mut *state;
+                let Some((view, _)) = current.as_mut() else {
                     return;
                 };
                 match *event {
                     Event::Request { .. } => view.counts.requests += 1,
-                    Event::ListSize { total, settled, .. } => {
-                        view.visits_left += u64::try_from(total - settled).unwrap_or(0);
+                    Event::ListSize {
+                        pair,
+                        total,
+                        settled,
+                    } => {
+                        let n = u64::try_from(total - settled).unwrap_or(0);
+                        view.visits_left += n;
+                        left.insert(pair.clone(), n);
                     }
-                    Event::PageWritten { counts, .. } => {
+                    Event::PageWritten {
+                        pair, counts, read, ..
+                    } => {
                         view.counts.pages += counts.pages;
                         view.counts.visits_inserted += counts.visits_inserted;
                         view.counts.visits_updated += counts.visits_updated;
                         view.counts.activities_written += counts.activities_written;
                         view.counts.rejects += counts.rejects;
-                        let read = counts.visits_written() + counts.rejects;
-                        view.visits_left = view.visits_left.saturating_sub(read);
+                        if let Some(n) = left.get_mut(pair) {
+                            let done = read.min(*n);
+                            *n -= done;
+                            view.visits_left = view.visits_left.saturating_sub(done);
+                        }
                     }
-                    Event::PairFinished { outcome, .. } => {
+                    Event::PairFinished { pair, outcome, .. } => {
                         view.done += 1;
                         if outcome == RunOutcome::Failed {
                             view.failed += 1;
+                        }
+                        // Whatever it did not read, it will not read in this pass.
+                        if let Some(n) = left.remove(pair) {
+                            view.visits_left = view.visits_left.saturating_sub(n);
                         }
                     }
                     _ => {}
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pass_finished(live: &Live, pairs: usize, failed: usize) {
+        live.on(&Event::PassFinished {
+            outcome: if failed > 0 {
+                RunOutcome::Failed
+            } else {
+                RunOutcome::Ok
+            },
+            elapsed: Duration::from_secs(1),
+            pairs,
+            failed,
+            counts: Counts::default(),
+            errors: &[],
+        });
+    }
+
+    #[test]
+    fn visits_left_count_down_as_pages_are_read_and_drop_when_a_pair_ends() {
+        let live = Live::new();
+        let (a, b) = (PairKey::new(1, 2, None), PairKey::new(1, 3, None));
+        live.on(&Event::PassStarted {
+            pairs: 2,
+            due_by: None,
+        });
+        for pair in [&a, &b] {
+            live.on(&Event::ListSize {
+                pair,
+                total: 250,
+                settled: 150,
+            });
+        }
+        // A page that read 40 items, only 5 of them new: 40 fewer left, not 5.
+        live.on(&Event::PageWritten {
+            pair: &a,
+            counts: Counts {
+                pages: 1,
+                visits_inserted: 5,
+                ..Counts::default()
+            },
+            read: 40,
+            set_aside: false,
+        });
+        assert_eq!(live.current().unwrap().visits_left, 160);
+        live.on(&Event::PairFinished {
+            pair: &a,
+            outcome: RunOutcome::Ok,
+            counts: Counts::default(),
+            settled: 190,
+            recoveries: &[],
+            error: None,
+        });
+
+        let now = live.current().unwrap();
+        assert_eq!(now.visits_left, 100, "only b's are left");
+        assert_eq!((now.done, now.counts.visits_inserted), (1, 5));
+    }
+
+    #[test]
+    fn a_pass_that_ran_no_pair_does_not_hide_the_last_one_that_did() {
+        let live = Live::new();
+        pass_finished(&live, 3, 3);
+        pass_finished(&live, 0, 0);
+
+        assert_eq!(live.last().unwrap().pairs, 0);
+        let busy = live.last_busy().unwrap();
+        assert_eq!((busy.pairs, busy.failed), (3, 3));
     }
 }

@@ -357,6 +357,7 @@ mod tests {
                 rejects: 1,
                 ..Counts::default()
             },
+            read: 10,
             set_aside: false,
         });
         m.on(&Event::PairFinished {

@@ -108,6 +108,36 @@ fn spawn_daemon(settings: &Settings, stop: CancellationToken) -> JoinHandle<()> 
     tokio::spawn(async move { app.run(stop, None).await.unwrap() })
 }
 
+/// A daemon over `settings` with its listener on a free port; its base URL, and how to stop it.
+fn listening(mut settings: Settings) -> (String, CancellationToken, JoinHandle<()>) {
+    let addr = free_addr();
+    settings.http.listen = Some(addr);
+    let stop = CancellationToken::new();
+    let task = spawn_daemon(&settings, stop.clone());
+    (format!("http://{addr}"), stop, task)
+}
+
+async fn stop_daemon(stop: CancellationToken, task: JoinHandle<()>) {
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("the daemon stops")
+        .unwrap();
+}
+
+/// Polls `path` until `until` accepts its answer.
+async fn answer_when(base: &str, path: &str, until: impl Fn(&str) -> bool) -> (u16, String) {
+    for _ in 0..200 {
+        if let Ok((status, body)) = get(&format!("{base}{path}")).await
+            && until(&body)
+        {
+            return (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{path} did not answer as expected within 20 s");
+}
+
 /// The status code and body of a GET.
 async fn get(url: &str) -> Result<(u16, String), reqwest::Error> {
     let res = reqwest::get(url).await?;
@@ -300,6 +330,15 @@ async fn health_answers_200_with_a_reason_and_the_views_list_failing_pairs_first
     assert_eq!(all["rows"][0]["state"], "failing", "failing first");
     let second = json_of(&format!("{}/api/pairs?view=all&per=2&page=1", d.base)).await;
     assert_eq!(second["rows"].as_array().unwrap().len(), 1);
+    let past = json_of(&format!("{}/api/pairs?view=all&per=2&page=5", d.base)).await;
+    assert_eq!(
+        (
+            past["matching"].as_i64(),
+            past["rows"].as_array().unwrap().len()
+        ),
+        (Some(3), 0),
+        "a page past the end still counts the pairs"
+    );
 
     let found = json_of(&format!("{}/api/pairs?q={AGENT}:{}", d.base, GOOD_USERS[1])).await;
     assert_eq!(found["matching"], 1);
@@ -339,21 +378,9 @@ async fn readyz_is_503_until_the_database_is_there_while_livez_says_starting() {
     let mut settings = test_settings("http://127.0.0.1:9", vec![target(AGENT, TOKEN, &[1])]);
     // Nothing listens on port 1: migrations cannot run.
     settings.database.url = Secret::new("postgres://root:db-password-secret@127.0.0.1:1/nothing");
-    let addr = free_addr();
-    settings.http.listen = Some(addr);
-    let stop = CancellationToken::new();
-    let task = spawn_daemon(&settings, stop.clone());
-    let base = format!("http://{addr}");
-    let mut ready = None;
-    for _ in 0..100 {
-        if let Ok(answer) = get(&format!("{base}/readyz")).await {
-            ready = Some(answer);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (base, stop, task) = listening(settings);
 
-    let (status, body) = ready.expect("the listener is up while migrations wait");
+    let (status, body) = answer_when(&base, "/readyz", |_| true).await;
     assert_eq!(status, 503);
     assert_eq!(
         body,
@@ -366,12 +393,28 @@ async fn readyz_is_503_until_the_database_is_there_while_livez_says_starting() {
     assert_eq!(metrics, 200, "counters are served without the database");
     assert!(text.contains("szb_build_info"));
     assert!(!text.contains("db-password-secret"));
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(20), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stop_daemon(stop, task).await;
     drop(db);
+}
+
+#[tokio::test]
+async fn readyz_is_503_when_every_pair_of_the_last_pass_failed() {
+    let sim = sim_with(7, &[(1, 10)]);
+    let server = sim.spawn().await.unwrap();
+    let db = TestDb::new().await;
+    let mut settings = test_settings(&server.base_url, vec![target(AGENT, WRONG_TOKEN, &[1, 2])]);
+    settings.database.url = Secret::new(db.url.clone());
+    settings.schedule.cron = "0 0 0 1 1 * 2099".to_owned();
+    let (base, stop, task) = listening(settings);
+
+    let (status, body) = answer_when(&base, "/readyz", |b| b.contains("last pass")).await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        body,
+        "not ready: the last pass failed for all 2 of its pairs (see the status page)\n"
+    );
+    assert!(!body.contains(WRONG_TOKEN));
+    stop_daemon(stop, task).await;
 }
 
 /// Chromium, headless, with a throwaway profile; `args` after the common ones.
