@@ -348,13 +348,17 @@ async fn time_board(store: &Store, users: u64) -> Result<BoardTimes> {
         page(false, None, users as i64 - 50),
         page(false, Some(users as i64 / 2), 0),
     );
+    let first_rejects = crate::store::RejectFilter {
+        limit: 20,
+        ..Default::default()
+    };
     Ok(BoardTimes {
         pair_counts: median(|| store.pair_counts(&keys)).await?,
         attention: median(|| store.pair_page(&keys, &attention)).await?,
         all_last_page: median(|| store.pair_page(&keys, &all)).await?,
         search: median(|| store.pair_page(&keys, &search)).await?,
         totals: median(|| store.totals()).await?,
-        rejects: median(|| store.reject_page(0, 20)).await?,
+        rejects: median(|| store.rejects(&first_rejects)).await?,
     })
 }
 

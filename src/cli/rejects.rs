@@ -93,6 +93,7 @@ pub(super) async fn run(settings: &Settings, args: RejectsArgs) -> Result<ExitCo
             agent_id: args.agent_id,
             user_id: args.user_id,
             since: args.since,
+            offset: 0,
             limit: args.limit,
         })
         .await?;

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Board, line};
-use crate::store::{PairQuery, PassRow};
+use crate::store::{PairQuery, PassRow, RejectFilter};
 use crate::telemetry::live::PassView;
 
 const PAGE: &str = include_str!("page.html");
@@ -224,17 +224,22 @@ struct PageParams {
 async fn rejects(State(board): State<Board>, Query(params): Query<PageParams>) -> Response {
     let per = params.per.unwrap_or(PER_PAGE).clamp(1, 500);
     let page = params.page.unwrap_or(0).max(0);
-    match board.store.reject_page(page.saturating_mul(per), per).await {
-        Ok((matching, rows)) => Json(json!({
-            "matching": matching,
+    let filter = RejectFilter {
+        offset: page.saturating_mul(per),
+        limit: per,
+        ..RejectFilter::default()
+    };
+    match board.store.rejects(&filter).await {
+        Ok(found) => Json(json!({
+            "matching": found.matching,
             "page": page,
             "per": per,
-            "rows": rows.iter().map(|r| json!({
+            "rows": found.rejects.iter().map(|r| json!({
                 "agent_id": r.pair.agent_id,
                 "user_id": r.pair.user_id,
                 "activity_filter": r.pair.activity_filter,
                 "reason": r.reason,
-                "raw": r.raw,
+                "raw": r.raw.to_string(),
                 "list_position": r.list_position,
                 "first_seen_at": r.first_seen_at.to_rfc3339(),
             })).collect::<Vec<_>>(),

@@ -54,16 +54,6 @@ pub struct PairPage {
     pub rows: Vec<PairRow>,
 }
 
-/// One stored reject.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RejectRow {
-    pub pair: PairKey,
-    pub reason: String,
-    pub raw: String,
-    pub list_position: Option<i64>,
-    pub first_seen_at: DateTime<Utc>,
-}
-
 /// The totals of the tables, and of the recent passes.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Totals {
@@ -100,16 +90,6 @@ fn keys(pairs: &[PairKey]) -> (Vec<i64>, Vec<i64>, Vec<&str>) {
         pairs.iter().map(|p| p.agent_id).collect(),
         pairs.iter().map(|p| p.user_id).collect(),
         pairs.iter().map(PairKey::filter_str).collect(),
-    )
-}
-
-/// The pair a row's `agent_id`, `user_id` and `activity_filter` name.
-fn key_of(row: &sqlx::postgres::PgRow) -> PairKey {
-    let filter: String = row.get("activity_filter");
-    PairKey::new(
-        row.get("agent_id"),
-        row.get("user_id"),
-        Some(filter).filter(|f| !f.is_empty()),
     )
 }
 
@@ -191,7 +171,7 @@ impl Store {
             .into_iter()
             .filter(|row| row.get::<Option<i64>, _>("agent_id").is_some())
             .map(|row| PairRow {
-                pair: key_of(&row),
+                pair: super::key_of(&row),
                 state: match row.get::<i32, _>("rank") {
                     0 => "failing",
                     1 => "never_synced",
@@ -210,41 +190,6 @@ impl Store {
             })
             .collect();
         Ok(PairPage { matching, rows })
-    }
-
-    /// The newest rejects, `limit` from `offset`, and how many there are.
-    pub async fn reject_page(
-        &self,
-        offset: i64,
-        limit: i64,
-    ) -> Result<(i64, Vec<RejectRow>), StoreError> {
-        let rows = sqlx::query(
-            "SELECT m.matching, pg.*
-               FROM (SELECT count(*) AS matching FROM sync_rejects) m
-               LEFT JOIN LATERAL (
-                    SELECT agent_id, user_id, activity_filter, reason, raw::text AS raw,
-                           list_position, first_seen_at
-                      FROM sync_rejects ORDER BY first_seen_at DESC, id DESC
-                    OFFSET $1 LIMIT $2) pg ON true",
-        )
-        .bind(offset.max(0))
-        .bind(limit.clamp(1, 500))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(query_err("reading rejects"))?;
-        let matching = rows.first().map_or(0, |r| r.get("matching"));
-        let rows = rows
-            .into_iter()
-            .filter(|row| row.get::<Option<i64>, _>("agent_id").is_some())
-            .map(|row| RejectRow {
-                pair: key_of(&row),
-                reason: row.get("reason"),
-                raw: row.get("raw"),
-                list_position: row.get("list_position"),
-                first_seen_at: row.get("first_seen_at"),
-            })
-            .collect();
-        Ok((matching, rows))
     }
 
     /// The tables' totals, in one query.

@@ -68,7 +68,7 @@ use sqlx::{Connection, PgPool, Postgres};
 
 use crate::secret::{Secret, redact_url};
 
-pub use board::{PairCounts, PairPage, PairQuery, PairRow, PassRow, RejectRow, Totals};
+pub use board::{PairCounts, PairPage, PairQuery, PairRow, PassRow, Totals};
 pub use leases::{ClaimPlan, Claimed, Coordinator, DueAfter, FinishedRun, Survey, new_owner_id};
 pub use pages::{PageWrite, PageWritten};
 pub use passes::PassTotals;
@@ -285,6 +285,17 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// The pair a row's `agent_id`, `user_id` and `activity_filter` name.
+fn key_of(row: &sqlx::postgres::PgRow) -> crate::domain::PairKey {
+    use sqlx::Row as _;
+    let filter: String = row.get("activity_filter");
+    crate::domain::PairKey::new(
+        row.get("agent_id"),
+        row.get("user_id"),
+        Some(filter).filter(|f| !f.is_empty()),
+    )
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@ pub struct RejectFilter {
     pub user_id: Option<i64>,
     /// Only items first seen at or after this time.
     pub since: Option<DateTime<Utc>>,
+    /// Skip this many of the newest first (a page of the status page's view).
+    pub offset: i64,
     /// At most this many, newest first.
     pub limit: i64,
 }
@@ -41,19 +43,25 @@ impl Store {
     /// The newest rejects that match `filter`, newest first.
     pub async fn rejects(&self, filter: &RejectFilter) -> Result<Rejects, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, agent_id, user_id, activity_filter, reason, raw, list_position,
-                    first_seen_at, count(*) OVER () AS matching
-               FROM sync_rejects
-              WHERE ($1::int8 IS NULL OR agent_id = $1)
-                AND ($2::int8 IS NULL OR user_id = $2)
-                AND ($3::timestamptz IS NULL OR first_seen_at >= $3)
-              ORDER BY first_seen_at DESC, id DESC
-              LIMIT $4",
+            "WITH f AS (
+                 SELECT * FROM sync_rejects
+                  WHERE ($1::int8 IS NULL OR agent_id = $1)
+                    AND ($2::int8 IS NULL OR user_id = $2)
+                    AND ($3::timestamptz IS NULL OR first_seen_at >= $3))
+             -- The count comes even with a page past the end, which then has no rows.
+             SELECT m.matching, pg.*
+               FROM (SELECT count(*) AS matching FROM f) m
+               LEFT JOIN LATERAL (
+                    SELECT id, agent_id, user_id, activity_filter, reason, raw, list_position,
+                           first_seen_at
+                      FROM f ORDER BY first_seen_at DESC, id DESC
+                    OFFSET $4 LIMIT $5) pg ON true",
         )
         .bind(filter.agent_id)
         .bind(filter.user_id)
         .bind(filter.since)
-        .bind(filter.limit)
+        .bind(filter.offset.max(0))
+        .bind(filter.limit.max(0))
         .fetch_all(&self.pool)
         .await
         .map_err(query_err("listing rejects"))?;
@@ -61,20 +69,14 @@ impl Store {
             matching: rows.first().map_or(0, |r| r.get("matching")),
             rejects: rows
                 .iter()
-                .map(|r| {
-                    let filter: String = r.get("activity_filter");
-                    Reject {
-                        id: r.get("id"),
-                        pair: PairKey::new(
-                            r.get("agent_id"),
-                            r.get("user_id"),
-                            Some(filter).filter(|f| !f.is_empty()),
-                        ),
-                        reason: r.get("reason"),
-                        raw: r.get("raw"),
-                        list_position: r.get("list_position"),
-                        first_seen_at: r.get("first_seen_at"),
-                    }
+                .filter(|r| r.get::<Option<i64>, _>("id").is_some())
+                .map(|r| Reject {
+                    id: r.get("id"),
+                    pair: super::key_of(r),
+                    reason: r.get("reason"),
+                    raw: r.get("raw"),
+                    list_position: r.get("list_position"),
+                    first_seen_at: r.get("first_seen_at"),
                 })
                 .collect(),
         })
