@@ -726,11 +726,14 @@ async fn logs_go_to_journald_only_when_stderr_is_the_journal_stream() {
     let stderr_path = dir.path().join("stderr");
     let file = std::fs::File::create(&stderr_path).unwrap();
     let meta = file.metadata().unwrap();
-    let cfg = write_config("[[targets]]\nagent_id = 1\nuser_ids = [2]\ntoken = \"t\"\n");
+    // A small page size makes building the app log a warning; the database is away, so
+    // `migrate` then fails fast. The warning's format shows where the logs went.
+    let cfg = write_config(
+        "[database]\nurl = \"postgres://root@127.0.0.1:1/x\"\n[api]\npage_size = 10\n\
+         [[targets]]\nagent_id = 1\nuser_ids = [2]\ntoken = \"t\"\n",
+    );
     let check = |stream: String, stderr: std::fs::File| {
-        let mut args = with_config(&cfg, "check").to_vec();
-        args.push("--offline");
-        let mut cmd = szb(&args);
+        let mut cmd = szb(&with_config(&cfg, "migrate"));
         cmd.env("RUST_LOG", "info")
             .env("JOURNAL_STREAM", stream)
             .stderr(stderr);
@@ -746,12 +749,21 @@ async fn logs_go_to_journald_only_when_stderr_is_the_journal_stream() {
         .wait()
         .await
         .unwrap();
-    assert!(status.success(), "{status}");
+    assert!(!status.success(), "the database is away: {status}");
     let said = std::fs::read_to_string(&stderr_path).unwrap();
     if std::path::Path::new("/run/systemd/journal/socket").exists() {
         assert!(!said.contains("journald is not reachable"), "{said}");
+        assert!(
+            !said.contains("page_size"),
+            "the warning went to the journal: {said}"
+        );
     } else {
         assert!(said.contains("journald is not reachable"), "{said}");
+        assert!(
+            said.lines()
+                .any(|l| l.starts_with('{') && l.contains("\"page_size\":10")),
+            "JSON lines instead: {said}"
+        );
     }
     // A stream that is not stderr (a child that redirected it): text, as on a terminal.
     let other = std::fs::File::create(dir.path().join("other")).unwrap();
@@ -761,9 +773,14 @@ async fn logs_go_to_journald_only_when_stderr_is_the_journal_stream() {
         .wait()
         .await
         .unwrap();
-    assert!(status.success(), "{status}");
+    assert!(!status.success(), "{status}");
     let said = std::fs::read_to_string(dir.path().join("other")).unwrap();
     assert!(!said.contains("journald"), "{said}");
+    assert!(
+        said.lines()
+            .any(|l| !l.starts_with('{') && l.contains("WARN") && l.contains("page_size=10")),
+        "text lines: {said}"
+    );
 }
 
 // ---- command line ---------------------------------------------------------------------------
