@@ -354,7 +354,10 @@ async fn health_answers_200_with_a_reason_and_the_views_list_failing_pairs_first
     assert_eq!(rejects["matching"], 1);
     let past = json_of(&format!("{}/api/rejects?page=3", d.base)).await;
     assert_eq!(
-        (past["matching"].as_i64(), past["rows"].as_array().unwrap().len()),
+        (
+            past["matching"].as_i64(),
+            past["rows"].as_array().unwrap().len()
+        ),
         (Some(1), 0),
         "a page past the end still counts the rejects"
     );
