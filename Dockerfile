@@ -1,8 +1,9 @@
 # szb-sync in a container: a build stage with the Rust toolchain, then a runtime image with the
 # binary alone (distroless cc: glibc, libgcc, CA certificates, no shell), running as a non-root
 # user. No configuration and no secret is in the image: mount a config file at
-# /app/config/szb-sync.toml (the default path) or pass --config, set SZB_<SECTION>__<KEY>
-# variables, and give the token as a file (SZB_API__TOKEN_FILE=/run/secrets/…).
+# /app/config/szb-sync.toml (the default path) or pass --config, or set SZB_<SECTION>__<KEY>
+# variables (without a config file, SZB_TARGETS must set the targets), and give the token as a
+# file (SZB_API__TOKEN_FILE=/run/secrets/…).
 # See docker-compose.yml, and the README's "Containers" for what was and was not run.
 
 FROM rust:1.95-slim-bookworm AS build

@@ -217,12 +217,16 @@ _szb__sync() {
             return 0
             ;;
         szb__subcmd__sync__subcmd__demo)
-            opts="-c -h --config --log-format --help"
+            opts="-c -h --database-url --config --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --database-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -469,7 +473,7 @@ _szb__sync() {
             return 0
             ;;
         szb__subcmd__sync__subcmd__migrate)
-            opts="-c -h --config --log-format --help"
+            opts="-c -h --create-database --config --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -133,6 +133,17 @@ impl ApiClient {
             .await
     }
 
+    /// One attempt at one window, never retried: `check`'s probe, which must say at once what
+    /// failed rather than wait out the retries.
+    pub async fn probe(
+        &self,
+        pair: &PairKey,
+        token: &Secret,
+        window: &Window,
+    ) -> Result<FetchedPage, ApiError> {
+        self.fetch_once(pair, token, window).await
+    }
+
     /// Like [`ApiClient::fetch`], adding one to `sent` as each attempt starts: a caller that
     /// drops fetches in flight still knows how many requests it made.
     pub async fn fetch_counted(

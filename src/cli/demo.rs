@@ -1,6 +1,7 @@
-//! `szb-sync demo`: the simulator in-process ([`demo_world::DEMO`]), syncs into the configured
-//! database, and what landed. Works with no config file at all (the local Postgres, database
-//! `szb`).
+//! `szb-sync demo`: the simulator in-process ([`demo_world::DEMO`]), syncs into a database of
+//! its own, and what landed. That database is `szb_demo` on the configured server (created when
+//! missing), or the one `--database-url` names: never the configured database, which may hold
+//! real visits. Works with no config file at all (the local Postgres).
 
 use std::process::ExitCode;
 
@@ -8,22 +9,47 @@ use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
 
 use super::exit_code;
+use super::table::pad;
 use crate::app::App;
 use crate::secret::{Secret, redact_url};
 use crate::settings::{Settings, Target};
 use crate::simulator::demo_world;
 use crate::store::{SAMPLE_QUERY, Store};
 
-pub(super) async fn run(settings: &Settings) -> Result<ExitCode> {
+/// The demo's database on the configured server.
+pub const DEMO_DATABASE: &str = "szb_demo";
+
+/// How long the demo's open visit goes on between its first and second sync.
+const STILL_ONLINE_MINUTES: i64 = 12;
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Write into this database instead of `szb_demo` on the configured server (created when
+    /// missing). Rows of the demo's simulated agents there are replaced.
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+}
+
+pub(super) async fn run(settings: &Settings, args: DemoArgs) -> Result<ExitCode> {
     let world = demo_world::DEMO;
     let mut settings = settings.clone();
-    let url = settings.database.url.clone();
-    out!("szb-sync demo → {}", redact_url(url.expose()));
+    let url = match args.database_url {
+        Some(url) => Secret::new(url),
+        None => demo_database_url(&settings.database.url)?,
+    };
+    settings.database.url = url.clone();
+    out!(
+        "szb-sync demo → {} (the demo's own database)",
+        redact_url(url.expose())
+    );
     if Store::create_database_if_missing(&url).await? {
         out!("  created the database");
     }
 
-    let sim = world.build();
+    // The simulator's clock starts behind ours and catches up before the second sync, so the
+    // viewer who stays online is never stamped after the real now.
+    let online = chrono::Duration::minutes(STILL_ONLINE_MINUTES);
+    let sim = world.build_behind(online);
     let server = sim.spawn().await.context("starting the simulator")?;
     out!("  simulated platform at {}", server.base_url);
     settings.api.base_url = server.base_url.parse().context("simulator url")?;
@@ -49,18 +75,19 @@ pub(super) async fn run(settings: &Settings) -> Result<ExitCode> {
     let never = CancellationToken::new();
 
     out!(
-        "\n1. first sync: every visit of {} pairs",
-        app.pairs().len()
+        "\n1. first sync: every visit of {}",
+        plural(app.pairs().len(), "pair")
     );
     let report = app.sync_once(&never).await;
     out!("   {report}");
 
     let (first_agent, first_user) = (world.agents[0].id, world.agents[0].users[0].id);
     sim.append_visits(first_agent, first_user, demo_world::DEMO_APPENDS);
-    sim.extend_open_visits(chrono::Duration::minutes(12));
+    sim.set_clock_skew(chrono::Duration::zero());
+    sim.extend_open_visits(online);
     out!(
-        "\n2. upstream moved on: {} new visits, one viewer still online for 12 more minutes",
-        demo_world::DEMO_APPENDS
+        "\n2. upstream moved on: {}, one viewer still online {STILL_ONLINE_MINUTES} minutes later",
+        plural(demo_world::DEMO_APPENDS, "new visit")
     );
     let report = app.sync_once(&never).await;
     out!("   {report}");
@@ -70,30 +97,128 @@ pub(super) async fn run(settings: &Settings) -> Result<ExitCode> {
     out!("   {report}");
 
     let (visits, activities) = store.count_for_agents(&agent_ids).await?;
-    out!("\nIn Postgres now: {visits} visits of {activities} activities. A sample query:\n");
     out!(
-        "{}\n",
-        SAMPLE_QUERY.replace("$1", &format!("ARRAY{agent_ids:?}"))
+        "\nIn Postgres now: {} of {}. A sample query:\n",
+        plural(usize::try_from(visits).unwrap_or(0), "visit"),
+        plural(usize::try_from(activities).unwrap_or(0), "activity")
     );
+    let query = SAMPLE_QUERY.replace("$1", &format!("ARRAY{agent_ids:?}"));
+    out!("{query}\n");
     out!(
-        "{:<24} {:>8} {:>7} {:>16}",
-        "activity",
+        "{} {} {:>8} {:>7} {:>16}",
+        pad("activity_id", 12),
+        pad("activity", 24),
         "viewers",
         "visits",
         "minutes_watched"
     );
     for row in store.sample_query(&agent_ids).await? {
+        let name = row.activity.unwrap_or_else(|| "(no name)".into());
         out!(
-            "{:<24} {:>8} {:>7} {:>16}",
-            row.activity.unwrap_or_else(|| "(deleted)".into()),
+            "{} {} {:>8} {:>7} {:>16}",
+            pad(&row.activity_id, 12),
+            pad(&name, 24),
             row.viewers,
             row.visits,
             row.minutes_watched
         );
     }
+    let (psql_url, had_password) = psql_url(url.expose());
     out!(
-        "\nTry: psql '{}' -c 'SELECT * FROM sync_runs ORDER BY id DESC LIMIT 5'",
-        redact_url(url.expose())
+        "\nTry: psql '{psql_url}' -c 'SELECT * FROM sync_runs ORDER BY id DESC LIMIT 5'{}",
+        if had_password {
+            "\n     (the password is left out: give it in PGPASSWORD or ~/.pgpass)"
+        } else {
+            ""
+        }
     );
     Ok(exit_code(report.failed().count() == 0))
+}
+
+/// `url` with its database replaced by [`DEMO_DATABASE`]: same server, user and options.
+fn demo_database_url(url: &Secret) -> Result<Secret> {
+    let mut parsed = url::Url::parse(url.expose())
+        .with_context(|| format!("database.url is not a URL: {}", redact_url(url.expose())))?;
+    parsed.set_path(&format!("/{DEMO_DATABASE}"));
+    Ok(Secret::new(parsed.to_string()))
+}
+
+/// A URL psql accepts as is, without the password (psql asks for it, or reads `PGPASSWORD` or
+/// `~/.pgpass`), and whether there was one.
+fn psql_url(url: &str) -> (String, bool) {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return (redact_url(url), false);
+    };
+    let mut had_password = parsed.password().is_some();
+    let _ = parsed.set_password(None);
+    if parsed.query().is_some() {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .filter(|(k, _)| {
+                let secret = k == "password";
+                had_password |= secret;
+                !secret
+            })
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        if pairs.is_empty() {
+            parsed.set_query(None);
+        } else {
+            parsed.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+    }
+    (parsed.to_string(), had_password)
+}
+
+/// `1 visit`, `2 visits`; `activity` becomes `activities`.
+fn plural(n: usize, noun: &str) -> String {
+    match (n, noun.strip_suffix('y')) {
+        (1, _) => format!("1 {noun}"),
+        (n, Some(stem)) => format!("{n} {stem}ies"),
+        (n, None) => format!("{n} {noun}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_database_is_szb_demo_on_the_configured_server() {
+        let url = Secret::new("postgres://bob:pw@db.internal:6543/szb?sslmode=require");
+
+        let demo = demo_database_url(&url).unwrap();
+
+        assert_eq!(
+            demo.expose(),
+            "postgres://bob:pw@db.internal:6543/szb_demo?sslmode=require"
+        );
+    }
+
+    #[test]
+    fn the_psql_command_leaves_the_password_out() {
+        assert_eq!(
+            psql_url("postgres://bob:hunter2@db:5432/szb_demo"),
+            ("postgres://bob@db:5432/szb_demo".to_owned(), true)
+        );
+        assert_eq!(
+            psql_url("postgres://bob@db/szb_demo?password=hunter2&sslmode=require"),
+            (
+                "postgres://bob@db/szb_demo?sslmode=require".to_owned(),
+                true
+            )
+        );
+        assert_eq!(
+            psql_url("postgres://root@127.0.0.1:5432/szb_demo"),
+            ("postgres://root@127.0.0.1:5432/szb_demo".to_owned(), false)
+        );
+    }
+
+    #[test]
+    fn plurals_agree_with_their_count() {
+        assert_eq!(plural(1, "pair"), "1 pair");
+        assert_eq!(plural(3, "pair"), "3 pairs");
+        assert_eq!(plural(1, "activity"), "1 activity");
+        assert_eq!(plural(19, "activity"), "19 activities");
+    }
 }

@@ -33,7 +33,8 @@ use crate::telemetry::LogFormat;
 #[derive(Debug, Parser)]
 #[command(name = "szb-sync", version, about)]
 pub struct Cli {
-    /// Configuration file (TOML). Default: config/szb-sync.toml when it exists.
+    /// Configuration file (TOML). Default: config/szb-sync.toml in the working directory; it
+    /// must exist unless SZB_TARGETS sets the targets (demo and bench need none).
     #[arg(long, short, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Log format: text or json on stderr, or journald. Default: journald when stderr is the
@@ -56,7 +57,12 @@ pub enum Command {
     /// The daemon: apply migrations, sync at start and on schedule.cron, stop cleanly on SIGTERM.
     Run,
     /// Apply the database migrations and exit.
-    Migrate,
+    Migrate {
+        /// Create the configured database first when it does not exist (on the server of
+        /// database.url, as its user, who needs the CREATEDB privilege).
+        #[arg(long)]
+        create_database: bool,
+    },
     /// Check the configuration, the database and each agent's token (one request per agent).
     Check {
         /// Only the configuration: no database, no request (for `ExecStartPre=`).
@@ -84,8 +90,9 @@ pub enum Command {
     },
     /// Serve the built-in simulator of the upstream API.
     MockApi(mock_api::MockApiArgs),
-    /// Sync a simulated platform into the configured database and show what landed.
-    Demo,
+    /// Sync a simulated platform into a database of its own and show what landed: `szb_demo`
+    /// on the configured server (created when missing), never the configured database itself.
+    Demo(demo::DemoArgs),
     /// Measure the performance workloads end to end (simulator and syncs as child processes,
     /// a fresh database `szb_bench` on the configured server) and print a table.
     Bench(bench::BenchArgs),
@@ -107,11 +114,14 @@ pub enum Command {
 /// Runs a parsed command line.
 pub async fn execute(cli: Cli) -> Result<ExitCode> {
     let settings = || load(&cli.config);
+    // These need no config file: without one they take the defaults and the environment.
+    let optional =
+        || Settings::load_optional(cli.config.as_deref()).context("loading the configuration");
     match cli.command {
-        Command::Demo => demo::run(&settings()?).await,
-        Command::Bench(args) => bench::run(&settings()?, args).await,
+        Command::Demo(args) => demo::run(&optional()?, args).await,
+        Command::Bench(args) => bench::run(&optional()?, args).await,
         Command::MockApi(args) => mock_api::run(args).await,
-        Command::Migrate => migrate::run(&settings()?).await,
+        Command::Migrate { create_database } => migrate::run(&settings()?, create_database).await,
         Command::Sync { only } => sync::run(&settings()?, &only).await,
         Command::Run => run::run(&settings()?, &cli.config).await,
         Command::Check { offline } => check::run(&settings()?, offline).await,

@@ -31,6 +31,15 @@ fn is_string_key(key: &str) -> bool {
     )
 }
 
+/// True when a variable sets the targets (`SZB_TARGETS`, the only way the environment can).
+pub(super) fn sets_targets(env: &[(String, String)]) -> bool {
+    env.iter().any(|(name, _)| {
+        name.get(..11)
+            .is_some_and(|p| p.eq_ignore_ascii_case("SZB_TARGETS"))
+            && (name.len() == 11 || name[11..].starts_with("__"))
+    })
+}
+
 pub(super) fn with_env(figment: Figment, env: Vec<(String, String)>) -> Figment {
     let database_url = env
         .iter()

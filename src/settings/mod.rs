@@ -5,7 +5,8 @@
 //!
 //! 1. the defaults of [`Settings::default`];
 //! 2. the TOML file: the path given to [`Settings::load`], else `config/szb-sync.toml` (relative
-//!    to the working directory) when it exists, else none;
+//!    to the working directory), which must exist unless `SZB_TARGETS` sets the targets
+//!    ([`Settings::load_optional`], for the commands that need no config, makes it optional);
 //! 3. `DATABASE_URL`, for `database.url` only;
 //! 4. `SZB_SECTION__KEY` variables, `__` separating the levels: `SZB_DATABASE__URL`,
 //!    `SZB_API__TOKEN`, `SZB_SYNC__SETTLE_AFTER=90m`. A bare `SZB_SECTION` sets a whole section
@@ -34,6 +35,36 @@ use crate::domain::{Pair, PairKey};
 use crate::secret::{Secret, redact_url};
 use env::with_env;
 use report::describe_figment_error;
+
+/// The start of the problem of a token configured twice, which [`name_token_sources`] rewrites.
+const BOTH_TOKENS: &str = "api.token and api.token_file are both set";
+
+/// Names where `api.token` and `api.token_file` came from when both are set: one may be a
+/// leftover line in a copied file, the other a variable of the unit.
+fn name_token_sources(error: SettingsError, figment: &Figment) -> SettingsError {
+    let SettingsError::Invalid(problems) = error else {
+        return error;
+    };
+    let from = |key| {
+        report::source_of(figment, key).map_or_else(String::new, |place| format!(" (in {place})"))
+    };
+    let both = format!(
+        "api.token{} and api.token_file{} are both set; keep one",
+        from("api.token"),
+        from("api.token_file")
+    );
+    let problems = problems
+        .into_iter()
+        .map(|p| {
+            if p.starts_with(BOTH_TOKENS) {
+                both.clone()
+            } else {
+                p
+            }
+        })
+        .collect();
+    SettingsError::Invalid(problems)
+}
 
 /// The configuration file used when none is given, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/szb-sync.toml";
@@ -228,6 +259,14 @@ impl Target {
 pub enum SettingsError {
     #[error("config file {} not found", .0.display())]
     FileNotFound(PathBuf),
+    /// No `--config`, nothing at [`DEFAULT_CONFIG_PATH`], and no targets from the environment.
+    #[error(
+        "no config file: expected {} (the default path, relative to the working directory {}). \
+         Pass --config FILE, copy config/example.toml there, or set SZB_TARGETS",
+        expected.display(),
+        cwd.display()
+    )]
+    NoConfigFile { expected: PathBuf, cwd: PathBuf },
     /// The file or environment could not be read into [`Settings`] (syntax, type, unknown key).
     #[error("{0}")]
     Parse(String),
@@ -297,15 +336,33 @@ impl Default for SyncSettings {
     }
 }
 
+/// The process environment, as far as it is text.
+fn process_env() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
 impl Settings {
     /// Loads defaults, the TOML file and the process environment (see the module doc), then
-    /// validates. An explicit `path` must exist; without one, [`DEFAULT_CONFIG_PATH`] is used
-    /// when present.
+    /// validates. An explicit `path` must exist; without one, [`DEFAULT_CONFIG_PATH`] must,
+    /// unless the environment sets the targets (`SZB_TARGETS`): a unit or a container
+    /// configured by variables alone.
     pub fn load(path: Option<&Path>) -> Result<Self, SettingsError> {
-        let env: Vec<(String, String)> = std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-            .collect();
-        Self::load_with_env(path, env)
+        Self::load_with_env(path, process_env())
+    }
+
+    /// Like [`Settings::load`], but without `path`, a missing [`DEFAULT_CONFIG_PATH`] means
+    /// defaults and the environment: for the commands that need no configuration (`demo`,
+    /// `bench`).
+    pub fn load_optional(path: Option<&Path>) -> Result<Self, SettingsError> {
+        let env = process_env();
+        match path {
+            None if !Path::new(DEFAULT_CONFIG_PATH).is_file() => {
+                Self::from_figment(with_env(Figment::new(), env))
+            }
+            path => Self::load_with_env(path, env),
+        }
     }
 
     /// Like [`Settings::load`], but from a TOML string and the given variables instead of a file
@@ -323,10 +380,27 @@ impl Settings {
         path: Option<&Path>,
         env: Vec<(String, String)>,
     ) -> Result<Self, SettingsError> {
+        Self::load_with_default(path, Path::new(DEFAULT_CONFIG_PATH), env)
+    }
+
+    /// [`Settings::load_with_env`] with `default` in place of [`DEFAULT_CONFIG_PATH`].
+    fn load_with_default(
+        path: Option<&Path>,
+        default: &Path,
+        env: Vec<(String, String)>,
+    ) -> Result<Self, SettingsError> {
         let file = match path {
             Some(path) if !path.exists() => return Err(SettingsError::FileNotFound(path.into())),
             Some(path) => Some(path.to_path_buf()),
-            None => Some(PathBuf::from(DEFAULT_CONFIG_PATH)).filter(|p| p.is_file()),
+            None if default.is_file() => Some(default.to_path_buf()),
+            None if env::sets_targets(&env) => None,
+            None => {
+                let cwd = std::env::current_dir().unwrap_or_default();
+                return Err(SettingsError::NoConfigFile {
+                    expected: cwd.join(default),
+                    cwd,
+                });
+            }
         };
         let mut figment = Figment::new();
         if let Some(file) = file {
@@ -343,7 +417,9 @@ impl Settings {
         if let (Some(path), None) = (&settings.api.token_file, &settings.api.token) {
             settings.file_token = Some(read_token_file(path)?);
         }
-        settings.validate()?;
+        settings
+            .validate()
+            .map_err(|e| name_token_sources(e, &figment))?;
         Ok(settings)
     }
 
@@ -370,7 +446,7 @@ impl Settings {
             problem(msg);
         }
         if api.token.is_some() && api.token_file.is_some() {
-            problem("api.token and api.token_file are both set; keep one".to_owned());
+            problem(format!("{BOTH_TOKENS}; keep one"));
         }
         if api.token.as_ref().is_some_and(Secret::is_empty) {
             problem(
@@ -1262,14 +1338,86 @@ mod tests {
     #[test]
     fn the_shipped_config_files_load() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-        for name in ["szb-sync.toml", "example.toml"] {
-            let path = dir.join(name);
-            let result = Settings::load_with_env(Some(&path), vec![]);
-            assert!(result.is_ok(), "{name}: {}", result.unwrap_err());
-        }
-        let shipped = Settings::load_with_env(Some(&dir.join("szb-sync.toml")), vec![]).unwrap();
-        assert!(shipped.targets.is_empty());
-        let example = Settings::load_with_env(Some(&dir.join("example.toml")), vec![]).unwrap();
+        // The example leaves the token to the user: from the environment here.
+        let token = vec![("SZB_API__TOKEN".to_owned(), "t0ken".to_owned())];
+        let example = Settings::load_with_env(Some(&dir.join("example.toml")), token).unwrap();
         assert_eq!(example.targets.len(), 2);
+        let demo = Settings::load_with_env(Some(&dir.join("demo.toml")), vec![]).unwrap();
+        assert_eq!(demo.pairs().unwrap().len(), 3);
+        assert!(
+            demo.database.url.expose().ends_with("/szb_demo"),
+            "{}",
+            redact_url(demo.database.url.expose())
+        );
+    }
+
+    #[test]
+    fn the_example_leaves_the_token_to_the_user() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let token_file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(token_file.path(), "t0ken\n").unwrap();
+        let env = vec![(
+            "SZB_API__TOKEN_FILE".to_owned(),
+            token_file.path().display().to_string(),
+        )];
+
+        let example = Settings::load_with_env(Some(&dir.join("example.toml")), env);
+
+        assert!(example.is_ok(), "{}", example.unwrap_err());
+    }
+
+    #[test]
+    fn a_token_set_twice_names_where_each_came_from() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "[api]\ntoken = \"t0ken-secret\"").unwrap();
+        let env = vec![(
+            "SZB_API__TOKEN_FILE".to_owned(),
+            "/run/credentials/szb-sync/token".to_owned(),
+        )];
+
+        let msg = Settings::load_with_env(Some(file.path()), env)
+            .unwrap_err()
+            .to_string();
+
+        assert_eq!(
+            msg,
+            format!(
+                "api.token (in the file {}) and api.token_file (in the environment variable \
+                 SZB_API__TOKEN_FILE) are both set; keep one",
+                file.path().display()
+            )
+        );
+        assert!(!msg.contains("t0ken-secret"));
+    }
+
+    #[test]
+    fn a_missing_default_config_file_is_an_error_unless_the_environment_sets_the_targets() {
+        let dir = tempfile::tempdir().unwrap();
+        let default = dir.path().join("config/szb-sync.toml");
+        let cwd = std::env::current_dir().unwrap();
+
+        let msg = Settings::load_with_default(None, &default, vec![])
+            .unwrap_err()
+            .to_string();
+        let from_env = Settings::load_with_default(
+            None,
+            &default,
+            vec![
+                ("SZB_API__TOKEN".into(), "t".into()),
+                ("SZB_TARGETS".into(), "[{agent_id=1,user_ids=[2]}]".into()),
+            ],
+        );
+
+        assert_eq!(
+            msg,
+            format!(
+                "no config file: expected {} (the default path, relative to the working \
+                 directory {}). Pass --config FILE, copy config/example.toml there, or set \
+                 SZB_TARGETS",
+                default.display(),
+                cwd.display()
+            )
+        );
+        assert_eq!(from_env.unwrap().targets.len(), 1);
     }
 }

@@ -67,14 +67,46 @@ fn origin(error: &figment::Error, path: &[String]) -> String {
     let Some(md) = &error.metadata else {
         return String::new();
     };
-    match &md.source {
-        Some(Source::File(file)) => format!(" (in {})", file.display()),
-        _ if md.name == "environment variable" => {
-            let profile = error.profile.clone().unwrap_or_default();
-            format!(" (from {})", md.interpolate(&profile, path))
-        }
-        _ => String::new(),
+    let profile = error.profile.clone().unwrap_or_default();
+    match place(md, &profile, path) {
+        Some(Place::File(file)) => format!(" (in {file})"),
+        Some(Place::Variable(name)) => format!(" (from {name})"),
+        None => String::new(),
     }
+}
+
+/// Where a value was configured, when figment knows.
+pub(super) enum Place {
+    /// A file, by the path it was read from.
+    File(String),
+    /// An environment variable, by its name.
+    Variable(String),
+}
+
+/// Where the value at `path`, provided by `md`, came from.
+pub(super) fn place(
+    md: &figment::Metadata,
+    profile: &figment::Profile,
+    path: &[String],
+) -> Option<Place> {
+    match &md.source {
+        Some(Source::File(file)) => Some(Place::File(file.display().to_string())),
+        _ if md.name == "environment variable" => {
+            Some(Place::Variable(md.interpolate(profile, path)))
+        }
+        _ => None,
+    }
+}
+
+/// Where the value of the dotted `key` in `figment` came from, for a message: "the file
+/// /etc/szb-sync/szb-sync.toml", "the environment variable SZB_API__TOKEN".
+pub(super) fn source_of(figment: &figment::Figment, key: &str) -> Option<String> {
+    let md = figment.find_metadata(key)?;
+    let path: Vec<String> = key.split('.').map(str::to_owned).collect();
+    Some(match place(md, &figment::Profile::Default, &path)? {
+        Place::File(file) => format!("the file {file}"),
+        Place::Variable(name) => format!("the environment variable {name}"),
+    })
 }
 
 /// Keeps the position and the reason of a TOML syntax error but drops the quoted source lines,

@@ -108,7 +108,15 @@ pub const DEMO_APPENDS: usize = 25;
 impl WorldSpec {
     /// A simulator holding this world.
     pub fn build(&self) -> Simulator {
+        self.build_behind(chrono::Duration::zero())
+    }
+
+    /// A simulator holding this world, its clock `behind` the real one: a caller that later
+    /// moves the clock forward (`set_clock_skew`) can let time pass upstream without ever
+    /// stamping a visit after the real now.
+    pub fn build_behind(&self, behind: chrono::Duration) -> Simulator {
         let sim = Simulator::new(self.seed);
+        sim.set_clock_skew(-behind);
         for agent in self.agents {
             sim.add_agent(agent.id, agent.token);
             for user in agent.users {
@@ -122,6 +130,15 @@ impl WorldSpec {
             }
         }
         sim
+    }
+
+    /// Every visit the world holds at start, over all its users.
+    pub fn total_visits(&self) -> usize {
+        self.agents
+            .iter()
+            .flat_map(|a| a.users)
+            .map(UserSpec::total_visits)
+            .sum()
     }
 
     pub fn agent_ids(&self) -> Vec<i64> {

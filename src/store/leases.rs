@@ -154,9 +154,9 @@ impl Coordinator {
         if guard.is_none() {
             let mut conn = PgConnection::connect_with(&self.store.options)
                 .await
-                .map_err(|source| StoreError::Connect {
+                .map_err(|error| StoreError::Connect {
                     url: self.store.url.clone(),
-                    source,
+                    error,
                 })?;
             let alive: bool = sqlx::query_scalar(
                 "SELECT pg_try_advisory_lock(hashtextextended('szb-sync-owner:' || $1, 0))",

@@ -83,27 +83,20 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot connect to Postgres at {url}: {source}")]
-    Connect {
-        url: String,
-        #[source]
-        source: sqlx::Error,
-    },
-    #[error("cannot create database at {url}: {source}")]
-    Create {
-        url: String,
-        #[source]
-        source: sqlx::Error,
-    },
+    /// Its text is [`describe`]'s: the database's own message, without sqlx's wrapping or the
+    /// server's source location, so `error` is not a `#[source]` (the chain would repeat it).
+    #[error("cannot connect to Postgres at {url}: {}", describe(error))]
+    Connect { url: String, error: sqlx::Error },
+    #[error("cannot create database at {url}: {}", describe(error))]
+    Create { url: String, error: sqlx::Error },
     #[error("database.url: {0}")]
     Config(String),
     #[error("applying migrations failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("database error while {context}: {source}")]
+    #[error("database error while {context}: {}", describe(error))]
     Query {
         context: &'static str,
-        #[source]
-        source: sqlx::Error,
+        error: sqlx::Error,
     },
     #[error(
         "{pair}: another szb-sync process took the pair over (this one's lease expired or its \
@@ -125,7 +118,7 @@ impl StoreError {
     pub fn is_deadlock(&self) -> bool {
         match self {
             StoreError::Query {
-                source: sqlx::Error::Database(db),
+                error: sqlx::Error::Database(db),
                 ..
             } => matches!(db.code().as_deref(), Some("40P01" | "40001")),
             _ => false,
@@ -137,7 +130,7 @@ impl StoreError {
         matches!(
             self,
             StoreError::Query {
-                source: sqlx::Error::Database(db),
+                error: sqlx::Error::Database(db),
                 ..
             } if db.code().as_deref() == Some("23505")
         )
@@ -147,7 +140,7 @@ impl StoreError {
     pub fn is_connection(&self) -> bool {
         let source = match self {
             StoreError::Connect { .. } => return true,
-            StoreError::Query { source, .. } => source,
+            StoreError::Query { error, .. } => error,
             _ => return false,
         };
         match source {
@@ -166,7 +159,21 @@ impl StoreError {
 }
 
 fn query_err(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |source| StoreError::Query { context, source }
+    move |error| StoreError::Query { context, error }
+}
+
+/// What a user is told of a driver error. A database's answer is its message alone: sqlx's
+/// "error returned from database:" and the server's source location (`at line 948` of a
+/// Postgres C file) are noise to a user. A database that does not exist says how to create it.
+pub(crate) fn describe(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("3D000") => format!(
+            "{}; create it with `szb-sync migrate --create-database` or createdb",
+            db.message()
+        ),
+        sqlx::Error::Database(db) => db.message().to_owned(),
+        other => crate::error::chain(other),
+    }
 }
 
 /// A handle on the database. Cheap to clone.
@@ -202,9 +209,9 @@ impl Store {
             ));
         }
         let options: PgConnectOptions =
-            url.expose().parse().map_err(|source| StoreError::Connect {
+            url.expose().parse().map_err(|error| StoreError::Connect {
                 url: redact_url(url.expose()),
-                source,
+                error,
             })?;
         // Commits do not wait for their WAL to reach the disk: if Postgres crashes, the last
         // transactions are lost whole (a page's rows with its mark, a run's row), and the next
@@ -233,9 +240,9 @@ impl Store {
     pub async fn reachable(&self) -> Result<(), StoreError> {
         let conn = sqlx::PgConnection::connect_with(&self.options)
             .await
-            .map_err(|source| StoreError::Connect {
+            .map_err(|error| StoreError::Connect {
                 url: self.url.clone(),
-                source,
+                error,
             })?;
         let _ = conn.close().await;
         Ok(())
@@ -248,14 +255,17 @@ impl Store {
         {
             return e;
         }
-        StoreError::Query { context, source }
+        StoreError::Query {
+            context,
+            error: source,
+        }
     }
 
     /// Creates the database named in `url` when it does not exist yet.
     pub async fn create_database_if_missing(url: &Secret) -> Result<bool, StoreError> {
-        let err = |source| StoreError::Create {
+        let err = |error| StoreError::Create {
             url: redact_url(url.expose()),
-            source,
+            error,
         };
         if Postgres::database_exists(url.expose()).await.map_err(err)? {
             return Ok(false);
@@ -301,6 +311,77 @@ fn key_of(row: &sqlx::postgres::PgRow) -> crate::domain::PairKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database's answer shaped like Postgres's: its Display adds the server's source line.
+    #[derive(Debug)]
+    struct Answer {
+        code: &'static str,
+        message: &'static str,
+    }
+
+    impl std::fmt::Display for Answer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{} at line 948", self.message)
+        }
+    }
+
+    impl std::error::Error for Answer {}
+
+    impl sqlx::error::DatabaseError for Answer {
+        fn message(&self) -> &str {
+            self.message
+        }
+        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+            Some(self.code.into())
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    fn connect_error(code: &'static str, message: &'static str) -> StoreError {
+        StoreError::Connect {
+            url: "postgres://root@127.0.0.1:5432/newcomer_szb".into(),
+            error: sqlx::Error::Database(Box::new(Answer { code, message })),
+        }
+    }
+
+    #[test]
+    fn a_database_error_shows_the_message_without_the_servers_source_line() {
+        let err = connect_error("28P01", "password authentication failed for user \"bob\"");
+
+        let text = crate::error::chain(&err);
+
+        assert_eq!(
+            text,
+            "cannot connect to Postgres at postgres://root@127.0.0.1:5432/newcomer_szb: \
+             password authentication failed for user \"bob\""
+        );
+    }
+
+    #[test]
+    fn a_missing_database_says_how_to_create_it() {
+        let err = connect_error("3D000", "database \"newcomer_szb\" does not exist");
+
+        let text = crate::error::chain(&err);
+
+        assert_eq!(
+            text,
+            "cannot connect to Postgres at postgres://root@127.0.0.1:5432/newcomer_szb: \
+             database \"newcomer_szb\" does not exist; create it with `szb-sync migrate \
+             --create-database` or createdb"
+        );
+        assert!(err.is_connection());
+    }
 
     #[tokio::test]
     async fn debug_output_never_shows_the_database_password() {

@@ -9,17 +9,20 @@ use crate::domain::RunOutcome;
 use crate::secret::{Secret, redact_url};
 
 /// The query `szb-sync demo` prints and runs: viewers and minutes watched per activity.
-pub const SAMPLE_QUERY: &str = "SELECT a.name AS activity, count(DISTINCT v.user_id) AS viewers,
-       count(*) AS visits, sum(v.duration_minutes) AS minutes_watched
+/// Grouped by the activity's id: different activities often share a name.
+pub const SAMPLE_QUERY: &str = "SELECT a.id AS activity_id, a.name AS activity,
+       count(DISTINCT v.user_id) AS viewers, count(*) AS visits,
+       sum(v.duration_minutes) AS minutes_watched
   FROM visits v JOIN activities a ON a.id = v.activity_id
  WHERE v.agent_id = ANY($1)
- GROUP BY a.name
- ORDER BY minutes_watched DESC
+ GROUP BY a.id
+ ORDER BY minutes_watched DESC, a.id
  LIMIT 5";
 
 /// One row of [`SAMPLE_QUERY`].
 #[derive(Debug, Clone)]
 pub struct SampleRow {
+    pub activity_id: String,
     pub activity: Option<String>,
     pub viewers: i64,
     pub visits: i64,
@@ -81,6 +84,7 @@ impl Store {
         Ok(rows
             .iter()
             .map(|r| SampleRow {
+                activity_id: r.get("activity_id"),
                 activity: r.get("activity"),
                 viewers: r.get("viewers"),
                 visits: r.get("visits"),
@@ -105,9 +109,9 @@ pub struct RunSums {
 impl Store {
     /// Drops the database named in `url` if it exists, and creates it empty.
     pub async fn recreate_database(url: &Secret) -> Result<(), StoreError> {
-        let err = |source| StoreError::Create {
+        let err = |error| StoreError::Create {
             url: redact_url(url.expose()),
-            source,
+            error,
         };
         if Postgres::database_exists(url.expose()).await.map_err(err)? {
             Postgres::force_drop_database(url.expose())

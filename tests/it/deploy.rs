@@ -98,7 +98,7 @@ fn check_offline_checks_the_configuration_without_touching_the_network() {
         String::from_utf8_lossy(&ok.stderr)
     );
     assert!(
-        out.contains("configuration: ok (1 targets, 2 pairs)"),
+        out.contains("configuration: ok (1 target, 2 pairs)"),
         "{out}"
     );
     assert!(
@@ -439,7 +439,7 @@ fn the_packaged_config_is_the_example_with_the_token_left_to_the_unit() {
         "check --offline with the packaged config",
     );
     assert!(
-        with_target.contains("configuration: ok (1 targets, 1 pairs)"),
+        with_target.contains("configuration: ok (1 target, 1 pair)"),
         "{with_target}"
     );
     assert!(!with_target.contains("t0ken-secret"));
@@ -585,7 +585,7 @@ fn docker_compose_config_has_a_healthy_db_the_token_as_a_secret_and_the_port_pub
         .unwrap();
     let out = stdout_of(&out, "check --offline with the app's environment");
     assert!(
-        out.contains("configuration: ok (1 targets, 1 pairs)"),
+        out.contains("configuration: ok (1 target, 1 pair)"),
         "{out}"
     );
 }

@@ -12,7 +12,9 @@
 //! - [`process`]: the real binary as a child process: kills, signals, each subcommand;
 //! - [`leases`]: replicas in one process: leases held, expired, taken over and renewed;
 //! - [`migrations`]: upgrading a database that holds rows the new constraints refuse;
-//! - [`pace`]: fetching ahead, pairs in parallel, and the controller behind a rate limit.
+//! - [`pace`]: fetching ahead, pairs in parallel, and the controller behind a rate limit;
+//! - [`setup`]: a newcomer's path: config/demo.toml against mock-api, a missing database or
+//!   config file, `check` as a quick probe, the demo kept off the configured database.
 //!
 //! The property test over random upstream histories is its own binary, `tests/property.rs`.
 
@@ -25,5 +27,6 @@ mod leases;
 mod migrations;
 mod pace;
 mod process;
+mod setup;
 mod sync;
 mod upstream_changes;

@@ -1034,9 +1034,9 @@ async fn mock_api_serves_the_demo_world() {
 }
 
 /// A database the test did not create through [`TestDb`], dropped when the test ends.
-struct DropDatabase {
-    admin_url: String,
-    name: String,
+pub(crate) struct DropDatabase {
+    pub admin_url: String,
+    pub name: String,
 }
 
 impl Drop for DropDatabase {
@@ -1059,8 +1059,7 @@ async fn demo_creates_its_database_syncs_and_prints_the_sample_query() {
     let workdir = tempfile::tempdir().unwrap();
 
     let demo = finish(
-        szb(&["demo"])
-            .env("SZB_DATABASE__URL", &url)
+        szb(&["demo", "--database-url", &url])
             .current_dir(workdir.path())
             .spawn()
             .unwrap(),
@@ -1079,17 +1078,32 @@ async fn demo_creates_its_database_syncs_and_prints_the_sample_query() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
+    // The simulator's clock never runs ahead of ours: no visit ends in the future.
+    let in_future: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM visits WHERE last_online_at > now() OR visit_at > now()",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    // Activities that share a name stay apart in the sample query: each row is one id.
+    let named: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT name FROM activities GROUP BY name
+                                HAVING count(*) > 1) shared",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
     conn.close().await.unwrap();
+    assert_eq!(in_future, 0, "{demo:?}");
+    assert!(named > 0, "the demo world has activities of the same name");
+    assert!(
+        demo.stdout.contains(&format!("szb-sync demo → {url}")),
+        "{demo:?}"
+    );
     // Every visit of the demo's world, and those its second step appends.
-    let world: usize = demo_world::DEMO
-        .agents
-        .iter()
-        .flat_map(|a| a.users)
-        .map(|u| u.total_visits())
-        .sum();
     assert_eq!(
         visits,
-        (world + demo_world::DEMO_APPENDS) as i64,
+        (demo_world::DEMO.total_visits() + demo_world::DEMO_APPENDS) as i64,
         "every simulated visit landed once"
     );
     assert!(
