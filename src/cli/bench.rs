@@ -22,14 +22,16 @@ use crate::store::{RunSums, Store};
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// Divide every workload's users by this factor, for a quick look (1: the full workloads).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "FACTOR", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     scale: u64,
-    /// Runs of each workload; the table shows the median run (by wall time).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=9))]
+    /// Runs of each workload, 1..=9; the table shows the median run (by wall time).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=9))]
     runs: u64,
-    /// Only the workloads whose name contains this text.
-    #[arg(long)]
+    /// Only the workloads whose name contains this text (`--only quiet`, `--only replicas`).
+    #[arg(long, value_name = "TEXT")]
     only: Option<String>,
+    #[command(flatten)]
+    pub(super) config: super::ConfigArg,
 }
 
 /// What a workload measures.
@@ -374,7 +376,10 @@ where
             return Ok(v);
         }
         if Instant::now() > deadline {
-            bail!("gave up after {limit:?} waiting for {what}");
+            bail!(
+                "gave up after {} waiting for {what}",
+                humantime::format_duration(limit)
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
