@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::shutdown_on_signals;
+use crate::plural::plural;
 use crate::simulator::{Simulator, demo_world};
 
 #[derive(Debug, clap::Args)]
@@ -50,8 +51,8 @@ pub(super) async fn run(args: MockApiArgs) -> Result<ExitCode> {
                 sim.generate_visits(GENERATED_AGENT, user, args.visits_per_user);
             }
             let line = format!(
-                "agent {GENERATED_AGENT} token {GENERATED_TOKEN}: users 1..={users} ({} visits each)",
-                args.visits_per_user
+                "agent {GENERATED_AGENT} token {GENERATED_TOKEN}: users 1..={users} ({} each)",
+                plural(args.visits_per_user, "visit", "visits")
             );
             (sim, vec![line])
         }

@@ -124,6 +124,7 @@ pub struct ScheduleSettings {
 pub struct SyncSettings {
     /// A visit is settled (can no longer change) once
     /// `lastOnlineAt <= upstream now - settle_after`; the mark only moves past settled visits.
+    /// At least [`MIN_SETTLE_AFTER`].
     #[serde(with = "humantime_serde")]
     pub settle_after: Duration,
     /// Pairs synced at once, 1..=64.
