@@ -6,7 +6,7 @@
 //!   cli ─► app ─► daemon, http ─► engine ─┬─► api ───┐
 //!                                         ├─► mark ──┼─► domain
 //!                                         └─► store ─┘
-//!   settings (on domain), secret, error, telemetry: read by any layer
+//!   settings (on domain), secret, error, plural, telemetry: read by any layer
 //!   simulator: the upstream's stand-in, for the demo, mock-api and the tests
 //! ```
 //!
@@ -27,6 +27,7 @@
 //! - [`settings`]: layered configuration (defaults, TOML, `SZB_…` environment), validated once.
 //! - [`secret`]: a string that never prints (tokens, database URLs).
 //! - [`error`]: the cause-chain printer.
+//! - [`plural`]: counted nouns (`1 pair`, `2 pairs`) for every message people read.
 //! - [`telemetry`]: the one feed of events (API, engine) and its surfaces: log lines, metrics,
 //!   the live passes; and the tracing subscriber.
 //! - [`simulator`]: a built-in implementation of the upstream endpoint, with the demo's worlds.
@@ -40,6 +41,7 @@ pub mod engine;
 pub mod error;
 pub mod http;
 pub mod mark;
+pub mod plural;
 pub mod secret;
 pub mod settings;
 pub mod simulator;

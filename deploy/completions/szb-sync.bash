@@ -191,20 +191,12 @@ _szb__sync() {
             return 0
             ;;
         szb__subcmd__sync__subcmd__completions)
-            opts="-c -h --config --log-format --help bash elvish fish powershell zsh"
+            opts="-h --log-format --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --config)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                -c)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --log-format)
                     COMPREPLY=($(compgen -W "text json journald" -- "${cur}"))
                     return 0
@@ -443,21 +435,13 @@ _szb__sync() {
             return 0
             ;;
         szb__subcmd__sync__subcmd__man)
-            opts="-c -h --out-dir --config --log-format --help"
+            opts="-h --out-dir --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --out-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --config)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                -c)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -499,7 +483,7 @@ _szb__sync() {
             return 0
             ;;
         szb__subcmd__sync__subcmd__mock__subcmd__api)
-            opts="-c -h --listen --users --visits-per-user --latency --rate-limit --config --log-format --help"
+            opts="-h --listen --users --visits-per-user --latency --rate-limit --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -522,14 +506,6 @@ _szb__sync() {
                     return 0
                     ;;
                 --rate-limit)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --config)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                -c)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -587,7 +563,7 @@ _szb__sync() {
             return 0
             ;;
         szb__subcmd__sync__subcmd__resync)
-            opts="-c -h --agent-id --user-id --config --log-format --help"
+            opts="-c -h --agent-id --user-id --all --config --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

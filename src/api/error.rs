@@ -36,11 +36,14 @@ pub enum ApiError {
     RateLimited { retry_after: Option<Duration> },
     #[error("upstream server error (HTTP {status}): {snippet}")]
     Server { status: u16, snippet: String },
-    #[error("no answer within {0:?} (api.timeout)")]
+    #[error("no answer within {} (api.timeout)", humantime::format_duration(*.0))]
     Timeout(Duration),
     #[error("request failed: {0}")]
     Transport(String),
-    #[error("response body larger than api.max_body_bytes ({limit} bytes)")]
+    #[error(
+        "response body larger than api.max_body_bytes ({})",
+        crate::plural::plural(*limit, "byte", "bytes")
+    )]
     TooLarge { limit: u64 },
     #[error("undecodable response body ({reason}); it starts with: {snippet:?}")]
     Decode { reason: String, snippet: String },
@@ -51,7 +54,10 @@ pub enum ApiError {
          set api.page_size = {got}"
     )]
     PageSizeCapped { asked: i64, got: i64 },
-    #[error("gave up after {attempts} attempts; last error: {last}")]
+    #[error(
+        "gave up after {}; last error: {last}",
+        crate::plural::plural(*attempts, "attempt", "attempts")
+    )]
     Exhausted { attempts: u32, last: Box<ApiError> },
     #[error("cannot build the HTTP client: {0}")]
     Client(String),

@@ -223,8 +223,11 @@ pub(super) fn decode_page(
     let offset = window.offset();
     let problem = if pager.page.is_some_and(|p| p != window.page) {
         Some(format!(
-            "asked for page {}, pager says {:?}",
-            window.page, pager.page
+            "asked for page {}, pager says page {}",
+            window.page,
+            pager
+                .page
+                .map_or_else(|| "none".to_owned(), |p| p.to_string())
         ))
     } else if let Some(got) = pager.page_size.filter(|s| *s != asked) {
         return Err(ApiError::PageSizeCapped { asked, got });
@@ -234,7 +237,8 @@ pub(super) fn decode_page(
         Some(format!("negative total {}", pager.total))
     } else if n > 0 && offset + n > pager.total {
         Some(format!(
-            "{n} items at offset {offset} but total {}",
+            "{} at offset {offset} but total {}",
+            crate::plural::plural(n, "item", "items"),
             pager.total
         ))
     } else if n < asked && offset + n < pager.total {

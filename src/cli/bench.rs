@@ -15,6 +15,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use super::mock_api::{GENERATED_AGENT, GENERATED_TOKEN};
+use crate::plural::plural;
 use crate::secret::{Secret, redact_url};
 use crate::settings::Settings;
 use crate::store::{RunSums, Store};
@@ -22,14 +23,16 @@ use crate::store::{RunSums, Store};
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// Divide every workload's users by this factor, for a quick look (1: the full workloads).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "FACTOR", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     scale: u64,
-    /// Runs of each workload; the table shows the median run (by wall time).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=9))]
+    /// Runs of each workload, 1..=9; the table shows the median run (by wall time).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=9))]
     runs: u64,
-    /// Only the workloads whose name contains this text.
-    #[arg(long)]
+    /// Only the workloads whose name contains this text (`--only quiet`, `--only replicas`).
+    #[arg(long, value_name = "TEXT")]
     only: Option<String>,
+    #[command(flatten)]
+    pub(super) config: super::ConfigArg,
 }
 
 /// What a workload measures.
@@ -374,7 +377,10 @@ where
             return Ok(v);
         }
         if Instant::now() > deadline {
-            bail!("gave up after {limit:?} waiting for {what}");
+            bail!(
+                "gave up after {} waiting for {what}",
+                humantime::format_duration(limit)
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -635,21 +641,21 @@ fn print_table(rows: &[(&Workload, u64, Measured)]) {
             Kind::InitialVsLimit => {
                 let ideal = m.sim_requests as f64 / w.rate_limit;
                 format!(
-                    "{:.2}× requests/limit {ideal:.1} s; {:.1}% 429s; {} pairs failed",
+                    "{:.2}× requests/limit {ideal:.1} s; {:.1}% 429s; {} failed",
                     secs / ideal,
                     100.0 * m.rate_limited as f64 / m.sim_requests.max(1) as f64,
-                    m.sums.failed
+                    plural(m.sums.failed, "pair", "pairs")
                 )
             }
             Kind::Replicas => m.replicas.map_or("-".to_owned(), |r| {
                 format!(
-                    "quiet: {:.2} requests per pair per tick over {} ticks; shares {:.0}%..{:.0}%; \
-                     a SIGKILLed replica's {} pairs done {:.1} s after the kill (lease {} s + pass {:.1} s)",
+                    "quiet: {:.2} requests per pair per tick over {}; shares {:.0}%..{:.0}%; \
+                     a SIGKILLed replica's {} done {:.1} s after the kill (lease {} s + pass {:.1} s)",
                     r.quiet_requests_per_pair,
-                    r.quiet_ticks,
+                    plural(r.quiet_ticks, "tick", "ticks"),
                     100.0 * r.min_share,
                     100.0 * r.max_share,
-                    r.victim_pairs,
+                    plural(r.victim_pairs, "pair", "pairs"),
                     r.takeover.as_secs_f64(),
                     r.lease.as_secs(),
                     r.longest_pass.as_secs_f64()

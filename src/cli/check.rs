@@ -14,6 +14,7 @@ use crate::api::{ApiClient, ApiError};
 use crate::app::{App, AppError};
 use crate::domain::{Order, Window};
 use crate::error::chain;
+use crate::plural::plural;
 use crate::secret::redact_url;
 use crate::settings::Settings;
 
@@ -27,8 +28,8 @@ pub(super) async fn run(settings: &Settings, offline: bool) -> Result<ExitCode> 
     let pairs = settings.pairs()?;
     out!(
         "configuration: ok ({}, {})",
-        plural(settings.targets.len(), "target"),
-        plural(pairs.len(), "pair")
+        plural(settings.targets.len(), "target", "targets"),
+        plural(pairs.len(), "pair", "pairs")
     );
     if offline {
         return Ok(ExitCode::SUCCESS);
@@ -74,7 +75,7 @@ pub(super) async fn run(settings: &Settings, offline: bool) -> Result<ExitCode> 
         match api.probe(&pair.key, &pair.token, &window).await {
             Ok(page) => out!(
                 "agent {agent}: token accepted ({} for user {})",
-                plural(usize::try_from(page.total).unwrap_or(0), "visit"),
+                plural(page.total, "visit", "visits"),
                 pair.key.user_id
             ),
             Err(e) => {
@@ -108,14 +109,5 @@ fn failure(agent: i64, err: &ApiError) -> String {
                 .find_map(|prefix| text.strip_prefix(prefix.as_str()))
                 .map_or_else(|| text.clone(), str::to_owned)
         }
-    }
-}
-
-/// `1 target`, `2 targets`.
-fn plural(n: usize, noun: &str) -> String {
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
     }
 }

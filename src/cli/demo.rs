@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::exit_code;
 use super::table::pad;
 use crate::app::App;
+use crate::plural::plural;
 use crate::secret::{Secret, redact_url};
 use crate::settings::{Settings, Target};
 use crate::simulator::demo_world;
@@ -28,6 +29,8 @@ pub struct DemoArgs {
     /// missing). Rows of the demo's simulated agents there are replaced.
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
+    #[command(flatten)]
+    pub(super) config: super::ConfigArg,
 }
 
 pub(super) async fn run(settings: &Settings, args: DemoArgs) -> Result<ExitCode> {
@@ -76,7 +79,7 @@ pub(super) async fn run(settings: &Settings, args: DemoArgs) -> Result<ExitCode>
 
     out!(
         "\n1. first sync: every visit of {}",
-        plural(app.pairs().len(), "pair")
+        plural(app.pairs().len(), "pair", "pairs")
     );
     let report = app.sync_once(&never).await;
     out!("   {report}");
@@ -87,7 +90,7 @@ pub(super) async fn run(settings: &Settings, args: DemoArgs) -> Result<ExitCode>
     sim.extend_open_visits(online);
     out!(
         "\n2. upstream moved on: {}, one viewer still online {STILL_ONLINE_MINUTES} minutes later",
-        plural(demo_world::DEMO_APPENDS, "new visit")
+        plural(demo_world::DEMO_APPENDS, "new visit", "new visits")
     );
     let report = app.sync_once(&never).await;
     out!("   {report}");
@@ -99,8 +102,8 @@ pub(super) async fn run(settings: &Settings, args: DemoArgs) -> Result<ExitCode>
     let (visits, activities) = store.count_for_agents(&agent_ids).await?;
     out!(
         "\nIn Postgres now: {} of {}. A sample query:\n",
-        plural(usize::try_from(visits).unwrap_or(0), "visit"),
-        plural(usize::try_from(activities).unwrap_or(0), "activity")
+        plural(visits, "visit", "visits"),
+        plural(activities, "activity", "activities")
     );
     let query = SAMPLE_QUERY.replace("$1", &format!("ARRAY{agent_ids:?}"));
     out!("{query}\n");
@@ -170,15 +173,6 @@ fn psql_url(url: &str) -> (String, bool) {
     (parsed.to_string(), had_password)
 }
 
-/// `1 visit`, `2 visits`; `activity` becomes `activities`.
-fn plural(n: usize, noun: &str) -> String {
-    match (n, noun.strip_suffix('y')) {
-        (1, _) => format!("1 {noun}"),
-        (n, Some(stem)) => format!("{n} {stem}ies"),
-        (n, None) => format!("{n} {noun}s"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,13 +206,5 @@ mod tests {
             psql_url("postgres://root@127.0.0.1:5432/szb_demo"),
             ("postgres://root@127.0.0.1:5432/szb_demo".to_owned(), false)
         );
-    }
-
-    #[test]
-    fn plurals_agree_with_their_count() {
-        assert_eq!(plural(1, "pair"), "1 pair");
-        assert_eq!(plural(3, "pair"), "3 pairs");
-        assert_eq!(plural(1, "activity"), "1 activity");
-        assert_eq!(plural(19, "activity"), "19 activities");
     }
 }

@@ -8,12 +8,13 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::shutdown_on_signals;
+use crate::plural::plural;
 use crate::simulator::{Simulator, demo_world};
 
 #[derive(Debug, clap::Args)]
 pub struct MockApiArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    /// Address to listen on (port 0: any free port; the first line printed names it).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Instead of the demo world: this many users (ids 1..=N) of agent 105131, token
     /// `mock-token`, each with --visits-per-user visits.
@@ -23,7 +24,7 @@ pub struct MockApiArgs {
     #[arg(long, value_name = "N", default_value_t = 1000, requires = "users")]
     visits_per_user: usize,
     /// Answer every request this much later, as over a real network ("100ms").
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     latency: Option<Duration>,
     /// A server-side rate limit in requests per second (a token bucket with a burst of the same
     /// size); requests over it get a 429 with a Retry-After.
@@ -50,8 +51,8 @@ pub(super) async fn run(args: MockApiArgs) -> Result<ExitCode> {
                 sim.generate_visits(GENERATED_AGENT, user, args.visits_per_user);
             }
             let line = format!(
-                "agent {GENERATED_AGENT} token {GENERATED_TOKEN}: users 1..={users} ({} visits each)",
-                args.visits_per_user
+                "agent {GENERATED_AGENT} token {GENERATED_TOKEN}: users 1..={users} ({} each)",
+                plural(args.visits_per_user, "visit", "visits")
             );
             (sim, vec![line])
         }

@@ -33,9 +33,11 @@ use crate::telemetry::LogFormat;
 #[derive(Debug, Parser)]
 #[command(name = "szb-sync", version, about)]
 pub struct Cli {
-    /// Configuration file (TOML). Default: config/szb-sync.toml in the working directory; it
-    /// must exist unless SZB_TARGETS sets the targets (demo and bench need none).
-    #[arg(long, short, global = true, value_name = "FILE")]
+    /// Configuration file (TOML), for the commands that read one (all but mock-api,
+    /// completions and man); before the command or after it. Default: config/szb-sync.toml in
+    /// the working directory; it must exist unless SZB_TARGETS sets the targets (demo and bench
+    /// need none).
+    #[arg(long, short, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Log format: text or json on stderr, or journald. Default: journald when stderr is the
     /// journal (under systemd), else text. Filter with RUST_LOG (default: info).
@@ -48,26 +50,40 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// One pass over every configured pair, then exit (non-zero if any pair failed).
+    ///
+    /// Applies the migrations first. Prints a line per pair and a summary; on a terminal a
+    /// progress bar follows the pass on stderr. Exit codes: 0 when every pair synced, 1 when
+    /// one failed, 128 + the signal when SIGINT or SIGTERM cut it short (committed pages stay).
     Sync {
         /// Sync only these configured pairs (comma-separated, or the option repeated). An entry
         /// that is not a configured pair stops the command before anything syncs.
         #[arg(long, value_name = "AGENT:USER", value_delimiter = ',')]
         only: Vec<only::PairSelector>,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// The daemon: apply migrations, sync at start and on schedule.cron, stop cleanly on SIGTERM.
-    Run,
+    ///
+    /// Migrations are retried while the database is away. A first pass runs at once, then one
+    /// per tick of schedule.cron (UTC); the start-up log line names the next tick. SIGHUP reloads
+    /// the configuration; SIGTERM or SIGINT stops after the page in flight, exit code 0.
+    Run(ConfigArg),
     /// Apply the database migrations and exit.
     Migrate {
         /// Create the configured database first when it does not exist (on the server of
         /// database.url, as its user, who needs the CREATEDB privilege).
         #[arg(long)]
         create_database: bool,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Check the configuration, the database and each agent's token (one request per agent).
     Check {
         /// Only the configuration: no database, no request (for `ExecStartPre=`).
         #[arg(long)]
         offline: bool,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Show each pair's mark, last run and last error; exits 1 when a configured pair is failing.
     Status {
@@ -75,20 +91,18 @@ pub enum Command {
         /// the same.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// List the items the platform sent that are not valid visits, newest first, with why.
     Rejects(rejects::RejectsArgs),
     /// Forget the marks of configured pairs so the next sync re-reads them from the start
     /// (after rejects were fixed upstream, say). Stored visits stay.
-    Resync {
-        /// Only pairs of this agent.
-        #[arg(long)]
-        agent_id: Option<i64>,
-        /// Only this user.
-        #[arg(long)]
-        user_id: Option<i64>,
-    },
-    /// Serve the built-in simulator of the upstream API.
+    ///
+    /// Name the pairs with --agent-id and/or --user-id, or give --all for every configured
+    /// pair. Without either, resync asks on a terminal and refuses otherwise.
+    Resync(resync::ResyncArgs),
+    /// Serve the built-in simulator of the upstream API (reads no configuration file).
     MockApi(mock_api::MockApiArgs),
     /// Sync a simulated platform into a database of its own and show what landed: `szb_demo`
     /// on the configured server (created when missing), never the configured database itself.
@@ -111,30 +125,110 @@ pub enum Command {
     },
 }
 
+/// `--config FILE` after a command that reads the configuration (`szb-sync sync --config F`);
+/// [`Cli::config`] takes it before the command. Commands that read none do not have it, so
+/// their help, man page and completions do not offer it.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct ConfigArg {
+    /// Configuration file (TOML). Default: config/szb-sync.toml when it exists.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl Command {
+    /// The command's name, as typed.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Sync { .. } => "sync",
+            Command::Run(_) => "run",
+            Command::Migrate { .. } => "migrate",
+            Command::Check { .. } => "check",
+            Command::Status { .. } => "status",
+            Command::Rejects(_) => "rejects",
+            Command::Resync(_) => "resync",
+            Command::MockApi(_) => "mock-api",
+            Command::Demo(_) => "demo",
+            Command::Bench(_) => "bench",
+            Command::Completions { .. } => "completions",
+            Command::Man { .. } => "man",
+        }
+    }
+
+    /// The `--config` given after the command; `None` for a command that reads no
+    /// configuration.
+    fn config_arg(&self) -> Option<&ConfigArg> {
+        match self {
+            Command::Sync { config, .. }
+            | Command::Check { config, .. }
+            | Command::Status { config, .. }
+            | Command::Run(config)
+            | Command::Migrate { config, .. } => Some(config),
+            Command::Demo(args) => Some(&args.config),
+            Command::Rejects(args) => Some(&args.config),
+            Command::Resync(args) => Some(&args.config),
+            Command::Bench(args) => Some(&args.config),
+            Command::MockApi(_) | Command::Completions { .. } | Command::Man { .. } => None,
+        }
+    }
+}
+
 /// Runs a parsed command line.
 pub async fn execute(cli: Cli) -> Result<ExitCode> {
-    let settings = || load(&cli.config);
+    let name = cli.command.name();
+    let config = match (cli.config, cli.command.config_arg()) {
+        (Some(_), None) => {
+            return Ok(usage_error(
+                name,
+                &format!(
+                    "{name} reads no configuration file, so --config would be ignored; drop it"
+                ),
+            ));
+        }
+        (Some(_), Some(ConfigArg { config: Some(_) })) => {
+            return Ok(usage_error(
+                name,
+                "--config is given twice, before and after the command; give it once",
+            ));
+        }
+        (before, after) => before.or_else(|| after.and_then(|a| a.config.clone())),
+    };
+    let settings = || load(&config);
     // These need no config file: without one they take the defaults and the environment.
     let optional =
-        || Settings::load_optional(cli.config.as_deref()).context("loading the configuration");
+        || Settings::load_optional(config.as_deref()).context("loading the configuration");
     match cli.command {
         Command::Demo(args) => demo::run(&optional()?, args).await,
         Command::Bench(args) => bench::run(&optional()?, args).await,
         Command::MockApi(args) => mock_api::run(args).await,
-        Command::Migrate { create_database } => migrate::run(&settings()?, create_database).await,
-        Command::Sync { only } => sync::run(&settings()?, &only).await,
-        Command::Run => run::run(&settings()?, &cli.config).await,
-        Command::Check { offline } => check::run(&settings()?, offline).await,
-        Command::Status { json } => status::run(&settings()?, json).await,
+        Command::Migrate {
+            create_database, ..
+        } => migrate::run(&settings()?, create_database).await,
+        Command::Sync { only, .. } => sync::run(&settings()?, &only).await,
+        Command::Run(_) => run::run(&settings()?, &config).await,
+        Command::Check { offline, .. } => check::run(&settings()?, offline).await,
+        Command::Status { json, .. } => status::run(&settings()?, json).await,
         Command::Rejects(args) => rejects::run(&settings()?, args).await,
         Command::Completions { shell } => Ok(generate::completions(shell)),
         Command::Man { out_dir } => generate::man(out_dir.as_deref()),
-        Command::Resync { agent_id, user_id } => resync::run(&settings()?, agent_id, user_id).await,
+        Command::Resync(args) => resync::run(&settings()?, args).await,
     }
 }
 
 fn load(config: &Option<PathBuf>) -> Result<Settings> {
     Settings::load(config.as_deref()).context("loading the configuration")
+}
+
+/// A usage error of `command` found after parsing: said as clap says its own (`error: …`, the
+/// command's usage, how to get help), with clap's exit code, 2.
+fn usage_error(command: &str, message: &str) -> ExitCode {
+    use clap::CommandFactory as _;
+    let mut cli = Cli::command();
+    cli.build();
+    let mut command = cli.find_subcommand(command).cloned().unwrap_or(cli);
+    let _ = command
+        .error(clap::error::ErrorKind::ArgumentConflict, message)
+        .print();
+    ExitCode::from(2)
 }
 
 /// Success when `ok`, else the failure code.

@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::str::FromStr;
 
 use crate::domain::Pair;
+use crate::plural::noun;
 
 /// One `AGENT:USER` entry of `--only`. It picks every configured pair of that agent and user
 /// (one per activity filter when targets filter by activity).
@@ -56,11 +57,7 @@ pub(super) fn select(pairs: &[Pair], only: &[PairSelector]) -> anyhow::Result<Ve
         anyhow::bail!(
             "--only {}: not {} of the configuration's targets; nothing was synced",
             unknown.join(", "),
-            if unknown.len() == 1 {
-                "a pair"
-            } else {
-                "pairs"
-            }
+            noun(unknown.len(), "a pair", "pairs")
         );
     }
     let wanted: HashSet<_> = only.iter().map(|s| (s.agent_id, s.user_id)).collect();

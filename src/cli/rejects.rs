@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::{output, table};
 use crate::app::App;
+use crate::plural::noun;
 use crate::settings::Settings;
 use crate::store::{Reject, RejectFilter};
 
@@ -17,10 +18,10 @@ const RAW_WIDTH: usize = 160;
 #[derive(Debug, clap::Args)]
 pub struct RejectsArgs {
     /// Only rejects of this agent's pairs.
-    #[arg(long)]
+    #[arg(long, value_name = "AGENT")]
     agent_id: Option<i64>,
     /// Only rejects of this user.
-    #[arg(long)]
+    #[arg(long, value_name = "USER")]
     user_id: Option<i64>,
     /// Only items first seen since then: a duration back from now (`2h`, `7days`) or an
     /// RFC 3339 time (`2026-12-01T00:00:00Z`).
@@ -33,6 +34,8 @@ pub struct RejectsArgs {
     /// `raw` is the item as served.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    pub(super) config: super::ConfigArg,
 }
 
 fn parse_since(s: &str) -> Result<DateTime<Utc>, String> {
@@ -125,11 +128,7 @@ pub(super) async fn run(settings: &Settings, args: RejectsArgs) -> Result<ExitCo
         out!("    raw: {}", cut(&r.raw.to_string(), RAW_WIDTH));
     }
     let shown = found.rejects.len();
-    let noun = if found.matching == 1 {
-        "reject"
-    } else {
-        "rejects"
-    };
+    let noun = noun(found.matching, "reject", "rejects");
     if i64::try_from(shown).is_ok_and(|n| n < found.matching) {
         out!(
             "\n{shown} of {} matching {noun}, newest first; --limit shows more",

@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::{exit_code, output, table};
 use crate::app::App;
 use crate::domain::RunOutcome;
+use crate::plural::{noun, plural};
 use crate::settings::Settings;
 use crate::store::PairStatus;
 
@@ -56,14 +57,17 @@ pub(super) async fn run(settings: &Settings, json: bool) -> Result<ExitCode> {
     print_rows(&rows);
     if !dropped.is_empty() {
         out!(
-            "\nnot configured ({} {}): kept in the tables with their marks; nothing syncs them",
-            dropped.len(),
-            if dropped.len() == 1 { "pair" } else { "pairs" }
+            "\nnot configured ({}): kept in the tables with their marks; nothing syncs them",
+            plural(dropped.len(), "pair", "pairs")
         );
         print_rows(&dropped);
     }
     if failing > 0 {
-        out!("\n{failing} of {} configured pairs failing", rows.len());
+        out!(
+            "\n{failing} of {} configured {} failing",
+            rows.len(),
+            noun(rows.len(), "pair", "pairs")
+        );
     }
     Ok(exit_code(failing == 0))
 }
@@ -147,13 +151,8 @@ fn print_rows(rows: &[PairStatus]) {
         }
         if let Some(due) = r.next_due_at.filter(|_| r.failures_in_row > 0) {
             out!(
-                "    backing off after {} failed {} in a row: next try at {}",
-                r.failures_in_row,
-                if r.failures_in_row == 1 {
-                    "run"
-                } else {
-                    "runs"
-                },
+                "    backing off after {} in a row: next try at {}",
+                plural(r.failures_in_row, "failed run", "failed runs"),
                 table::time(Some(due))
             );
         }

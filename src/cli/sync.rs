@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::only::{self, PairSelector};
 use super::{exit_code, interrupted_code, shutdown_on_signals};
 use crate::app::App;
+use crate::plural::plural;
 use crate::settings::Settings;
 use crate::telemetry::live::PassView;
 
@@ -107,7 +108,8 @@ fn line(view: &PassView, limit: f64) -> String {
     let visits_rate = written as f64 / secs;
     let requests_rate = view.counts.requests as f64 / secs;
     format!(
-        "{written} visits ({visits_rate:.0}/s)  {requests_rate:.1} req/s  limit {limit:.0}  ETA {}",
+        "{} ({visits_rate:.0}/s)  {requests_rate:.1} req/s  limit {limit:.0}  ETA {}",
+        plural(written, "visit", "visits"),
         eta(view, visits_rate)
     )
 }

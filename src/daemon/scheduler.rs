@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::notify;
 use crate::domain::Pair;
 use crate::engine::{Engine, PassPlan};
+use crate::plural::plural;
 use crate::telemetry::live::Live;
 
 #[derive(Debug, thiserror::Error)]
@@ -107,16 +108,30 @@ pub async fn run(
     scheduler.add(job).await?;
     scheduler.start().await?;
     let pairs = schedule.pairs.borrow_and_update().len();
+    // Settings refuse a cron that never fires; "never" stays a possibility for one built by hand.
+    let next_run = pattern
+        .find_next_occurrence(
+            &Utc::now().with_nanosecond(0).unwrap_or_else(Utc::now),
+            false,
+        )
+        .map_or_else(
+            |_| "never".to_owned(),
+            |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        );
     tracing::info!(
         cron,
+        next_run = %next_run,
         pairs,
         owner = engine.owner(),
-        "szb-sync daemon started"
+        "szb-sync daemon started: a first pass now, the next on the schedule at {next_run}"
     );
 
     let live = schedule.live;
     let mut beat = Beat::new(live);
-    notify::ready(&format!("{pairs} pairs; first pass starting"));
+    notify::ready(&format!(
+        "{}; first pass starting",
+        plural(pairs, "pair", "pairs")
+    ));
     // A first pass right away: nobody wants to wait for the first tick to see data.
     let _ = tick_tx.try_send(false);
     loop {
@@ -126,9 +141,9 @@ pub async fn run(
                 let plan = plan_at(&pattern, Utc::now(), ticked);
                 let pairs = schedule.pairs.borrow_and_update().clone();
                 notify::status(&format!(
-                    "pass for the tick of {} running over {} pairs",
+                    "pass for the tick of {} running over {}",
                     plan.due_by.map_or_else(|| "now".to_owned(), |t| t.to_rfc3339()),
-                    pairs.len()
+                    plural(pairs.len(), "pair", "pairs")
                 ));
                 live.set_next_pass(plan.next_due);
                 let report = beat.during(engine.sync_due(&pairs, plan, shutdown)).await;

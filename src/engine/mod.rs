@@ -18,6 +18,7 @@ use crate::api::{ApiClient, ApiError};
 use crate::domain::{Pair, PairKey, RunOutcome};
 use crate::error::chain;
 use crate::mark::{Walk, WalkError};
+use crate::plural::plural;
 use crate::store::{
     Backoff, Claimed, Coordinator, FinishedRun, PassTotals, RunTotals, Store, StoreError,
 };
@@ -136,7 +137,11 @@ impl fmt::Display for SyncReport {
         let t = self.totals();
         let failed = self.failed().count();
         let of = |outcome| self.pairs.iter().filter(|p| p.outcome == outcome).count();
-        write!(f, "{} pairs ({} failed", self.pairs.len(), failed)?;
+        write!(
+            f,
+            "{} ({failed} failed",
+            plural(self.pairs.len(), "pair", "pairs")
+        )?;
         for (n, what) in [
             (of(RunOutcome::Interrupted), "interrupted"),
             (of(RunOutcome::Skipped), "skipped"),
@@ -147,13 +152,13 @@ impl fmt::Display for SyncReport {
         }
         write!(
             f,
-            "), {} requests, {} pages, {} visits inserted, {} updated, {} activities written, {} rejects",
-            t.requests,
-            t.pages,
-            t.visits_inserted,
+            "), {}, {}, {} inserted, {} updated, {} written, {}",
+            plural(t.requests, "request", "requests"),
+            plural(t.pages, "page", "pages"),
+            plural(t.visits_inserted, "visit", "visits"),
             t.visits_updated,
-            t.activities_written,
-            t.rejects
+            plural(t.activities_written, "activity", "activities"),
+            plural(t.rejects, "reject", "rejects")
         )?;
         for e in &self.errors {
             write!(f, "; error: {e}")?;

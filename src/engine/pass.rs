@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Engine, PairReport, PassPlan, SyncReport};
 use crate::domain::{Pair, PairKey, RunOutcome};
 use crate::error::chain;
+use crate::plural::plural;
 use crate::store::{ClaimPlan, Claimed, DueAfter, FinishedRun, StoreError};
 
 /// Abandoned pairs taken over per claim statement.
@@ -441,7 +442,11 @@ impl<'a> Pass<'a> {
                 ),
                 Ok(_) => {}
                 Err(e) => {
-                    let e = format!("recording {} finished runs: {}", batch.len(), chain(&e));
+                    let e = format!(
+                        "recording {}: {}",
+                        plural(batch.len(), "finished run", "finished runs"),
+                        chain(&e)
+                    );
                     tracing::error!(error = %e, "their leases expire; their pages are committed");
                     self.errors.push(e);
                 }

@@ -8,6 +8,7 @@ use axum::response::Response;
 
 use super::{Board, line};
 use crate::domain::RunOutcome;
+use crate::plural::{noun, plural};
 use crate::telemetry::live::PassView;
 
 /// The schedule loop beats every second; this long without a beat, it is stuck.
@@ -74,16 +75,18 @@ pub(super) async fn readyz(State(board): State<Board>) -> Response {
             match last.errors.first() {
                 Some(e) => format!("not ready: the last pass failed: {e}"),
                 None => format!(
-                    "not ready: the last pass failed for all {} of its pairs (see the status page)",
-                    last.pairs
+                    "not ready: the last pass failed for all {} of its {} (see the status page)",
+                    last.pairs,
+                    noun(last.pairs, "pair", "pairs")
                 ),
             },
         ),
         Some(last) => line(
             StatusCode::OK,
             format!(
-                "ok: the last pass ran {} pairs, {} failed",
-                last.pairs, last.failed
+                "ok: the last pass ran {}, {} failed",
+                plural(last.pairs, "pair", "pairs"),
+                last.failed
             ),
         ),
         None => line(StatusCode::OK, "ok: migrated; no pass has finished yet"),

@@ -118,10 +118,14 @@ impl Decision {
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum WalkError {
     #[error(
-        "the upstream list kept shifting: lost the position {0} times in one run; will retry next run"
+        "the upstream list kept shifting: lost the position {} in one run; will retry next run",
+        crate::plural::plural(*.0, "time", "times")
     )]
     Unstable(u32),
-    #[error("asked for page {asked_page} of size {asked_size}, got {got} items")]
+    #[error(
+        "asked for page {asked_page} of size {asked_size}, got {}",
+        crate::plural::plural(*got, "item", "items")
+    )]
     OversizedPage {
         asked_page: i64,
         asked_size: u32,

@@ -1,13 +1,132 @@
 //! The environment layer: `DATABASE_URL` and `SZB_SECTION__KEY` variables, as a figment
-//! provider whose errors name the variable.
+//! provider whose errors name the variable. Every other `SZB_` variable is refused, naming it
+//! and the closest real name, as an unknown key in the file is; only [`NOT_CONFIG`] is passed by.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
+use serde::Deserialize;
 
-const SECTIONS: [&str; 6] = ["database", "api", "schedule", "sync", "http", "targets"];
+use super::{
+    ApiSettings, DatabaseSettings, HttpSettings, ScheduleSettings, SettingsError, SyncSettings,
+};
+
+/// `SZB_` variables that are not configuration and are left alone. `SZB_TOKEN_FILE` is
+/// `docker-compose.yml`'s: the host path of the token secret, read by compose, so it may well be
+/// exported in the shell that runs szb-sync too.
+pub(super) const NOT_CONFIG: [&str; 1] = ["SZB_TOKEN_FILE"];
+
+/// Each section and its keys, as the settings types declare them. `targets` is a list, set
+/// whole by `SZB_TARGETS`, so it has no keys of its own here.
+fn sections() -> Vec<(&'static str, &'static [&'static str])> {
+    vec![
+        ("database", fields::<DatabaseSettings>()),
+        ("api", fields::<ApiSettings>()),
+        ("schedule", fields::<ScheduleSettings>()),
+        ("sync", fields::<SyncSettings>()),
+        ("http", fields::<HttpSettings>()),
+        ("targets", &[]),
+    ]
+}
+
+/// Every variable name that sets something: `SZB_API`, `SZB_API__TOKEN`, …, upper case.
+fn known_names() -> Vec<String> {
+    let mut names = Vec::new();
+    for (section, keys) in sections() {
+        names.push(format!("SZB_{}", section.to_ascii_uppercase()));
+        for key in keys {
+            names.push(format!("SZB_{}__{}", section, key).to_ascii_uppercase());
+        }
+    }
+    names
+}
+
+/// The fields a settings struct deserializes, asked of serde itself so the list cannot drift.
+fn fields<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    let mut fields = None;
+    let _ = T::deserialize(FieldNames(&mut fields));
+    fields.unwrap_or_default()
+}
+
+/// A deserializer that only records the field names of the struct asked of it.
+struct FieldNames<'a>(&'a mut Option<&'static [&'static str]>);
+
+impl<'de> serde::Deserializer<'de> for FieldNames<'_> {
+    type Error = serde::de::value::Error;
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        _visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        *self.0 = Some(fields);
+        Err(serde::de::Error::custom("field names only"))
+    }
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+        Err(serde::de::Error::custom("not a struct"))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+        ignored_any
+    }
+}
+
+/// `SZB_…` variables that set nothing, each named with the closest real name when one is near.
+fn check_names<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), SettingsError> {
+    let known = known_names();
+    let mut problems = Vec::new();
+    for name in names {
+        let upper = name.to_ascii_uppercase();
+        if !upper.starts_with("SZB_")
+            || known.contains(&upper)
+            || NOT_CONFIG.contains(&upper.as_str())
+        {
+            continue;
+        }
+        let key = upper[4..].to_ascii_lowercase().replace("__", ".");
+        let what = if key.contains('.') {
+            format!(" (`{key}` is not a key)")
+        } else {
+            String::new()
+        };
+        let hint = match closest(&upper, &known) {
+            Some(close) => format!("; did you mean {close}?"),
+            None => "; a setting is SZB_ and its section and key joined by two underscores, \
+                     e.g. SZB_API__TOKEN or SZB_SYNC__SETTLE_AFTER"
+                .to_owned(),
+        };
+        problems.push(format!(
+            "config error: environment variable {name} matches no setting{what}{hint}"
+        ));
+    }
+    problems.sort();
+    problems.dedup();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(SettingsError::Parse(problems.join("; ")))
+    }
+}
+
+/// The known name `name` most likely meant: the same letters with other underscores
+/// (`SZB_API_TOKEN`), else the nearest by edit distance when it is only a typo away.
+fn closest<'a>(name: &str, known: &'a [String]) -> Option<&'a str> {
+    let letters = |s: &str| s.replace('_', "");
+    if let Some(same) = known.iter().find(|k| letters(k) == letters(name)) {
+        return Some(same);
+    }
+    let (distance, best) = known
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(name, k), k))
+        .min()?;
+    (distance <= 1 + name.len() / 8).then_some(best.as_str())
+}
 
 /// Keys whose environment value is taken verbatim rather than parsed as a number, bool or array
 /// (a token of digits stays a string; a cron with spaces is not split).
@@ -40,7 +159,12 @@ pub(super) fn sets_targets(env: &[(String, String)]) -> bool {
     })
 }
 
-pub(super) fn with_env(figment: Figment, env: Vec<(String, String)>) -> Figment {
+pub(super) fn with_env(
+    figment: Figment,
+    env: Vec<(String, String)>,
+) -> Result<Figment, SettingsError> {
+    check_names(env.iter().map(|(name, _)| name.as_str()))?;
+    let sections: Vec<&str> = sections().into_iter().map(|(s, _)| s).collect();
     let database_url = env
         .iter()
         .find(|(k, _)| k == "DATABASE_URL")
@@ -51,12 +175,12 @@ pub(super) fn with_env(figment: Figment, env: Vec<(String, String)>) -> Figment 
             .filter(|p| p.eq_ignore_ascii_case("SZB_"))
             .map(|_| &name[4..])?;
         let key = rest.to_ascii_lowercase().replace("__", ".");
-        let is_config = rest.contains("__") || SECTIONS.contains(&key.as_str());
+        let is_config = rest.contains("__") || sections.contains(&key.as_str());
         (is_config && !key.is_empty()).then(|| (name.clone(), key, value))
     });
-    figment
+    Ok(figment
         .merge(EnvVars(database_url.into_iter().collect()))
-        .merge(EnvVars(szb.collect()))
+        .merge(EnvVars(szb.collect())))
 }
 
 /// A figment provider over (variable name, key path, value) triples, so that [`Settings::load`]
@@ -122,5 +246,72 @@ fn insert_path(dict: &mut Dict, path: &str, value: Value) {
                 insert_path(inner, rest, value);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Settings;
+    use super::*;
+
+    fn refused(name: &str) -> String {
+        Settings::load_from(None, &[(name, "x")])
+            .expect_err("the variable should be refused")
+            .to_string()
+    }
+
+    #[test]
+    fn the_sections_are_the_fields_of_settings() {
+        let declared: Vec<&str> = sections().into_iter().map(|(s, _)| s).collect();
+        assert_eq!(declared, fields::<Settings>());
+        assert!(fields::<ApiSettings>().contains(&"token_file"));
+        assert!(known_names().contains(&"SZB_SYNC__SETTLE_AFTER".to_owned()));
+    }
+
+    #[test]
+    fn a_variable_that_sets_nothing_is_refused_with_the_closest_name() {
+        let msg = refused("SZB_API_TOKEN");
+        assert_eq!(
+            msg,
+            "config error: environment variable SZB_API_TOKEN matches no setting; did you mean \
+             SZB_API__TOKEN?"
+        );
+        let msg = refused("SZB_API__TOKNE");
+        assert!(
+            msg.contains("SZB_API__TOKNE matches no setting (`api.tokne` is not a key); did you mean SZB_API__TOKEN?"),
+            "{msg}"
+        );
+        let msg = refused("SZB_SYNC_SETTLE_AFTER");
+        assert!(
+            msg.ends_with("did you mean SZB_SYNC__SETTLE_AFTER?"),
+            "{msg}"
+        );
+        let msg = refused("SZB_DATABSE__URL");
+        assert!(msg.ends_with("did you mean SZB_DATABASE__URL?"), "{msg}");
+
+        let msg = refused("SZB_FOO");
+        assert!(msg.contains("environment variable SZB_FOO matches no setting; a setting is SZB_ and its section and key joined by two underscores"), "{msg}");
+        assert!(!msg.contains("did you mean"), "{msg}");
+    }
+
+    #[test]
+    fn real_names_any_case_and_the_compose_variable_are_taken() {
+        let env = [
+            ("szb_api__token", "t"),
+            ("SZB_TOKEN_FILE", "./szb-token"),
+            ("SZB_HTTP", "{listen=\"127.0.0.1:9\"}"),
+            ("SZBX", "not ours"),
+        ];
+        let s = Settings::load_from(None, &env).unwrap();
+        assert_eq!(s.api.token.unwrap().expose(), "t");
+        assert!(s.http.listen.is_some());
+    }
+
+    #[test]
+    fn every_unknown_variable_is_named_once() {
+        let env = [("SZB_FOO", "1"), ("SZB_API_TOKEN", "2"), ("SZB_FOO", "3")];
+        let msg = Settings::load_from(None, &env).unwrap_err().to_string();
+        assert_eq!(msg.matches("SZB_FOO matches").count(), 1, "{msg}");
+        assert!(msg.contains("SZB_API_TOKEN matches"), "{msg}");
     }
 }

@@ -10,8 +10,9 @@
 //! 3. `DATABASE_URL`, for `database.url` only;
 //! 4. `SZB_SECTION__KEY` variables, `__` separating the levels: `SZB_DATABASE__URL`,
 //!    `SZB_API__TOKEN`, `SZB_SYNC__SETTLE_AFTER=90m`. A bare `SZB_SECTION` sets a whole section
-//!    (`SZB_TARGETS='[{agent_id=1,user_ids=[2]}]'`). Other `SZB_` variables without `__`
-//!    (`SZB_CONFIG`, say) are not configuration and are ignored.
+//!    (`SZB_TARGETS='[{agent_id=1,user_ids=[2]}]'`). Any other `SZB_` variable is refused
+//!    like an unknown key, naming the closest real one (`SZB_API_TOKEN`: did you mean
+//!    `SZB_API__TOKEN`?); only `SZB_TOKEN_FILE`, docker-compose.yml's, is not ours and ignored.
 //!
 //! So for the database URL: `SZB_DATABASE__URL` > `DATABASE_URL` > file > default.
 //!
@@ -68,6 +69,11 @@ fn name_token_sources(error: SettingsError, figment: &Figment) -> SettingsError 
 
 /// The configuration file used when none is given, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/szb-sync.toml";
+
+/// The least `sync.settle_after` accepted. A visit older than it is final for the mark, so it
+/// must exceed the platform's longest gap between `lastOnlineAt` updates of a viewer who is still
+/// online; minutes-long gaps are plausible, seconds are not a safe margin.
+pub const MIN_SETTLE_AFTER: Duration = Duration::from_secs(5 * 60);
 
 /// Everything the daemon can be told. Build it with [`Settings::load`] (or [`Settings::load_from`]
 /// in tests); [`Settings::default`] gives the documented defaults.
@@ -149,6 +155,7 @@ pub struct ScheduleSettings {
 pub struct SyncSettings {
     /// A visit is settled (can no longer change) once
     /// `lastOnlineAt <= upstream now - settle_after`; the mark only moves past settled visits.
+    /// At least [`MIN_SETTLE_AFTER`].
     #[serde(with = "humantime_serde")]
     pub settle_after: Duration,
     /// Pairs synced at once, 1..=64.
@@ -359,7 +366,7 @@ impl Settings {
         let env = process_env();
         match path {
             None if !Path::new(DEFAULT_CONFIG_PATH).is_file() => {
-                Self::from_figment(with_env(Figment::new(), env))
+                Self::from_figment(with_env(Figment::new(), env)?)
             }
             path => Self::load_with_env(path, env),
         }
@@ -373,7 +380,7 @@ impl Settings {
             figment = figment.merge(Toml::string(toml));
         }
         let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
-        Self::from_figment(with_env(figment, env.collect()))
+        Self::from_figment(with_env(figment, env.collect())?)
     }
 
     fn load_with_env(
@@ -406,7 +413,7 @@ impl Settings {
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
-        Self::from_figment(with_env(figment, env))
+        Self::from_figment(with_env(figment, env)?)
     }
 
     /// Extracts settings from a fully layered figment (defaults fill whatever it lacks), reads
@@ -481,6 +488,18 @@ impl Settings {
 
         if let Err(msg) = check_cron(&self.schedule.cron) {
             problem(msg);
+        }
+
+        if self.sync.settle_after < MIN_SETTLE_AFTER {
+            problem(format!(
+                "sync.settle_after must be at least {}, got {}: a visit is settled (final) once \
+                 its lastOnlineAt is older than this, and the mark never reads a settled visit \
+                 again, so with less than the platform's gap between lastOnlineAt updates of a \
+                 viewer still online, a visit would settle while it still grows (see Limits in \
+                 the README)",
+                humantime::format_duration(MIN_SETTLE_AFTER),
+                humantime::format_duration(self.sync.settle_after)
+            ));
         }
 
         if self.sync.keep_runs < Duration::from_secs(3600) {
@@ -735,6 +754,27 @@ fn deserialize_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Url, D:
 }
 
 fn check_base_url(url: &Url, allow_insecure_http: bool) -> Result<(), String> {
+    check_scheme(url, allow_insecure_http)?;
+    // Only what was written is named: the URL itself may carry a password.
+    let extra = if !matches!(url.path(), "" | "/") {
+        Some(format!("the path {}", url.path()))
+    } else if url.query().is_some() {
+        Some("a query".to_owned())
+    } else if url.fragment().is_some() {
+        Some("a fragment".to_owned())
+    } else {
+        None
+    };
+    match extra {
+        Some(extra) => Err(format!(
+            "api.base_url has {extra}; give only the scheme and host (and port), e.g. \
+             https://shangzhibo.tv: szb-sync appends /api/v3/agent/… itself"
+        )),
+        None => Ok(()),
+    }
+}
+
+fn check_scheme(url: &Url, allow_insecure_http: bool) -> Result<(), String> {
     match url.scheme() {
         "https" => Ok(()),
         "http" => {
@@ -790,8 +830,18 @@ fn check_cron(cron: &str) -> Result<(), String> {
             ));
         }
     }
-    cron_pattern(cron)
+    let pattern = cron_pattern(cron)
         .map_err(|e| format!("schedule.cron {cron:?} is not a valid cron expression: {e}"))?;
+    if pattern
+        .find_next_occurrence(&chrono::Utc::now(), false)
+        .is_err()
+    {
+        return Err(format!(
+            "schedule.cron {cron:?} never fires: no time from now on matches it (a day that no \
+             month has, such as February 31st, or a year gone by), so `run` would sync once at \
+             start and never again"
+        ));
+    }
     tokio_cron_scheduler::JobBuilder::new()
         .with_schedule(cron)
         .map_err(|e| format!("schedule.cron {cron:?} is refused by the scheduler: {e}"))?;
@@ -894,8 +944,7 @@ mod tests {
             ("SZB_SYNC__SETTLE_AFTER", "90m"),
             ("SZB_SCHEDULE__CRON", "0 0 * * * *"),
             ("SZB_API__ALLOW_INSECURE_HTTP", "true"),
-            ("SZB_CONFIG", "ignored.toml"),
-            ("SZB_LOG_FORMAT", "json"),
+            ("SZB_TOKEN_FILE", "not ours: docker-compose.yml's"),
             ("UNRELATED", "x"),
         ];
 
@@ -1032,6 +1081,79 @@ mod tests {
         );
 
         assert!(load("[schedule]\ncron = \"0 0 12 * * Mon-Fri 2030\"\n").is_ok());
+    }
+
+    #[test]
+    fn a_settle_after_below_the_floor_is_refused_naming_key_floor_and_why() {
+        for short in ["0s", "1m 30s", "4m 59s"] {
+            let msg = error(&format!("[sync]\nsettle_after = \"{short}\"\n"));
+            assert!(
+                msg.contains(&format!(
+                    "sync.settle_after must be at least 5m, got {short}"
+                )),
+                "{msg}"
+            );
+            assert!(msg.contains("lastOnlineAt"), "says why: {msg}");
+        }
+        let msg = Settings::load_from(None, &[("SZB_SYNC__SETTLE_AFTER", "1s")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("sync.settle_after must be at least 5m, got 1s"),
+            "{msg}"
+        );
+
+        let floor = load("[sync]\nsettle_after = \"5m\"\n").unwrap();
+        assert_eq!(floor.sync.settle_after, MIN_SETTLE_AFTER);
+    }
+
+    #[test]
+    fn a_cron_that_never_fires_is_refused() {
+        for never in ["0 0 0 31 2 *", "0 0 0 30 2 * *", "0 0 12 * * * 2020"] {
+            let msg = error(&format!("[schedule]\ncron = \"{never}\"\n"));
+            assert!(
+                msg.contains(&format!("schedule.cron \"{never}\" never fires")),
+                "{never}: {msg}"
+            );
+        }
+        // Rare is not never: every fourth year, and once in 2099.
+        assert!(load("[schedule]\ncron = \"0 0 0 29 2 *\"\n").is_ok());
+        assert!(load("[schedule]\ncron = \"0 0 0 1 1 * 2099\"\n").is_ok());
+    }
+
+    #[test]
+    fn a_base_url_with_a_path_query_or_fragment_is_refused() {
+        for (url, what) in [
+            ("https://shangzhibo.tv/api/v3", "the path /api/v3"),
+            ("https://shangzhibo.tv/api/v3/", "the path /api/v3/"),
+            ("http://127.0.0.1:8080/x", "the path /x"),
+            ("https://shangzhibo.tv/?a=1", "a query"),
+            ("https://shangzhibo.tv#top", "a fragment"),
+        ] {
+            let msg = error(&format!("[api]\nbase_url = \"{url}\"\n"));
+            assert!(
+                msg.contains(&format!(
+                    "api.base_url has {what}; give only the scheme and host (and port), e.g. \
+                     https://shangzhibo.tv: szb-sync appends /api/v3/agent/… itself"
+                )),
+                "{url}: {msg}"
+            );
+        }
+        let msg = error(&format!(
+            "[api]\nbase_url = \"https://u:{TOKEN}@shangzhibo.tv/v3\"\n"
+        ));
+        assert!(!msg.contains(TOKEN), "{msg}");
+
+        for ok in [
+            "https://shangzhibo.tv",
+            "https://shangzhibo.tv/",
+            "http://127.0.0.1:8080/",
+        ] {
+            assert!(
+                load(&format!("[api]\nbase_url = \"{ok}\"\n")).is_ok(),
+                "{ok}"
+            );
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! definitions, and tests read their numbers from here instead of repeating them.
 
 use super::Simulator;
+use crate::plural::plural;
 
 /// A simulated platform: agents, their tokens, and their users' visits.
 #[derive(Debug, Clone, Copy)]
@@ -155,7 +156,11 @@ impl WorldSpec {
                     .iter()
                     .map(|u| {
                         let open = if u.open { ", one still online" } else { "" };
-                        format!("{} ({} visits{open})", u.id, u.total_visits())
+                        format!(
+                            "{} ({}{open})",
+                            u.id,
+                            plural(u.total_visits(), "visit", "visits")
+                        )
                     })
                     .collect();
                 format!(

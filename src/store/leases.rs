@@ -557,7 +557,10 @@ pub(super) fn mark_of(
         }),
         (s, a) => Err(StoreError::Inconsistent {
             pair: pair.to_string(),
-            detail: format!("settled_count {s} with anchor_visit_at {a:?}"),
+            detail: match a {
+                Some(a) => format!("settled_count {s} with anchor_visit_at {}", a.to_rfc3339()),
+                None => format!("settled_count {s} with no anchor_visit_at"),
+            },
         }),
     }
 }

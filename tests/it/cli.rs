@@ -1,6 +1,7 @@
 //! The day-two commands of the real binary: `status` exit codes and `--json`, `sync --only`,
-//! `rejects`, output into a closed pipe, completions and man pages kept equal to the committed
-//! ones, and each subcommand's `--help`.
+//! `rejects`, `resync` and its `--all`, output into a closed pipe, completions and man pages kept
+//! equal to the committed ones, each subcommand's `--help`, `--config` refused where nothing
+//! reads it, and the foot-guns of the configuration refused at load.
 
 use std::path::Path;
 
@@ -11,7 +12,9 @@ use szb_sync::cli::Cli;
 use tempfile::NamedTempFile;
 
 use crate::helpers::{AGENT, TOKEN, TestDb, iso, sim_with, visits_of};
-use crate::process::{BIN, Finished, Tgt, command, config, finish, run, szb, with_config};
+use crate::process::{
+    BIN, Finished, Tgt, command, config, finish, run, szb, with_config, write_config,
+};
 
 /// The simulator seed of this module's worlds.
 const SEED: u64 = 29;
@@ -453,10 +456,295 @@ async fn each_subcommand_help_describes_its_own_options() {
         ("rejects", "--limit <LIMIT>", "[default: 50]"),
         ("completions", "<SHELL>", "possible values: bash"),
         ("man", "--out-dir <DIR>", "a page per subcommand"),
+        ("resync", "--all", "Every configured pair"),
+        (
+            "resync",
+            "--agent-id <AGENT>",
+            "Only the pairs of this agent",
+        ),
+        (
+            "run",
+            "Options:",
+            "the start-up log line names the next tick",
+        ),
+        ("sync", "Options:", "128 + the signal"),
+        ("mock-api", "--listen <ADDR>", "any free port"),
+        ("mock-api", "--latency <DURATION>", "over a real network"),
+        ("bench", "--only <TEXT>", "--only quiet"),
     ] {
         let help = run(&[sub, "--help"]).await;
         assert!(help.status.success(), "{sub} --help: {help:?}");
         assert!(help.stdout.contains(option), "{sub} --help: {help:?}");
         assert!(help.stdout.contains(words), "{sub} --help: {help:?}");
     }
+}
+
+/// Pairs of `agent` whose mark is not at the start of their list.
+async fn marked_users(db: &TestDb, agent: i64) -> Vec<i64> {
+    sqlx::query_scalar(
+        "SELECT user_id FROM sync_state WHERE agent_id = $1 AND settled_count > 0
+          ORDER BY user_id",
+    )
+    .bind(agent)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
+/// `szb-sync ARGS` on a pseudo-terminal (util-linux `script`), typing `typed` into it.
+async fn on_a_terminal(args: &[&str], typed: &str) -> Finished {
+    let line = std::iter::once(BIN)
+        .chain(args.iter().copied())
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut child = command("script", &["-qec", &line, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("util-linux script (Debian's bsdutils) runs the command on a terminal");
+    let mut stdin = child.stdin.take().unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, typed.as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    finish(child).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resync_forgets_every_mark_only_with_all_or_a_yes_on_a_terminal() {
+    let sim = sim_with(SEED, &[(1, 12), (2, 9)]);
+    let server = sim.spawn().await.unwrap();
+    let db = TestDb::new().await;
+    let cfg = config(
+        &server.base_url,
+        &db.url,
+        100,
+        &[Tgt(AGENT, TOKEN, &[1, 2])],
+    );
+    let path = cfg.path().to_str().unwrap();
+    assert!(run(&with_config(&cfg, "sync")).await.status.success());
+    assert_eq!(marked_users(&db, AGENT).await, [1, 2]);
+
+    // No filter, no --all, no terminal: refused, and every mark stays.
+    let bare = run(&args(&cfg, &["resync"])).await;
+    let all_and_filter = run(&args(&cfg, &["resync", "--all", "--user-id", "1"])).await;
+    let unmatched = run(&args(&cfg, &["resync", "--agent-id", "999"])).await;
+    let declined = on_a_terminal(&["--config", path, "resync"], "\n").await;
+
+    assert_eq!(bare.status.code(), Some(2), "{bare:?}");
+    assert!(
+        bare.stderr.contains(
+            "resync without --agent-id or --user-id forgets the mark of every one of the 2 \
+             configured pairs; add --all to mean that"
+        ),
+        "{bare:?}"
+    );
+    assert_eq!(all_and_filter.status.code(), Some(2), "{all_and_filter:?}");
+    assert!(
+        all_and_filter
+            .stderr
+            .contains("'--all' cannot be used with"),
+        "{all_and_filter:?}"
+    );
+    assert_eq!(unmatched.status.code(), Some(1), "{unmatched:?}");
+    assert!(
+        unmatched
+            .stderr
+            .contains("no configured pair matches --agent-id 999\n"),
+        "only the filters given, as typed: {unmatched:?}"
+    );
+    assert!(declined.stdout.contains("[y/N]"), "{declined:?}");
+    assert!(
+        declined.stdout.contains("nothing forgotten"),
+        "{declined:?}"
+    );
+    assert_eq!(declined.status.code(), Some(1), "{declined:?}");
+    assert_eq!(
+        marked_users(&db, AGENT).await,
+        [1, 2],
+        "nothing was forgotten"
+    );
+
+    // One pair by name; then the rest, by a yes on a terminal; then all, by --all.
+    let one = run(&args(
+        &cfg,
+        &["resync", "--agent-id", &AGENT.to_string(), "--user-id", "2"],
+    ))
+    .await;
+    assert!(one.status.success(), "{one:?}");
+    assert!(
+        one.stdout.contains("forgot 1 mark of 1 matching pair:"),
+        "{one:?}"
+    );
+    assert_eq!(marked_users(&db, AGENT).await, [1]);
+
+    let yes = on_a_terminal(&["--config", path, "resync"], "y\n").await;
+    assert!(yes.status.success(), "{yes:?}");
+    assert!(
+        yes.stdout
+            .contains("Forget the marks of all 2 configured pairs?"),
+        "{yes:?}"
+    );
+    assert!(
+        yes.stdout.contains("forgot 2 marks of 2 matching pairs:"),
+        "{yes:?}"
+    );
+    assert!(marked_users(&db, AGENT).await.is_empty());
+
+    assert!(run(&with_config(&cfg, "sync")).await.status.success());
+    assert_eq!(marked_users(&db, AGENT).await, [1, 2]);
+    let all = run(&args(&cfg, &["resync", "--all"])).await;
+    assert!(all.status.success(), "{all:?}");
+    assert!(
+        all.stdout.contains("forgot 2 marks of 2 matching pairs:"),
+        "{all:?}"
+    );
+    assert!(marked_users(&db, AGENT).await.is_empty());
+}
+
+#[tokio::test]
+async fn commands_that_read_no_configuration_refuse_config_before_or_after_them() {
+    let cfg = write_config("[api]\ntoken = \"t\"\n[[targets]]\nagent_id = 1\nuser_ids = [2]\n");
+    let path = cfg.path().to_str().unwrap();
+
+    for (name, rest) in [
+        ("mock-api", vec!["mock-api", "--listen", "127.0.0.1:0"]),
+        ("completions", vec!["completions", "bash"]),
+        ("man", vec!["man"]),
+    ] {
+        let mut before = vec!["--config", path];
+        before.extend(&rest);
+        let mut after = rest.clone();
+        after.extend(["--config", path]);
+        let help = run(&[name, "--help"]).await;
+
+        let (before, after) = (run(&before).await, run(&after).await);
+
+        assert!(
+            before.stderr.contains(&format!(
+                "error: {name} reads no configuration file, so --config would be ignored"
+            )),
+            "{name}: {before:?}"
+        );
+        assert!(
+            after
+                .stderr
+                .contains("error: unexpected argument '--config' found"),
+            "{name}: {after:?}"
+        );
+        for out in [&before, &after] {
+            assert_eq!(out.status.code(), Some(2), "{name}: {out:?}");
+            assert!(
+                out.stderr.contains(&format!("Usage: szb-sync {name}")),
+                "{out:?}"
+            );
+            assert!(out.stdout.is_empty(), "{name} did not run: {out:?}");
+        }
+        assert!(help.status.success(), "{help:?}");
+        assert!(!help.stdout.contains("--config"), "{name} --help: {help:?}");
+    }
+    let scripts = run(&["completions", "bash"]).await;
+    let mock_api = scripts
+        .stdout
+        .split("szb__subcmd__sync__subcmd__mock__subcmd__api)")
+        .nth(1)
+        .and_then(|rest| rest.lines().find(|l| l.contains("opts=")))
+        .unwrap_or_else(|| panic!("mock-api's options in {scripts:?}"));
+    assert!(
+        mock_api.contains("--listen") && !mock_api.contains("--config"),
+        "{mock_api}"
+    );
+
+    // The commands that read it take it on either side, once.
+    for args in [
+        vec!["--config", path, "check", "--offline"],
+        vec!["check", "--offline", "--config", path],
+        vec!["check", "-c", path, "--offline"],
+    ] {
+        let out = run(&args).await;
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+    let twice = run(&["-c", path, "check", "-c", path, "--offline"]).await;
+    assert_eq!(twice.status.code(), Some(2), "{twice:?}");
+    assert!(
+        twice.stderr.contains("--config is given twice"),
+        "{twice:?}"
+    );
+}
+
+#[tokio::test]
+async fn foot_guns_in_the_configuration_are_refused_naming_the_key() {
+    let base = "[database]\nurl = \"postgres://root@127.0.0.1:1/x\"\n[api]\ntoken = \"t\"\n";
+    let targets = "[[targets]]\nagent_id = 1\nuser_ids = [2]\n";
+    let cases = [
+        (
+            "[sync]\nsettle_after = \"0s\"\n",
+            "sync.settle_after must be at least 5m, got 0s: a visit is settled (final) once",
+        ),
+        (
+            "[schedule]\ncron = \"0 0 0 31 2 *\"\n",
+            "schedule.cron \"0 0 0 31 2 *\" never fires",
+        ),
+        (
+            "[api]\nbase_url = \"https://shangzhibo.tv/api/v3\"\n",
+            "api.base_url has the path /api/v3; give only the scheme and host (and port)",
+        ),
+    ];
+    for (section, expected) in cases {
+        // The [api] of `base` and of the case are one table.
+        let toml = if section.starts_with("[api]") {
+            base.replace("[api]\n", section) + targets
+        } else {
+            format!("{base}{section}{targets}")
+        };
+        let cfg = write_config(&toml);
+
+        let out = run(&with_config(&cfg, "sync")).await;
+
+        assert_eq!(out.status.code(), Some(1), "{toml}: {out:?}");
+        assert!(out.stderr.contains(expected), "{toml}: {out:?}");
+    }
+
+    let cfg = write_config(&format!("{base}{targets}"));
+    for (name, expected) in [
+        (
+            "SZB_API_TOKEN",
+            "SZB_API_TOKEN matches no setting; did you mean SZB_API__TOKEN?",
+        ),
+        (
+            "SZB_API__TOKNE",
+            "(`api.tokne` is not a key); did you mean SZB_API__TOKEN?",
+        ),
+        (
+            "SZB_FOO",
+            "SZB_FOO matches no setting; a setting is SZB_ and its section and key",
+        ),
+    ] {
+        let out = finish(
+            szb(&with_config(&cfg, "sync"))
+                .env(name, "x")
+                .spawn()
+                .unwrap(),
+        )
+        .await;
+
+        assert_eq!(out.status.code(), Some(1), "{name}: {out:?}");
+        assert!(out.stderr.contains(expected), "{name}: {out:?}");
+    }
+    let compose = finish(
+        szb(&[
+            "--config",
+            cfg.path().to_str().unwrap(),
+            "check",
+            "--offline",
+        ])
+        .env("SZB_TOKEN_FILE", "./szb-token")
+        .spawn()
+        .unwrap(),
+    )
+    .await;
+    assert!(
+        compose.status.success(),
+        "docker-compose.yml's variable is not ours: {compose:?}"
+    );
 }

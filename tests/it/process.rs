@@ -415,7 +415,7 @@ async fn sigterm_finishes_the_page_in_flight_and_sync_exits_143_saying_so() {
         "a sync cut short is not a success: {status}\n{stdout}\n{stderr}"
     );
     assert!(
-        stdout.contains("1 pairs (0 failed, 1 interrupted)"),
+        stdout.contains("1 pair (0 failed, 1 interrupted)"),
         "the summary counts the interrupted pair:\n{stdout}"
     );
     assert!(stderr.contains("sync interrupted"), "{stderr}");
@@ -471,6 +471,7 @@ async fn run_daemon_stops_cleanly_on_sigterm() {
     let mut child = command("sh", &args)
         .env("NOTIFY_SOCKET", &notify_path)
         .env("WATCHDOG_USEC", "400000")
+        .env("RUST_LOG", "info")
         .spawn()
         .unwrap();
     let pid = child.id().unwrap();
@@ -506,6 +507,16 @@ async fn run_daemon_stops_cleanly_on_sigterm() {
     assert_eq!(status.code(), Some(0), "{status}\n{stdout}\n{stderr}");
     assert!(signalled_at.elapsed() < Duration::from_secs(5));
     assert_eq!(outcomes(&db.pool).await, ["ok"]);
+    // The start-up line names the next tick of the config's cron, in UTC, to the second.
+    let started = stderr
+        .lines()
+        .find(|l| l.contains("szb-sync daemon started"))
+        .unwrap_or_else(|| panic!("a start-up line: {stderr}"));
+    assert!(
+        started.contains("the next on the schedule at 2099-01-01T00:00:00Z")
+            && started.contains("next_run=2099-01-01T00:00:00Z"),
+        "{started}"
+    );
     let mut said = Vec::new();
     let mut buf = [0u8; 4096];
     while let Ok(n) = notify.recv(&mut buf) {
@@ -516,7 +527,7 @@ async fn run_daemon_stops_cleanly_on_sigterm() {
             .position(|m| m.lines().any(|l| l.starts_with(what)))
     };
     let ready = first("READY=1").unwrap_or_else(|| panic!("READY=1 was sent: {said:?}"));
-    let summary = first("STATUS=last pass: 1 pairs")
+    let summary = first("STATUS=last pass: 1 pair (")
         .unwrap_or_else(|| panic!("the pass's summary: {said:?}"));
     let stopping = first("STOPPING=1").unwrap_or_else(|| panic!("STOPPING=1 was sent: {said:?}"));
     assert!(ready < summary && summary < stopping, "{said:?}");
