@@ -60,19 +60,19 @@ pub(super) async fn run(settings: &Settings, args: ResyncArgs) -> Result<ExitCod
     }
     let everything = args.agent_id.is_none() && args.user_id.is_none();
     if everything && !args.all {
-        let pairs = plural(keys.len(), "configured pair", "configured pairs");
+        let pairs = plural(keys.len(), "pair", "pairs");
         if !std::io::stdin().is_terminal() {
             return Ok(usage_error(
                 "resync",
                 &format!(
-                    "resync without --agent-id or --user-id forgets the mark of every one of the \
-                 {pairs}; add --all to mean that, or name the pairs with --agent-id and \
+                    "resync without --agent-id or --user-id forgets the mark of every configured \
+                 pair ({pairs}); add --all to mean that, or name the pairs with --agent-id and \
                  --user-id"
                 ),
             ));
         }
         let question = format!(
-            "Forget the marks of all {pairs}? Their next sync reads every list again from the \
+            "Forget the mark of every configured pair ({pairs})? Their next sync reads every list again from the \
              start (stored visits stay). [y/N] "
         );
         let yes = confirm(

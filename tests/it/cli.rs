@@ -534,8 +534,8 @@ async fn resync_forgets_every_mark_only_with_all_or_a_yes_on_a_terminal() {
     assert_eq!(bare.status.code(), Some(2), "{bare:?}");
     assert!(
         bare.stderr.contains(
-            "resync without --agent-id or --user-id forgets the mark of every one of the 2 \
-             configured pairs; add --all to mean that"
+            "resync without --agent-id or --user-id forgets the mark of every configured \
+             pair (2 pairs); add --all to mean that"
         ),
         "{bare:?}"
     );
@@ -582,7 +582,7 @@ async fn resync_forgets_every_mark_only_with_all_or_a_yes_on_a_terminal() {
     assert!(yes.status.success(), "{yes:?}");
     assert!(
         yes.stdout
-            .contains("Forget the marks of all 2 configured pairs?"),
+            .contains("Forget the mark of every configured pair (2 pairs)?"),
         "{yes:?}"
     );
     assert!(
