@@ -8,9 +8,10 @@ use szb_sync::cli::{Cli, execute};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    szb_sync::telemetry::init(
+    szb_sync::telemetry::init_with(
         cli.log_format
             .unwrap_or_else(szb_sync::telemetry::LogFormat::detect),
+        cli.default_log_filter(),
     );
     match execute(cli).await {
         Ok(code) => code,

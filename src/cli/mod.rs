@@ -135,6 +135,17 @@ pub struct ConfigArg {
     pub config: Option<PathBuf>,
 }
 
+impl Cli {
+    /// The log filter when `RUST_LOG` is unset: `demo` prints its own story, so its log shows
+    /// only warnings; every other command logs at info.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self.command {
+            Command::Demo(_) => crate::telemetry::QUIET_FILTER,
+            _ => crate::telemetry::DEFAULT_FILTER,
+        }
+    }
+}
+
 impl Command {
     /// The command's name, as typed.
     fn name(&self) -> &'static str {

@@ -50,6 +50,10 @@ impl Default for Telemetry {
 /// libraries (the scheduler logs every start at info) only from warn.
 pub const DEFAULT_FILTER: &str = "info,tokio_cron_scheduler=warn,sqlx=warn,hyper=warn,reqwest=warn";
 
+/// The filter of a command whose own output tells the story (`demo`): warnings and errors only,
+/// unless `RUST_LOG` asks for more.
+pub const QUIET_FILTER: &str = "warn";
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -99,11 +103,16 @@ fn stderr_is_journal() -> bool {
 /// call more than once: later calls (and calls after a test harness installed its own
 /// subscriber) change nothing. Returns whether this call installed it.
 pub fn init(format: LogFormat) -> bool {
+    init_with(format, DEFAULT_FILTER)
+}
+
+/// [`init`] with `default` as the filter when `RUST_LOG` is unset (see [`QUIET_FILTER`]).
+pub fn init_with(format: LogFormat, default: &str) -> bool {
     if format == LogFormat::Journald {
         match tracing_journald::layer() {
             Ok(layer) => {
                 return tracing_subscriber::registry()
-                    .with(filter())
+                    .with(filter(default))
                     .with(layer.with_syslog_identifier("szb-sync".to_owned()))
                     .try_init()
                     .is_ok();
@@ -112,7 +121,7 @@ pub fn init(format: LogFormat) -> bool {
         }
     }
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter())
+        .with_env_filter(filter(default))
         .with_writer(std::io::stderr);
     let installed = match format {
         LogFormat::Text => builder
@@ -123,15 +132,15 @@ pub fn init(format: LogFormat) -> bool {
     installed.is_ok()
 }
 
-fn filter() -> EnvFilter {
+fn filter(default: &str) -> EnvFilter {
     match std::env::var(EnvFilter::DEFAULT_ENV) {
         Ok(directives) if !directives.trim().is_empty() => EnvFilter::try_new(&directives)
             .unwrap_or_else(|e| {
                 // No subscriber yet to log through.
-                eprintln!("szb-sync: ignoring RUST_LOG ({e}); using {DEFAULT_FILTER:?}");
-                EnvFilter::new(DEFAULT_FILTER)
+                eprintln!("szb-sync: ignoring RUST_LOG ({e}); using \"{default}\"");
+                EnvFilter::new(default)
             }),
-        _ => EnvFilter::new(DEFAULT_FILTER),
+        _ => EnvFilter::new(default),
     }
 }
 

@@ -1069,8 +1069,11 @@ async fn demo_creates_its_database_syncs_and_prints_the_sample_query() {
     };
     let workdir = tempfile::tempdir().unwrap();
 
+    // RUST_LOG unset, as a newcomer runs it: the demo's own lines tell the story, without the
+    // info log lines `sync` writes.
     let demo = finish(
         szb(&["demo", "--database-url", &url])
+            .env_remove("RUST_LOG")
             .current_dir(workdir.path())
             .spawn()
             .unwrap(),
@@ -1078,6 +1081,10 @@ async fn demo_creates_its_database_syncs_and_prints_the_sample_query() {
     .await;
 
     assert!(demo.status.success(), "{demo:?}");
+    assert!(
+        !demo.stderr.contains("INFO") && !demo.stderr.contains("pair synced"),
+        "no info log lines: {demo:?}"
+    );
     assert!(demo.stdout.contains("created the database"), "{demo:?}");
     assert!(demo.stdout.contains("A sample query"), "{demo:?}");
     assert!(
