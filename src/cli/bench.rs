@@ -449,7 +449,7 @@ async fn time_reads(store: &Store) -> Result<ReadTimes> {
     for statement in crate::store::sql_blocks(README).into_iter().flatten() {
         let body: Vec<&str> = statement
             .lines()
-            .filter(|l| !l.trim_start().starts_with("--"))
+            .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with("--"))
             .collect();
         if !body
             .first()

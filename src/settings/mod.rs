@@ -825,7 +825,10 @@ mod tests {
         }
         let long = "s".repeat(64);
         let msg = error(&format!("[database]\nschema = \"{long}\"\n"));
-        assert!(msg.contains("at most 63 bytes (Postgres's limit), got 64 bytes"), "{msg}");
+        assert!(
+            msg.contains("at most 63 bytes (Postgres's limit), got 64 bytes"),
+            "{msg}"
+        );
         assert!(load(&format!("[database]\nschema = \"{}\"\n", "s".repeat(63))).is_ok());
     }
 

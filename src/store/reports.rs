@@ -177,7 +177,7 @@ impl Store {
             let copied: Option<String> = sqlx::query_scalar(
                 "SELECT c.indexrelid::regclass::text FROM pg_index c, pg_index o
                   WHERE c.indrelid = 'bench_visits_copy'::regclass
-                    AND o.indexrelid = $1::regclass
+                    AND o.indexrelid = to_regclass($1)
                     AND c.indkey::text = o.indkey::text AND c.indexprs IS NULL",
             )
             .bind(index)
