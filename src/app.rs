@@ -61,7 +61,11 @@ impl App {
                  requests, not correctness)"
             );
         }
-        let store = Store::connect_lazy(&settings.database.url, settings.pool_size())?;
+        let store = Store::connect_lazy_in(
+            &settings.database.url,
+            &settings.database.schema,
+            settings.pool_size(),
+        )?;
         let telemetry = Telemetry::new();
         let pairs = settings.pairs()?;
         telemetry

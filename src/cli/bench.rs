@@ -62,17 +62,36 @@ struct Workload {
     /// Config lines added to `[api]`.
     api: &'static str,
     kind: Kind,
+    /// An index of `visits` dropped after the migrations, before the sync: the write path as
+    /// it was before a migration added it.
+    drop_index: Option<&'static str>,
+    /// Time the README's example queries and the views after the sync.
+    time_reads: bool,
 }
 
+/// The index the analysts' migration added for "who is online right now".
+const ONLINE_NOW_INDEX: &str = "visits_last_online_at_idx";
+
+/// The first workload: a first sync of 1M visits, set beside `COPY`.
+const ONE_MILLION: Workload = Workload {
+    name: "1M visits, 200 users",
+    users: 200,
+    visits_per_user: 5_000,
+    latency_ms: 0,
+    rate_limit: 0.0,
+    api: "",
+    kind: Kind::InitialVsCopy,
+    drop_index: None,
+    time_reads: true,
+};
+
 const WORKLOADS: &[Workload] = &[
+    ONE_MILLION,
     Workload {
-        name: "1M visits, 200 users",
-        users: 200,
-        visits_per_user: 5_000,
-        latency_ms: 0,
-        rate_limit: 0.0,
-        api: "",
-        kind: Kind::InitialVsCopy,
+        name: "1M visits, 200 users, without visits_last_online_at_idx",
+        drop_index: Some(ONLINE_NOW_INDEX),
+        time_reads: false,
+        ..ONE_MILLION
     },
     Workload {
         name: "1M visits, 100 ms latency, max_concurrency 8",
@@ -82,6 +101,8 @@ const WORKLOADS: &[Workload] = &[
         rate_limit: 0.0,
         api: "max_concurrency = 8\n",
         kind: Kind::InitialVsIdeal,
+        drop_index: None,
+        time_reads: false,
     },
     Workload {
         name: "1,500 users behind 50 req/s, 100 ms latency",
@@ -91,6 +112,8 @@ const WORKLOADS: &[Workload] = &[
         rate_limit: 50.0,
         api: "",
         kind: Kind::InitialVsLimit,
+        drop_index: None,
+        time_reads: false,
     },
     Workload {
         name: "quiet resync, 200 users",
@@ -100,6 +123,8 @@ const WORKLOADS: &[Workload] = &[
         rate_limit: 0.0,
         api: "",
         kind: Kind::Quiet,
+        drop_index: None,
+        time_reads: false,
     },
     Workload {
         name: "100,000 pairs × 2 visits, first sync",
@@ -109,6 +134,8 @@ const WORKLOADS: &[Workload] = &[
         rate_limit: 0.0,
         api: "",
         kind: Kind::Initial,
+        drop_index: None,
+        time_reads: false,
     },
     Workload {
         name: "quiet resync, 100,000 pairs × 2 visits",
@@ -118,6 +145,8 @@ const WORKLOADS: &[Workload] = &[
         rate_limit: 0.0,
         api: "",
         kind: Kind::Quiet,
+        drop_index: None,
+        time_reads: false,
     },
     Workload {
         name: "3 replicas, 2,000 pairs, 20 ms latency",
@@ -127,6 +156,8 @@ const WORKLOADS: &[Workload] = &[
         rate_limit: 0.0,
         api: "",
         kind: Kind::Replicas,
+        drop_index: None,
+        time_reads: false,
     },
     Workload {
         name: "quiet resync, 10,000 pairs",
@@ -136,11 +167,13 @@ const WORKLOADS: &[Workload] = &[
         rate_limit: 0.0,
         api: "",
         kind: Kind::Quiet,
+        drop_index: None,
+        time_reads: false,
     },
 ];
 
 /// One timed sync process.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Measured {
     wall: Duration,
     peak_rss_kib: u64,
@@ -154,6 +187,18 @@ struct Measured {
     replicas: Option<ReplicaStats>,
     /// The status page's and the metrics' reads over this workload's pairs.
     board: Option<BoardTimes>,
+    /// The README's example queries and the views, timed after the sync.
+    reads: Option<ReadTimes>,
+}
+
+/// Each README example statement, timed (median of five) with the online-now index and
+/// without it, and `COPY` into a table shaped like `visits` with and without it.
+#[derive(Debug, Clone)]
+struct ReadTimes {
+    /// (the statement's label, rows returned, with the index, without it).
+    reads: Vec<(String, usize, Duration, Duration)>,
+    copy_with: f64,
+    copy_without: f64,
 }
 
 /// Median times of the reads behind the status page and `/metrics`, over every configured pair.
@@ -187,14 +232,30 @@ struct ReplicaStats {
     longest_pass: Duration,
 }
 
+/// The bench database: `szb_bench` on the configured server, in `database.schema`.
+struct BenchDb {
+    url: Secret,
+    schema: String,
+}
+
+impl BenchDb {
+    async fn connect(&self) -> Result<Store> {
+        Ok(Store::connect_in(&self.url, &self.schema, 2).await?)
+    }
+}
+
 pub(super) async fn run(settings: &Settings, args: BenchArgs) -> Result<ExitCode> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut url = url::Url::parse(settings.database.url.expose()).context("database.url")?;
     url.set_path("szb_bench");
-    let db_url = Secret::new(url.to_string());
+    let db = BenchDb {
+        url: Secret::new(url.to_string()),
+        schema: settings.database.schema.clone(),
+    };
     out!(
-        "szb-sync bench → {} (dropped and created for each workload)\n",
-        redact_url(db_url.expose())
+        "szb-sync bench → {} schema {} (dropped and created for each workload)\n",
+        redact_url(db.url.expose()),
+        db.schema
     );
     let exe = std::env::current_exe().context("finding the szb-sync binary")?;
     let mut rows = Vec::new();
@@ -207,15 +268,16 @@ pub(super) async fn run(settings: &Settings, args: BenchArgs) -> Result<ExitCode
         for i in 0..args.runs {
             eprintln!("{} (run {} of {}) …", w.name, i + 1, args.runs);
             runs.push(match w.kind {
-                Kind::Replicas => run_replicas(&exe, &db_url, w, users).await?,
-                _ => run_workload(&exe, &db_url, w, users).await?,
+                Kind::Replicas => run_replicas(&exe, &db, w, users).await?,
+                _ => run_workload(&exe, &db, w, users).await?,
             });
         }
         runs.sort_by_key(|m| m.wall);
-        rows.push((w, users, runs[runs.len() / 2]));
+        rows.push((w, users, runs.swap_remove(runs.len() / 2)));
     }
     print_table(&rows);
     print_board(&rows);
+    print_reads(&rows);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -238,13 +300,13 @@ async fn start_sim(exe: &Path, w: &Workload, users: u64) -> Result<(Child, Strin
 /// A fresh bench database, and a config for `users` pairs of the generated agent on it with
 /// `extra` appended; returns the config's path and the user-id file's.
 async fn prepare(
-    db_url: &Secret,
+    db: &BenchDb,
     base_url: &str,
     w: &Workload,
     users: u64,
     extra: &str,
 ) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
-    Store::recreate_database(db_url).await?;
+    Store::recreate_database(&db.url).await?;
     let config = std::env::temp_dir().join(format!("szb-bench-{}.toml", std::process::id()));
     let ids_file = config.with_extension("users");
     let user_ids: Vec<String> = (1..=users).map(|u| u.to_string()).collect();
@@ -252,9 +314,10 @@ async fn prepare(
     std::fs::write(
         &config,
         format!(
-            "[database]\nurl = {:?}\n\n[api]\nbase_url = {base_url:?}\ntoken = {GENERATED_TOKEN:?}\n{}\n\
+            "[database]\nurl = {:?}\nschema = {:?}\n\n[api]\nbase_url = {base_url:?}\ntoken = {GENERATED_TOKEN:?}\n{}\n\
              {extra}\n[[targets]]\nagent_id = {GENERATED_AGENT}\nuser_ids_file = {:?}\n",
-            db_url.expose(),
+            db.url.expose(),
+            db.schema,
             w.api,
             ids_file
         ),
@@ -263,11 +326,16 @@ async fn prepare(
     Ok((config, ids_file))
 }
 
-async fn run_workload(exe: &Path, db_url: &Secret, w: &Workload, users: u64) -> Result<Measured> {
+async fn run_workload(exe: &Path, db: &BenchDb, w: &Workload, users: u64) -> Result<Measured> {
     let (mut sim, base_url) = start_sim(exe, w, users).await?;
     let http = reqwest::Client::new();
-    let (config, ids_file) = prepare(db_url, &base_url, w, users, "").await?;
-    let store = Store::connect(db_url, 2).await?;
+    let (config, ids_file) = prepare(db, &base_url, w, users, "").await?;
+    let store = db.connect().await?;
+    if let Some(index) = w.drop_index {
+        // Migrated now, the sync finds nothing to apply and writes without the index.
+        store.migrate().await?;
+        store.drop_index(index).await?;
+    }
     if w.kind == Kind::Quiet {
         let first = sync(exe, &config).await?;
         if first.0 != 0 {
@@ -289,10 +357,15 @@ async fn run_workload(exe: &Path, db_url: &Secret, w: &Workload, users: u64) -> 
     let stats = sim_config(&http, &base_url, 0, 0.0).await?;
     let copy_rate = match w.kind {
         Kind::InitialVsCopy => {
-            let (rows, took) = store.copy_visits_baseline().await?;
+            let (rows, took) = store.copy_visits_baseline(w.drop_index).await?;
             Some(rows as f64 / took.as_secs_f64())
         }
         _ => None,
+    };
+    let reads = if w.time_reads {
+        Some(time_reads(&store).await?)
+    } else {
+        None
     };
     let board = if w.kind == Kind::Quiet && users >= BOARD_FROM_PAIRS {
         Some(time_board(&store, users).await?)
@@ -313,6 +386,7 @@ async fn run_workload(exe: &Path, db_url: &Secret, w: &Workload, users: u64) -> 
         pass_visits,
         replicas: None,
         board,
+        reads,
     })
 }
 
@@ -365,6 +439,56 @@ async fn time_board(store: &Store, users: u64) -> Result<BoardTimes> {
     })
 }
 
+/// The README, whose ```sql examples the benchmark times.
+const README: &str = include_str!("../../README.md");
+
+/// Times every SELECT of the README's examples, with the online-now index and without it (the
+/// drop rolled back), and `COPY` into a table shaped like `visits`, with and without it
+/// (alternating, the median of three each). The examples' activity and user become the busiest
+/// activity and user 1 of the generated world, so per-activity reads are timed on real rows.
+async fn time_reads(store: &Store) -> Result<ReadTimes> {
+    let activity = store.busiest_activity().await?.unwrap_or_default();
+    let mut reads = Vec::new();
+    for statement in crate::store::sql_blocks(README).into_iter().flatten() {
+        let body: Vec<&str> = statement
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with("--"))
+            .collect();
+        if !body
+            .first()
+            .is_some_and(|l| l.trim_start().starts_with("SELECT"))
+        {
+            continue;
+        }
+        let label = statement
+            .lines()
+            .filter_map(|l| l.trim_start().strip_prefix("-- "))
+            .next_back()
+            .map_or_else(|| body[0].trim().to_owned(), str::to_owned);
+        let sql = body
+            .join("\n")
+            .replace("'10096289'", &format!("'{activity}'"))
+            .replace("user_id = 15460259", "user_id = 1");
+        let (with, rows) = store.time_read(&sql, None, 5).await?;
+        let (without, _) = store.time_read(&sql, Some(ONLINE_NOW_INDEX), 5).await?;
+        reads.push((label, rows, with, without));
+    }
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let (rows, took) = store.copy_visits_baseline(None).await?;
+        with.push(rows as f64 / took.as_secs_f64());
+        let (rows, took) = store.copy_visits_baseline(Some(ONLINE_NOW_INDEX)).await?;
+        without.push(rows as f64 / took.as_secs_f64());
+    }
+    with.sort_by(f64::total_cmp);
+    without.sort_by(f64::total_cmp);
+    Ok(ReadTimes {
+        reads,
+        copy_with: with[1],
+        copy_without: without[1],
+    })
+}
+
 /// Polls `probe` every 20 ms until it returns `Some`, for at most `limit`.
 async fn poll<T, F, Fut>(limit: Duration, what: &str, mut probe: F) -> Result<T>
 where
@@ -389,7 +513,7 @@ where
 /// Three `szb-sync run` processes on one database and one simulator: how long the first sync
 /// takes, what a quiet tick costs, how the work is shared, and how fast the others finish the
 /// pairs of one that is SIGKILLed mid-pass.
-async fn run_replicas(exe: &Path, db_url: &Secret, w: &Workload, users: u64) -> Result<Measured> {
+async fn run_replicas(exe: &Path, db: &BenchDb, w: &Workload, users: u64) -> Result<Measured> {
     const REPLICAS: usize = 3;
     const LEASE: Duration = Duration::from_secs(10);
     let (mut sim, base_url) = start_sim(exe, w, users).await?;
@@ -399,8 +523,8 @@ async fn run_replicas(exe: &Path, db_url: &Secret, w: &Workload, users: u64) -> 
         "[schedule]\ncron = \"*/5 * * * * *\"\n\n[sync]\nlease_period = \"{}s\"\n",
         LEASE.as_secs()
     );
-    let (config, ids_file) = prepare(db_url, &base_url, w, users, &extra).await?;
-    let store = Store::connect(db_url, 2).await?;
+    let (config, ids_file) = prepare(db, &base_url, w, users, &extra).await?;
+    let store = db.connect().await?;
     store.migrate().await?;
     let started_db = store.now().await?;
     let started = Instant::now();
@@ -494,6 +618,7 @@ async fn run_replicas(exe: &Path, db_url: &Secret, w: &Workload, users: u64) -> 
         sim_requests: first.0,
         copy_rate: None,
         pass_visits: 0,
+        reads: None,
         replicas: Some(ReplicaStats {
             quiet_requests_per_pair: quiet_requests as f64 / (want * ticks) as f64,
             quiet_ticks: ticks,
@@ -608,6 +733,27 @@ fn print_board(rows: &[(&Workload, u64, Measured)]) {
             ms(b.search),
             ms(b.totals),
             ms(b.rejects)
+        );
+    }
+}
+
+/// The README's queries and the views, for the workloads that timed them.
+fn print_reads(rows: &[(&Workload, u64, Measured)]) {
+    let ms = |d: &Duration| format!("{:.1}", d.as_secs_f64() * 1000.0);
+    for (w, _, m) in rows {
+        let Some(r) = &m.reads else { continue };
+        println!(
+            "\n| after {}: README query (median of 5) | rows | ms | ms without {ONLINE_NOW_INDEX} |",
+            w.name
+        );
+        println!("| --- | ---: | ---: | ---: |");
+        for (label, n, with, without) in &r.reads {
+            println!("| {label} | {n} | {} | {} |", ms(with), ms(without));
+        }
+        println!(
+            "\nCOPY into a table shaped like visits (median of 3, alternating): {:.0} rows/s with \
+             {ONLINE_NOW_INDEX}, {:.0} rows/s without",
+            r.copy_with, r.copy_without
         );
     }
 }

@@ -134,6 +134,7 @@ fn is_string_key(key: &str) -> bool {
     matches!(
         key,
         "database.url"
+            | "database.schema"
             | "api.base_url"
             | "api.token"
             | "api.token_file"

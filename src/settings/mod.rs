@@ -101,6 +101,9 @@ pub struct DatabaseSettings {
     pub url: Secret,
     /// Size of the connection pool.
     pub max_connections: u32,
+    /// The Postgres schema of szb-sync's tables and views (created if missing); every pooled
+    /// connection has it as its `search_path`. A plain identifier, see [`check_schema`].
+    pub schema: String,
 }
 
 /// `[api]`: the upstream, shangzhibo.tv.
@@ -298,6 +301,7 @@ impl Default for DatabaseSettings {
         Self {
             url: Secret::new("postgres://root@127.0.0.1:5432/szb"),
             max_connections: 8,
+            schema: "public".to_owned(),
         }
     }
 }
@@ -446,6 +450,9 @@ impl Settings {
         }
         if db.max_connections == 0 {
             problem("database.max_connections must be at least 1, got 0".to_owned());
+        }
+        if let Err(msg) = check_schema(&db.schema) {
+            problem(msg);
         }
 
         let api = &self.api;
@@ -659,6 +666,11 @@ impl Settings {
             next.database.url.expose().to_owned(),
         );
         check(
+            "database.schema",
+            self.database.schema.clone(),
+            next.database.schema.clone(),
+        );
+        check(
             "database.max_connections",
             self.database.max_connections.to_string(),
             next.database.max_connections.to_string(),
@@ -751,6 +763,33 @@ fn read_token_file(path: &Path) -> Result<Secret, SettingsError> {
 fn deserialize_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Url, D::Error> {
     let raw = String::deserialize(deserializer)?;
     Url::parse(&raw).map_err(|e| serde::de::Error::custom(format!("invalid URL {raw:?}: {e}")))
+}
+
+/// `database.schema` must be a plain lower-case identifier that Postgres keeps as written:
+/// `[a-z_][a-z0-9_]*`, at most 63 bytes (longer names are truncated by Postgres).
+pub fn check_schema(schema: &str) -> Result<(), String> {
+    let plain = schema
+        .bytes()
+        .enumerate()
+        .all(|(i, b)| b == b'_' || b.is_ascii_lowercase() || (i > 0 && b.is_ascii_digit()));
+    if schema.is_empty() || !plain {
+        return Err(format!(
+            "database.schema must be a plain identifier (lower-case letters, digits and _, not \
+             starting with a digit), got {schema:?}"
+        ));
+    }
+    if schema.len() > 63 {
+        return Err(format!(
+            "database.schema must be at most 63 bytes (Postgres's limit), got {} bytes",
+            schema.len()
+        ));
+    }
+    if schema.starts_with("pg_") {
+        return Err(format!(
+            "database.schema must not start with pg_ (reserved by Postgres), got {schema:?}"
+        ));
+    }
+    Ok(())
 }
 
 fn check_base_url(url: &Url, allow_insecure_http: bool) -> Result<(), String> {
@@ -893,6 +932,30 @@ mod tests {
         assert_eq!(s.sync.keep_runs, Duration::from_secs(30 * 86_400));
         assert!(s.targets.is_empty());
         assert!(Settings::default().validate().is_ok());
+    }
+
+    #[test]
+    fn database_schema_defaults_to_public_comes_from_the_env_and_must_be_a_plain_identifier() {
+        assert_eq!(load("").unwrap().database.schema, "public");
+        let from_env = Settings::load_from(
+            Some("[database]\nschema = \"from_file\"\n"),
+            &[("SZB_DATABASE__SCHEMA", "szb_2")],
+        )
+        .unwrap();
+        assert_eq!(from_env.database.schema, "szb_2");
+        for bad in [
+            "", "Szb", "2szb", "szb-sync", "a b", "x;drop", "\"q\"", "pg_szb",
+        ] {
+            let msg = error(&format!("[database]\nschema = {bad:?}\n"));
+            assert!(msg.contains("database.schema must"), "{bad}: {msg}");
+        }
+        let long = "s".repeat(64);
+        let msg = error(&format!("[database]\nschema = \"{long}\"\n"));
+        assert!(
+            msg.contains("at most 63 bytes (Postgres's limit), got 64 bytes"),
+            "{msg}"
+        );
+        assert!(load(&format!("[database]\nschema = \"{}\"\n", "s".repeat(63))).is_ok());
     }
 
     #[test]

@@ -73,7 +73,7 @@ pub use leases::{ClaimPlan, Claimed, Coordinator, DueAfter, FinishedRun, Survey,
 pub use pages::{PageWrite, PageWritten};
 pub use passes::PassTotals;
 pub use rejects::{Reject, RejectFilter, Rejects};
-pub use reports::{RunSums, SAMPLE_QUERY, SampleRow, TickTotals};
+pub use reports::{RunSums, SAMPLE_QUERY, SampleRow, TickTotals, sql_blocks};
 pub use runs::{Backoff, RunTotals};
 pub use session::{ForgetOutcome, PairLock, PairSession};
 pub use status::PairStatus;
@@ -185,21 +185,35 @@ pub struct Store {
     options: std::sync::Arc<PgConnectOptions>,
     /// The URL with its password masked, for messages.
     url: String,
+    /// `database.schema`: every connection's `search_path`.
+    schema: String,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
             .field("url", &self.url)
+            .field("schema", &self.schema)
             .field("pool", &self.pool)
             .finish_non_exhaustive()
     }
 }
 
 impl Store {
-    /// Connects lazily: the first query opens the first connection, so a database that is
-    /// briefly away at start-up does not stop the daemon.
+    /// Connects lazily to the tables in schema `public` (see [`Store::connect_lazy_in`]).
     pub fn connect_lazy(url: &Secret, max_connections: u32) -> Result<Self, StoreError> {
+        Self::connect_lazy_in(url, "public", max_connections)
+    }
+
+    /// Connects lazily: the first query opens the first connection, so a database that is
+    /// briefly away at start-up does not stop the daemon. Every connection has `schema` as its
+    /// `search_path`, so every statement (migrations and `_sqlx_migrations` included) finds
+    /// szb-sync's tables there; `schema` is a plain identifier (`settings::check_schema`).
+    pub fn connect_lazy_in(
+        url: &Secret,
+        schema: &str,
+        max_connections: u32,
+    ) -> Result<Self, StoreError> {
         // sqlx does not know this libpq parameter, and would log its value in a warning.
         let has_key_password = url::Url::parse(url.expose())
             .is_ok_and(|u| u.query_pairs().any(|(k, _)| k == "sslpassword"));
@@ -216,7 +230,10 @@ impl Store {
         // Commits do not wait for their WAL to reach the disk: if Postgres crashes, the last
         // transactions are lost whole (a page's rows with its mark, a run's row), and the next
         // sync reads those pages again. Exactness holds; each page saves a flush.
-        let options = options.options([("synchronous_commit", "off")]);
+        let options = options.options([
+            ("synchronous_commit", "off".to_owned()),
+            ("search_path", format!("\"{schema}\"")),
+        ]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2))
             .acquire_timeout(std::time::Duration::from_secs(10))
@@ -225,14 +242,29 @@ impl Store {
             pool,
             options: std::sync::Arc::new(options),
             url: redact_url(url.expose()),
+            schema: schema.to_owned(),
         })
     }
 
-    /// Connects and checks the database answers.
+    /// Connects to the tables in schema `public`, and checks the database answers.
     pub async fn connect(url: &Secret, max_connections: u32) -> Result<Self, StoreError> {
-        let store = Self::connect_lazy(url, max_connections)?;
+        Self::connect_in(url, "public", max_connections).await
+    }
+
+    /// Connects to the tables in `schema`, and checks the database answers.
+    pub async fn connect_in(
+        url: &Secret,
+        schema: &str,
+        max_connections: u32,
+    ) -> Result<Self, StoreError> {
+        let store = Self::connect_lazy_in(url, schema, max_connections)?;
         store.reachable().await?;
         Ok(store)
+    }
+
+    /// The schema holding szb-sync's tables and views.
+    pub fn schema(&self) -> &str {
+        &self.schema
     }
 
     /// Opens one connection outside the pool: its error says why (refused, unknown host, bad
@@ -288,7 +320,30 @@ impl Store {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         // Fails fast, with the reason, when the database is away.
         self.reachable().await?;
+        self.create_schema_if_missing().await?;
         MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Creates the schema before the migrations run in it. Asks first, so a role without
+    /// `CREATE` on the database can still migrate into a schema that exists (`public`).
+    async fn create_schema_if_missing(&self) -> Result<(), StoreError> {
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+                .bind(&self.schema)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(query_err("looking up database.schema"))?;
+        if !exists {
+            // A plain identifier, checked with the settings; quoted all the same.
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "CREATE SCHEMA IF NOT EXISTS \"{}\"",
+                self.schema
+            )))
+            .execute(&self.pool)
+            .await
+            .map_err(query_err("creating the schema of database.schema"))?;
+        }
         Ok(())
     }
 

@@ -157,9 +157,13 @@ impl Store {
     }
 
     /// The benchmark's baseline: `COPY` of every stored visit into a fresh table shaped like
-    /// `visits` (keys, indexes and constraints included). Returns the rows copied and how long
-    /// the `COPY … FROM STDIN` took; reading the rows out first is not timed.
-    pub async fn copy_visits_baseline(&self) -> Result<(u64, std::time::Duration), StoreError> {
+    /// `visits` (keys, indexes and constraints included, but for the copy of `without_index`,
+    /// an index of `visits`). Returns the rows copied and how long the `COPY … FROM STDIN`
+    /// took; reading the rows out first is not timed.
+    pub async fn copy_visits_baseline(
+        &self,
+        without_index: Option<&str>,
+    ) -> Result<(u64, std::time::Duration), StoreError> {
         let mut conn = self
             .pool
             .acquire()
@@ -172,6 +176,25 @@ impl Store {
         .execute(&mut *conn)
         .await
         .map_err(query_err("creating the COPY baseline table"))?;
+        if let Some(index) = without_index {
+            // The copy's index over the same columns as `index`.
+            let copied: Option<String> = sqlx::query_scalar(
+                "SELECT c.indexrelid::regclass::text FROM pg_index c, pg_index o
+                  WHERE c.indrelid = 'bench_visits_copy'::regclass
+                    AND o.indexrelid = to_regclass($1)
+                    AND c.indkey::text = o.indkey::text AND c.indexprs IS NULL",
+            )
+            .bind(index)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(query_err("finding the baseline's copy of an index"))?;
+            if let Some(copied) = copied {
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP INDEX {copied}")))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(query_err("dropping an index of the COPY baseline"))?;
+            }
+        }
         let mut csv = Vec::new();
         {
             let mut out = conn
@@ -201,6 +224,92 @@ impl Store {
             .map_err(query_err("dropping the COPY baseline table"))?;
         Ok((rows, took))
     }
+
+    /// Drops an index (the benchmark's "before" of an index a migration added).
+    pub async fn drop_index(&self, index: &str) -> Result<(), StoreError> {
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP INDEX IF EXISTS {index}")))
+            .execute(&self.pool)
+            .await
+            .map_err(query_err("dropping an index"))?;
+        Ok(())
+    }
+
+    /// Runs a read-only statement (a README example, a view) `runs` times and returns the
+    /// median time and the rows it returned. With `without_index`, that index is dropped
+    /// first inside a transaction that is rolled back: the same query, as it ran before the
+    /// index existed.
+    pub async fn time_read(
+        &self,
+        sql: &str,
+        without_index: Option<&str>,
+        runs: usize,
+    ) -> Result<(std::time::Duration, usize), StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(query_err("starting a transaction"))?;
+        if let Some(index) = without_index {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP INDEX {index}")))
+                .execute(&mut *tx)
+                .await
+                .map_err(query_err("dropping an index for a timing"))?;
+        }
+        let mut took = Vec::new();
+        let mut rows = 0;
+        for _ in 0..runs.max(1) {
+            let started = std::time::Instant::now();
+            rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(query_err("timing a read"))?
+                .len();
+            took.push(started.elapsed());
+        }
+        tx.rollback().await.map_err(query_err("rolling back"))?;
+        took.sort();
+        Ok((took[took.len() / 2], rows))
+    }
+
+    /// The activity with the most visits, for timing per-activity queries on a busy one.
+    pub async fn busiest_activity(&self) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT activity_id FROM visits GROUP BY activity_id ORDER BY count(*) DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_err("finding the busiest activity"))
+    }
+}
+
+/// The SQL statements of a Markdown text's ```sql blocks, each with the comment lines before it
+/// (the README's examples: the benchmark times them, a test runs them). A statement ends at a
+/// line ending in `;`.
+pub fn sql_blocks(markdown: &str) -> Vec<Vec<String>> {
+    let mut blocks = Vec::new();
+    let mut lines = markdown.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() != "```sql" {
+            continue;
+        }
+        let mut statements = Vec::new();
+        let mut current = String::new();
+        for line in lines.by_ref() {
+            if line.trim() == "```" {
+                break;
+            }
+            current.push_str(line);
+            current.push('\n');
+            if line.trim_end().ends_with(';') {
+                statements.push(std::mem::take(&mut current));
+            }
+        }
+        if !current.trim().is_empty() {
+            statements.push(current);
+        }
+        blocks.push(statements);
+    }
+    blocks
 }
 
 /// What the passes of one schedule tick did, all replicas together.

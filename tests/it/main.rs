@@ -1,6 +1,8 @@
 //! The integration tests, one binary: each module drives szb-sync against a real Postgres (a
 //! fresh database per test) and the built-in simulator, and asserts on the rows in the tables.
 //!
+//! - [`analyst`]: column comments, the views against values computed from the visits, the
+//!   README's column lists and SQL examples, the read-only role recipe, `database.schema`;
 //! - [`cli`]: the day-two commands: `status` exit codes and `--json`, `sync --only`, `rejects`,
 //!   a closed stdout, completions and man pages as committed, each subcommand's `--help`;
 //! - [`deploy`]: the systemd unit (verified, its sandbox scored), `check --offline`, the Debian
@@ -18,6 +20,7 @@
 //!
 //! The property test over random upstream histories is its own binary, `tests/property.rs`.
 
+mod analyst;
 mod cli;
 mod deploy;
 mod faults;

@@ -987,10 +987,13 @@ async fn migrate_creates_the_tables_on_a_fresh_database() {
         tables,
         [
             "activities",
+            "activity_summary",
             "sync_passes",
             "sync_rejects",
             "sync_runs",
             "sync_state",
+            "user_daily",
+            "visit_details",
             "visits"
         ]
     );
