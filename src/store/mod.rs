@@ -17,12 +17,24 @@
 
 // SQL shared by the lease statements (`leases.rs`) and `resync` (`session.rs`); defined before
 // the modules so both can use them.
+/// The start of every pair's advisory-lock text, as SQL. Advisory locks span the database, not
+/// a schema, so a `database.schema` other than `public` is part of the key: two deployments in
+/// two schemas of one database never block each other's pairs. In `public` the key is the one
+/// versions before `database.schema` took, so replicas of both versions still exclude each other.
+macro_rules! lock_prefix {
+    () => {
+        "'szb-sync:' || coalesce(nullif(current_schema(), 'public') || ':', '')"
+    };
+}
+
 /// The advisory-lock key of a pair, as SQL over the columns of `$t` (it must name the same lock
 /// as `session::lock_key`).
 macro_rules! pair_lock {
     ($t:literal) => {
         concat!(
-            "hashtextextended('szb-sync:' || ",
+            "hashtextextended(",
+            lock_prefix!(),
+            " || ",
             $t,
             ".agent_id || ':' || ",
             $t,
@@ -336,13 +348,21 @@ impl Store {
                 .map_err(query_err("looking up database.schema"))?;
         if !exists {
             // A plain identifier, checked with the settings; quoted all the same.
-            sqlx::query(sqlx::AssertSqlSafe(format!(
+            let created = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "CREATE SCHEMA IF NOT EXISTS \"{}\"",
                 self.schema
             )))
             .execute(&self.pool)
-            .await
-            .map_err(query_err("creating the schema of database.schema"))?;
+            .await;
+            match created {
+                Ok(_) => {}
+                // Another replica created it between the look-up and here: IF NOT EXISTS is
+                // not safe against a concurrent CREATE, which fails on pg_namespace's unique
+                // index (23505) or as a duplicate schema (42P06).
+                Err(sqlx::Error::Database(db))
+                    if matches!(db.code().as_deref(), Some("23505" | "42P06")) => {}
+                Err(e) => return Err(query_err("creating the schema of database.schema")(e)),
+            }
         }
         Ok(())
     }

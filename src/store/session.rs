@@ -17,10 +17,14 @@ impl Store {
             Ok(conn) => conn,
             Err(e) => return Err(self.explain("acquiring a connection", e).await),
         };
-        let locked = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
-            .bind(lock_key(pair))
-            .fetch_one(&mut *conn)
-            .await;
+        let locked = sqlx::query_scalar(concat!(
+            "SELECT pg_try_advisory_lock(hashtextextended(",
+            lock_prefix!(),
+            " || $1, 0))"
+        ))
+        .bind(lock_key(pair))
+        .fetch_one(&mut *conn)
+        .await;
         let locked: bool = match locked {
             Ok(locked) => locked,
             Err(e) => {
@@ -89,13 +93,9 @@ impl Store {
     }
 }
 
+/// The pair's part of its advisory-lock key, after [`lock_prefix!`].
 fn lock_key(pair: &PairKey) -> String {
-    format!(
-        "szb-sync:{}:{}:{}",
-        pair.agent_id,
-        pair.user_id,
-        pair.filter_str()
-    )
+    format!("{}:{}:{}", pair.agent_id, pair.user_id, pair.filter_str())
 }
 
 /// A pair's advisory lock held on a connection of its own (`resync`, and tests that play
@@ -121,11 +121,15 @@ impl Drop for PairLock {
 impl PairLock {
     /// Releases the pair's lock now, and lets its connection serve others.
     pub async fn release(mut self) -> Result<(), StoreError> {
-        sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
-            .bind(lock_key(&self.pair))
-            .execute(&mut *self.conn)
-            .await
-            .map_err(query_err("releasing the pair's advisory lock"))?;
+        sqlx::query(concat!(
+            "SELECT pg_advisory_unlock(hashtextextended(",
+            lock_prefix!(),
+            " || $1, 0))"
+        ))
+        .bind(lock_key(&self.pair))
+        .execute(&mut *self.conn)
+        .await
+        .map_err(query_err("releasing the pair's advisory lock"))?;
         self.released = true;
         Ok(())
     }

@@ -585,3 +585,68 @@ async fn the_read_only_recipe_reads_every_table_and_view_and_writes_nothing() {
         assert_eq!(code.as_deref(), Some("42501"), "not refused: {sql}");
     }
 }
+
+#[tokio::test]
+async fn deployments_in_two_schemas_of_one_database_do_not_share_pair_locks() {
+    // Advisory locks span the database: the key names the schema, so one pair configured in
+    // two schemas is two pairs, while in one schema it stays one.
+    let db = TestDb::new().await;
+    let url = szb_sync::secret::Secret::new(db.url.clone());
+    let store_in = |schema: &str| szb_sync::store::Store::connect_lazy_in(&url, schema, 4).unwrap();
+    let (public, other, public_again) = (
+        store_in("public"),
+        store_in("szb_other"),
+        store_in("public"),
+    );
+    for store in [&public, &other] {
+        store.migrate().await.unwrap();
+    }
+    let pair = szb_sync::domain::PairKey {
+        agent_id: AGENT,
+        user_id: 1,
+        activity_filter: None,
+    };
+
+    let held = public.lock_pair(&pair).await.unwrap().expect("a free lock");
+
+    assert!(
+        public_again.lock_pair(&pair).await.unwrap().is_none(),
+        "a second process in the same schema must not take the pair"
+    );
+    let elsewhere = other.lock_pair(&pair).await.unwrap();
+    assert!(elsewhere.is_some(), "the other schema's pair is its own");
+    // The key in `public` is the one earlier versions took, so mixed replicas still exclude.
+    let old_key_taken: bool = sqlx::query_scalar(
+        "SELECT NOT pg_try_advisory_lock(hashtextextended('szb-sync:' || $1 || ':1:', 0))",
+    )
+    .bind(AGENT)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(old_key_taken, "public's key is the pre-schema key");
+    held.release().await.unwrap();
+    elsewhere.unwrap().release().await.unwrap();
+}
+
+#[tokio::test]
+async fn replicas_starting_at_once_on_a_new_schema_all_migrate() {
+    // The look-up and CREATE SCHEMA race between replicas; the one that loses must go on.
+    let db = TestDb::new().await;
+    let url = szb_sync::secret::Secret::new(db.url.clone());
+    let stores: Vec<_> = (0..6)
+        .map(|_| szb_sync::store::Store::connect_lazy_in(&url, "szb_race", 2).unwrap())
+        .collect();
+
+    let results = futures_util::future::join_all(stores.iter().map(|s| s.migrate())).await;
+
+    for result in results {
+        result.unwrap();
+    }
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_class WHERE relnamespace = 'szb_race'::regnamespace AND relname = 'visits'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(tables, 1);
+}
