@@ -24,7 +24,7 @@ function __fish_szb_sync_using_subcommand
     contains -- $cmd[1] $argv
 end
 
-complete -c szb-sync -n "__fish_szb_sync_needs_command" -s c -l config -d 'Configuration file (TOML), for the commands that read one (all but mock-api, completions and man); before the command or after it. Default: config/szb-sync.toml in the working directory; it must exist unless SZB_TARGETS sets the targets (demo and bench need none)' -r -F
+complete -c szb-sync -n "__fish_szb_sync_needs_command" -s c -l config -d 'Configuration file (TOML), for the commands that read one (all but mock-api, completions and man); before the command or after it. Default: config/szb-sync.toml in the working directory, else /etc/szb-sync/szb-sync.toml; one must exist unless SZB_TARGETS sets the targets (demo and bench need none)' -r -F
 complete -c szb-sync -n "__fish_szb_sync_needs_command" -l log-format -d 'Log format: text or json on stderr, or journald. Default: journald when stderr is the journal (under systemd), else text. Filter with RUST_LOG (default: info)' -r -f -a "text\t'Human-readable lines on stderr; coloured only when stderr is a terminal'
 json\t'One JSON object per line on stderr, for log collectors'
 journald\t'Native journald entries, each field its own (`journalctl -o json`)'"
@@ -44,29 +44,29 @@ complete -c szb-sync -n "__fish_szb_sync_needs_command" -f -a "completions" -d '
 complete -c szb-sync -n "__fish_szb_sync_needs_command" -f -a "man" -d 'Print the man page, szb-sync(1), as roff (`szb-sync man | man -l -`)'
 complete -c szb-sync -n "__fish_szb_sync_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand sync" -l only -d 'Sync only these configured pairs (comma-separated, or the option repeated). An entry that is not a configured pair stops the command before anything syncs' -r
-complete -c szb-sync -n "__fish_szb_sync_using_subcommand sync" -s c -l config -d 'Configuration file (TOML). Default: config/szb-sync.toml when it exists' -r -F
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand sync" -s c -l config -d 'Configuration file (TOML). Default: config/szb-sync.toml in the working directory, else /etc/szb-sync/szb-sync.toml; one must exist unless SZB_TARGETS sets the targets (demo and bench need none)' -r -F
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand sync" -l log-format -d 'Log format: text or json on stderr, or journald. Default: journald when stderr is the journal (under systemd), else text. Filter with RUST_LOG (default: info)' -r -f -a "text\t'Human-readable lines on stderr; coloured only when stderr is a terminal'
 json\t'One JSON object per line on stderr, for log collectors'
 journald\t'Native journald entries, each field its own (`journalctl -o json`)'"
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand sync" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c szb-sync -n "__fish_szb_sync_using_subcommand run" -s c -l config -d 'Configuration file (TOML). Default: config/szb-sync.toml when it exists' -r -F
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand run" -s c -l config -d 'Configuration file (TOML). Default: config/szb-sync.toml in the working directory, else /etc/szb-sync/szb-sync.toml; one must exist unless SZB_TARGETS sets the targets (demo and bench need none)' -r -F
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand run" -l log-format -d 'Log format: text or json on stderr, or journald. Default: journald when stderr is the journal (under systemd), else text. Filter with RUST_LOG (default: info)' -r -f -a "text\t'Human-readable lines on stderr; coloured only when stderr is a terminal'
 json\t'One JSON object per line on stderr, for log collectors'
 journald\t'Native journald entries, each field its own (`journalctl -o json`)'"
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c szb-sync -n "__fish_szb_sync_using_subcommand migrate" -s c -l config -d 'Configuration file (TOML). Default: config/szb-sync.toml when it exists' -r -F
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand migrate" -s c -l config -d 'Configuration file (TOML). Default: config/szb-sync.toml in the working directory, else /etc/szb-sync/szb-sync.toml; one must exist unless SZB_TARGETS sets the targets (demo and bench need none)' -r -F
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand migrate" -l log-format -d 'Log format: text or json on stderr, or journald. Default: journald when stderr is the journal (under systemd), else text. Filter with RUST_LOG (default: info)' -r -f -a "text\t'Human-readable lines on stderr; coloured only when stderr is a terminal'
 json\t'One JSON object per line on stderr, for log collectors'
 journald\t'Native journald entries, each field its own (`journalctl -o json`)'"
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand migrate" -l create-database -d 'Create the configured database first when it does not exist (on the server of database.url, as its user, who needs the CREATEDB privilege)'
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand migrate" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c szb-sync -n "__fish_szb_sync_using_subcommand check" -s c -l config -d 'Configuration file (TOML). Default: config/szb-sync.toml when it exists' -r -F
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand check" -s c -l config -d 'Configuration file (TOML). Default: config/szb-sync.toml in the working directory, else /etc/szb-sync/szb-sync.toml; one must exist unless SZB_TARGETS sets the targets (demo and bench need none)' -r -F
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand check" -l log-format -d 'Log format: text or json on stderr, or journald. Default: journald when stderr is the journal (under systemd), else text. Filter with RUST_LOG (default: info)' -r -f -a "text\t'Human-readable lines on stderr; coloured only when stderr is a terminal'
 json\t'One JSON object per line on stderr, for log collectors'
 journald\t'Native journald entries, each field its own (`journalctl -o json`)'"
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand check" -l offline -d 'Only the configuration: no database, no request (for `ExecStartPre=`)'
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c szb-sync -n "__fish_szb_sync_using_subcommand status" -s c -l config -d 'Configuration file (TOML). Default: config/szb-sync.toml when it exists' -r -F
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand status" -s c -l config -d 'Configuration file (TOML). Default: config/szb-sync.toml in the working directory, else /etc/szb-sync/szb-sync.toml; one must exist unless SZB_TARGETS sets the targets (demo and bench need none)' -r -F
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand status" -l log-format -d 'Log format: text or json on stderr, or journald. Default: journald when stderr is the journal (under systemd), else text. Filter with RUST_LOG (default: info)' -r -f -a "text\t'Human-readable lines on stderr; coloured only when stderr is a terminal'
 json\t'One JSON object per line on stderr, for log collectors'
 journald\t'Native journald entries, each field its own (`journalctl -o json`)'"
@@ -76,7 +76,7 @@ complete -c szb-sync -n "__fish_szb_sync_using_subcommand rejects" -l agent-id -
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand rejects" -l user-id -d 'Only rejects of this user' -r
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand rejects" -l since -d 'Only items first seen since then: a duration back from now (`2h`, `7days`) or an RFC 3339 time (`2026-12-01T00:00:00Z`)' -r
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand rejects" -l limit -d 'Show at most this many, newest first' -r
-complete -c szb-sync -n "__fish_szb_sync_using_subcommand rejects" -s c -l config -d 'Configuration file (TOML). Default: config/szb-sync.toml when it exists' -r -F
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand rejects" -s c -l config -d 'Configuration file (TOML). Default: config/szb-sync.toml in the working directory, else /etc/szb-sync/szb-sync.toml; one must exist unless SZB_TARGETS sets the targets (demo and bench need none)' -r -F
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand rejects" -l log-format -d 'Log format: text or json on stderr, or journald. Default: journald when stderr is the journal (under systemd), else text. Filter with RUST_LOG (default: info)' -r -f -a "text\t'Human-readable lines on stderr; coloured only when stderr is a terminal'
 json\t'One JSON object per line on stderr, for log collectors'
 journald\t'Native journald entries, each field its own (`journalctl -o json`)'"
@@ -84,7 +84,7 @@ complete -c szb-sync -n "__fish_szb_sync_using_subcommand rejects" -l json -d 'P
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand rejects" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand resync" -l agent-id -d 'Only the pairs of this agent' -r
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand resync" -l user-id -d 'Only the pairs of this user (with --agent-id: only that pair)' -r
-complete -c szb-sync -n "__fish_szb_sync_using_subcommand resync" -s c -l config -d 'Configuration file (TOML). Default: config/szb-sync.toml when it exists' -r -F
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand resync" -s c -l config -d 'Configuration file (TOML). Default: config/szb-sync.toml in the working directory, else /etc/szb-sync/szb-sync.toml; one must exist unless SZB_TARGETS sets the targets (demo and bench need none)' -r -F
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand resync" -l log-format -d 'Log format: text or json on stderr, or journald. Default: journald when stderr is the journal (under systemd), else text. Filter with RUST_LOG (default: info)' -r -f -a "text\t'Human-readable lines on stderr; coloured only when stderr is a terminal'
 json\t'One JSON object per line on stderr, for log collectors'
 journald\t'Native journald entries, each field its own (`journalctl -o json`)'"
@@ -100,7 +100,7 @@ json\t'One JSON object per line on stderr, for log collectors'
 journald\t'Native journald entries, each field its own (`journalctl -o json`)'"
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand mock-api" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand demo" -l database-url -d 'Write into this database instead of `szb_demo` on the configured server (created when missing). Rows of the demo\'s simulated agents there are replaced' -r
-complete -c szb-sync -n "__fish_szb_sync_using_subcommand demo" -s c -l config -d 'Configuration file (TOML). Default: config/szb-sync.toml when it exists' -r -F
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand demo" -s c -l config -d 'Configuration file (TOML). Default: config/szb-sync.toml in the working directory, else /etc/szb-sync/szb-sync.toml; one must exist unless SZB_TARGETS sets the targets (demo and bench need none)' -r -F
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand demo" -l log-format -d 'Log format: text or json on stderr, or journald. Default: journald when stderr is the journal (under systemd), else text. Filter with RUST_LOG (default: info)' -r -f -a "text\t'Human-readable lines on stderr; coloured only when stderr is a terminal'
 json\t'One JSON object per line on stderr, for log collectors'
 journald\t'Native journald entries, each field its own (`journalctl -o json`)'"
@@ -108,7 +108,7 @@ complete -c szb-sync -n "__fish_szb_sync_using_subcommand demo" -s h -l help -d 
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand bench" -l scale -d 'Divide every workload\'s users by this factor, for a quick look (1: the full workloads)' -r
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand bench" -l runs -d 'Runs of each workload, 1..=9; the table shows the median run (by wall time)' -r
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand bench" -l only -d 'Only the workloads whose name contains this text (`--only quiet`, `--only replicas`)' -r
-complete -c szb-sync -n "__fish_szb_sync_using_subcommand bench" -s c -l config -d 'Configuration file (TOML). Default: config/szb-sync.toml when it exists' -r -F
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand bench" -s c -l config -d 'Configuration file (TOML). Default: config/szb-sync.toml in the working directory, else /etc/szb-sync/szb-sync.toml; one must exist unless SZB_TARGETS sets the targets (demo and bench need none)' -r -F
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand bench" -l log-format -d 'Log format: text or json on stderr, or journald. Default: journald when stderr is the journal (under systemd), else text. Filter with RUST_LOG (default: info)' -r -f -a "text\t'Human-readable lines on stderr; coloured only when stderr is a terminal'
 json\t'One JSON object per line on stderr, for log collectors'
 journald\t'Native journald entries, each field its own (`journalctl -o json`)'"

@@ -281,9 +281,23 @@ pub(super) async fn run(settings: &Settings, args: BenchArgs) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
+/// `exe` as a child of the bench, without the variables that would override the bench's own
+/// config (`DATABASE_URL`, every `SZB_…`): an exported `SZB_DATABASE__URL` must not send a
+/// million simulated visits into the database it names while the bench reads `szb_bench`.
+fn child_command(exe: &Path) -> Command {
+    let mut command = Command::new(exe);
+    for (name, _) in std::env::vars_os() {
+        let text = name.to_string_lossy().to_ascii_uppercase();
+        if text == "DATABASE_URL" || text.starts_with("SZB_") {
+            command.env_remove(&name);
+        }
+    }
+    command
+}
+
 /// The simulator of a workload, running with no latency or limit yet, and its base URL.
 async fn start_sim(exe: &Path, w: &Workload, users: u64) -> Result<(Child, String)> {
-    let mut sim = Command::new(exe);
+    let mut sim = child_command(exe);
     sim.args(["mock-api", "--listen", "127.0.0.1:0", "--users"])
         .arg(users.to_string())
         .arg("--visits-per-user")
@@ -530,7 +544,7 @@ async fn run_replicas(exe: &Path, db: &BenchDb, w: &Workload, users: u64) -> Res
     let started = Instant::now();
     let mut children: Vec<Child> = (0..REPLICAS)
         .map(|_| {
-            Command::new(exe)
+            child_command(exe)
                 .arg("--config")
                 .arg(&config)
                 .arg("run")
@@ -678,7 +692,7 @@ async fn sim_config(
 /// Runs `szb-sync sync` on `config`: its exit code, its wall time and its peak RSS in KiB.
 async fn sync(exe: &Path, config: &Path) -> Result<(i32, Duration, u64)> {
     let started = Instant::now();
-    let mut child = Command::new(exe)
+    let mut child = child_command(exe)
         .arg("--config")
         .arg(config)
         .arg("sync")

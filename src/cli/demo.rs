@@ -128,7 +128,12 @@ pub(super) async fn run(settings: &Settings, args: DemoArgs) -> Result<ExitCode>
     }
     let (psql_url, had_password) = psql_url(url.expose());
     out!(
-        "\nTry: psql '{psql_url}' -c 'SELECT * FROM sync_runs ORDER BY id DESC LIMIT 5'{}",
+        "\nTry: {}psql '{psql_url}' -c 'SELECT * FROM sync_runs ORDER BY id DESC LIMIT 5'{}",
+        // psql's own search_path finds szb-sync's tables only in `public`.
+        match settings.database.schema.as_str() {
+            "public" => String::new(),
+            schema => format!("PGOPTIONS='-c search_path={schema}' "),
+        },
         if had_password {
             "\n     (the password is left out: give it in PGPASSWORD or ~/.pgpass)"
         } else {

@@ -35,8 +35,8 @@ use crate::telemetry::LogFormat;
 pub struct Cli {
     /// Configuration file (TOML), for the commands that read one (all but mock-api,
     /// completions and man); before the command or after it. Default: config/szb-sync.toml in
-    /// the working directory; it must exist unless SZB_TARGETS sets the targets (demo and bench
-    /// need none).
+    /// the working directory, else /etc/szb-sync/szb-sync.toml; one must exist unless
+    /// SZB_TARGETS sets the targets (demo and bench need none).
     #[arg(long, short, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Log format: text or json on stderr, or journald. Default: journald when stderr is the
@@ -130,7 +130,9 @@ pub enum Command {
 /// their help, man page and completions do not offer it.
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct ConfigArg {
-    /// Configuration file (TOML). Default: config/szb-sync.toml when it exists.
+    /// Configuration file (TOML). Default: config/szb-sync.toml in the working directory, else
+    /// /etc/szb-sync/szb-sync.toml; one must exist unless SZB_TARGETS sets the targets (demo and
+    /// bench need none).
     #[arg(long, short, value_name = "FILE")]
     pub config: Option<PathBuf>,
 }

@@ -61,7 +61,10 @@ pub(super) async fn run(settings: &Settings, args: ResyncArgs) -> Result<ExitCod
     let everything = args.agent_id.is_none() && args.user_id.is_none();
     if everything && !args.all {
         let pairs = plural(keys.len(), "pair", "pairs");
-        if !std::io::stdin().is_terminal() {
+        // The question goes to stderr and the answer comes from stdin: both must be a
+        // terminal, or a redirected stderr would leave the command waiting on a question no
+        // one sees.
+        if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
             return Ok(usage_error(
                 "resync",
                 &format!(

@@ -151,13 +151,11 @@ fn is_string_key(key: &str) -> bool {
     )
 }
 
-/// True when a variable sets the targets (`SZB_TARGETS`, the only way the environment can).
+/// True when a variable sets the targets: `SZB_TARGETS`, the only way the environment can
+/// (`targets` is a list, so no `SZB_TARGETS__KEY` names a setting; [`check_names`] refuses them).
 pub(super) fn sets_targets(env: &[(String, String)]) -> bool {
-    env.iter().any(|(name, _)| {
-        name.get(..11)
-            .is_some_and(|p| p.eq_ignore_ascii_case("SZB_TARGETS"))
-            && (name.len() == 11 || name[11..].starts_with("__"))
-    })
+    env.iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("SZB_TARGETS"))
 }
 
 pub(super) fn with_env(

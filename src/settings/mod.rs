@@ -5,7 +5,8 @@
 //!
 //! 1. the defaults of [`Settings::default`];
 //! 2. the TOML file: the path given to [`Settings::load`], else `config/szb-sync.toml` (relative
-//!    to the working directory), which must exist unless `SZB_TARGETS` sets the targets
+//!    to the working directory), else `/etc/szb-sync/szb-sync.toml` (the package's), one of
+//!    which must exist unless `SZB_TARGETS` sets the targets
 //!    ([`Settings::load_optional`], for the commands that need no config, makes it optional);
 //! 3. `DATABASE_URL`, for `database.url` only;
 //! 4. `SZB_SECTION__KEY` variables, `__` separating the levels: `SZB_DATABASE__URL`,
@@ -69,6 +70,10 @@ fn name_token_sources(error: SettingsError, figment: &Figment) -> SettingsError 
 
 /// The configuration file used when none is given, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/szb-sync.toml";
+
+/// Read when [`DEFAULT_CONFIG_PATH`] is absent: where the Debian package puts the configuration,
+/// so day-two commands (`status`, `rejects`, `resync`) on a packaged host need no `--config`.
+pub const SYSTEM_CONFIG_PATH: &str = "/etc/szb-sync/szb-sync.toml";
 
 /// The least `sync.settle_after` accepted. A visit older than it is final for the mark, so it
 /// must exceed the platform's longest gap between `lastOnlineAt` updates of a viewer who is still
@@ -271,12 +276,18 @@ pub enum SettingsError {
     FileNotFound(PathBuf),
     /// No `--config`, nothing at [`DEFAULT_CONFIG_PATH`], and no targets from the environment.
     #[error(
-        "no config file: expected {} (the default path, relative to the working directory {}). \
-         Pass --config FILE, copy config/example.toml there, or set SZB_TARGETS",
+        "no config file: expected {} (the default path, relative to the working directory {}) \
+         or {} (the package's). Pass --config FILE, copy config/example.toml there, or set \
+         SZB_TARGETS",
         expected.display(),
-        cwd.display()
+        cwd.display(),
+        system.display()
     )]
-    NoConfigFile { expected: PathBuf, cwd: PathBuf },
+    NoConfigFile {
+        expected: PathBuf,
+        cwd: PathBuf,
+        system: PathBuf,
+    },
     /// The file or environment could not be read into [`Settings`] (syntax, type, unknown key).
     #[error("{0}")]
     Parse(String),
@@ -369,7 +380,9 @@ impl Settings {
     pub fn load_optional(path: Option<&Path>) -> Result<Self, SettingsError> {
         let env = process_env();
         match path {
-            None if !Path::new(DEFAULT_CONFIG_PATH).is_file() => {
+            None if !Path::new(DEFAULT_CONFIG_PATH).is_file()
+                && !Path::new(SYSTEM_CONFIG_PATH).is_file() =>
+            {
                 Self::from_figment(with_env(Figment::new(), env)?)
             }
             path => Self::load_with_env(path, env),
@@ -391,25 +404,34 @@ impl Settings {
         path: Option<&Path>,
         env: Vec<(String, String)>,
     ) -> Result<Self, SettingsError> {
-        Self::load_with_default(path, Path::new(DEFAULT_CONFIG_PATH), env)
+        Self::load_with_default(
+            path,
+            Path::new(DEFAULT_CONFIG_PATH),
+            Path::new(SYSTEM_CONFIG_PATH),
+            env,
+        )
     }
 
-    /// [`Settings::load_with_env`] with `default` in place of [`DEFAULT_CONFIG_PATH`].
+    /// [`Settings::load_with_env`] with `default` and `system` in place of
+    /// [`DEFAULT_CONFIG_PATH`] and [`SYSTEM_CONFIG_PATH`].
     fn load_with_default(
         path: Option<&Path>,
         default: &Path,
+        system: &Path,
         env: Vec<(String, String)>,
     ) -> Result<Self, SettingsError> {
         let file = match path {
             Some(path) if !path.exists() => return Err(SettingsError::FileNotFound(path.into())),
             Some(path) => Some(path.to_path_buf()),
             None if default.is_file() => Some(default.to_path_buf()),
+            None if system.is_file() => Some(system.to_path_buf()),
             None if env::sets_targets(&env) => None,
             None => {
                 let cwd = std::env::current_dir().unwrap_or_default();
                 return Err(SettingsError::NoConfigFile {
                     expected: cwd.join(default),
                     cwd,
+                    system: system.to_path_buf(),
                 });
             }
         };
@@ -1579,14 +1601,16 @@ mod tests {
     fn a_missing_default_config_file_is_an_error_unless_the_environment_sets_the_targets() {
         let dir = tempfile::tempdir().unwrap();
         let default = dir.path().join("config/szb-sync.toml");
+        let system = dir.path().join("etc/szb-sync/szb-sync.toml");
         let cwd = std::env::current_dir().unwrap();
 
-        let msg = Settings::load_with_default(None, &default, vec![])
+        let msg = Settings::load_with_default(None, &default, &system, vec![])
             .unwrap_err()
             .to_string();
         let from_env = Settings::load_with_default(
             None,
             &default,
+            &system,
             vec![
                 ("SZB_API__TOKEN".into(), "t".into()),
                 ("SZB_TARGETS".into(), "[{agent_id=1,user_ids=[2]}]".into()),
@@ -1597,12 +1621,32 @@ mod tests {
             msg,
             format!(
                 "no config file: expected {} (the default path, relative to the working \
-                 directory {}). Pass --config FILE, copy config/example.toml there, or set \
-                 SZB_TARGETS",
+                 directory {}) or {} (the package's). Pass --config FILE, copy \
+                 config/example.toml there, or set SZB_TARGETS",
                 default.display(),
-                cwd.display()
+                cwd.display(),
+                system.display()
             )
         );
         assert_eq!(from_env.unwrap().targets.len(), 1);
+
+        // With no file in the working directory, the package's file is read.
+        std::fs::create_dir_all(system.parent().unwrap()).unwrap();
+        std::fs::write(
+            &system,
+            "[api]\ntoken = \"t\"\n[[targets]]\nagent_id = 7\nuser_ids = [8]\n",
+        )
+        .unwrap();
+        let packaged = Settings::load_with_default(None, &default, &system, vec![]).unwrap();
+        assert_eq!(packaged.targets[0].agent_id, 7);
+        // And the working directory's file comes first.
+        std::fs::create_dir_all(default.parent().unwrap()).unwrap();
+        std::fs::write(
+            &default,
+            "[api]\ntoken = \"t\"\n[[targets]]\nagent_id = 9\nuser_ids = [8]\n",
+        )
+        .unwrap();
+        let local = Settings::load_with_default(None, &default, &system, vec![]).unwrap();
+        assert_eq!(local.targets[0].agent_id, 9);
     }
 }

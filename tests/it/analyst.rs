@@ -499,13 +499,23 @@ async fn sync_into_its_own_schema_leaves_public_without_tables() {
 
 #[tokio::test]
 async fn the_read_only_recipe_reads_every_table_and_view_and_writes_nothing() {
-    let schema = format!("szb_ro_{}", rand::random::<u32>());
+    read_only_recipe_in(&format!("szb_ro_{}", rand::random::<u32>())).await;
+}
+
+#[tokio::test]
+async fn the_read_only_recipe_as_written_in_public_reads_and_writes_nothing() {
+    read_only_recipe_in("public").await;
+}
+
+/// The README's read-only recipe, run in `schema` (its `public` replaced), then the reader's
+/// reads and refused writes.
+async fn read_only_recipe_in(schema: &str) {
     let role = format!(
         "szb_reader_{}_{}",
         std::process::id(),
         rand::random::<u32>()
     );
-    let h = harness_in(&schema, &[(1, 20)]).await;
+    let h = harness_in(schema, &[(1, 20)]).await;
     h.sync_ok().await;
     let (recipe, _) = readme_sql();
     let mut owner = PgConnection::connect(&h.db.url).await.unwrap();
@@ -513,7 +523,7 @@ async fn the_read_only_recipe_reads_every_table_and_view_and_writes_nothing() {
         let sql = statement
             .replace("szb_reader", &role)
             .replace("DATABASE szb ", &format!("DATABASE {} ", h.db.name()))
-            .replace("public", &schema);
+            .replace("public", schema);
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
             .execute(&mut owner)
             .await
@@ -526,7 +536,7 @@ async fn the_read_only_recipe_reads_every_table_and_view_and_writes_nothing() {
     .execute(&mut owner)
     .await
     .unwrap();
-    let mut relations: Vec<String> = relations(&h.db.pool, &schema).await.into_keys().collect();
+    let mut relations: Vec<String> = relations(&h.db.pool, schema).await.into_keys().collect();
     assert!(relations.contains(&"added_later".to_owned()) && relations.len() >= 10);
     relations.sort();
 

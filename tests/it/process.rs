@@ -1134,6 +1134,47 @@ async fn demo_creates_its_database_syncs_and_prints_the_sample_query() {
     );
 }
 
+#[tokio::test]
+async fn the_demos_psql_line_pastes_into_a_shell_and_finds_the_runs_in_its_schema() {
+    if std::process::Command::new("psql")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no psql on PATH");
+        return;
+    }
+    let db = TestDb::new().await;
+    let name = format!("szb_demo_{}_{}", std::process::id(), rand::random::<u32>());
+    let mut url = url::Url::parse(&db.url).unwrap();
+    url.set_path(&name);
+    let url = url.to_string();
+    let _cleanup = DropDatabase {
+        admin_url: db.url.clone(),
+        name: name.clone(),
+    };
+
+    let demo = finish(
+        szb(&["demo", "--database-url", &url])
+            .env("SZB_DATABASE__SCHEMA", "szb_demo_schema")
+            .spawn()
+            .unwrap(),
+    )
+    .await;
+    assert!(demo.status.success(), "{demo:?}");
+    let line = demo
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Try: "))
+        .unwrap_or_else(|| panic!("no Try: line in {demo:?}"));
+    let pasted = finish(command("sh", &["-c", line]).spawn().unwrap()).await;
+
+    assert!(pasted.status.success(), "{line}\n{pasted:?}");
+    // The runs of the demo's passes, read from the schema the demo wrote into.
+    assert!(pasted.stdout.contains("outcome"), "{pasted:?}");
+    assert!(pasted.stdout.contains("(5 rows)"), "{pasted:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_daemon_waits_for_a_database_that_is_away_and_syncs_once_it_is_back() {
     const USER: i64 = 1;
