@@ -1059,17 +1059,23 @@ impl Drop for DropDatabase {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demo_creates_its_database_syncs_and_prints_the_sample_query() {
+/// A database name for `demo --database-url` on the test server (not created: the demo
+/// creates it), its URL, and the guard that drops it.
+async fn demo_database() -> (TestDb, String, DropDatabase) {
     let db = TestDb::new().await;
     let name = format!("szb_demo_{}_{}", std::process::id(), rand::random::<u32>());
     let mut url = url::Url::parse(&db.url).unwrap();
     url.set_path(&name);
-    let url = url.to_string();
-    let _cleanup = DropDatabase {
+    let cleanup = DropDatabase {
         admin_url: db.url.clone(),
-        name: name.clone(),
+        name,
     };
+    (db, url.to_string(), cleanup)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_creates_its_database_syncs_and_prints_the_sample_query() {
+    let (_db, url, _cleanup) = demo_database().await;
     let workdir = tempfile::tempdir().unwrap();
 
     // RUST_LOG unset, as a newcomer runs it: the demo's own lines tell the story, without the
@@ -1144,15 +1150,7 @@ async fn the_demos_psql_line_pastes_into_a_shell_and_finds_the_runs_in_its_schem
         eprintln!("skipped: no psql on PATH");
         return;
     }
-    let db = TestDb::new().await;
-    let name = format!("szb_demo_{}_{}", std::process::id(), rand::random::<u32>());
-    let mut url = url::Url::parse(&db.url).unwrap();
-    url.set_path(&name);
-    let url = url.to_string();
-    let _cleanup = DropDatabase {
-        admin_url: db.url.clone(),
-        name: name.clone(),
-    };
+    let (_db, url, _cleanup) = demo_database().await;
 
     let demo = finish(
         szb(&["demo", "--database-url", &url])
