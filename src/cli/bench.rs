@@ -456,11 +456,13 @@ async fn time_board(store: &Store, users: u64) -> Result<BoardTimes> {
 /// The README, whose ```sql examples the benchmark times.
 const README: &str = include_str!("../../README.md");
 
-/// Times every SELECT of the README's examples, with the online-now index and without it (the
+/// Times every SELECT of the README's examples, after `VACUUM (ANALYZE) visits` (what
+/// autovacuum does soon after a first sync), with the online-now index and without it (the
 /// drop rolled back), and `COPY` into a table shaped like `visits`, with and without it
 /// (alternating, the median of three each). The examples' activity and user become the busiest
 /// activity and user 1 of the generated world, so per-activity reads are timed on real rows.
 async fn time_reads(store: &Store) -> Result<ReadTimes> {
+    store.vacuum_analyze_visits().await?;
     let activity = store.busiest_activity().await?.unwrap_or_default();
     let mut reads = Vec::new();
     for statement in crate::store::sql_blocks(README).into_iter().flatten() {

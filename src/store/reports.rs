@@ -271,6 +271,17 @@ impl Store {
         Ok((took[took.len() / 2], rows))
     }
 
+    /// What autovacuum does to `visits` after a large load, done now: the planner's statistics,
+    /// and the BRIN index's summaries of the ranges filled since, so that reads are timed as an
+    /// analyst meets them a few minutes after a first sync, not in the gap before.
+    pub async fn vacuum_analyze_visits(&self) -> Result<(), StoreError> {
+        sqlx::raw_sql("VACUUM (ANALYZE) visits")
+            .execute(&self.pool)
+            .await
+            .map_err(query_err("vacuuming visits"))?;
+        Ok(())
+    }
+
     /// The activity with the most visits, for timing per-activity queries on a busy one.
     pub async fn busiest_activity(&self) -> Result<Option<String>, StoreError> {
         sqlx::query_scalar(
