@@ -159,6 +159,45 @@ async fn check_is_one_quick_attempt_per_agent_naming_what_failed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_against_an_api_that_never_answers_gives_up_after_one_timeout() {
+    let admin = TestDb::new().await;
+    // Accepts connections and never answers: a platform that hangs.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base_url = format!("http://{}", listener.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            open.push(socket);
+        }
+    });
+    let toml = format!(
+        "[database]\nurl = {:?}\n[api]\nbase_url = {base_url:?}\ntimeout = \"1s\"\n\
+         max_retries = 6\nretry_backoff = \"10s\"\n\
+         [[targets]]\nagent_id = {AGENT}\nuser_ids = [1]\ntoken = \"t\"\n",
+        admin.url
+    );
+    let cfg = crate::process::write_config(&toml);
+
+    let check = run(&with_config(&cfg, "check")).await;
+    held.abort();
+
+    assert_eq!(check.status.code(), Some(1), "{check:?}");
+    let lines: Vec<&str> = check
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("agent "))
+        .collect();
+    assert_eq!(
+        lines,
+        [format!(
+            "agent {AGENT}: FAILED: timeout: no answer within 1s (check waits at most 10s)"
+        )],
+        "{check:?}"
+    );
+    assert!(!check.stderr.contains("retrying"), "{check:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_names_a_refused_token_and_its_http_status_once() {
     let sim = sim_with(SEED, &[(1, 3)]);
     let server = sim.spawn().await.unwrap();
