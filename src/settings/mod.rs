@@ -367,26 +367,24 @@ fn process_env() -> Vec<(String, String)> {
 
 impl Settings {
     /// Loads defaults, the TOML file and the process environment (see the module doc), then
-    /// validates. An explicit `path` must exist; without one, [`DEFAULT_CONFIG_PATH`] must,
-    /// unless the environment sets the targets (`SZB_TARGETS`): a unit or a container
-    /// configured by variables alone.
+    /// validates. An explicit `path` must exist; without one, [`DEFAULT_CONFIG_PATH`] or else
+    /// [`SYSTEM_CONFIG_PATH`] must, unless the environment sets the targets (`SZB_TARGETS`): a
+    /// unit or a container configured by variables alone.
     pub fn load(path: Option<&Path>) -> Result<Self, SettingsError> {
         Self::load_with_env(path, process_env())
     }
 
-    /// Like [`Settings::load`], but without `path`, a missing [`DEFAULT_CONFIG_PATH`] means
+    /// Like [`Settings::load`], but without `path` and with neither default file, it takes the
     /// defaults and the environment: for the commands that need no configuration (`demo`,
     /// `bench`).
     pub fn load_optional(path: Option<&Path>) -> Result<Self, SettingsError> {
-        let env = process_env();
-        match path {
-            None if !Path::new(DEFAULT_CONFIG_PATH).is_file()
-                && !Path::new(SYSTEM_CONFIG_PATH).is_file() =>
-            {
-                Self::from_figment(with_env(Figment::new(), env)?)
-            }
-            path => Self::load_with_env(path, env),
-        }
+        Self::load_with_default(
+            path,
+            Path::new(DEFAULT_CONFIG_PATH),
+            Path::new(SYSTEM_CONFIG_PATH),
+            false,
+            process_env(),
+        )
     }
 
     /// Like [`Settings::load`], but from a TOML string and the given variables instead of a file
@@ -408,16 +406,19 @@ impl Settings {
             path,
             Path::new(DEFAULT_CONFIG_PATH),
             Path::new(SYSTEM_CONFIG_PATH),
+            true,
             env,
         )
     }
 
-    /// [`Settings::load_with_env`] with `default` and `system` in place of
-    /// [`DEFAULT_CONFIG_PATH`] and [`SYSTEM_CONFIG_PATH`].
+    /// The file to read: `path`, else `default`, else `system`. With none of them, `required`
+    /// (and no targets from the environment) is the error that names the files expected;
+    /// otherwise the defaults and the environment alone.
     fn load_with_default(
         path: Option<&Path>,
         default: &Path,
         system: &Path,
+        required: bool,
         env: Vec<(String, String)>,
     ) -> Result<Self, SettingsError> {
         let file = match path {
@@ -425,7 +426,7 @@ impl Settings {
             Some(path) => Some(path.to_path_buf()),
             None if default.is_file() => Some(default.to_path_buf()),
             None if system.is_file() => Some(system.to_path_buf()),
-            None if env::sets_targets(&env) => None,
+            None if !required || env::sets_targets(&env) => None,
             None => {
                 let cwd = std::env::current_dir().unwrap_or_default();
                 return Err(SettingsError::NoConfigFile {
@@ -1604,13 +1605,15 @@ mod tests {
         let system = dir.path().join("etc/szb-sync/szb-sync.toml");
         let cwd = std::env::current_dir().unwrap();
 
-        let msg = Settings::load_with_default(None, &default, &system, vec![])
+        let msg = Settings::load_with_default(None, &default, &system, true, vec![])
             .unwrap_err()
             .to_string();
+        let optional = Settings::load_with_default(None, &default, &system, false, vec![]);
         let from_env = Settings::load_with_default(
             None,
             &default,
             &system,
+            true,
             vec![
                 ("SZB_API__TOKEN".into(), "t".into()),
                 ("SZB_TARGETS".into(), "[{agent_id=1,user_ids=[2]}]".into()),
@@ -1629,6 +1632,10 @@ mod tests {
             )
         );
         assert_eq!(from_env.unwrap().targets.len(), 1);
+        assert!(
+            optional.unwrap().targets.is_empty(),
+            "demo and bench need no file"
+        );
 
         // With no file in the working directory, the package's file is read.
         std::fs::create_dir_all(system.parent().unwrap()).unwrap();
@@ -1637,7 +1644,7 @@ mod tests {
             "[api]\ntoken = \"t\"\n[[targets]]\nagent_id = 7\nuser_ids = [8]\n",
         )
         .unwrap();
-        let packaged = Settings::load_with_default(None, &default, &system, vec![]).unwrap();
+        let packaged = Settings::load_with_default(None, &default, &system, true, vec![]).unwrap();
         assert_eq!(packaged.targets[0].agent_id, 7);
         // And the working directory's file comes first.
         std::fs::create_dir_all(default.parent().unwrap()).unwrap();
@@ -1646,7 +1653,7 @@ mod tests {
             "[api]\ntoken = \"t\"\n[[targets]]\nagent_id = 9\nuser_ids = [8]\n",
         )
         .unwrap();
-        let local = Settings::load_with_default(None, &default, &system, vec![]).unwrap();
+        let local = Settings::load_with_default(None, &default, &system, true, vec![]).unwrap();
         assert_eq!(local.targets[0].agent_id, 9);
     }
 }
