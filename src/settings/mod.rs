@@ -1166,7 +1166,14 @@ mod tests {
             msg.len() > r#"schedule.cron "0 61 * * * *" is not a valid cron expression: "#.len()
         );
 
-        assert!(load("[schedule]\ncron = \"0 0 12 * * Mon-Fri 2030\"\n").is_ok());
+        // A year field: next year's, so the test never meets a year in the past.
+        let next_year = chrono::Datelike::year(&chrono::Utc::now()) + 1;
+        assert!(
+            load(&format!(
+                "[schedule]\ncron = \"0 0 12 * * Mon-Fri {next_year}\"\n"
+            ))
+            .is_ok()
+        );
     }
 
     #[test]
@@ -1202,9 +1209,10 @@ mod tests {
                 "{never}: {msg}"
             );
         }
-        // Rare is not never: every fourth year, and once in 2099.
+        // Rare is not never: every fourth year, and once, decades from now.
+        let far = chrono::Datelike::year(&chrono::Utc::now()) + 70;
         assert!(load("[schedule]\ncron = \"0 0 0 29 2 *\"\n").is_ok());
-        assert!(load("[schedule]\ncron = \"0 0 0 1 1 * 2099\"\n").is_ok());
+        assert!(load(&format!("[schedule]\ncron = \"0 0 0 1 1 * {far}\"\n")).is_ok());
     }
 
     #[test]
