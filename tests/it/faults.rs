@@ -2,6 +2,7 @@
 //! items that break the schema. szb-sync must retry what is transient, fail one pair clearly on
 //! what is not, never commit half a page, and pick up where it stopped on the next run.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,19 +41,27 @@ async fn harness(
     Harness::with_settings(db, sim, server, settings).await
 }
 
+/// When the simulator answered each request, by request number (a `Slow` one after its delay;
+/// one the client gave up on, never).
+type Answered = Arc<Mutex<BTreeMap<u64, Instant>>>;
+
 /// Spoils the requests numbered in `plan` (1-based, over all pairs) with their fault.
 ///
 /// Faults are a FIFO consumed by whichever request comes next, so each one is queued while the
 /// request before it is being answered; this needs requests to go one at a time.
-fn plan_faults(sim: &Simulator, plan: Vec<(u64, Fault)>) {
+fn plan_faults(sim: &Simulator, plan: Vec<(u64, Fault)>) -> Answered {
     for (_, fault) in plan.iter().filter(|(n, _)| *n == 1) {
         sim.push_fault(fault.clone());
     }
+    let answered = Answered::default();
+    let log = Arc::clone(&answered);
     sim.set_before_request(move |world, req| {
+        log.lock().unwrap().insert(req.request_no, Instant::now());
         for (_, fault) in plan.iter().filter(|(n, _)| *n == req.request_no + 1) {
             world.push_fault(fault.clone());
         }
     });
+    answered
 }
 
 /// One `sync_runs` row.
@@ -133,19 +142,19 @@ fn assert_gapless_prefix(stored: &[VisitRow], truth: &[VisitRow]) {
 }
 
 /// A run that met `plan.len()` retryable faults still ends ok with every visit, and counts
-/// every request it made.
+/// every request it made. Returns how long the sync took and when each request was answered.
 async fn retried_faults_cost_requests_but_not_visits(
     plan: Vec<(u64, Fault)>,
     tweak: impl FnOnce(&mut Settings),
-) -> Duration {
+) -> (Duration, BTreeMap<u64, Instant>) {
     let sim = sim_with(SEED, &[(1, 45)]);
     let h = harness(sim, vec![target(AGENT, TOKEN, &[1])], tweak).await;
     let spoiled = plan.len() as i32;
-    plan_faults(&h.sim, plan);
+    let answered = plan_faults(&h.sim, plan);
 
     let started = Instant::now();
     h.sync_ok().await;
-    let elapsed = started.elapsed();
+    let took = started.elapsed();
 
     assert_eq!(h.visits(AGENT, 1).await, h.truth(AGENT, 1, false));
     let run = only_run(&h, AGENT, 1).await;
@@ -161,7 +170,8 @@ async fn retried_faults_cost_requests_but_not_visits(
         h.sim.requests_for(AGENT, 1) as i64,
         "the run row counts what the upstream saw"
     );
-    elapsed
+    let answered = answered.lock().unwrap().clone();
+    (took, answered)
 }
 
 /// Every attempt at the second request is spoiled: the pair fails with an error holding each of
@@ -300,15 +310,21 @@ async fn more_failures_than_max_retries_fail_only_that_pair_which_keeps_its_page
 
 #[tokio::test]
 async fn a_request_slower_than_api_timeout_is_retried() {
-    let elapsed = retried_faults_cost_requests_but_not_visits(
-        vec![(1, Fault::Slow(Duration::from_millis(1500)))],
-        |s| s.api.timeout = Duration::from_millis(300),
-    )
-    .await;
+    const SLOW: Duration = Duration::from_secs(120);
+    let (took, answered) =
+        retried_faults_cost_requests_but_not_visits(vec![(1, Fault::Slow(SLOW))], |s| {
+            s.api.timeout = Duration::from_secs(2)
+        })
+        .await;
 
+    // The count above proves the retry: an answer waited for would have been a page. The slow
+    // one was never answered, and the sync (one timeout, then five quick pages) ended long
+    // before it would have been: a generous bound, for a loaded machine.
+    assert!(!answered.contains_key(&1), "{answered:?}");
     assert!(
-        elapsed < Duration::from_millis(1500),
-        "the client gave up on the slow answer instead of waiting for it: {elapsed:?}"
+        took < SLOW / 4,
+        "the client gave up on the slow answer at api.timeout (2 s) instead of waiting {SLOW:?}: \
+         the sync took {took:?}"
     );
 }
 
@@ -374,7 +390,7 @@ async fn html_bodies_every_time_fail_the_pair_quoting_the_body() {
 
 #[tokio::test]
 async fn too_many_requests_waits_the_retry_after_seconds_then_succeeds() {
-    let elapsed = retried_faults_cost_requests_but_not_visits(
+    let (_, answered) = retried_faults_cost_requests_but_not_visits(
         vec![(
             2,
             Fault::TooManyRequests {
@@ -385,7 +401,13 @@ async fn too_many_requests_waits_the_retry_after_seconds_then_succeeds() {
     )
     .await;
 
-    assert!(elapsed >= Duration::from_secs(1), "waited only {elapsed:?}");
+    // The retry (request 3) came at least the Retry-After after the 429 (request 2); with
+    // `retry_backoff` at 1 ms nothing else waits that long.
+    let waited = answered[&3] - answered[&2];
+    assert!(
+        waited >= Duration::from_secs(1),
+        "retried {waited:?} after the 429"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
