@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use szb_sync::app::App;
 use szb_sync::domain::{Mark, PairKey, RunOutcome};
 use szb_sync::engine::PassPlan;
@@ -29,6 +29,14 @@ fn every_pair() -> ClaimPlan {
         due_by: None,
         pass_started: Utc::now(),
     }
+}
+
+/// The database's clock now (not the transaction's start, as `now()` would be).
+async fn db_clock(h: &Harness) -> DateTime<Utc> {
+    sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap()
 }
 
 async fn outcomes(h: &Harness) -> Vec<String> {
@@ -184,21 +192,25 @@ async fn renewal_extends_only_the_leases_still_held() {
     .await
     .unwrap();
 
+    let before = db_clock(&h).await;
     let renewed = a.renew(&keys(&h)).await.unwrap();
+    let after = db_clock(&h).await;
 
     assert_eq!(
         renewed, 1,
         "the lease another process holds now is not renewed"
     );
-    let left: f64 = sqlx::query_scalar(
-        "SELECT extract(epoch FROM lease_expires_at - now())::float8 FROM sync_state WHERE user_id = 1",
-    )
-    .fetch_one(&h.db.pool)
-    .await
-    .unwrap();
+    let expires: DateTime<Utc> =
+        sqlx::query_scalar("SELECT lease_expires_at FROM sync_state WHERE user_id = 1")
+            .fetch_one(&h.db.pool)
+            .await
+            .unwrap();
+    // The renewal's own clock reading lies between the two taken around it.
+    let period = chrono::Duration::seconds(5);
     assert!(
-        (4.0..=5.5).contains(&left),
-        "renewed for a whole lease period: {left} s left"
+        before + period <= expires && expires <= after + period,
+        "renewed for a whole lease period from the renewal: expires {expires}, renewed between \
+         {before} and {after}"
     );
     let other: String = sqlx::query_scalar("SELECT lease_owner FROM sync_state WHERE user_id = 2")
         .fetch_one(&h.db.pool)
