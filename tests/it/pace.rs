@@ -1,9 +1,9 @@
 //! Keeping the wire full without losing exactness: windows fetched ahead, pairs in parallel, and
-//! the adaptive concurrency controller under a server that rate-limits. No test here times
-//! anything; they count requests and rows.
+//! the adaptive concurrency controller under a platform that answers 429. No test here times
+//! anything, or depends on how fast the machine sends; they count requests and rows.
 
 use szb_sync::domain::RunOutcome;
-use szb_sync::simulator::Simulator;
+use szb_sync::simulator::{Fault, Simulator};
 
 use crate::helpers::{AGENT, Harness, TOKEN, TestDb, sim_with, target, test_settings};
 
@@ -96,14 +96,22 @@ async fn windows_fetched_ahead_over_ties_and_appends_land_every_visit_once() {
 }
 
 #[tokio::test]
-async fn behind_a_server_rate_limit_every_visit_lands_and_no_pair_fails() {
-    let sim = sim_with(
-        SEED,
-        &[(1, 80), (2, 80), (3, 80), (4, 80), (5, 80), (6, 80)],
-    );
-    // 30 requests a second, bursts of 5: far below what 6 pairs fetching ahead would send.
-    sim.set_rate_limit(Some((30.0, 5.0)));
-    let h = harness(sim, &[1, 2, 3, 4, 5, 6], 10, |s| {
+async fn behind_a_platform_that_answers_429_every_visit_lands_and_no_pair_fails() {
+    let users = [1, 2, 3, 4, 5, 6];
+    // No ties, so every window fetched ahead is used: a request more than a page is a 429.
+    let sim = sim_without_ties(&users.map(|u| (u, 80)));
+    // The platform's limit is met by request number, not by how fast this machine sends: a
+    // burst of three refusals early on and two later, each with `Retry-After: 1`.
+    const REFUSED: [u64; 5] = [6, 7, 8, 30, 31];
+    let retry_after = || Fault::TooManyRequests {
+        retry_after: "1".into(),
+    };
+    sim.set_before_request(move |world, req| {
+        if REFUSED.contains(&(req.request_no + 1)) {
+            world.push_fault(retry_after());
+        }
+    });
+    let h = harness(sim, &users, 10, |s| {
         s.sync.concurrency = 6;
         s.api.max_retries = 10;
     })
@@ -114,21 +122,29 @@ async fn behind_a_server_rate_limit_every_visit_lands_and_no_pair_fails() {
     for p in &report.pairs {
         assert_eq!(p.outcome, RunOutcome::Ok, "{}: {:?}", p.pair, p.error);
     }
-    for user in 1..=6 {
+    for user in users {
         assert_eq!(h.visits(AGENT, user).await, h.truth(AGENT, user, false));
     }
-    let limited = h.sim.rate_limited_count();
-    assert!(limited > 0, "the server limit was met");
     assert_eq!(
         u64::from(report.totals().requests),
         h.sim.request_count(),
         "429s are counted as requests"
     );
+    let (requests, pages): (i64, i64) =
+        sqlx::query_as("SELECT sum(requests)::int8, sum(pages)::int8 FROM sync_runs")
+            .fetch_one(&h.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        requests - pages,
+        REFUSED.len() as i64,
+        "each 429 cost one request more, and nothing else did"
+    );
     let pace = h.app.api().pace();
     assert_eq!(pace.len(), 1, "one controller for the one token");
-    assert!(pace[0].backpressure > 0, "{pace:?}");
-    assert!(
-        pace[0].limit < 16.0,
-        "the controller backed off below the ceiling: {pace:?}"
+    assert_eq!(
+        pace[0].backpressure,
+        REFUSED.len() as u64,
+        "the controller heard every 429: {pace:?}"
     );
 }
