@@ -47,6 +47,8 @@ pub struct App {
     pairs: Vec<Pair>,
     settings: Settings,
     telemetry: Telemetry,
+    /// A socket bound by the caller for the `[http]` listener, used instead of `http.listen`.
+    http_listener: Option<tokio::net::TcpListener>,
 }
 
 impl App {
@@ -93,7 +95,15 @@ impl App {
             pairs,
             settings: settings.clone(),
             telemetry,
+            http_listener: None,
         })
+    }
+
+    /// Serves the `[http]` listener on `listener` instead of binding `http.listen`: whoever
+    /// bound it (a test, on port 0) knows its address without binding it twice.
+    pub fn with_http_listener(mut self, listener: tokio::net::TcpListener) -> App {
+        self.http_listener = Some(listener);
+        self
     }
 
     /// The feed and its surfaces (metrics, the live passes); subscribe to hear the engine.
@@ -163,15 +173,21 @@ impl App {
     /// configurations from `reloads` (SIGHUP): their pairs replace the running ones at the next
     /// pass. A reload whose pairs cannot be read is refused, and the running ones kept.
     pub async fn run(
-        self,
+        mut self,
         shutdown: CancellationToken,
         reloads: Option<mpsc::Receiver<Settings>>,
     ) -> Result<(), AppError> {
         let (targets, pairs) = watch::channel(Arc::new(self.pairs.clone()));
-        let http = match self.settings.http.listen {
-            Some(addr) => {
-                let (listener, local) = crate::http::bind(addr).await?;
-                tracing::info!(listen = %local, "serving /metrics, /livez, /readyz and the status page");
+        let listener = match (self.http_listener.take(), self.settings.http.listen) {
+            (Some(listener), _) => Some(listener),
+            (None, Some(addr)) => Some(crate::http::bind(addr).await?.0),
+            (None, None) => None,
+        };
+        let http = match listener {
+            Some(listener) => {
+                if let Ok(local) = listener.local_addr() {
+                    tracing::info!(listen = %local, "serving /metrics, /livez, /readyz and the status page");
+                }
                 let board = self.board(pairs.clone());
                 Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
                     crate::http::serve(listener, board, shutdown.clone()),

@@ -201,6 +201,16 @@ pub async fn row_versions(pool: &PgPool) -> String {
     .unwrap()
 }
 
+/// A year decades from now, taken from today's date so no test ever reaches it.
+pub fn far_year() -> i32 {
+    chrono::Datelike::year(&Utc::now()) + 70
+}
+
+/// A cron whose next tick is decades away: `run` syncs at start, and then only when told.
+pub fn only_at_start() -> String {
+    format!("0 0 0 1 1 * {}", far_year())
+}
+
 /// A visit row as stored.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct VisitRow {

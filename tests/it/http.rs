@@ -2,7 +2,6 @@
 //! the status page's views, and the page itself in headless Chromium, against a daemon that
 //! synced the simulator into a real database.
 
-use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -15,20 +14,12 @@ use szb_sync::simulator::SpawnedSimulator;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{AGENT, TOKEN, TestDb, sim_with, target, test_settings};
+use crate::helpers::{AGENT, TOKEN, TestDb, only_at_start, sim_with, target, test_settings};
 
 const GOOD_USERS: [i64; 2] = [1, 2];
 /// Synced with a token the simulator refuses: a failing pair.
 const REFUSED_USER: i64 = 3;
 const WRONG_TOKEN: &str = "tok-wrong-very-secret";
-
-/// A free port on localhost (the listener binds it again a moment later).
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 /// A daemon (`App::run`, as `szb-sync run` runs it) with its listener, over two good pairs with
 /// visits and a reject, and one pair whose token is refused.
@@ -63,15 +54,12 @@ impl Daemon {
         settings.api.page_size = 100;
         settings.database.url = Secret::new(db.url.clone());
         // Only the start-up pass runs.
-        settings.schedule.cron = "0 0 0 1 1 * 2099".to_owned();
-        let addr = free_addr();
-        settings.http.listen = Some(addr);
-        let stop = CancellationToken::new();
-        let task = spawn_daemon(&settings, stop.clone());
+        settings.schedule.cron = only_at_start();
+        let (base, stop, task) = listening(settings).await;
         let d = Daemon {
             db,
             _server: server,
-            base: format!("http://{addr}"),
+            base,
             stop,
             task: Some(task),
         };
@@ -80,7 +68,7 @@ impl Daemon {
     }
 
     async fn wait_for_last_pass(&self) {
-        for _ in 0..200 {
+        for _ in 0..600 {
             if let Ok((200, body)) = get(&format!("{}/api/overview", self.base)).await
                 && serde_json::from_str::<Value>(&body).unwrap()["last"].is_object()
             {
@@ -88,7 +76,7 @@ impl Daemon {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("no pass finished within 20 s");
+        panic!("no pass finished within 60 s");
     }
 
     async fn stop(mut self) {
@@ -102,18 +90,16 @@ impl Daemon {
     }
 }
 
-fn spawn_daemon(settings: &Settings, stop: CancellationToken) -> JoinHandle<()> {
+/// A daemon over `settings` (`App::run`, as `szb-sync run` runs it) with its listener on a
+/// port bound here once and handed over; its base URL, and how to stop it.
+async fn listening(settings: Settings) -> (String, CancellationToken, JoinHandle<()>) {
     settings.validate().unwrap();
-    let app = App::build(settings).unwrap();
-    tokio::spawn(async move { app.run(stop, None).await.unwrap() })
-}
-
-/// A daemon over `settings` with its listener on a free port; its base URL, and how to stop it.
-fn listening(mut settings: Settings) -> (String, CancellationToken, JoinHandle<()>) {
-    let addr = free_addr();
-    settings.http.listen = Some(addr);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = App::build(&settings).unwrap().with_http_listener(listener);
     let stop = CancellationToken::new();
-    let task = spawn_daemon(&settings, stop.clone());
+    let daemon = stop.clone();
+    let task = tokio::spawn(async move { app.run(daemon, None).await.unwrap() });
     (format!("http://{addr}"), stop, task)
 }
 
@@ -127,7 +113,7 @@ async fn stop_daemon(stop: CancellationToken, task: JoinHandle<()>) {
 
 /// Polls `path` until `until` accepts its answer.
 async fn answer_when(base: &str, path: &str, until: impl Fn(&str) -> bool) -> (u16, String) {
-    for _ in 0..200 {
+    for _ in 0..600 {
         if let Ok((status, body)) = get(&format!("{base}{path}")).await
             && until(&body)
         {
@@ -135,7 +121,7 @@ async fn answer_when(base: &str, path: &str, until: impl Fn(&str) -> bool) -> (u
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("{path} did not answer as expected within 20 s");
+    panic!("{path} did not answer as expected within 60 s");
 }
 
 /// The status code and body of a GET.
@@ -387,7 +373,7 @@ async fn readyz_is_503_until_the_database_is_there_while_livez_says_starting() {
     let mut settings = test_settings("http://127.0.0.1:9", vec![target(AGENT, TOKEN, &[1])]);
     // Nothing listens on port 1: migrations cannot run.
     settings.database.url = Secret::new("postgres://root:db-password-secret@127.0.0.1:1/nothing");
-    let (base, stop, task) = listening(settings);
+    let (base, stop, task) = listening(settings).await;
 
     let (status, body) = answer_when(&base, "/readyz", |_| true).await;
     assert_eq!(status, 503);
@@ -413,8 +399,8 @@ async fn readyz_is_503_when_every_pair_of_the_last_pass_failed() {
     let db = TestDb::new().await;
     let mut settings = test_settings(&server.base_url, vec![target(AGENT, WRONG_TOKEN, &[1, 2])]);
     settings.database.url = Secret::new(db.url.clone());
-    settings.schedule.cron = "0 0 0 1 1 * 2099".to_owned();
-    let (base, stop, task) = listening(settings);
+    settings.schedule.cron = only_at_start();
+    let (base, stop, task) = listening(settings).await;
 
     let (status, body) = answer_when(&base, "/readyz", |b| b.contains("last pass")).await;
     assert_eq!(status, 503);
