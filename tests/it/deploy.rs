@@ -640,8 +640,6 @@ fn docker_compose_demo_profile_points_szb_sync_at_the_simulator_and_publishes_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_compose_demo_settings_sync_the_simulator_the_demo_runs() {
     use szb_sync::simulator::demo_world::MOCK_API;
-    use tokio::io::AsyncBufReadExt as _;
-
     let (services, env) = demo_profile();
     let mut command: Vec<String> = services["mock-api"]["command"]
         .as_array()
@@ -658,17 +656,7 @@ async fn docker_compose_demo_settings_sync_the_simulator_the_demo_runs() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut lines = tokio::io::BufReader::new(mock.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line())
-        .await
-        .expect("mock-api prints its address")
-        .unwrap()
-        .unwrap();
-    let base_url = first
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("an address in {first:?}"))
-        .to_owned();
+    let base_url = crate::process::announced_url(&mut mock).await;
 
     let db = crate::helpers::TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();

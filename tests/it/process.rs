@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::helpers::{AGENT, TOKEN, TestDb, VisitRow, sim_with};
+use crate::helpers::{AGENT, TOKEN, TestDb, VisitRow, far_year, only_at_start, sim_with};
 use sqlx::{Connection, PgConnection, PgPool};
 use szb_sync::simulator::{Fault, Simulator, demo_world};
 use tempfile::NamedTempFile;
@@ -19,6 +19,9 @@ const SEED: u64 = 11;
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_szb-sync");
 /// Every child gets this long before the test gives up on it (and `kill_on_drop` reaps it).
 const CHILD_LIMIT: Duration = Duration::from_secs(30);
+/// How long systemd waits after SIGTERM (`TimeoutStopSec` in deploy/szb-sync.service): the
+/// generous bound of the tests that time a stop, with the measured time in their message.
+const STOP_GRACE: Duration = Duration::from_secs(30);
 
 // ---- helpers --------------------------------------------------------------------------------
 
@@ -38,8 +41,9 @@ pub(crate) fn config(
         "[database]\nurl = {db_url:?}\nmax_connections = 4\n\n\
          [api]\nbase_url = {base_url:?}\npage_size = {page_size}\ntimeout = \"5s\"\n\
          retry_backoff = \"1ms\"\n\n\
-         [schedule]\ncron = \"0 0 0 1 1 * 2099\"\n\n\
-         [sync]\nsettle_after = \"1h\"\nfetch_ahead = 0\n"
+         [schedule]\ncron = {:?}\n\n\
+         [sync]\nsettle_after = \"1h\"\nfetch_ahead = 0\n",
+        only_at_start()
     );
     for Tgt(agent, token, users) in targets {
         toml.push_str(&format!(
@@ -230,7 +234,7 @@ async fn unfinished_runs(pool: &PgPool) -> i64 {
 /// Waits until Postgres has noticed that a killed child's connections are gone (their advisory
 /// locks released), so the next run is not told another process holds the pair.
 async fn wait_for_dead_sessions(pool: &PgPool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + CHILD_LIMIT;
     loop {
         let held: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
@@ -244,7 +248,7 @@ async fn wait_for_dead_sessions(pool: &PgPool) {
         }
         assert!(
             Instant::now() < deadline,
-            "the killed child's advisory locks are still held after 10 s"
+            "the killed child's advisory locks are still held after {CHILD_LIMIT:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -255,6 +259,66 @@ async fn wait_for_exit(child: &mut Child, limit: Duration) -> ExitStatus {
         .await
         .unwrap_or_else(|_| panic!("the child did not exit within {limit:?}"))
         .unwrap()
+}
+
+/// A child's stderr as it comes, line by line, so a test can wait for what the child says.
+struct Said(Arc<Mutex<Vec<String>>>);
+
+impl Said {
+    /// Takes the child's stderr and keeps reading it until the child closes it.
+    fn listen(child: &mut Child) -> Said {
+        use tokio::io::AsyncBufReadExt as _;
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let heard = Arc::clone(&lines);
+        tokio::spawn(async move {
+            let mut reader = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                heard.lock().unwrap().push(line);
+            }
+        });
+        Said(lines)
+    }
+
+    /// How many lines so far contain `what`.
+    fn count(&self, what: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(what))
+            .count()
+    }
+
+    /// Waits until `times` lines contain `what`.
+    async fn wait_for(&self, what: &str, times: usize) {
+        wait_until(
+            CHILD_LIMIT,
+            &format!("{times} lines saying {what:?}"),
+            || async { (self.count(what) >= times).then_some(()) },
+        )
+        .await;
+    }
+}
+
+/// The base URL a child announces on its first line of stdout (`mock-api` on port 0 does:
+/// the port it bound). The rest of stdout is drained, so the child never writes into a closed
+/// pipe.
+pub(crate) async fn announced_url(child: &mut Child) -> String {
+    use tokio::io::AsyncBufReadExt as _;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let first = tokio::time::timeout(CHILD_LIMIT, lines.next_line())
+        .await
+        .expect("the child prints its address")
+        .unwrap()
+        .expect("a first line");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("an address in {first:?}"))
+        .to_owned()
 }
 
 async fn read_pipes(child: &mut Child) -> (String, String) {
@@ -385,30 +449,28 @@ async fn sigterm_finishes_the_page_in_flight_and_sync_exits_143_saying_so() {
         100,
         &[Tgt(AGENT, TOKEN, &[USER])],
     );
-    let pid = Arc::new(AtomicU32::new(0));
-    let signalled_at = Arc::new(Mutex::new(None::<Instant>));
-    let (hook_pid, hook_signalled_at) = (Arc::clone(&pid), Arc::clone(&signalled_at));
-    sim.set_before_request(move |world, req| {
+    // Request 6 hangs upstream far beyond api.timeout: only the signal can end the wait.
+    let toml = std::fs::read_to_string(cfg.path()).unwrap();
+    let cfg = write_config(&toml.replace("timeout = \"5s\"", "timeout = \"120s\""));
+    sim.set_before_request(|world, req| {
         if req.request_no == 5 {
-            // Request 6 hangs upstream; SIGTERM lands while it is in flight.
-            world.push_fault(Fault::Slow(Duration::from_secs(5)));
-            let pid = hook_pid.swap(0, Ordering::SeqCst);
-            let at = Arc::clone(&hook_signalled_at);
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_secs(1));
-                *at.lock().unwrap() = Some(Instant::now());
-                signal(pid, "TERM");
-            });
+            world.push_fault(Fault::Slow(Duration::from_secs(600)));
         }
     });
     let mut child = szb(&with_config(&cfg, "sync")).spawn().unwrap();
-    pid.store(child.id().unwrap(), Ordering::SeqCst);
+    let pid = child.id().unwrap();
+    // SIGTERM lands while request 6 is in flight: the simulator has it, and holds its answer.
+    wait_until(CHILD_LIMIT, "request 6 in flight", || async {
+        (sim.request_count() == 6).then_some(())
+    })
+    .await;
 
-    let status = wait_for_exit(&mut child, CHILD_LIMIT).await;
-    let exited_at = Instant::now();
+    let signalled_at = Instant::now();
+    signal(pid, "TERM");
+    let status = wait_for_exit(&mut child, STOP_GRACE).await;
+    let took = signalled_at.elapsed();
     let (stdout, stderr) = read_pipes(&mut child).await;
 
-    let signalled_at = signalled_at.lock().unwrap().expect("SIGTERM was sent");
     assert_eq!(
         status.code(),
         Some(128 + 15),
@@ -420,9 +482,8 @@ async fn sigterm_finishes_the_page_in_flight_and_sync_exits_143_saying_so() {
     );
     assert!(stderr.contains("sync interrupted"), "{stderr}");
     assert!(
-        exited_at - signalled_at < Duration::from_secs(10),
-        "exited {:?} after SIGTERM",
-        exited_at - signalled_at
+        took < STOP_GRACE,
+        "exited {took:?} after SIGTERM, a request still in flight"
     );
     assert!(
         stdout.contains("interrupted"),
@@ -476,8 +537,8 @@ async fn run_daemon_stops_cleanly_on_sigterm() {
         .unwrap();
     let pid = child.id().unwrap();
 
-    // The daemon syncs once at start, long before its 2099 tick.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // The daemon syncs once at start, decades before its tick.
+    let deadline = Instant::now() + CHILD_LIMIT;
     loop {
         let ok: Option<i64> =
             sqlx::query_scalar("SELECT count(*) FROM sync_runs WHERE outcome = 'ok'")
@@ -491,7 +552,10 @@ async fn run_daemon_stops_cleanly_on_sigterm() {
             let (stdout, stderr) = read_pipes(&mut child).await;
             panic!("the daemon exited early: {status}\n{stdout}\n{stderr}");
         }
-        assert!(Instant::now() < deadline, "no sync run within 30 s");
+        assert!(
+            Instant::now() < deadline,
+            "no sync run within {CHILD_LIMIT:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
@@ -501,20 +565,22 @@ async fn run_daemon_stops_cleanly_on_sigterm() {
     let signalled_at = Instant::now();
     signal(pid, "TERM");
 
-    let status = wait_for_exit(&mut child, Duration::from_secs(10)).await;
+    let status = wait_for_exit(&mut child, STOP_GRACE).await;
+    let took = signalled_at.elapsed();
     let (stdout, stderr) = read_pipes(&mut child).await;
 
     assert_eq!(status.code(), Some(0), "{status}\n{stdout}\n{stderr}");
-    assert!(signalled_at.elapsed() < Duration::from_secs(5));
+    assert!(took < STOP_GRACE, "exited {took:?} after SIGTERM");
     assert_eq!(outcomes(&db.pool).await, ["ok"]);
     // The start-up line names the next tick of the config's cron, in UTC, to the second.
     let started = stderr
         .lines()
         .find(|l| l.contains("szb-sync daemon started"))
         .unwrap_or_else(|| panic!("a start-up line: {stderr}"));
+    let tick = format!("{}-01-01T00:00:00Z", far_year());
     assert!(
-        started.contains("the next on the schedule at 2099-01-01T00:00:00Z")
-            && started.contains("next_run=2099-01-01T00:00:00Z"),
+        started.contains(&format!("the next on the schedule at {tick}"))
+            && started.contains(&format!("next_run={tick}")),
         "{started}"
     );
     let mut said = Vec::new();
@@ -565,7 +631,8 @@ async fn sighup_reloads_the_pairs_and_a_broken_config_is_refused_keeping_the_run
                 .unwrap_or(0)
         }
     };
-    let limit = Duration::from_secs(20);
+    // Only bounds a hang: passes run every second.
+    let limit = Duration::from_secs(60);
     wait_until(limit, "user 1 synced", || async {
         (visits(1).await == 30).then_some(())
     })
@@ -591,22 +658,21 @@ async fn sighup_reloads_the_pairs_and_a_broken_config_is_refused_keeping_the_run
     .await;
     assert!(child.try_wait().unwrap().is_none(), "still running");
 
+    let before_reload = db_now(&db.pool).await;
     rewrite(&toml(&[2]));
     signal(pid, "HUP");
-    // The pass after the reload no longer runs user 1: wait for a pass that started later.
-    let reloaded_at = db_now(&db.pool).await;
-    wait_until(limit, "a pass after the reload", || async {
-        let passes: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM sync_passes WHERE started_at > $1 + interval '1 second' \
-             AND finished_at IS NOT NULL",
-        )
-        .bind(reloaded_at)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-        (passes >= 2).then_some(())
-    })
-    .await;
+    // The first pass with one pair is the first to take the new pairs; every later one does.
+    let reloaded: chrono::DateTime<chrono::Utc> =
+        wait_until(limit, "a pass with the reloaded pairs", || async {
+            sqlx::query_scalar::<_, Option<chrono::DateTime<chrono::Utc>>>(
+                "SELECT min(started_at) FROM sync_passes WHERE started_at > $1 AND pairs = 1",
+            )
+            .bind(before_reload)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+        })
+        .await;
     sim.append_visits(AGENT, 1, 5);
     sim.append_visits(AGENT, 2, 5);
     wait_until(limit, "user 2's new visits", || async {
@@ -619,13 +685,13 @@ async fn sighup_reloads_the_pairs_and_a_broken_config_is_refused_keeping_the_run
             .await
             .unwrap();
     assert!(
-        last_user_1 < reloaded_at + chrono::Duration::seconds(1),
-        "user 1 stopped: {last_user_1} vs {reloaded_at}"
+        last_user_1 < reloaded,
+        "user 1 ran at {last_user_1}, after the reloaded pairs took over at {reloaded}"
     );
     assert_eq!(visits(1).await, 35, "a removed pair is not synced");
 
     signal(pid, "TERM");
-    let status = wait_for_exit(&mut child, Duration::from_secs(10)).await;
+    let status = wait_for_exit(&mut child, STOP_GRACE).await;
     let (stdout, stderr) = read_pipes(&mut child).await;
     assert_eq!(status.code(), Some(0), "{status}\n{stdout}\n{stderr}");
     assert!(
@@ -1002,43 +1068,32 @@ async fn migrate_creates_the_tables_on_a_fresh_database() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mock_api_serves_the_demo_world() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut child = szb(&["mock-api", "--listen", &listen]).spawn().unwrap();
+    let mut child = szb(&["mock-api", "--listen", "127.0.0.1:0"])
+        .spawn()
+        .unwrap();
     let pid = child.id().unwrap();
+    // Bound before it is announced: the first request is answered.
+    let base_url = announced_url(&mut child).await;
     let client = reqwest::Client::new();
     let agent = &demo_world::MOCK_API.agents[0];
     let user = agent.users.iter().find(|u| u.open).unwrap();
     let url = format!(
-        "http://{listen}/api/v3/agent/{}/user/{}/stats/visits?pageSize=5",
+        "{base_url}/api/v3/agent/{}/user/{}/stats/visits?pageSize=5",
         agent.id, user.id
     );
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let reply = loop {
-        match client
-            .get(&url)
-            .header("Authorization", format!("Bearer {}", agent.token))
-            .send()
-            .await
-        {
-            Ok(reply) => break reply,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "mock-api never answered: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
+    let reply = client
+        .get(&url)
+        .header("Authorization", format!("Bearer {}", agent.token))
+        .send()
+        .await
+        .unwrap();
     let status = reply.status();
     let body: serde_json::Value = reply.json().await.unwrap();
     let refused = client.get(&url).send().await.unwrap().status();
     drop(client);
     signal(pid, "TERM");
-    let exit = wait_for_exit(&mut child, Duration::from_secs(10)).await;
+    let exit = wait_for_exit(&mut child, STOP_GRACE).await;
 
     assert_eq!(status, 200);
     assert_eq!(body["items"].as_array().unwrap().len(), 5, "{body}");
@@ -1191,8 +1246,11 @@ async fn run_daemon_waits_for_a_database_that_is_away_and_syncs_once_it_is_back(
     let cfg = config(&server.base_url, &url, 100, &[Tgt(AGENT, TOKEN, &[USER])]);
     let mut child = szb(&with_config(&cfg, "run")).spawn().unwrap();
     let pid = child.id().unwrap();
+    let said = Said::listen(&mut child);
 
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A second failed attempt proves the daemon outlived the first one.
+    said.wait_for("cannot apply migrations; will retry", 2)
+        .await;
     assert!(
         child.try_wait().unwrap().is_none(),
         "the daemon must not exit while the database is away"
@@ -1202,23 +1260,21 @@ async fn run_daemon_waits_for_a_database_that_is_away_and_syncs_once_it_is_back(
         .await
         .unwrap();
     let pool = PgPool::connect(&url).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ok: i64 = sqlx::query_scalar("SELECT count(*) FROM sync_runs WHERE outcome = 'ok'")
-            .fetch_one(&pool)
-            .await
-            .unwrap_or(0);
-        if ok > 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no sync within 30 s of the database coming back"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // Retries back off to 60 s at most: two of them bound the wait.
+    wait_until(
+        Duration::from_secs(120),
+        "a sync after the database came back",
+        || async {
+            let ok: i64 = sqlx::query_scalar("SELECT count(*) FROM sync_runs WHERE outcome = 'ok'")
+                .fetch_one(&pool)
+                .await
+                .unwrap_or(0);
+            (ok > 0).then_some(())
+        },
+    )
+    .await;
     signal(pid, "TERM");
-    let status = wait_for_exit(&mut child, Duration::from_secs(10)).await;
+    let status = wait_for_exit(&mut child, STOP_GRACE).await;
 
     assert_eq!(status.code(), Some(0), "{status}");
     assert_eq!(
@@ -1235,7 +1291,6 @@ async fn an_unreachable_database_is_named_with_its_reason_not_a_pool_timeout() {
          [api]\nbase_url = \"http://127.0.0.1:1\"\ntoken = \"t\"\n\
          [[targets]]\nagent_id = 1\nuser_ids = [2]\n",
     );
-    let started = Instant::now();
 
     let out = run(&with_config(&cfg, "sync")).await;
 
@@ -1249,8 +1304,10 @@ async fn an_unreachable_database_is_named_with_its_reason_not_a_pool_timeout() {
         out.stderr.contains("refused"),
         "the cause, not a pool timeout: {out:?}"
     );
+    // Failing fast is failing on the first refusal: a pool that waited out its acquire timeout
+    // would say "pool timed out" instead of the cause.
+    assert!(!out.stderr.contains("timed out"), "{out:?}");
     assert!(!out.stderr.contains("db-secret-pw") && !out.stdout.contains("db-secret-pw"));
-    assert!(started.elapsed() < Duration::from_secs(5), "fails fast");
 }
 
 // ---- replicas -------------------------------------------------------------------------------
@@ -1329,7 +1386,10 @@ async fn three_replicas_share_the_pairs_once_each_and_take_over_from_a_killed_on
     );
     let toml = std::fs::read_to_string(base.path())
         .unwrap()
-        .replace("cron = \"0 0 0 1 1 * 2099\"", "cron = \"*/2 * * * * *\"")
+        .replace(
+            &format!("cron = {:?}", only_at_start()),
+            "cron = \"*/2 * * * * *\"",
+        )
         .replace(
             "fetch_ahead = 0\n",
             &format!(
@@ -1442,7 +1502,8 @@ async fn three_replicas_share_the_pairs_once_each_and_take_over_from_a_killed_on
     let killed_at_db = db_now(&db.pool).await;
     let agents: Vec<i64> = held.iter().map(|(a, _)| *a).collect();
     let held_users: Vec<i64> = held.iter().map(|(_, u)| *u).collect();
-    wait_until(LEASE + Duration::from_secs(10), "the killed replica's pairs to sync elsewhere", || async {
+    // Only bounds a hang: the promise is pinned below by the passes' own timestamps.
+    wait_until(Duration::from_secs(60), "the killed replica's pairs to sync elsewhere", || async {
         let done: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM sync_state s
                JOIN UNNEST($1::int8[], $2::int8[]) AS h (agent_id, user_id) USING (agent_id, user_id)

@@ -3,13 +3,12 @@
 //! config file, `check` against an unreachable platform, and the demo kept off real data.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use sqlx::{Connection, PgConnection};
 use szb_sync::simulator::demo_world;
 
 use crate::helpers::{AGENT, TOKEN, TestDb, sim_with};
-use crate::process::{DropDatabase, Tgt, config, finish, run, szb, with_config};
+use crate::process::{DropDatabase, Tgt, announced_url, config, finish, run, szb, with_config};
 
 /// The simulator seed of this module's worlds.
 const SEED: u64 = 41;
@@ -42,13 +41,13 @@ async fn count(url: &str, sql: &'static str) -> i64 {
     n
 }
 
-/// A port nothing listens on: bound once by the OS, then released.
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A port nothing listens on, held for as long as the socket lives: bound, never listening,
+/// so a connection is refused and no other test can take the port meanwhile.
+fn closed_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (socket, port)
 }
 
 fn repo(path: &str) -> String {
@@ -113,7 +112,8 @@ async fn a_missing_database_is_named_with_how_to_create_it_and_migrate_creates_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_is_one_quick_attempt_per_agent_naming_what_failed() {
     let admin = TestDb::new().await;
-    let base_url = format!("http://127.0.0.1:{}", closed_port());
+    let (_closed, port) = closed_port();
+    let base_url = format!("http://127.0.0.1:{port}");
     // Retries that would take minutes if check used them.
     let mut toml = format!(
         "[database]\nurl = {:?}\n[api]\nbase_url = {base_url:?}\nmax_retries = 6\n\
@@ -273,14 +273,10 @@ async fn the_shipped_demo_config_syncs_the_mock_api_as_the_readme_says() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let admin = TestDb::new().await;
     let (url, _cleanup) = missing_database(&admin, "szb_demo_cfg");
-    let listen = format!("127.0.0.1:{}", closed_port());
-    let base_url = format!("http://{listen}");
-    let _mock = szb(&["mock-api", "--listen", &listen]).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(&listen).await.is_err() {
-        assert!(Instant::now() < deadline, "mock-api never listened");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut mock = szb(&["mock-api", "--listen", "127.0.0.1:0"])
+        .spawn()
+        .unwrap();
+    let base_url = announced_url(&mut mock).await;
     let demo_toml = repo("config/demo.toml");
     let step = |command: &'static [&'static str]| {
         let mut args = vec!["--config", demo_toml.as_str()];
