@@ -109,6 +109,10 @@ const MAX_PACED_RETRIES: u32 = 30;
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
     pub max_retries: u32,
+    /// Retries of an attempt that timed out (no answer, or a body that stalled or trickled
+    /// past its deadline), within `max_retries`: a platform that hangs costs each request
+    /// `1 + max_timeout_retries` deadlines, not `1 + max_retries`.
+    pub max_timeout_retries: u32,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
     pub max_retry_after: Duration,
@@ -149,7 +153,7 @@ impl RetryPolicy {
     where
         Fut: Future<Output = Result<T, ApiError>>,
     {
-        let (mut attempts, mut paced) = (0, 0);
+        let (mut attempts, mut paced, mut timeouts) = (0, 0, 0);
         loop {
             let mut permit = pacer.controller.acquire().await;
             if let Some(budget) = &pacer.budget {
@@ -178,7 +182,11 @@ impl RetryPolicy {
                 }
             );
             paced += u32::from(is_paced);
-            if attempts - paced > self.max_retries || paced > MAX_PACED_RETRIES {
+            timeouts += u32::from(err.is_timeout());
+            if attempts - paced > self.max_retries
+                || paced > MAX_PACED_RETRIES
+                || timeouts > self.max_timeout_retries
+            {
                 return Err(ApiError::Exhausted {
                     attempts,
                     last: Box::new(err),
@@ -206,6 +214,7 @@ mod tests {
     fn policy() -> RetryPolicy {
         RetryPolicy {
             max_retries: 3,
+            max_timeout_retries: 1,
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(60),
             max_retry_after: Duration::from_secs(300),
@@ -327,6 +336,30 @@ mod tests {
         )
         .await;
         assert!(matches!(out, Err(ApiError::Exhausted { .. })), "{out:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timeouts_are_retried_once_while_server_errors_use_every_retry() {
+        let timeout = || ApiError::Timeout(Duration::from_secs(30));
+
+        let (out, calls, _) = script(policy(), vec![Err(timeout()), Err(timeout())]).await;
+
+        let Err(ApiError::Exhausted { attempts, .. }) = out else {
+            panic!("expected Exhausted, got {out:?}");
+        };
+        assert_eq!((attempts, calls), (2, 2), "a hanging platform: one retry");
+        // A timeout then 5xx: the 5xx still has the rest of max_retries = 3.
+        let server = || ApiError::Server {
+            status: 502,
+            snippet: String::new(),
+        };
+        let (out, calls, _) = script(
+            policy(),
+            vec![Err(timeout()), Err(server()), Err(server()), Ok(7)],
+        )
+        .await;
+        assert_eq!(out.unwrap(), (7, 4));
+        assert_eq!(calls, 4);
     }
 
     #[tokio::test(start_paused = true)]

@@ -34,6 +34,8 @@ const LATENCY_RISE_FLOOR: Duration = Duration::from_millis(50);
 const BASELINE_WEIGHT: f64 = 0.05;
 const RISEN_BASELINE_WEIGHT: f64 = 0.01;
 const RECENT_WEIGHT: f64 = 0.3;
+/// The longest pause a `Retry-After` can cause when its wait would overflow the clock.
+const MAX_PAUSE: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// How one request went, as the controller sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,7 +162,9 @@ impl Controller {
     /// No request of this token starts within `wait` (a `Retry-After`); also a backpressure cut.
     pub fn pause(&self, wait: Duration) {
         let mut s = self.lock();
-        let until = Instant::now() + wait;
+        // api.max_retry_after bounds the wait; saturate anyway rather than panic on overflow.
+        let now = Instant::now();
+        let until = now.checked_add(wait).unwrap_or(now + MAX_PAUSE);
         s.paused_until = Some(s.paused_until.map_or(until, |p| p.max(until)));
         drop(s);
         self.changed.notify_waiters();

@@ -38,6 +38,11 @@ pub enum ApiError {
     Server { status: u16, snippet: String },
     #[error("no answer within {} (api.timeout)", humantime::format_duration(*.0))]
     Timeout(Duration),
+    #[error(
+        "the platform sent nothing for {} (api.read_timeout)",
+        humantime::format_duration(*.0)
+    )]
+    Stalled(Duration),
     #[error("request failed: {0}")]
     Transport(String),
     #[error(
@@ -75,8 +80,55 @@ impl ApiError {
             self,
             ApiError::RateLimited { .. }
                 | ApiError::Timeout(_)
+                | ApiError::Stalled(_)
                 | ApiError::Server { status: 503, .. }
         )
+    }
+
+    /// No answer, or no whole body, in time: retried fewer times than other failures.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, ApiError::Timeout(_) | ApiError::Stalled(_))
+    }
+
+    /// The same error with `secret` (the request's token) cut out of every text the platform
+    /// sent: a body may echo the request's headers back.
+    pub(super) fn redacted(self, secret: &str) -> ApiError {
+        let r = |text: String| redact(&text, secret);
+        match self {
+            ApiError::Unauthorized {
+                agent_id,
+                status,
+                detail,
+            } => ApiError::Unauthorized {
+                agent_id,
+                status,
+                detail: r(detail),
+            },
+            ApiError::NotFound {
+                agent_id,
+                user_id,
+                detail,
+            } => ApiError::NotFound {
+                agent_id,
+                user_id,
+                detail: r(detail),
+            },
+            ApiError::BadRequest { status, snippet } => ApiError::BadRequest {
+                status,
+                snippet: r(snippet),
+            },
+            ApiError::Server { status, snippet } => ApiError::Server {
+                status,
+                snippet: r(snippet),
+            },
+            ApiError::Transport(text) => ApiError::Transport(r(text)),
+            ApiError::Decode { reason, snippet } => ApiError::Decode {
+                reason: r(reason),
+                snippet: r(snippet),
+            },
+            ApiError::Inconsistent(text) => ApiError::Inconsistent(r(text)),
+            other => other,
+        }
     }
 
     /// Worth another attempt within this run.
@@ -86,6 +138,7 @@ impl ApiError {
             ApiError::RateLimited { .. }
                 | ApiError::Server { .. }
                 | ApiError::Timeout(_)
+                | ApiError::Stalled(_)
                 | ApiError::Transport(_)
                 | ApiError::Decode { .. }
                 | ApiError::Inconsistent(_)
@@ -142,14 +195,38 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     Some((at - now).to_std().unwrap_or(Duration::ZERO))
 }
 
-/// The first bytes of a body, as text, for error messages.
+/// The first bytes of a body, as text, for error messages: control characters (a terminal's
+/// escapes, line breaks that would forge log lines) become spaces.
 pub(super) fn snippet(body: &[u8]) -> String {
     let end = body.len().min(SNIPPET_BYTES);
-    let mut s = String::from_utf8_lossy(&body[..end]).into_owned();
+    let mut s: String = String::from_utf8_lossy(&body[..end])
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     if body.len() > end {
         s.push('…');
     }
     s
+}
+
+/// `text` without `secret`: each occurrence becomes `[redacted]`, and a start of it left at
+/// the end of a snippet cut short (`…`) is dropped.
+pub(super) fn redact(text: &str, secret: &str) -> String {
+    if secret.is_empty() {
+        return text.to_owned();
+    }
+    let out = text.replace(secret, "[redacted]");
+    let Some(cut) = out.strip_suffix('…') else {
+        return out;
+    };
+    let started = (1..secret.len())
+        .rev()
+        .filter(|n| secret.is_char_boundary(*n))
+        .find(|n| cut.ends_with(&secret[..*n]));
+    match started {
+        Some(n) => format!("{}[redacted]…", &cut[..cut.len() - n]),
+        None => out,
+    }
 }
 
 #[cfg(test)]
@@ -164,6 +241,33 @@ mod tests {
         let d = parse_retry_after(&later, now).unwrap();
         assert!((28..=30).contains(&d.as_secs()), "{d:?}");
         assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn a_body_echoing_the_token_is_quoted_without_it_even_when_cut_inside_it() {
+        let token = "tok-echoed-4711";
+        let pair = PairKey::new(1, 2, None);
+        let whole = format!("{{\"error\":\"upstream down\",\"authorization\":\"Bearer {token}\"}}");
+        let mut cut = "x".repeat(SNIPPET_BYTES - 11).into_bytes();
+        cut.extend_from_slice(format!("Bearer {token} and more").as_bytes());
+
+        for body in [whole.as_bytes(), &cut] {
+            let err = status_error(StatusCode::BAD_GATEWAY, &pair, None, body).redacted(token);
+
+            let msg = err.to_string();
+            assert!(!msg.contains("tok-"), "{msg}");
+            assert!(msg.contains("Bearer [redacted]"), "{msg}");
+        }
+        assert_eq!(
+            redact("a\u{2026}", token),
+            "a\u{2026}",
+            "no start of the token, nothing cut"
+        );
+        let lines = snippet(b"line one\nFAKE log line\x1b[31m");
+        assert!(
+            !lines.contains('\n') && !lines.contains('\x1b'),
+            "{lines:?}"
+        );
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //! validated [`Entry`] values. It retries what can be retried (5xx, timeouts, broken bodies,
 //! 429 after its `Retry-After`) with exponential backoff and jitter, never a refused token, and
 //! spaces requests by a budget shared by every pair that uses the same token ([`budget`]).
+//! Bodies are read against a byte budget shared by every request, within a deadline
+//! ([`body`]). The platform's `Date` is trusted up to our own clock ([`sane_upstream_now`]).
 
+mod body;
 mod budget;
 pub mod concurrency;
 mod error;
@@ -14,11 +17,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use reqwest::header::{AUTHORIZATION, DATE, RETRY_AFTER};
+use reqwest::header::{DATE, RETRY_AFTER};
 
 pub use budget::RetryPolicy;
 pub use error::{ApiError, parse_retry_after};
 
+use body::{BodyBudget, Deadline};
 use budget::Pacers;
 use concurrency::Pace;
 use error::status_error;
@@ -27,6 +31,16 @@ use crate::domain::{Entry, Order, PairKey, Window};
 use crate::secret::Secret;
 use crate::settings::ApiSettings;
 use crate::telemetry::events::{Answer, Event, Feed};
+
+/// Retries of an attempt that timed out: one, so a hanging platform costs a request two
+/// deadlines (about a minute with the default `api.timeout`), not `1 + api.max_retries`.
+const MAX_TIMEOUT_RETRIES: u32 = 1;
+
+/// The furthest deadline, for an `api.timeout` that would overflow the clock.
+const MAX_DEADLINE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A platform `Date` further than this from our clock is a skew worth telling.
+pub const LARGE_SKEW: Duration = Duration::from_secs(60);
 
 /// One fetched and validated page.
 #[derive(Debug, Clone)]
@@ -47,7 +61,8 @@ pub struct ApiClient {
     http: reqwest::Client,
     base_url: url::Url,
     timeout: Duration,
-    max_body_bytes: u64,
+    read_timeout: Duration,
+    bodies: BodyBudget,
     retry: RetryPolicy,
     pacers: Pacers,
     feed: Feed,
@@ -57,8 +72,8 @@ impl ApiClient {
     pub fn new(settings: &ApiSettings) -> Result<Self, ApiError> {
         // One crypto provider for the whole process (reqwest and sqlx both use rustls + ring).
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // The deadlines are ours (body::Deadline), so a wait for the body budget can pause them.
         let http = reqwest::Client::builder()
-            .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("szb-sync/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -67,9 +82,11 @@ impl ApiClient {
             http,
             base_url: settings.base_url.clone(),
             timeout: settings.timeout,
-            max_body_bytes: settings.max_body_bytes,
+            read_timeout: settings.read_timeout,
+            bodies: BodyBudget::new(settings.max_body_bytes, settings.max_body_bytes_in_flight),
             retry: RetryPolicy {
                 max_retries: settings.max_retries,
+                max_timeout_retries: MAX_TIMEOUT_RETRIES,
                 initial_backoff: settings.retry_backoff,
                 max_backoff: Duration::from_secs(60),
                 max_retry_after: settings.max_retry_after,
@@ -193,7 +210,10 @@ impl ApiClient {
             started: std::time::Instant::now(),
             answer: Answer::NoAnswer,
         };
-        self.attempt(pair, token, window, &mut told.answer).await
+        // A body may echo the request's headers back: its text never carries the token on.
+        self.attempt(pair, token, window, &mut told.answer)
+            .await
+            .map_err(|e| e.redacted(token.expose()))
     }
 
     async fn attempt(
@@ -203,23 +223,43 @@ impl ApiClient {
         window: &Window,
         answer: &mut Answer,
     ) -> Result<FetchedPage, ApiError> {
-        let response = self
+        let deadline = Deadline::start(self.timeout, self.read_timeout);
+        let request = self
             .http
             .get(self.url(pair, window))
-            .header(AUTHORIZATION, format!("Bearer {}", token.expose()))
-            .send()
-            .await
+            // bearer_auth marks the header sensitive: never shown in reqwest's Debug output.
+            .bearer_auth(token.expose())
+            .send();
+        let response = deadline
+            .run(request)
+            .await?
             .map_err(|e| self.transport_error(e))?;
         let status = response.status();
         *answer = Answer::Status(status.as_u16());
         let local_now = Utc::now();
         let (server_date, retry_after) = clocks(response.headers(), local_now);
-        let upstream_now = server_date.unwrap_or(local_now);
-        let body = self.read_body(response).await?;
+        let body = body::read(response, &self.bodies, deadline, |e| {
+            self.transport_error(e)
+        })
+        .await?;
         if !status.is_success() {
-            return Err(status_error(status, pair, retry_after, &body));
+            return Err(status_error(status, pair, retry_after, &body.bytes));
         }
-        let (total, entries) = wire::decode_page(&body, pair, window, upstream_now)?;
+        // Items are checked against the platform's own clock (a visit from its future is
+        // refused); what is settled is judged on the sane one below.
+        let (total, entries) =
+            wire::decode_page(&body.bytes, pair, window, server_date.unwrap_or(local_now))?;
+        drop(body);
+        let server_date = server_date.map(|date| {
+            let skew = date - local_now;
+            if skew.abs().to_std().is_ok_and(|s| s > LARGE_SKEW) {
+                self.feed.emit(Event::ClockSkew {
+                    agent_id: pair.agent_id,
+                    skew_seconds: skew.num_seconds(),
+                });
+            }
+            sane_upstream_now(date, local_now, &entries)
+        });
         Ok(FetchedPage {
             total,
             entries,
@@ -227,26 +267,6 @@ impl ApiClient {
             local_now,
             attempts: 1,
         })
-    }
-
-    async fn read_body(&self, mut response: reqwest::Response) -> Result<Vec<u8>, ApiError> {
-        let limit = self.max_body_bytes;
-        if response.content_length().is_some_and(|n| n > limit) {
-            return Err(ApiError::TooLarge { limit });
-        }
-        let expected = response.content_length().unwrap_or(0).min(limit);
-        let mut body = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| self.transport_error(e))?
-        {
-            if (body.len() + chunk.len()) as u64 > limit {
-                return Err(ApiError::TooLarge { limit });
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
     }
 
     fn transport_error(&self, e: reqwest::Error) -> ApiError {
@@ -275,6 +295,27 @@ impl Drop for Told<'_> {
             elapsed: self.started.elapsed(),
         });
     }
+}
+
+/// "Now" on the platform's clock, for deciding what is settled: its `Date`, but never ahead of
+/// ours (a `Date` from the future would make open visits look settled), nor behind the newest
+/// `lastOnlineAt` of a visit on the page when that is still behind ours (the platform wrote it,
+/// so its clock has passed it). A platform whose clock runs ahead has its visits settle by our
+/// clock instead: later, never early.
+pub fn sane_upstream_now(
+    date: DateTime<Utc>,
+    local_now: DateTime<Utc>,
+    entries: &[Entry],
+) -> DateTime<Utc> {
+    let newest = entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Visit { visit, .. } => Some(visit.last_online_at()),
+            Entry::Rejected { .. } => None,
+        })
+        .max();
+    let floor = newest.map_or(date, |n| n.min(local_now));
+    date.max(floor).min(local_now)
 }
 
 /// The upstream's `Date`, when readable, and its `Retry-After` as a wait. An HTTP-date
@@ -328,6 +369,49 @@ mod tests {
         assert!((9..=10).contains(&wait), "{wait}");
         let h = headers(&[(RETRY_AFTER, "7".to_owned())]);
         assert_eq!(clocks(&h, local_now), (None, Some(Duration::from_secs(7))));
+    }
+
+    #[test]
+    fn the_platforms_date_is_trusted_up_to_our_clock_and_down_to_its_newest_visit() {
+        let now = Utc::now();
+        let hours = chrono::Duration::hours;
+        let page = |last_online: &[DateTime<Utc>]| -> Vec<Entry> {
+            last_online
+                .iter()
+                .map(|t| Entry::Visit {
+                    visit: crate::domain::Visit::new(
+                        crate::domain::VisitParts {
+                            agent_id: 1,
+                            user_id: 1,
+                            activity_id: "a".into(),
+                            visit_at: *t - hours(1),
+                            last_online_at: *t,
+                            duration_minutes: 60,
+                            extra: Default::default(),
+                        },
+                        now + hours(24 * 365),
+                    )
+                    .unwrap(),
+                    activity: None,
+                })
+                .collect()
+        };
+
+        // A year ahead, while its visits are stamped by a right clock: ours.
+        let open = page(&[now - hours(3), now]);
+        assert_eq!(sane_upstream_now(now + hours(24 * 365), now, &open), now);
+        // Behind ours, as its own visits are: its own, which settles nothing early.
+        let behind = page(&[now - hours(6)]);
+        assert_eq!(
+            sane_upstream_now(now - hours(5), now, &behind),
+            now - hours(5)
+        );
+        // Behind its own newest visit: at least that.
+        assert_eq!(
+            sane_upstream_now(now - hours(7), now, &behind),
+            now - hours(6)
+        );
+        assert_eq!(sane_upstream_now(now - hours(7), now, &[]), now - hours(7));
     }
 
     #[test]

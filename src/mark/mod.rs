@@ -340,7 +340,11 @@ impl Walk {
         }
         self.verifying_mark = false;
 
-        let cutoff = self.upstream_now(&page, start) - self.settle_after;
+        // settings refuse a settle_after this large; past the start of time, nothing settles.
+        let cutoff = self
+            .upstream_now(&page, start)
+            .checked_sub_signed(self.settle_after)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
         for (j, entry) in entries.iter().enumerate().skip(start) {
             if !is_settled(entry, cutoff) {
                 self.hold_at(offset + j as i64);

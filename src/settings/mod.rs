@@ -80,6 +80,21 @@ pub const SYSTEM_CONFIG_PATH: &str = "/etc/szb-sync/szb-sync.toml";
 /// online; minutes-long gaps are plausible, seconds are not a safe margin.
 pub const MIN_SETTLE_AFTER: Duration = Duration::from_secs(5 * 60);
 
+/// The most `sync.settle_after` accepted: subtracted from a date, a value near `u64::MAX` seconds
+/// would overflow it.
+pub const MAX_SETTLE_AFTER: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// The most `api.timeout` accepted.
+pub const MAX_API_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+/// The most `api.retry_backoff` accepted (the backoff itself stops doubling at 60 s).
+pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(60 * 60);
+/// The most `api.max_retry_after` accepted: a pause of every pair of a token, added to a clock.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+/// The most `sync.keep_runs` accepted, subtracted from today's date: 100 years of 365.25 days.
+pub const MAX_KEEP_RUNS: Duration = Duration::from_secs(100 * 31_557_600);
+/// The most `api.max_body_bytes` accepted.
+pub const MAX_BODY_BYTES: u64 = 1024 * 1024 * 1024;
+
 /// Everything the daemon can be told. Build it with [`Settings::load`] (or [`Settings::load_from`]
 /// in tests); [`Settings::default`] gives the documented defaults.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -124,10 +139,16 @@ pub struct ApiSettings {
     pub token_file: Option<PathBuf>,
     /// Records per page, 1..=1000.
     pub page_size: u32,
-    /// Timeout of one HTTP request, connection included.
+    /// The deadline of one HTTP attempt, from sending it to the last byte of its body
+    /// (connecting included, a wait for `max_body_bytes_in_flight` not). A timed-out attempt
+    /// is retried once, not `max_retries` times. At most 1h.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    /// Retries per request on 5xx, timeouts and 429.
+    /// The longest silence while waiting for the answer or the next bytes of its body; more
+    /// than `timeout` acts as `timeout`. At most 1h.
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
+    /// Retries per request on 5xx, broken bodies and 429 without a `Retry-After`.
     pub max_retries: u32,
     /// First wait between retries; it doubles on each further retry.
     #[serde(with = "humantime_serde")]
@@ -142,8 +163,12 @@ pub struct ApiSettings {
     /// An optional hard cap on requests per second per token, for a platform whose limit is
     /// known. Off by default. When set, > 0.
     pub max_requests_per_second: Option<f64>,
-    /// Responses larger than this are refused.
+    /// Responses larger than this are refused. At most 1 GiB.
     pub max_body_bytes: u64,
+    /// The memory of all response bodies being read at once, over every pair and token; a body
+    /// that would go over it waits (its deadline paused) until others are done. At least
+    /// `max_body_bytes`.
+    pub max_body_bytes_in_flight: u64,
     /// Allow a plain `http://` base_url on a non-loopback host.
     pub allow_insecure_http: bool,
 }
@@ -325,12 +350,15 @@ impl Default for ApiSettings {
             token_file: None,
             page_size: 1000,
             timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(10),
             max_retries: 5,
             retry_backoff: Duration::from_millis(500),
             max_retry_after: Duration::from_secs(5 * 60),
             max_concurrency: 16,
             max_requests_per_second: None,
-            max_body_bytes: 16 * 1024 * 1024,
+            // A page of 1,000 simulated visits is 518,455 bytes: 8 times that, for longer names.
+            max_body_bytes: 4 * 1024 * 1024,
+            max_body_bytes_in_flight: 32 * 1024 * 1024,
             allow_insecure_http: false,
         }
     }
@@ -496,8 +524,27 @@ impl Settings {
                 api.page_size
             ));
         }
-        if api.timeout.is_zero() {
-            problem("api.timeout must be more than 0s".to_owned());
+        if api.timeout.is_zero() || api.timeout > MAX_API_TIMEOUT {
+            problem(format!(
+                "api.timeout must be more than 0s and at most {}, got {}",
+                humantime::format_duration(MAX_API_TIMEOUT),
+                humantime::format_duration(api.timeout)
+            ));
+        }
+        if api.read_timeout.is_zero() || api.read_timeout > MAX_API_TIMEOUT {
+            problem(format!(
+                "api.read_timeout must be more than 0s and at most {}, got {}",
+                humantime::format_duration(MAX_API_TIMEOUT),
+                humantime::format_duration(api.read_timeout)
+            ));
+        }
+        for (key, value, max) in [
+            ("api.retry_backoff", api.retry_backoff, MAX_RETRY_BACKOFF),
+            ("api.max_retry_after", api.max_retry_after, MAX_RETRY_AFTER),
+        ] {
+            if value > max {
+                problem(at_most(key, value, max));
+            }
         }
         if let Some(rps) = api.max_requests_per_second
             && !(rps.is_finite() && rps > 0.0)
@@ -512,8 +559,18 @@ impl Settings {
                 api.max_concurrency
             ));
         }
-        if api.max_body_bytes == 0 {
-            problem("api.max_body_bytes must be more than 0".to_owned());
+        if !(1..=MAX_BODY_BYTES).contains(&api.max_body_bytes) {
+            problem(format!(
+                "api.max_body_bytes must be between 1 and {MAX_BODY_BYTES} (1 GiB), got {}",
+                api.max_body_bytes
+            ));
+        }
+        if api.max_body_bytes_in_flight < api.max_body_bytes {
+            problem(format!(
+                "api.max_body_bytes_in_flight ({}) must be at least api.max_body_bytes ({}): \
+                 one whole body must fit",
+                api.max_body_bytes_in_flight, api.max_body_bytes
+            ));
         }
 
         if let Err(msg) = check_cron(&self.schedule.cron) {
@@ -532,6 +589,20 @@ impl Settings {
             ));
         }
 
+        if self.sync.settle_after > MAX_SETTLE_AFTER {
+            problem(at_most(
+                "sync.settle_after",
+                self.sync.settle_after,
+                MAX_SETTLE_AFTER,
+            ));
+        }
+        if self.sync.keep_runs > MAX_KEEP_RUNS {
+            problem(at_most(
+                "sync.keep_runs",
+                self.sync.keep_runs,
+                MAX_KEEP_RUNS,
+            ));
+        }
         if self.sync.keep_runs < Duration::from_secs(3600) {
             problem(format!(
                 "sync.keep_runs must be at least 1h, got {}",
@@ -700,16 +771,18 @@ impl Settings {
         );
         let api = |a: &ApiSettings| {
             format!(
-                "{} {} {:?} {} {:?} {:?} {} {:?} {} {}",
+                "{} {} {:?} {:?} {} {:?} {:?} {} {:?} {} {} {}",
                 a.base_url,
                 a.page_size,
                 a.timeout,
+                a.read_timeout,
                 a.max_retries,
                 a.retry_backoff,
                 a.max_retry_after,
                 a.max_concurrency,
                 a.max_requests_per_second,
                 a.max_body_bytes,
+                a.max_body_bytes_in_flight,
                 a.allow_insecure_http
             )
         };
@@ -786,6 +859,15 @@ fn read_token_file(path: &Path) -> Result<Secret, SettingsError> {
 fn deserialize_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Url, D::Error> {
     let raw = String::deserialize(deserializer)?;
     Url::parse(&raw).map_err(|e| serde::de::Error::custom(format!("invalid URL {raw:?}: {e}")))
+}
+
+/// "KEY must be at most MAX, got VALUE", for a duration that is added to a clock.
+fn at_most(key: &str, value: Duration, max: Duration) -> String {
+    format!(
+        "{key} must be at most {}, got {}",
+        humantime::format_duration(max),
+        humantime::format_duration(value)
+    )
 }
 
 /// `database.schema` must be a plain lower-case identifier that Postgres keeps as written:
@@ -946,7 +1028,9 @@ mod tests {
         assert_eq!(s.api.max_retry_after, Duration::from_secs(300));
         assert_eq!(s.api.max_concurrency, 16);
         assert_eq!(s.api.max_requests_per_second, None);
-        assert_eq!(s.api.max_body_bytes, 16_777_216);
+        assert_eq!(s.api.read_timeout, Duration::from_secs(10));
+        assert_eq!(s.api.max_body_bytes, 4_194_304);
+        assert_eq!(s.api.max_body_bytes_in_flight, 33_554_432);
         assert!(!s.api.allow_insecure_http);
         assert_eq!(s.schedule.cron, "0 */10 * * * *");
         assert_eq!(s.sync.settle_after, Duration::from_secs(7200));
@@ -1198,6 +1282,69 @@ mod tests {
 
         let floor = load("[sync]\nsettle_after = \"5m\"\n").unwrap();
         assert_eq!(floor.sync.settle_after, MIN_SETTLE_AFTER);
+    }
+
+    #[test]
+    fn durations_added_to_a_clock_are_refused_above_their_maximum_naming_key_and_maximum() {
+        // Each of these once reached `Instant + wait` or `DateTime - d` and panicked there.
+        for (toml, expect) in [
+            (
+                "[sync]\nsettle_after = \"100000000y\"\n",
+                "sync.settle_after must be at most 30days, got 100000000years",
+            ),
+            (
+                "[sync]\nkeep_runs = \"200y\"\n",
+                "sync.keep_runs must be at most 100years, got 200years",
+            ),
+            (
+                "[api]\nmax_retry_after = \"100000000y\"\n",
+                "api.max_retry_after must be at most 1day, got 100000000years",
+            ),
+            (
+                "[api]\nretry_backoff = \"2h\"\n",
+                "api.retry_backoff must be at most 1h, got 2h",
+            ),
+            (
+                "[api]\ntimeout = \"100000000y\"\n",
+                "api.timeout must be more than 0s and at most 1h, got 100000000years",
+            ),
+            (
+                "[api]\nread_timeout = \"0s\"\n",
+                "api.read_timeout must be more than 0s and at most 1h, got 0s",
+            ),
+        ] {
+            let msg = error(toml);
+            assert!(msg.contains(expect), "{toml}: {msg}");
+        }
+        let ceiling = load(
+            "[sync]\nsettle_after = \"30d\"\nkeep_runs = \"100y\"\n\
+             [api]\nmax_retry_after = \"1d\"\ntimeout = \"1h\"\nread_timeout = \"1h\"\n",
+        )
+        .unwrap();
+        assert_eq!(ceiling.sync.settle_after, MAX_SETTLE_AFTER);
+        assert_eq!(ceiling.api.max_retry_after, MAX_RETRY_AFTER);
+    }
+
+    #[test]
+    fn body_limits_are_refused_when_one_body_could_not_fit_in_flight() {
+        let msg = error("[api]\nmax_body_bytes = 67108864\n");
+        assert!(
+            msg.contains(
+                "api.max_body_bytes_in_flight (33554432) must be at least api.max_body_bytes \
+                 (67108864)"
+            ),
+            "{msg}"
+        );
+        let msg = error("[api]\nmax_body_bytes = 0\n");
+        assert!(
+            msg.contains("api.max_body_bytes must be between 1 and"),
+            "{msg}"
+        );
+        let msg =
+            error("[api]\nmax_body_bytes = 2147483648\nmax_body_bytes_in_flight = 4294967296\n");
+        assert!(msg.contains("(1 GiB), got 2147483648"), "{msg}");
+        let equal = load("[api]\nmax_body_bytes = 1024\nmax_body_bytes_in_flight = 1024\n");
+        assert!(equal.is_ok(), "{equal:?}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::Simulator;
-use super::world::{Entry, Fault, RequestInfo, TruthActivity, World};
+use super::world::{Entry, Fault, Hostile, RequestInfo, TruthActivity, World};
 
 const VISITS_ROUTE: &str = "/api/v3/agent/{id}/user/{user_id}/stats/visits";
 /// The simulator's own routes, for a benchmark driving it from another process.
@@ -470,10 +470,14 @@ async fn visits_endpoint(
         .ok()
         .zip(user_id.parse::<i64>().ok());
     let params = RawParams::parse(query.as_deref());
-    let (request_no, fault, latency) = sim.with_world(|w| {
+    let (request_no, fault, latency, hostile) = sim.with_world(|w| {
         let (no, fault) = w.begin_request(ids);
-        (no, fault, w.latency)
+        let hostile = ids.and_then(|pair| w.hostile.get(&pair).cloned());
+        (no, fault, w.latency, hostile)
     });
+    if let Some(hostile) = hostile {
+        return hostile_answer(&sim, hostile, &params, &headers).await;
+    }
     let delay = match &fault {
         Some(Fault::Slow(delay)) => latency + *delay,
         _ => latency,
@@ -484,6 +488,70 @@ async fn visits_endpoint(
     }
     let token = bearer_token(&headers);
     sim.with_world(|w| w.finish_request(request_no, ids, &params, token, fault))
+}
+
+/// The answer of a [`Hostile`] pair.
+async fn hostile_answer(
+    sim: &Simulator,
+    hostile: Hostile,
+    params: &RawParams,
+    headers: &HeaderMap,
+) -> Response {
+    let now = sim.now();
+    let lenient = params.lenient();
+    match hostile {
+        Hostile::Hang => std::future::pending().await,
+        Hostile::EchoAuthorization(status) => {
+            let echoed = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let body = serde_json::json!({
+                "message": "upstream failure",
+                "request": { "headers": { "authorization": echoed } },
+            });
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            respond(now, status, body.to_string().into_bytes())
+        }
+        Hostile::Huge { bytes } => {
+            let head = format!(
+                r#"{{"pager":{{"page":{},"pageSize":{},"total":0}},"items":[]"#,
+                lenient.page, lenient.page_size
+            );
+            let pad = bytes.saturating_sub(head.len() as u64 + 1);
+            const CHUNK: u64 = 64 * 1024;
+            let spaces = axum::body::Bytes::from(vec![b' '; CHUNK as usize]);
+            let stream = futures_util::stream::iter(
+                std::iter::once(axum::body::Bytes::from(head))
+                    .chain((0..pad / CHUNK).map(move |_| spaces.clone()))
+                    .chain(std::iter::once(axum::body::Bytes::from(
+                        " ".repeat((pad % CHUNK) as usize) + "}",
+                    )))
+                    .map(Ok::<_, std::convert::Infallible>),
+            );
+            respond_streaming(now, Body::from_stream(stream))
+        }
+        Hostile::Trickle { every } => {
+            let stream = futures_util::stream::unfold(0u64, move |sent| async move {
+                if sent > 0 {
+                    tokio::time::sleep(every).await;
+                }
+                let byte = if sent == 0 { b'{' } else { b' ' };
+                Some((
+                    Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(vec![byte])),
+                    sent + 1,
+                ))
+            });
+            respond_streaming(now, Body::from_stream(stream))
+        }
+    }
+}
+
+/// A 200 whose body is streamed, with the headers of [`respond`].
+fn respond_streaming(now: DateTime<Utc>, body: Body) -> Response {
+    let mut response = respond(now, StatusCode::OK, Vec::new());
+    *response.body_mut() = body;
+    response
 }
 
 /// `GET /_sim/stats`: `{"requests": N, "rateLimited": N}` since the last reset.

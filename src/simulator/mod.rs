@@ -26,7 +26,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 
 pub use http::SpawnedSimulator;
-pub use world::{Fault, RequestInfo, TruthActivity, TruthVisit, World};
+pub use world::{Fault, Hostile, RequestInfo, TruthActivity, TruthVisit, World};
 
 /// Gives [`Simulator`] each listed [`World`] knob, run under the lock.
 macro_rules! delegate_to_world {
@@ -98,6 +98,7 @@ impl Simulator {
         fn set_clock_skew(skew: Duration);
         fn now() -> DateTime<Utc>;
         fn push_fault(fault: Fault);
+        fn set_hostile(agent_id: i64, user_id: i64, hostile: Option<Hostile>);
         fn set_rate_limit(limit: Option<(f64, f64)>);
         fn rate_limited_count() -> u64;
         fn set_latency(latency: std::time::Duration);

@@ -121,6 +121,22 @@ pub enum Fault {
     BadPager,
 }
 
+/// A pair whose every visits request the platform answers with hostility, as long as it is set
+/// ([`World::set_hostile`]); other pairs are answered as usual meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hostile {
+    /// 200 with a body of `bytes` bytes (the page, then whitespace inside the JSON), streamed
+    /// without a `Content-Length` and never held whole in the simulator's memory.
+    Huge { bytes: u64 },
+    /// 200, then the body one byte at a time, `every` apart, never ending.
+    Trickle { every: std::time::Duration },
+    /// Accept the request and never answer.
+    Hang,
+    /// This status with a body that echoes the request's `Authorization` header back, as a
+    /// debugging proxy might.
+    EchoAuthorization(u16),
+}
+
 /// What a visits request asked for, handed to the [`Simulator::set_before_request`] hook.
 ///
 /// Missing or invalid query values are replaced by their defaults here; the request itself
@@ -202,6 +218,7 @@ pub struct World {
     pub(super) rate_limited: u64,
     /// Added to every visits request before it is answered.
     pub(super) latency: std::time::Duration,
+    pub(super) hostile: HashMap<(i64, i64), Hostile>,
 }
 
 /// A server-side rate limit: `rate` requests a second, bursts of up to `burst`.
@@ -256,6 +273,7 @@ impl World {
             rate_limit: None,
             rate_limited: 0,
             latency: std::time::Duration::ZERO,
+            hostile: HashMap::new(),
         }
     }
 
@@ -472,6 +490,15 @@ impl World {
         item: Value,
     ) {
         self.insert_entry(agent_id, user_id, Entry::Raw { sort_at, item });
+    }
+
+    /// Answers every visits request of one pair with `hostile` from now on (`None`: as usual
+    /// again). Counted like any request.
+    pub fn set_hostile(&mut self, agent_id: i64, user_id: i64, hostile: Option<Hostile>) {
+        match hostile {
+            Some(h) => self.hostile.insert((agent_id, user_id), h),
+            None => self.hostile.remove(&(agent_id, user_id)),
+        };
     }
 
     /// Queues a fault for the next visits request that has none yet (FIFO, one per request).

@@ -81,6 +81,9 @@ pub enum Event<'a> {
         recoveries: &'a [String],
         error: Option<&'a str>,
     },
+    /// The platform's `Date` was more than [`crate::api::LARGE_SKEW`] from our clock (positive:
+    /// ahead of it). Settling never trusts it beyond our clock.
+    ClockSkew { agent_id: i64, skew_seconds: i64 },
     /// A pass started; `pairs` is how many it may take.
     PassStarted {
         pairs: usize,

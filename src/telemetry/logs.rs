@@ -2,12 +2,21 @@
 //! written, rejects, a recovery, a failure), and one per retry. Every id and count is a field of
 //! its own, so `jq`, Loki or `journalctl -o json` can filter by `agent_id` and sum `inserted`.
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use super::events::{Event, Observer};
 use crate::domain::RunOutcome;
 
+/// A skewed platform clock is told at most this often; every page counts it in the metric.
+const SKEW_LOG_EVERY: Duration = Duration::from_secs(60 * 60);
+
 /// Writes the feed's events as `tracing` events.
 #[derive(Debug, Default)]
-pub struct LogLines;
+pub struct LogLines {
+    /// When a clock skew was last logged.
+    skew_logged: Mutex<Option<Instant>>,
+}
 
 impl Observer for LogLines {
     fn on(&self, event: &Event<'_>) {
@@ -123,6 +132,22 @@ impl Observer for LogLines {
                     pass_line!(warn);
                 } else {
                     pass_line!(info);
+                }
+            }
+            Event::ClockSkew {
+                agent_id,
+                skew_seconds,
+            } => {
+                let mut logged = self.skew_logged.lock().unwrap_or_else(|e| e.into_inner());
+                if logged.is_none_or(|at| at.elapsed() >= SKEW_LOG_EVERY) {
+                    *logged = Some(Instant::now());
+                    tracing::warn!(
+                        agent_id,
+                        skew_seconds,
+                        "the platform's clock (its Date header) is far from ours; visits settle \
+                         by the earlier of the two (szb_clock_skew_total counts each answer; \
+                         this line repeats at most hourly)"
+                    );
                 }
             }
             Event::Request { .. }

@@ -21,6 +21,7 @@ pub struct Metrics {
     request_duration: HistogramVec,
     retries: IntCounterVec,
     rate_limited: IntCounterVec,
+    clock_skew: IntCounterVec,
     concurrency_limit: Gauge,
     pages: IntCounterVec,
     visits_written: IntCounterVec,
@@ -109,6 +110,13 @@ impl Metrics {
                 &registry,
                 "szb_rate_limited_total",
                 "Answers with HTTP 429 Too Many Requests.",
+                &["agent"],
+            ),
+            clock_skew: counter(
+                &registry,
+                "szb_clock_skew_total",
+                "Answers whose Date header was more than a minute from our clock; settling \
+                 never trusts a Date ahead of our clock.",
                 &["agent"],
             ),
             concurrency_limit: gauge(
@@ -203,6 +211,7 @@ impl Metrics {
             for c in [
                 &self.retries,
                 &self.rate_limited,
+                &self.clock_skew,
                 &self.pages,
                 &self.rejects,
             ] {
@@ -307,6 +316,11 @@ impl Observer for Metrics {
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0.0, |d| d.as_secs_f64()),
                 );
+            }
+            Event::ClockSkew { agent_id, .. } => {
+                self.clock_skew
+                    .with_label_values(&[&agent_id.to_string()])
+                    .inc();
             }
             Event::ListSize { .. } | Event::PassStarted { .. } => {}
         }

@@ -29,7 +29,7 @@ impl Telemetry {
         let feed = Feed::new();
         let metrics = Arc::new(metrics::Metrics::new());
         let live = Arc::new(live::Live::new());
-        feed.subscribe(Arc::new(logs::LogLines));
+        feed.subscribe(Arc::new(logs::LogLines::default()));
         feed.subscribe(metrics.clone());
         feed.subscribe(live.clone());
         Telemetry {
