@@ -11,6 +11,7 @@
 //! - [`sync`]: what lands in the tables, quiet resyncs, resumes, resync;
 //! - [`upstream_changes`]: open visits, purges, appends, ties, activity changes;
 //! - [`faults`]: a misbehaving upstream, a Postgres that goes away, races, hostile items;
+//! - [`hostile_strings`]: strings Postgres cannot store, repaired or rejected, never blocking;
 //! - [`process`]: the real binary as a child process: kills, signals, each subcommand;
 //! - [`leases`]: replicas in one process: leases held, expired, taken over and renewed;
 //! - [`migrations`]: upgrading a database that holds rows the new constraints refuse;
@@ -25,6 +26,7 @@ mod cli;
 mod deploy;
 mod faults;
 mod helpers;
+mod hostile_strings;
 mod http;
 mod leases;
 mod migrations;
