@@ -8,6 +8,7 @@
 mod budget;
 pub mod concurrency;
 mod error;
+mod repair;
 mod wire;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -39,6 +40,9 @@ pub struct FetchedPage {
     pub local_now: DateTime<Utc>,
     /// Requests this page cost, retries included.
     pub attempts: u32,
+    /// Strings (and numbers) in the body repaired so they can be stored (NUL, lone surrogates,
+    /// invalid UTF-8, numbers past a double: see README "Rejects").
+    pub strings_cleaned: u64,
 }
 
 /// The client for the visits endpoint. Cheap to clone; clones share the request budgets.
@@ -219,10 +223,11 @@ impl ApiClient {
         if !status.is_success() {
             return Err(status_error(status, pair, retry_after, &body));
         }
-        let (total, entries) = wire::decode_page(&body, pair, window, upstream_now)?;
+        let page = wire::decode_page(&body, pair, window, upstream_now)?;
         Ok(FetchedPage {
-            total,
-            entries,
+            total: page.total,
+            entries: page.entries,
+            strings_cleaned: page.cleaned,
             server_date,
             local_now,
             attempts: 1,

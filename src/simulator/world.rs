@@ -142,10 +142,16 @@ pub(super) type BeforeRequest = Box<dyn FnMut(&mut World, &RequestInfo) + Send>;
 /// A position of a user's list: a real visit, or a hostile item served verbatim.
 pub(super) enum Entry {
     Visit(TruthVisit),
-    Raw { sort_at: DateTime<Utc>, item: Value },
+    Raw {
+        sort_at: DateTime<Utc>,
+        item: Value,
+    },
     /// Bytes spliced into the body as they are, for what a `Value` cannot hold (lone surrogate
     /// escapes, raw control characters, invalid UTF-8).
-    RawBytes { sort_at: DateTime<Utc>, bytes: Vec<u8> },
+    RawBytes {
+        sort_at: DateTime<Utc>,
+        bytes: Vec<u8>,
+    },
 }
 
 impl Entry {

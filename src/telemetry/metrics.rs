@@ -25,6 +25,7 @@ pub struct Metrics {
     pages: IntCounterVec,
     visits_written: IntCounterVec,
     rejects: IntCounterVec,
+    strings_cleaned: IntCounterVec,
     pair_runs: IntCounterVec,
     pass_duration: HistogramVec,
     passes: IntCounterVec,
@@ -135,6 +136,13 @@ impl Metrics {
                 "Items the upstream sent that are not valid visits (kept in sync_rejects).",
                 &["agent"],
             ),
+            strings_cleaned: counter(
+                &registry,
+                "szb_strings_cleaned_total",
+                "Strings (and numbers) in pages written that were repaired so Postgres could \
+                 store them: NUL, lone surrogates, invalid UTF-8 became U+FFFD.",
+                &["agent"],
+            ),
             pair_runs: counter(
                 &registry,
                 "szb_pair_runs_total",
@@ -205,6 +213,7 @@ impl Metrics {
                 &self.rate_limited,
                 &self.pages,
                 &self.rejects,
+                &self.strings_cleaned,
             ] {
                 c.with_label_values(&[&agent]);
             }
@@ -291,6 +300,9 @@ impl Observer for Metrics {
                 self.rejects
                     .with_label_values(&[&agent])
                     .inc_by(counts.rejects);
+                self.strings_cleaned
+                    .with_label_values(&[&agent])
+                    .inc_by(counts.strings_cleaned);
             }
             Event::PairFinished { outcome, .. } => {
                 self.pair_runs.with_label_values(&[outcome.as_str()]).inc();

@@ -30,13 +30,15 @@ fn item(user_id: i64, activity_id: &str, at: DateTime<Utc>, more: &[u8]) -> Vec<
 
 /// The stored `extra` of the visit of `user_id` at `at`, if it landed.
 async fn extra_of(h: &Harness, user_id: i64, at: DateTime<Utc>) -> Option<Value> {
-    sqlx::query_scalar("SELECT extra FROM visits WHERE agent_id = $1 AND user_id = $2 AND visit_at = $3")
-        .bind(AGENT)
-        .bind(user_id)
-        .bind(at)
-        .fetch_optional(&h.db.pool)
-        .await
-        .unwrap()
+    sqlx::query_scalar(
+        "SELECT extra FROM visits WHERE agent_id = $1 AND user_id = $2 AND visit_at = $3",
+    )
+    .bind(AGENT)
+    .bind(user_id)
+    .bind(at)
+    .fetch_optional(&h.db.pool)
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -50,19 +52,41 @@ async fn strings_postgres_cannot_store_never_block_a_pair() {
     // valid visit (it lands, repaired) or not (it is rejected).
     let hostile: Vec<(i64, &[u8], bool)> = vec![
         (2, br#""note":"a\u0000b","k\u0000ey":[1,"\u0000"]"#, true),
-        (3, br#""note":"\ud800 and \udfff alone, \ud83d\ude00 paired""#, true),
+        (
+            3,
+            br#""note":"\ud800 and \udfff alone, \ud83d\ude00 paired""#,
+            true,
+        ),
         (4, br#""big":1e400,"bigger":-2e999999,"fine":1e300"#, true),
-        (5, b"\"note\":\"raw \x00 nul, raw \x01, bad \xff\xfe utf-8\"", true),
+        (
+            5,
+            b"\"note\":\"raw \x00 nul, raw \x01, bad \xff\xfe utf-8\"",
+            true,
+        ),
         (6, br#""duration":"x\u0000""#, false),
+        (7, b"", false),
     ];
     let mut placed = Vec::new();
     for (user, more, _) in &hostile {
         let truth = sim.visits(AGENT, *user);
         let at = truth[10].visit_at - Duration::milliseconds(500);
         let activity = &truth[0].activity_id;
-        let bytes = if *user == 6 {
+        let bytes = if *user == 7 {
+            // An id too long for a B-tree index entry (random, so it does not compress).
+            let mut x: u64 = 1;
+            let id: String = (0..3000)
+                .map(|_| {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    char::from(b'a' + (x >> 59) as u8 % 26)
+                })
+                .collect();
+            item(*user, &id, at, more)
+        } else if *user == 6 {
             // A rejected item: its visitAt cannot be read either.
-            let mut b = br#"{"visitAt":"yesterday\u0000","userId":6,"activityId":"x\u0000y","#.to_vec();
+            let mut b =
+                br#"{"visitAt":"yesterday\u0000","userId":6,"activityId":"x\u0000y","#.to_vec();
             b.extend_from_slice(more);
             b.push(b'}');
             b
@@ -72,7 +96,11 @@ async fn strings_postgres_cannot_store_never_block_a_pair() {
         sim.insert_raw_bytes(AGENT, *user, at, bytes);
         placed.push(at);
     }
-    let targets = vec![target(AGENT, TOKEN, &users.iter().map(|u| u.0).collect::<Vec<_>>())];
+    let targets = vec![target(
+        AGENT,
+        TOKEN,
+        &users.iter().map(|u| u.0).collect::<Vec<_>>(),
+    )];
     let h = Harness::new(sim, targets, 10).await;
 
     let report = h.sync().await;
@@ -122,11 +150,18 @@ async fn strings_postgres_cannot_store_never_block_a_pair() {
         .unwrap();
     assert_eq!(name.as_deref(), Some(format!("直播{fffd}回放").as_str()));
 
-    let rejects = sqlx::query("SELECT user_id, raw, reason FROM sync_rejects")
+    let rejects = sqlx::query("SELECT user_id, raw, reason FROM sync_rejects ORDER BY user_id")
         .fetch_all(&h.db.pool)
         .await
         .unwrap();
-    assert_eq!(rejects.len(), 1, "only the item that cannot be a visit");
+    assert_eq!(rejects.len(), 2, "only the items that cannot be visits");
+    assert!(
+        rejects[1]
+            .get::<String, _>("reason")
+            .contains("activityId is 3000 bytes long"),
+        "{}",
+        rejects[1].get::<String, _>("reason")
+    );
     let raw: Value = rejects[0].get("raw");
     assert_eq!(rejects[0].get::<i64, _>("user_id"), 6);
     assert_eq!(raw["visitAt"], format!("yesterday{fffd}"));
