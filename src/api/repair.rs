@@ -245,3 +245,87 @@ mod tests {
         assert!(!v.to_string().contains("\\u0000"), "{v}");
     }
 }
+
+#[cfg(test)]
+mod property {
+    use chrono::Utc;
+    use proptest::prelude::*;
+
+    use crate::api::wire::decode_page;
+    use crate::domain::{Entry, Order, PairKey, Window};
+
+    /// Pieces of a JSON string's text, hostile ones included.
+    fn piece() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(br"\u0000".to_vec()),
+            Just(br"\ud800".to_vec()),
+            Just(br"\udfff".to_vec()),
+            Just(br"\ud83d\ude00".to_vec()),
+            Just(br#"\""#.to_vec()),
+            Just(br"\\".to_vec()),
+            Just(b"\x00".to_vec()),
+            Just(b"\x07".to_vec()),
+            Just(b"\xff".to_vec()),
+            Just(b"\xe4\xb8".to_vec()),
+            Just("直播".as_bytes().to_vec()),
+            "[a-z0-9 ]{0,4}".prop_map(String::into_bytes),
+        ]
+    }
+
+    fn text() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(piece(), 0..5).prop_map(|p| p.concat())
+    }
+
+    fn number() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec!["0", "-1", "1e400", "-2E999", "1.5e300", "1e-400", "7"])
+    }
+
+    fn holds_nul(v: &serde_json::Value) -> bool {
+        v.to_string().contains(r"\u0000")
+    }
+
+    proptest! {
+        /// Whatever the strings hold, decoding never panics, and what decodes holds no NUL
+        /// (the one thing Postgres refuses in text and jsonb that a Rust string can hold).
+        #[test]
+        fn decoding_never_panics_and_yields_only_storable_strings(
+            id in text(), name in text(), key in text(), value in text(), n in number(),
+            visit_at in prop::sample::select(vec!["2020-06-24T04:28:02.000Z", "yesterday\\u0000"]),
+        ) {
+            let q = |b: &[u8]| [b"\"".as_slice(), b, b"\""].concat();
+            let activity = [
+                br#"{"id":"#.as_slice(), &q(&id), br#","name":"#, &q(&name), b",\"n\":", n.as_bytes(), b"}",
+            ].concat();
+            let item = [
+                br#"{"activity":"#.as_slice(), &activity,
+                br#","visitAt":""#, visit_at.as_bytes(),
+                br#"","lastOnlineAt":"2020-06-24T04:30:02.000Z","duration":2,"userId":2,"activityId":"#,
+                &q(&id), b",", &q(&key), b":", &q(&value), b",\"x\":", n.as_bytes(), b"}",
+            ].concat();
+            let body = [
+                br#"{"pager":{"page":1,"pageSize":10,"total":1},"items":["#.as_slice(), &item, b"]}",
+            ].concat();
+            let window = Window { page: 1, page_size: 10, order: Order::Asc };
+            let page = decode_page(&body, &PairKey::new(1, 2, None), &window, Utc::now());
+            let page = page.map_err(|e| TestCaseError::fail(format!("{e}")))?;
+            for entry in &page.entries {
+                match entry {
+                    Entry::Visit { visit, activity } => {
+                        prop_assert!(!visit.activity_id().contains('\0'));
+                        prop_assert!(!holds_nul(&serde_json::Value::Object(visit.extra().clone())));
+                        if let Some(a) = activity {
+                            prop_assert!(!a.id.contains('\0'));
+                            prop_assert!(!a.name.as_deref().unwrap_or("").contains('\0'));
+                            prop_assert!(!holds_nul(&serde_json::Value::Object(a.extra.clone())));
+                        }
+                    }
+                    Entry::Rejected { reject, activity_id, .. } => {
+                        prop_assert!(!holds_nul(&reject.raw));
+                        prop_assert!(!reject.reason.contains('\0'));
+                        prop_assert!(!activity_id.as_deref().unwrap_or("").contains('\0'));
+                    }
+                }
+            }
+        }
+    }
+}
