@@ -16,6 +16,10 @@ use crate::secret::Secret;
 /// Longest plausible visit: a year, in minutes.
 pub const MAX_DURATION_MINUTES: i64 = 366 * 24 * 60;
 
+/// Longest `activityId` stored, in bytes. It is part of the key of `visits` and `activities`,
+/// and a B-tree index entry cannot exceed about 2.7 kB: a longer id would fail its page forever.
+pub const MAX_ACTIVITY_ID_BYTES: usize = 512;
+
 /// Visits before this instant (2000-01-01T00:00:00Z) are not real platform data.
 const EARLIEST_VISIT_SECS: i64 = 946_684_800;
 
@@ -146,6 +150,8 @@ pub enum InvalidVisit {
     UserId(i64),
     #[error("activityId is empty")]
     EmptyActivityId,
+    #[error("activityId is {0} bytes long, over the {MAX_ACTIVITY_ID_BYTES} szb-sync stores")]
+    LongActivityId(usize),
     #[error("duration {0} minutes is out of range 0..={MAX_DURATION_MINUTES}")]
     Duration(i64),
     #[error("lastOnlineAt {last_online_at} is before visitAt {visit_at}")]
@@ -196,6 +202,9 @@ impl Visit {
         }
         if activity_id.trim().is_empty() {
             return Err(InvalidVisit::EmptyActivityId);
+        }
+        if activity_id.len() > MAX_ACTIVITY_ID_BYTES {
+            return Err(InvalidVisit::LongActivityId(activity_id.len()));
         }
         if !(0..=MAX_DURATION_MINUTES).contains(&duration_minutes) {
             return Err(InvalidVisit::Duration(duration_minutes));
@@ -259,6 +268,12 @@ impl Visit {
     pub fn extra(&self) -> &Map<String, Value> {
         &self.extra
     }
+}
+
+/// `s` as Postgres can store it in `text`: each NUL (which it refuses) becomes U+FFFD, the
+/// replacement character, as in everything szb-sync stores from the platform.
+pub fn storable_text(s: &str) -> String {
+    s.replace('\0', "\u{fffd}")
 }
 
 /// An item of the upstream list that failed validation. It is kept raw with the reason, so
@@ -446,12 +461,16 @@ mod tests {
 
     #[test]
     fn each_broken_rule_is_named() {
-        let cases: [(InvalidVisit, &str); 7] = [
+        let cases: [(InvalidVisit, &str); 8] = [
             (refused(|p| p.agent_id = 0), "agentId 0"),
             (refused(|p| p.user_id = -3), "userId -3"),
             (
                 refused(|p| p.activity_id = "  ".into()),
                 "activityId is empty",
+            ),
+            (
+                refused(|p| p.activity_id = "7".repeat(MAX_ACTIVITY_ID_BYTES + 1)),
+                "activityId is 513 bytes long",
             ),
             (refused(|p| p.duration_minutes = -1), "duration -1 minutes"),
             (

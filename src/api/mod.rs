@@ -11,6 +11,7 @@ mod body;
 mod budget;
 pub mod concurrency;
 mod error;
+mod repair;
 mod wire;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -53,6 +54,9 @@ pub struct FetchedPage {
     pub local_now: DateTime<Utc>,
     /// Requests this page cost, retries included.
     pub attempts: u32,
+    /// Strings (and numbers) in the body repaired so they can be stored (NUL, lone surrogates,
+    /// invalid UTF-8, numbers past a double: see README "Rejects").
+    pub strings_cleaned: u64,
 }
 
 /// The client for the visits endpoint. Cheap to clone; clones share the request budgets.
@@ -247,7 +251,7 @@ impl ApiClient {
         }
         // Items are checked against the platform's own clock (a visit from its future is
         // refused); what is settled is judged on the sane one below.
-        let (total, entries) =
+        let page =
             wire::decode_page(&body.bytes, pair, window, server_date.unwrap_or(local_now))?;
         drop(body);
         let server_date = server_date.map(|date| {
@@ -258,11 +262,12 @@ impl ApiClient {
                     skew_seconds: skew.num_seconds(),
                 });
             }
-            sane_upstream_now(date, local_now, &entries)
+            sane_upstream_now(date, local_now, &page.entries)
         });
         Ok(FetchedPage {
-            total,
-            entries,
+            total: page.total,
+            entries: page.entries,
+            strings_cleaned: page.cleaned,
             server_date,
             local_now,
             attempts: 1,

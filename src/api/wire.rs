@@ -133,7 +133,18 @@ impl<'a> ActivityCache<'a> {
         }
         let a: WireActivity = typed(raw.get(), "activity")?;
         let extra = unknown_fields(raw.get(), ACTIVITY_FIELDS)?;
-        let a = Arc::new(activity(a, extra)?);
+        let a = activity(a, extra)?;
+        let texts = [&a.name, &a.status, &a.push_domain, &a.pull_domain];
+        if a.id.contains('\0')
+            || texts
+                .iter()
+                .any(|t| t.as_ref().is_some_and(|t| t.contains('\0')))
+            || holds_nul(&a.extra)
+        {
+            // Only the usual page's single pass meets one: the page is then repaired.
+            return Err("activity holds a NUL".to_owned());
+        }
+        let a = Arc::new(a);
         self.by_raw.insert(raw.get(), Arc::clone(&a));
         Ok(a)
     }
@@ -206,17 +217,35 @@ fn unknown_fields(json: &str, known: &[&str]) -> Result<Map<String, Value>, Stri
         .collect()
 }
 
+/// A page decoded: the list's total, its entries, and how many strings (and numbers) in it had
+/// to be repaired to be stored ([`super::repair`]).
+#[derive(Debug)]
+pub(super) struct Decoded {
+    pub total: i64,
+    pub entries: Vec<Entry>,
+    pub cleaned: u64,
+}
+
 /// Decodes and checks a whole page; items that fail validation become rejects.
 pub(super) fn decode_page(
     body: &[u8],
     pair: &PairKey,
     window: &Window,
     now: DateTime<Utc>,
-) -> Result<(i64, Vec<Entry>), ApiError> {
+) -> Result<Decoded, ApiError> {
     let mut activities = ActivityCache::default();
-    let (pager, entries) = match decode_fast(body, pair, now, &mut activities) {
-        Some(decoded) => decoded,
-        None => decode_each(body, pair, now, &mut activities)?,
+    let fast = decode_fast(body, pair, now, &mut activities);
+    // Anything the usual page cannot be is judged on the repaired body, item by item.
+    let (repaired_body, cleaned);
+    let (pager, entries) = match fast {
+        Some(decoded) => {
+            cleaned = 0;
+            decoded
+        }
+        None => {
+            (repaired_body, cleaned) = super::repair::repair(body);
+            decode_each(&repaired_body, pair, now, &mut ActivityCache::default())?
+        }
     };
     let n = entries.len() as i64;
     let asked = i64::from(window.page_size);
@@ -252,7 +281,11 @@ pub(super) fn decode_page(
     if let Some(p) = problem {
         return Err(ApiError::Inconsistent(p));
     }
-    Ok((pager.total, entries))
+    Ok(Decoded {
+        total: pager.total,
+        entries,
+        cleaned,
+    })
 }
 
 /// The usual page in one pass, or `None` when anything in it is not a valid visit (the page is
@@ -357,6 +390,10 @@ fn check<'a>(
 ) -> Result<(Visit, Option<Arc<Activity>>), String> {
     let visit_at = time(&wire.visit_at).map_err(|e| format!("visitAt: {e}"))?;
     let last_online_at = time(&wire.last_online_at).map_err(|e| format!("lastOnlineAt: {e}"))?;
+    if wire.activity_id.contains('\0') || holds_nul(&wire.extra) {
+        // Only the usual page's single pass meets one: the page is then repaired.
+        return Err("the item holds a NUL".to_owned());
+    }
     if wire.user_id != pair.user_id {
         return Err(format!(
             "userId {} differs from the requested user {}",
@@ -416,6 +453,19 @@ fn activity(a: WireActivity, extra: Map<String, Value>) -> Result<Activity, Stri
         pull_domain: a.pull_domain,
         extra,
     })
+}
+
+/// Whether a key or string anywhere in `map` holds a NUL, which Postgres cannot store.
+fn holds_nul(map: &Map<String, Value>) -> bool {
+    fn value(v: &Value) -> bool {
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(a) => a.iter().any(value),
+            Value::Object(m) => holds_nul(m),
+            _ => false,
+        }
+    }
+    map.iter().any(|(k, v)| k.contains('\0') || value(v))
 }
 
 fn time(s: &str) -> Result<DateTime<Utc>, String> {
@@ -503,7 +553,7 @@ mod tests {
 
     #[test]
     fn the_docs_sample_decodes_exactly() {
-        let (total, entries) =
+        let Decoded { total, entries, .. } =
             decode_page(SAMPLE.as_bytes(), &pair(), &window(), Utc::now()).unwrap();
         assert_eq!(total, 2);
         let Entry::Visit { visit, activity } = &entries[1] else {
@@ -555,9 +605,9 @@ mod tests {
     fn one_item(item: Value) -> Entry {
         let body =
             serde_json::json!({"pager": {"page": 1, "pageSize": 10, "total": 1}, "items": [item]});
-        let (_, mut entries) =
+        let mut page =
             decode_page(body.to_string().as_bytes(), &pair(), &window(), Utc::now()).unwrap();
-        entries.remove(0)
+        page.entries.remove(0)
     }
 
     fn sample_item() -> Value {

@@ -162,7 +162,8 @@ impl Engine {
                         })
                         .await?;
                     tracing::debug!(pair = %pair.key, write_ms = started.elapsed().as_millis() as u64, "page written");
-                    self.written(pair, &mut totals, &written, entries.len(), false);
+                    let cleaned = page.strings_cleaned;
+                    self.written(pair, &mut totals, &written, cleaned, entries.len(), false);
                 }
                 for set_aside in stale.drain(..) {
                     let Some(page) = set_aside.task.wait(shutdown).await else {
@@ -182,7 +183,8 @@ impl Engine {
                             set_aside: true,
                         })
                         .await?;
-                    self.written(pair, &mut totals, &written, 0, true);
+                    let cleaned = page.strings_cleaned;
+                    self.written(pair, &mut totals, &written, cleaned, 0, true);
                 }
                 if let Some(err) = decision.give_up {
                     return Err(err.into());
@@ -199,12 +201,14 @@ impl Engine {
         Walked { totals, ended }
     }
 
-    /// Counts a committed page in the run's totals, and tells the feed.
+    /// Counts a committed page in the run's totals (with the strings its decoding cleaned),
+    /// and tells the feed.
     fn written(
         &self,
         pair: &Pair,
         totals: &mut RunTotals,
         written: &PageWritten,
+        strings_cleaned: u64,
         read: usize,
         set_aside: bool,
     ) {
@@ -212,6 +216,7 @@ impl Engine {
         totals.visits_updated += written.visits_updated;
         totals.activities_written += written.activities_written;
         totals.rejects += written.rejects;
+        totals.strings_cleaned += strings_cleaned;
         self.feed.emit(Event::PageWritten {
             pair: &pair.key,
             counts: Counts {
@@ -221,6 +226,7 @@ impl Engine {
                 visits_updated: written.visits_updated,
                 activities_written: written.activities_written,
                 rejects: written.rejects,
+                strings_cleaned,
             },
             read: read as u64,
             set_aside,

@@ -40,7 +40,7 @@ impl World {
             .flat_map(|u| u.entries.iter_mut())
             .filter_map(|e| match e {
                 Entry::Visit(v) => Some(v),
-                Entry::Raw { .. } => None,
+                Entry::Raw { .. } | Entry::RawBytes { .. } => None,
             })
     }
 

@@ -186,7 +186,7 @@ impl World {
                 total,
             },
             item_count: items.len(),
-            items_json: serde_json::to_string(&items).expect("wire items serialize"),
+            items_json: items_json(&items),
         })
     }
 }
@@ -293,7 +293,7 @@ fn parse_order(value: Option<&str>) -> Result<bool, String> {
 struct PageOut {
     pager: WirePager,
     item_count: usize,
-    items_json: String,
+    items_json: Vec<u8>,
 }
 
 impl PageOut {
@@ -310,7 +310,9 @@ impl PageOut {
             };
         }
         let pager = serde_json::to_string(&self.pager).expect("pager serializes");
-        let mut body = format!(r#"{{"pager":{pager},"items":{}}}"#, self.items_json).into_bytes();
+        let mut body = format!(r#"{{"pager":{pager},"items":"#).into_bytes();
+        body.extend_from_slice(&self.items_json);
+        body.push(b'}');
         match fault {
             Some(Fault::Truncated) => body.truncate(body.len() / 2),
             Some(Fault::Huge(min_len)) if body.len() < *min_len => {
@@ -341,12 +343,32 @@ struct WirePager {
 enum WireItem<'a> {
     Visit(Box<WireVisit<'a>>),
     Raw(&'a Value),
+    /// Spliced in by [`items_json`], never serialized.
+    #[serde(skip)]
+    Bytes(&'a [u8]),
+}
+
+/// The `items` array: each item serialized, raw bytes spliced in as they are.
+fn items_json(items: &[WireItem<'_>]) -> Vec<u8> {
+    let mut out = vec![b'['];
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        match item {
+            WireItem::Bytes(bytes) => out.extend_from_slice(bytes),
+            item => serde_json::to_writer(&mut out, item).expect("wire items serialize"),
+        }
+    }
+    out.push(b']');
+    out
 }
 
 impl<'a> WireItem<'a> {
     fn new(entry: &'a Entry, activities: &'a BTreeMap<String, TruthActivity>) -> Self {
         match entry {
             Entry::Raw { item, .. } => WireItem::Raw(item),
+            Entry::RawBytes { bytes, .. } => WireItem::Bytes(bytes),
             Entry::Visit(v) => WireItem::Visit(Box::new(WireVisit {
                 activity: activities
                     .get(&v.activity_id)

@@ -95,6 +95,8 @@ impl Simulator {
         fn delete_activity(activity_id: &str);
         fn purge_oldest(agent_id: i64, user_id: i64, k: usize);
         fn insert_raw_item(agent_id: i64, user_id: i64, sort_at: DateTime<Utc>, item: Value);
+        fn insert_raw_bytes(agent_id: i64, user_id: i64, sort_at: DateTime<Utc>, bytes: Vec<u8>);
+        fn rename_activity(activity_id: &str, name: &str);
         fn set_clock_skew(skew: Duration);
         fn now() -> DateTime<Utc>;
         fn push_fault(fault: Fault);

@@ -158,14 +158,23 @@ pub(super) type BeforeRequest = Box<dyn FnMut(&mut World, &RequestInfo) + Send>;
 /// A position of a user's list: a real visit, or a hostile item served verbatim.
 pub(super) enum Entry {
     Visit(TruthVisit),
-    Raw { sort_at: DateTime<Utc>, item: Value },
+    Raw {
+        sort_at: DateTime<Utc>,
+        item: Value,
+    },
+    /// Bytes spliced into the body as they are, for what a `Value` cannot hold (lone surrogate
+    /// escapes, raw control characters, invalid UTF-8).
+    RawBytes {
+        sort_at: DateTime<Utc>,
+        bytes: Vec<u8>,
+    },
 }
 
 impl Entry {
     pub(super) fn sort_at(&self) -> DateTime<Utc> {
         match self {
             Entry::Visit(v) => v.visit_at,
-            Entry::Raw { sort_at, .. } => *sort_at,
+            Entry::Raw { sort_at, .. } | Entry::RawBytes { sort_at, .. } => *sort_at,
         }
     }
 
@@ -180,6 +189,7 @@ impl Entry {
                 Some(Value::Number(n)) => n.to_string() == wanted,
                 _ => false,
             },
+            Entry::RawBytes { .. } => false,
         }
     }
 }
@@ -476,7 +486,7 @@ impl World {
         user.purged
             .extend(purged.into_iter().filter_map(|e| match e {
                 Entry::Visit(v) => Some(v),
-                Entry::Raw { .. } => None,
+                Entry::Raw { .. } | Entry::RawBytes { .. } => None,
             }));
     }
 
@@ -499,6 +509,29 @@ impl World {
             Some(h) => self.hostile.insert((agent_id, user_id), h),
             None => self.hostile.remove(&(agent_id, user_id)),
         };
+    }
+
+    /// Like [`World::insert_raw_item`], for an item a `Value` cannot hold: `bytes` are spliced
+    /// into the body's `items` as they are (an activity filter never lists it).
+    pub fn insert_raw_bytes(
+        &mut self,
+        agent_id: i64,
+        user_id: i64,
+        sort_at: DateTime<Utc>,
+        bytes: Vec<u8>,
+    ) {
+        self.insert_entry(agent_id, user_id, Entry::RawBytes { sort_at, bytes });
+    }
+
+    /// Renames an activity in place (its `updatedAt` moves): any string, NUL included.
+    pub fn rename_activity(&mut self, activity_id: &str, name: &str) {
+        let now = self.now().trunc_subsecs(3);
+        let activity = self
+            .activities
+            .get_mut(activity_id)
+            .unwrap_or_else(|| panic!("unknown activity {activity_id}"));
+        activity.name = name.to_owned();
+        activity.updated_at = now;
     }
 
     /// Queues a fault for the next visits request that has none yet (FIFO, one per request).
@@ -547,7 +580,7 @@ impl World {
                     .iter()
                     .filter_map(|e| match e {
                         Entry::Visit(v) => Some(v.clone()),
-                        Entry::Raw { .. } => None,
+                        Entry::Raw { .. } | Entry::RawBytes { .. } => None,
                     })
                     .collect()
             })

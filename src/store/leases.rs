@@ -447,20 +447,22 @@ impl Coordinator {
                          SELECT * FROM UNNEST($2::int8[], $3::int8[], $4::text[], $5::text[],
                                 $6::int4[], $7::int4[], $8::int4[], $9::int4[], $10::int4[],
                                 $11::int4[], $12::int8[], $13::int8[], $14::jsonb[], $15::text[],
-                                $16::bool[], $17::bool[], $18::timestamptz[], $19::bool[])
+                                $16::bool[], $17::bool[], $18::timestamptz[], $19::bool[],
+                                $27::int4[])
                              AS f (agent_id, user_id, activity_filter, outcome, requests, pages,
                                    visits_inserted, visits_updated, activities_written, rejects,
                                    mark_before, mark_after, recoveries, error, refused, notable,
-                                   started_at, locked)),
+                                   started_at, locked, strings_cleaned)),
                      runs AS (
                          INSERT INTO sync_runs (agent_id, user_id, activity_filter, started_at,
                                 finished_at, outcome, requests, pages, visits_inserted,
                                 visits_updated, activities_written, rejects, mark_before,
-                                mark_after, recoveries, error)
+                                mark_after, recoveries, error, strings_cleaned)
                          SELECT agent_id, user_id, activity_filter, started_at, now(), outcome,
                                 requests, pages, visits_inserted, visits_updated,
                                 activities_written, rejects, mark_before, mark_after,
-                                ARRAY(SELECT jsonb_array_elements_text(recoveries)), error
+                                ARRAY(SELECT jsonb_array_elements_text(recoveries)), error,
+                                strings_cleaned
                            FROM f WHERE notable),
                      state AS (
                          UPDATE sync_state s SET lease_owner = NULL, lease_expires_at = NULL,
@@ -510,7 +512,12 @@ impl Coordinator {
                 .bind(runs.iter().map(|r| r.mark_before).collect::<Vec<_>>())
                 .bind(runs.iter().map(|r| r.mark_after).collect::<Vec<_>>())
                 .bind(&recoveries)
-                .bind(runs.iter().map(|r| r.error.clone()).collect::<Vec<_>>())
+                // An error may quote the platform's body: Postgres cannot store a NUL in text.
+                .bind(
+                    runs.iter()
+                        .map(|r| r.error.as_deref().map(crate::domain::storable_text))
+                        .collect::<Vec<_>>(),
+                )
                 .bind(runs.iter().map(|r| r.refused).collect::<Vec<_>>())
                 .bind(runs.iter().map(FinishedRun::notable).collect::<Vec<_>>())
                 .bind(runs.iter().map(|r| r.started_at).collect::<Vec<_>>())
@@ -522,6 +529,7 @@ impl Coordinator {
                 .bind(i32::try_from(due.backoff.after_failures).unwrap_or(i32::MAX))
                 .bind(due.next_due)
                 .bind(RunOutcome::Interrupted.as_str())
+                .bind(col_i32(|r| r.totals.strings_cleaned))
                 .fetch_one(&mut *conn)
                 .await
                 .map(|row| row.get::<i64, _>("kept"))

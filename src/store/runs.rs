@@ -13,6 +13,8 @@ pub struct RunTotals {
     pub visits_updated: u64,
     pub activities_written: u64,
     pub rejects: u64,
+    /// Strings (and numbers) repaired in the pages written so they could be stored.
+    pub strings_cleaned: u64,
 }
 
 impl RunTotals {
@@ -25,6 +27,7 @@ impl RunTotals {
             visits_updated: self.visits_updated,
             activities_written: self.activities_written,
             rejects: self.rejects,
+            strings_cleaned: self.strings_cleaned,
         }
     }
 
@@ -35,6 +38,7 @@ impl RunTotals {
         self.visits_updated += other.visits_updated;
         self.activities_written += other.activities_written;
         self.rejects += other.rejects;
+        self.strings_cleaned += other.strings_cleaned;
     }
 }
 

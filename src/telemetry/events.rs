@@ -31,6 +31,8 @@ pub struct Counts {
     pub visits_updated: u64,
     pub activities_written: u64,
     pub rejects: u64,
+    /// Strings (and numbers) repaired in the pages written so they could be stored.
+    pub strings_cleaned: u64,
 }
 
 impl Counts {

@@ -185,6 +185,7 @@ impl Observer for Live {
                         view.counts.visits_updated += counts.visits_updated;
                         view.counts.activities_written += counts.activities_written;
                         view.counts.rejects += counts.rejects;
+                        view.counts.strings_cleaned += counts.strings_cleaned;
                         if let Some(n) = left.get_mut(pair) {
                             let done = read.min(*n);
                             *n -= done;

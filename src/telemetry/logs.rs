@@ -85,6 +85,7 @@ impl Observer for LogLines {
                             updated = counts.visits_updated,
                             activities = counts.activities_written,
                             rejects = counts.rejects,
+                            strings_cleaned = counts.strings_cleaned,
                             settled,
                             recoveries = recoveries.len(),
                             recovery = recoveries.first().map(String::as_str),
@@ -123,6 +124,7 @@ impl Observer for LogLines {
                             updated = counts.visits_updated,
                             activities = counts.activities_written,
                             rejects = counts.rejects,
+                            strings_cleaned = counts.strings_cleaned,
                             error,
                             "pass finished"
                         )

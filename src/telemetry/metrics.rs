@@ -26,6 +26,7 @@ pub struct Metrics {
     pages: IntCounterVec,
     visits_written: IntCounterVec,
     rejects: IntCounterVec,
+    strings_cleaned: IntCounterVec,
     pair_runs: IntCounterVec,
     pass_duration: HistogramVec,
     passes: IntCounterVec,
@@ -143,6 +144,13 @@ impl Metrics {
                 "Items the upstream sent that are not valid visits (kept in sync_rejects).",
                 &["agent"],
             ),
+            strings_cleaned: counter(
+                &registry,
+                "szb_strings_cleaned_total",
+                "Strings (and numbers) in pages written that were repaired so Postgres could \
+                 store them: NUL, lone surrogates, invalid UTF-8 became U+FFFD.",
+                &["agent"],
+            ),
             pair_runs: counter(
                 &registry,
                 "szb_pair_runs_total",
@@ -214,6 +222,7 @@ impl Metrics {
                 &self.clock_skew,
                 &self.pages,
                 &self.rejects,
+                &self.strings_cleaned,
             ] {
                 c.with_label_values(&[&agent]);
             }
@@ -300,6 +309,9 @@ impl Observer for Metrics {
                 self.rejects
                     .with_label_values(&[&agent])
                     .inc_by(counts.rejects);
+                self.strings_cleaned
+                    .with_label_values(&[&agent])
+                    .inc_by(counts.strings_cleaned);
             }
             Event::PairFinished { outcome, .. } => {
                 self.pair_runs.with_label_values(&[outcome.as_str()]).inc();

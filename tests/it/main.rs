@@ -12,6 +12,7 @@
 //! - [`upstream_changes`]: open visits, purges, appends, ties, activity changes;
 //! - [`faults`]: a misbehaving upstream, a Postgres that goes away, races, hostile items;
 //! - [`hostile_bodies`]: huge, trickling and hanging answers, a token echoed, a Date far ahead;
+//! - [`hostile_strings`]: strings Postgres cannot store, repaired or rejected, never blocking;
 //! - [`process`]: the real binary as a child process: kills, signals, each subcommand;
 //! - [`leases`]: replicas in one process: leases held, expired, taken over and renewed;
 //! - [`migrations`]: upgrading a database that holds rows the new constraints refuse;
@@ -27,6 +28,7 @@ mod deploy;
 mod faults;
 mod helpers;
 mod hostile_bodies;
+mod hostile_strings;
 mod http;
 mod leases;
 mod migrations;
