@@ -63,8 +63,8 @@ struct Partitioned {
 }
 
 /// Starts the daemon through the proxy, every second, with `statement_timeout`, and returns
-/// once the network was partitioned at the fifth request (a few pages into the first pass).
-async fn start_and_partition(statement_timeout: Duration) -> Partitioned {
+/// once the network was partitioned at request `cut_at` (a few pages into the first pass).
+async fn start_and_partition(statement_timeout: Duration, cut_at: u64) -> Partitioned {
     let sim = sim_with(SEED, &USERS.map(|u| (u, VISITS_PER_USER)));
     let db = TestDb::new().await;
     let server = sim.spawn().await.unwrap();
@@ -89,7 +89,7 @@ async fn start_and_partition(statement_timeout: Duration) -> Partitioned {
     let cut = Arc::new(tokio::sync::Notify::new());
     let (p, c) = (proxy.clone(), cut.clone());
     sim.set_before_request(move |_, req| {
-        if req.request_no == 5 {
+        if req.request_no == cut_at {
             p.partition();
             c.notify_one();
         }
@@ -98,7 +98,7 @@ async fn start_and_partition(statement_timeout: Duration) -> Partitioned {
     let daemon = tokio::spawn(app.run(shutdown.clone(), None));
     tokio::time::timeout(Duration::from_secs(60), cut.notified())
         .await
-        .expect("the fifth request came");
+        .expect("the request to cut at came");
     Partitioned {
         db,
         sim,
@@ -127,7 +127,7 @@ async fn partition_mid_pass(
         failures,
         daemon,
         shutdown,
-    } = start_and_partition(statement_timeout).await;
+    } = start_and_partition(statement_timeout, 5).await;
     // The partition's length is the scenario, not a proof.
     tokio::time::sleep(partition).await;
     let before_heal = proxy.accepted();
@@ -254,7 +254,7 @@ async fn shutdown_during_a_partition_ends_within_the_grace_period() {
     // The default statement timeout: only the grace bounds the wait.
     let Partitioned {
         daemon, shutdown, ..
-    } = start_and_partition(Duration::from_secs(60)).await;
+    } = start_and_partition(Duration::from_secs(60), 12).await;
 
     let asked = Instant::now();
     shutdown.cancel();
