@@ -23,6 +23,12 @@ use crate::telemetry::Telemetry;
 /// Page sizes below this may not line up around tie groups (see the README's limits).
 const SMALL_PAGE_SIZE: u32 = 50;
 
+/// After shutdown is asked for, the database gets this long to answer what is in flight (the
+/// page being written commits, finished runs are recorded); then szb-sync gives those up and
+/// exits, even in a network partition. Well below systemd's `TimeoutStopSec=30s` and
+/// Kubernetes's default grace of 30 s.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
 /// Why the app could not be built or run.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -63,11 +69,7 @@ impl App {
                  requests, not correctness)"
             );
         }
-        let store = Store::connect_lazy_in(
-            &settings.database.url,
-            &settings.database.schema,
-            settings.pool_size(),
-        )?;
+        let store = Store::from_settings(&settings.database, settings.pool_size())?;
         let telemetry = Telemetry::new();
         let pairs = settings.pairs()?;
         telemetry
@@ -136,14 +138,28 @@ impl App {
 
     /// One pass over these pairs, some of the configured ones (`szb-sync sync --only`).
     pub async fn sync_pairs(&self, pairs: &[Pair], shutdown: &CancellationToken) -> SyncReport {
+        let _stopping = self.stop_store_on(shutdown);
         self.engine.sync_all(pairs, shutdown).await
+    }
+
+    /// Once `shutdown` fires, the store's operations get [`STOP_GRACE`] to end.
+    fn stop_store_on(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> tokio_util::task::AbortOnDropHandle<()> {
+        let (store, shutdown) = (self.store.clone(), shutdown.clone());
+        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+            shutdown.cancelled().await;
+            store.stop_within(STOP_GRACE);
+        }))
     }
 
     /// Gives up this app's locks and leases' liveness at once (they also go when the process
     /// exits), then closes the pool.
     pub async fn close(&self) {
         self.engine.close().await;
-        self.store.close().await;
+        // Connections coming back are pinged within the deadline; this bounds the rest.
+        let _ = tokio::time::timeout(STOP_GRACE, self.store.close()).await;
     }
 
     /// One pass over the configured pairs that are due now, as the daemon makes it: pairs
@@ -155,6 +171,7 @@ impl App {
             next_due: None,
             wait_for_others: false,
         };
+        let _stopping = self.stop_store_on(shutdown);
         self.engine.sync_due(&self.pairs, plan, shutdown).await
     }
 
@@ -177,6 +194,7 @@ impl App {
         shutdown: CancellationToken,
         reloads: Option<mpsc::Receiver<Settings>>,
     ) -> Result<(), AppError> {
+        let _stopping = self.stop_store_on(&shutdown);
         let (targets, pairs) = watch::channel(Arc::new(self.pairs.clone()));
         let listener = match (self.http_listener.take(), self.settings.http.listen) {
             (Some(listener), _) => Some(listener),

@@ -135,6 +135,8 @@ fn is_string_key(key: &str) -> bool {
         key,
         "database.url"
             | "database.schema"
+            | "database.statement_timeout"
+            | "database.synchronous_commit"
             | "api.base_url"
             | "api.token"
             | "api.token_file"

@@ -94,6 +94,8 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 pub const MAX_KEEP_RUNS: Duration = Duration::from_secs(100 * 31_557_600);
 /// The most `api.max_body_bytes` accepted.
 pub const MAX_BODY_BYTES: u64 = 1024 * 1024 * 1024;
+/// The values Postgres accepts for `synchronous_commit` (its documentation, "Write Ahead Log").
+pub const SYNCHRONOUS_COMMIT: [&str; 5] = ["on", "off", "local", "remote_write", "remote_apply"];
 
 /// Everything the daemon can be told. Build it with [`Settings::load`] (or [`Settings::load_from`]
 /// in tests); [`Settings::default`] gives the documented defaults.
@@ -124,6 +126,12 @@ pub struct DatabaseSettings {
     /// The Postgres schema of szb-sync's tables and views (created if missing); every pooled
     /// connection has it as its `search_path`. A plain identifier, see [`check_schema`].
     pub schema: String,
+    /// Postgres ends a statement of szb-sync's after this long (`statement_timeout`), and
+    /// szb-sync gives up on an answer a little later (see `store::deadline`). 1s..=1h.
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
+    /// `synchronous_commit` for szb-sync's connections; `None` follows the server's setting.
+    pub synchronous_commit: Option<String>,
 }
 
 /// `[api]`: the upstream, shangzhibo.tv.
@@ -338,6 +346,8 @@ impl Default for DatabaseSettings {
             url: Secret::new("postgres://root@127.0.0.1:5432/szb"),
             max_connections: 8,
             schema: "public".to_owned(),
+            statement_timeout: Duration::from_secs(60),
+            synchronous_commit: None,
         }
     }
 }
@@ -504,6 +514,21 @@ impl Settings {
         }
         if let Err(msg) = check_schema(&db.schema) {
             problem(msg);
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&db.statement_timeout) {
+            problem(format!(
+                "database.statement_timeout must be between 1s and 1h, got {}",
+                humantime::format_duration(db.statement_timeout)
+            ));
+        }
+        if let Some(value) = &db.synchronous_commit
+            && !SYNCHRONOUS_COMMIT.contains(&value.as_str())
+        {
+            problem(format!(
+                "database.synchronous_commit must be one of {} (remove the key to follow the \
+                 server), got {value:?}",
+                SYNCHRONOUS_COMMIT.join(", ")
+            ));
         }
 
         let api = &self.api;
@@ -768,6 +793,16 @@ impl Settings {
             "database.max_connections",
             self.database.max_connections.to_string(),
             next.database.max_connections.to_string(),
+        );
+        check(
+            "database.statement_timeout",
+            format!("{:?}", self.database.statement_timeout),
+            format!("{:?}", next.database.statement_timeout),
+        );
+        check(
+            "database.synchronous_commit",
+            format!("{:?}", self.database.synchronous_commit),
+            format!("{:?}", next.database.synchronous_commit),
         );
         let api = |a: &ApiSettings| {
             format!(
@@ -1039,6 +1074,32 @@ mod tests {
         assert_eq!(s.sync.keep_runs, Duration::from_secs(30 * 86_400));
         assert!(s.targets.is_empty());
         assert!(Settings::default().validate().is_ok());
+    }
+
+    #[test]
+    fn statement_timeout_and_synchronous_commit_default_to_60s_and_the_servers_and_are_checked() {
+        let s = load("").unwrap();
+        assert_eq!(s.database.statement_timeout, Duration::from_secs(60));
+        assert_eq!(s.database.synchronous_commit, None);
+        let set = Settings::load_from(
+            Some("[database]\nstatement_timeout = \"5m\"\n"),
+            &[("SZB_DATABASE__SYNCHRONOUS_COMMIT", "off")],
+        )
+        .unwrap();
+        assert_eq!(set.database.statement_timeout, Duration::from_secs(300));
+        assert_eq!(set.database.synchronous_commit.as_deref(), Some("off"));
+        for bad in ["0s", "500ms", "2h"] {
+            let msg = error(&format!("[database]\nstatement_timeout = {bad:?}\n"));
+            assert!(
+                msg.contains("database.statement_timeout must be between 1s and 1h"),
+                "{bad}: {msg}"
+            );
+        }
+        let msg = error("[database]\nsynchronous_commit = \"sometimes\"\n");
+        assert!(
+            msg.contains("database.synchronous_commit must be one of on, off, local"),
+            "{msg}"
+        );
     }
 
     #[test]

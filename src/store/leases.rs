@@ -148,30 +148,38 @@ impl Coordinator {
     /// when needed. A connection that failed is dropped, so the next call opens a new one.
     async fn with_conn<T>(
         &self,
+        context: &'static str,
         f: impl AsyncFnOnce(&mut PgConnection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut guard = self.conn.lock().await;
+        let deadline = &self.store.deadline;
         if guard.is_none() {
-            let mut conn = PgConnection::connect_with(&self.store.options)
-                .await
-                .map_err(|error| StoreError::Connect {
-                    url: self.store.url.clone(),
-                    error,
-                })?;
-            let alive: bool = sqlx::query_scalar(
-                "SELECT pg_try_advisory_lock(hashtextextended('szb-sync-owner:' || $1, 0))",
-            )
-            .bind(&*self.owner)
-            .fetch_one(&mut conn)
-            .await
-            .map_err(query_err("taking the process's liveness lock"))?;
-            // Every statement here looks pairs up by key. Planned once with the statistics of
-            // a small, young table, a cached plan would scan all of sync_state per claim as it
-            // grows (measured: a first sync of 100,000 pairs took twice as long).
-            sqlx::raw_sql("SET plan_cache_mode = force_custom_plan; SET enable_seqscan = off")
-                .execute(&mut conn)
-                .await
-                .map_err(query_err("setting up the coordinator's connection"))?;
+            let mut conn = self
+                .store
+                .open("opening the coordinator's connection")
+                .await?;
+            let alive: bool = deadline
+                .within("taking the process's liveness lock", async {
+                    let alive = sqlx::query_scalar(
+                        "SELECT pg_try_advisory_lock(hashtextextended('szb-sync-owner:' || $1, 0))",
+                    )
+                    .bind(&*self.owner)
+                    .fetch_one(&mut conn)
+                    .await
+                    .map_err(query_err("taking the process's liveness lock"))?;
+                    // Every statement here looks pairs up by key. Planned once with the
+                    // statistics of a small, young table, a cached plan would scan all of
+                    // sync_state per claim as it grows (measured: a first sync of 100,000 pairs
+                    // took twice as long).
+                    sqlx::raw_sql(
+                        "SET plan_cache_mode = force_custom_plan; SET enable_seqscan = off",
+                    )
+                    .execute(&mut conn)
+                    .await
+                    .map_err(query_err("setting up the coordinator's connection"))?;
+                    Ok(alive)
+                })
+                .await?;
             if !alive {
                 return Err(StoreError::OwnerTaken {
                     owner: self.owner.to_string(),
@@ -180,7 +188,7 @@ impl Coordinator {
             *guard = Some(conn);
         }
         let conn = guard.as_mut().expect("opened above");
-        let result = f(conn).await;
+        let result = deadline.within(context, f(conn)).await;
         if let Err(e) = &result
             && e.is_connection()
         {
@@ -205,7 +213,7 @@ impl Coordinator {
         let owner = &*self.owner;
         let lease = self.lease.as_secs_f64();
         let rows = self
-            .with_conn(async |conn| {
+            .with_conn("claiming pairs", async |conn| {
                 sqlx::query(
                     "INSERT INTO sync_state (agent_id, user_id, activity_filter)
                      SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[])
@@ -305,7 +313,7 @@ impl Coordinator {
     pub async fn survey(&self, pairs: &[&PairKey], plan: &ClaimPlan) -> Result<Survey, StoreError> {
         let owner = &*self.owner;
         let row = self
-            .with_conn(async |conn| {
+            .with_conn("counting the due pairs left", async |conn| {
                 sqlx::query(concat!(
                     "WITH ",
                     live_owners!(),
@@ -364,7 +372,7 @@ impl Coordinator {
         }
         let owner = &*self.owner;
         let lease = self.lease.as_secs_f64();
-        self.with_conn(async |conn| {
+        self.with_conn("renewing leases", async |conn| {
             sqlx::query(
                 "UPDATE sync_state s SET lease_expires_at = now() + make_interval(secs => $2)
                    FROM UNNEST($3::int8[], $4::int8[], $5::text[]) AS p (agent_id, user_id, activity_filter)
@@ -392,7 +400,7 @@ impl Coordinator {
             return Ok(());
         }
         let owner = &*self.owner;
-        self.with_conn(async |conn| {
+        self.with_conn("releasing unwalked pairs", async |conn| {
             sqlx::query(concat!(
                 "WITH p AS (SELECT * FROM UNNEST($2::int8[], $3::int8[], $4::text[], $5::bool[])
                              AS p (agent_id, user_id, activity_filter, locked)),
@@ -441,7 +449,7 @@ impl Coordinator {
             runs.iter().map(|r| clamp_i32(f(r))).collect()
         };
         let n: i64 = self
-            .with_conn(async |conn| {
+            .with_conn("recording finished runs", async |conn| {
                 sqlx::query(concat!(
                     "WITH f AS (
                          SELECT * FROM UNNEST($2::int8[], $3::int8[], $4::text[], $5::text[],
@@ -542,7 +550,7 @@ impl Coordinator {
     /// Closes the connection: the liveness lock and any pair locks go with it.
     pub async fn close(&self) {
         if let Some(conn) = self.conn.lock().await.take() {
-            let _ = conn.close().await;
+            let _ = tokio::time::timeout(self.store.deadline.ping(), conn.close()).await;
         }
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! - this file: the pool, connecting (with a reason when it fails), creating the database,
 //!   migrations, and the store's error type;
+//! - [`deadline`]: answers within a deadline, so a partition or a failover never hangs a pass;
 //! - [`leases`]: claiming pairs, renewing and releasing their leases, recording finished runs;
 //! - [`session`]: one walk of a leased pair, a pair's advisory lock, and `resync`'s forgetting;
 //! - [`pages`]: one transaction per page: visits, activities, rejects and the mark;
@@ -65,6 +66,7 @@ macro_rules! lease_free {
 }
 
 mod board;
+mod deadline;
 mod leases;
 mod pages;
 mod passes;
@@ -75,12 +77,13 @@ mod session;
 mod status;
 
 use sqlx::migrate::MigrateDatabase;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgPool, Postgres};
 
 use crate::secret::{Secret, redact_url};
 
 pub use board::{PairCounts, PairPage, PairQuery, PairRow, PassRow, Totals};
+pub use deadline::Deadline;
 pub use leases::{ClaimPlan, Claimed, Coordinator, DueAfter, FinishedRun, Survey, new_owner_id};
 pub use pages::{PageWrite, PageWritten};
 pub use passes::PassTotals;
@@ -122,6 +125,29 @@ pub enum StoreError {
     OwnerTaken { owner: String },
     #[error("stored state of {pair} is inconsistent: {detail}")]
     Inconsistent { pair: String, detail: String },
+    /// No answer in time: the network or the server is gone (a partition, a failover), or
+    /// shutdown allowed no more time. The operation was dropped, and its connection with it.
+    #[error("{}", timeout_text(context, *after, *stopping))]
+    Timeout {
+        context: &'static str,
+        after: std::time::Duration,
+        stopping: bool,
+    },
+}
+
+fn timeout_text(context: &str, after: std::time::Duration, stopping: bool) -> String {
+    if stopping {
+        format!(
+            "shutdown: the database had not answered while {context}, and the grace after the \
+             signal is over; the operation was given up (Postgres rolls back its transaction)"
+        )
+    } else {
+        format!(
+            "the database did not answer within {} while {context} (a network partition or a \
+             failover?); the operation was given up and its connection closed",
+            humantime::format_duration(after)
+        )
+    }
 }
 
 impl StoreError {
@@ -151,7 +177,7 @@ impl StoreError {
     /// True when the database itself is away (restart, network), as opposed to a bad query.
     pub fn is_connection(&self) -> bool {
         let source = match self {
-            StoreError::Connect { .. } => return true,
+            StoreError::Connect { .. } | StoreError::Timeout { .. } => return true,
             StoreError::Query { error, .. } => error,
             _ => return false,
         };
@@ -199,6 +225,8 @@ pub struct Store {
     url: String,
     /// `database.schema`: every connection's `search_path`.
     schema: String,
+    /// How long to wait for the database's answers.
+    deadline: Deadline,
 }
 
 impl std::fmt::Debug for Store {
@@ -206,6 +234,7 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store")
             .field("url", &self.url)
             .field("schema", &self.schema)
+            .field("deadline", &self.deadline.answer())
             .field("pool", &self.pool)
             .finish_non_exhaustive()
     }
@@ -226,6 +255,38 @@ impl Store {
         schema: &str,
         max_connections: u32,
     ) -> Result<Self, StoreError> {
+        let defaults = crate::settings::DatabaseSettings::default();
+        Self::connect_lazy_with(
+            url,
+            schema,
+            max_connections,
+            defaults.statement_timeout,
+            None,
+        )
+    }
+
+    /// Connects lazily as `[database]` says: `url`, `schema`, `statement_timeout` and
+    /// `synchronous_commit`, with `max_connections` pooled.
+    pub fn from_settings(
+        database: &crate::settings::DatabaseSettings,
+        max_connections: u32,
+    ) -> Result<Self, StoreError> {
+        Self::connect_lazy_with(
+            &database.url,
+            &database.schema,
+            max_connections,
+            database.statement_timeout,
+            database.synchronous_commit.as_deref(),
+        )
+    }
+
+    fn connect_lazy_with(
+        url: &Secret,
+        schema: &str,
+        max_connections: u32,
+        statement_timeout: std::time::Duration,
+        synchronous_commit: Option<&str>,
+    ) -> Result<Self, StoreError> {
         // sqlx does not know this libpq parameter, and would log its value in a warning.
         let has_key_password = url::Url::parse(url.expose())
             .is_ok_and(|u| u.query_pairs().any(|(k, _)| k == "sslpassword"));
@@ -239,22 +300,24 @@ impl Store {
                 url: redact_url(url.expose()),
                 error,
             })?;
-        // Commits do not wait for their WAL to reach the disk: if Postgres crashes, the last
-        // transactions are lost whole (a page's rows with its mark, a run's row), and the next
-        // sync reads those pages again. Exactness holds; each page saves a flush.
-        let options = options.options([
-            ("synchronous_commit", "off".to_owned()),
-            ("search_path", format!("\"{schema}\"")),
-        ]);
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections.max(2))
-            .acquire_timeout(std::time::Duration::from_secs(10))
+        // `synchronous_commit` follows the server unless `database.synchronous_commit` says
+        // otherwise: durability is the DBA's call (with `off`, a crash of Postgres loses the last
+        // pages whole, rows and mark together, and the next sync reads them again).
+        let options = options
+            .options(deadline::session_options(
+                statement_timeout,
+                synchronous_commit,
+            ))
+            .options([("search_path", format!("\"{schema}\""))]);
+        let deadline = Deadline::new(statement_timeout);
+        let pool = deadline::pool_options(&deadline, max_connections.max(2))
             .connect_lazy_with(options.clone());
         Ok(Store {
             pool,
             options: std::sync::Arc::new(options),
             url: redact_url(url.expose()),
             schema: schema.to_owned(),
+            deadline,
         })
     }
 
@@ -282,14 +345,33 @@ impl Store {
     /// Opens one connection outside the pool: its error says why (refused, unknown host, bad
     /// password, no such database), where the pool would only say it timed out.
     pub async fn reachable(&self) -> Result<(), StoreError> {
-        let conn = sqlx::PgConnection::connect_with(&self.options)
-            .await
-            .map_err(|error| StoreError::Connect {
-                url: self.url.clone(),
-                error,
-            })?;
-        let _ = conn.close().await;
+        let conn = self.open("connecting").await?;
+        let _ = tokio::time::timeout(self.deadline.ping(), conn.close()).await;
         Ok(())
+    }
+
+    /// A connection of its own, outside the pool, opened within the deadline.
+    async fn open(&self, context: &'static str) -> Result<sqlx::PgConnection, StoreError> {
+        self.deadline
+            .within(context, async {
+                sqlx::PgConnection::connect_with(&self.options)
+                    .await
+                    .map_err(|error| StoreError::Connect {
+                        url: self.url.clone(),
+                        error,
+                    })
+            })
+            .await
+    }
+
+    /// How long this store waits for the database's answers.
+    pub fn deadline(&self) -> &Deadline {
+        &self.deadline
+    }
+
+    /// Shutdown was asked for: every operation, those in flight too, ends within `grace`.
+    pub fn stop_within(&self, grace: std::time::Duration) {
+        self.deadline.stop_within(grace);
     }
 
     /// The pool could not hand out a connection: ask the database directly why.
@@ -333,7 +415,17 @@ impl Store {
         // Fails fast, with the reason, when the database is away.
         self.reachable().await?;
         self.create_schema_if_missing().await?;
-        MIGRATOR.run(&self.pool).await?;
+        // On a connection of its own without `statement_timeout` (the later setting wins): a
+        // migration may rewrite or check a large table for longer than any statement of a sync.
+        let options = (*self.options)
+            .clone()
+            .options([("statement_timeout", "0")]);
+        let migrating = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with(options);
+        let migrated = MIGRATOR.run(&migrating).await;
+        migrating.close().await;
+        migrated?;
         Ok(())
     }
 

@@ -54,9 +54,33 @@ impl PairSession {
             let newest = match (copy, self.newest_stored) {
                 (false, _) => None,
                 (true, Some(newest)) => newest,
-                (true, None) => self.newest_stored_visit().await?,
+                (true, None) => {
+                    let deadline = self.deadline.clone();
+                    match deadline
+                        .within(
+                            "reading the newest stored visit",
+                            self.newest_stored_visit(),
+                        )
+                        .await
+                    {
+                        Ok(newest) => newest,
+                        Err(e) => {
+                            if e.is_connection() {
+                                self.drop_conn();
+                            }
+                            return Err(e);
+                        }
+                    }
+                }
             };
-            match self.write_batch(page, &batch, copy.then_some(newest)).await {
+            let deadline = self.deadline.clone();
+            let written = deadline
+                .within(
+                    "writing a page",
+                    self.write_batch(page, &batch, copy.then_some(newest)),
+                )
+                .await;
+            match written {
                 Err(e) if attempt < 4 && e.is_deadlock() => {
                     tracing::debug!(pair = %self.pair, attempt, "page transaction deadlocked; retrying");
                     tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;

@@ -28,16 +28,16 @@ impl Store {
         owner: &str,
         due_by: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<(i64, chrono::DateTime<chrono::Utc>), StoreError> {
-        sqlx::query_as(
+        let opened = sqlx::query_as(
             "INSERT INTO sync_passes (outcome, owner, due_by) VALUES ($1, $2, $3)
              RETURNING id, started_at",
         )
         .bind(RunOutcome::Running.as_str())
         .bind(owner)
         .bind(due_by)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(query_err("opening the pass row"))
+        .fetch_one(&self.pool);
+        let opened = async { opened.await.map_err(query_err("opening the pass row")) };
+        self.deadline.within("opening the pass row", opened).await
     }
 
     /// The database's clock.
@@ -71,7 +71,7 @@ impl Store {
     /// Closes a pass's row with what it did.
     pub async fn finish_pass(&self, id: i64, totals: &PassTotals) -> Result<(), StoreError> {
         let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        sqlx::query(
+        let closed = sqlx::query(
             "UPDATE sync_passes SET finished_at = now(), pairs = $2, requests = $3,
                     visits_written = $4, failures = $5, outcome = $6
               WHERE id = $1",
@@ -82,9 +82,9 @@ impl Store {
         .bind(n(totals.visits_written))
         .bind(i32::try_from(totals.failures).unwrap_or(i32::MAX))
         .bind(totals.outcome.as_str())
-        .execute(&self.pool)
-        .await
-        .map_err(query_err("closing the pass row"))?;
+        .execute(&self.pool);
+        let closed = async { closed.await.map_err(query_err("closing the pass row")) };
+        self.deadline.within("closing the pass row", closed).await?;
         Ok(())
     }
 
@@ -103,12 +103,15 @@ impl Store {
                       ORDER BY started_at LIMIT $2)"
             );
             loop {
-                let deleted = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                let delete = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
                     .bind(cutoff)
                     .bind(PRUNE_BATCH)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(query_err("pruning old history"))?
+                    .execute(&self.pool);
+                let delete = async { delete.await.map_err(query_err("pruning old history")) };
+                let deleted = self
+                    .deadline
+                    .within("pruning old history", delete)
+                    .await?
                     .rows_affected();
                 pruned += deleted;
                 if deleted < PRUNE_BATCH as u64 {

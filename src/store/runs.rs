@@ -64,7 +64,7 @@ impl Store {
         if pairs.is_empty() {
             return Ok(());
         }
-        sqlx::query(
+        let insert = sqlx::query(
             "INSERT INTO sync_runs (agent_id, user_id, activity_filter, finished_at, outcome, error)
              SELECT p.*, now(), $4, $5 FROM UNNEST($1::int8[], $2::int8[], $3::text[]) AS p",
         )
@@ -73,9 +73,11 @@ impl Store {
         .bind(pairs.iter().map(PairKey::filter_str).collect::<Vec<_>>())
         .bind(RunOutcome::Skipped.as_str())
         .bind(reason)
-        .execute(&self.pool)
-        .await
-        .map_err(query_err("recording skipped runs"))?;
+        .execute(&self.pool);
+        let recorded = async { insert.await.map_err(query_err("recording skipped runs")) };
+        self.deadline
+            .within("recording skipped runs", recorded)
+            .await?;
         Ok(())
     }
 }

@@ -148,6 +148,8 @@ pub struct PairSession {
     /// The newest `visitAt` the pair has stored (`Some(None)`: none), once read: visits after
     /// it cannot conflict with a row, so they are copied in.
     pub(super) newest_stored: Option<Option<DateTime<Utc>>>,
+    /// How long a page may wait for the database's answers.
+    pub(super) deadline: super::Deadline,
 }
 
 impl Store {
@@ -159,6 +161,7 @@ impl Store {
             owner: owner.into(),
             conn: None,
             newest_stored: None,
+            deadline: self.deadline.clone(),
         }
     }
 }

@@ -16,6 +16,7 @@
 //! - [`process`]: the real binary as a child process: kills, signals, each subcommand;
 //! - [`leases`]: replicas in one process: leases held, expired, taken over and renewed;
 //! - [`migrations`]: upgrading a database that holds rows the new constraints refuse;
+//! - [`partition`]: the database behind a partition or a failover ([`proxy`]): no hang;
 //! - [`pace`]: fetching ahead, pairs in parallel, and the controller behind a rate limit;
 //! - [`setup`]: a newcomer's path: config/demo.toml against mock-api, a missing database or
 //!   config file, `check` as a quick probe, the demo kept off the configured database.
@@ -33,7 +34,9 @@ mod http;
 mod leases;
 mod migrations;
 mod pace;
+mod partition;
 mod process;
+mod proxy;
 mod setup;
 mod sync;
 mod upstream_changes;
