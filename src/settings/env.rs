@@ -179,6 +179,8 @@ fn is_string_key(key: &str) -> bool {
             | "sync.max_failure_backoff"
             | "sync.lease_period"
             | "http.listen"
+            | "http.token"
+            | "http.token_file"
     )
 }
 
