@@ -154,6 +154,9 @@ fn in_general(e: &StoreError) -> String {
             "the database did not answer within {} s",
             crate::store::LISTENER_STATEMENT_TIMEOUT.as_secs()
         )
+    } else if e.is_refused() {
+        "the database refused the listener's connection (its credentials, rights or name)"
+            .to_owned()
     } else if e.is_connection() {
         "the database is unreachable, or its connections for the listener are all busy".to_owned()
     } else {

@@ -20,8 +20,9 @@ use crate::domain::PairKey;
 pub const LISTENER_CONNECTIONS: u32 = 2;
 /// The longest a statement of the listener runs before Postgres cancels it.
 pub const LISTENER_STATEMENT_TIMEOUT: Duration = Duration::from_secs(2);
-/// The longest a read of the listener waits for one of its connections.
-const LISTENER_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// The longest a read of the listener waits for one of its connections: less than `/readyz`
+/// waits, so it says why rather than that it timed out.
+const LISTENER_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Up to this many visits, the totals are counted exactly (a scan of at most this many rows);
 /// above it they are estimates.
 pub const EXACT_TOTALS_UP_TO: i64 = 10_000;
@@ -104,6 +105,17 @@ pub struct PassRow {
 }
 
 impl StoreError {
+    /// True when Postgres refused the session: its credentials or its rights (28…), or no
+    /// such database (3D000).
+    pub fn is_refused(&self) -> bool {
+        let error = match self {
+            StoreError::Connect { error, .. } | StoreError::Query { error, .. } => error,
+            _ => return false,
+        };
+        matches!(error, sqlx::Error::Database(db)
+            if db.code().is_some_and(|c| c.starts_with("28") || c == "3D000"))
+    }
+
     /// True when Postgres cancelled the statement at its `statement_timeout`.
     pub fn is_statement_timeout(&self) -> bool {
         matches!(

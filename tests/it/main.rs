@@ -12,6 +12,8 @@
 //! - [`upstream_changes`]: open visits, purges, appends, ties, activity changes;
 //! - [`faults`]: a misbehaving upstream, a Postgres that goes away, races, hostile items;
 //! - [`process`]: the real binary as a child process: kills, signals, each subcommand;
+//! - [`listener`]: the listener's own pool, estimated totals, the `Host` check, `http.token`,
+//!   security headers, and error bodies that name nothing of the database;
 //! - [`leases`]: replicas in one process: leases held, expired, taken over and renewed;
 //! - [`migrations`]: upgrading a database that holds rows the new constraints refuse;
 //! - [`pace`]: fetching ahead, pairs in parallel, and the controller behind a rate limit;
@@ -27,6 +29,7 @@ mod faults;
 mod helpers;
 mod http;
 mod leases;
+mod listener;
 mod migrations;
 mod pace;
 mod process;
