@@ -19,6 +19,8 @@ use crate::secret::Secret;
 
 /// The longest an answer may take, waiting for its turn included.
 pub const DEADLINE: Duration = Duration::from_secs(5);
+/// The longest an answer waits for its turn before it is told the listener is busy.
+pub const QUEUE_WAIT: Duration = Duration::from_secs(2);
 /// Answers of `/metrics` and the probes at once.
 pub const PROBES_AT_ONCE: usize = 8;
 /// Answers of the page, its assets and its JSON at once; more wait for their turn.
@@ -41,11 +43,32 @@ pub struct Guard {
     token: Option<Secret>,
     probes: Arc<Semaphore>,
     pages: Arc<Semaphore>,
+    limits: Limits,
 }
+
+/// How many answers at once, and how long each may wait and take.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    probes_at_once: usize,
+    pages_at_once: usize,
+    queue_wait: Duration,
+    deadline: Duration,
+}
+
+const LIMITS: Limits = Limits {
+    probes_at_once: PROBES_AT_ONCE,
+    pages_at_once: PAGES_AT_ONCE,
+    queue_wait: QUEUE_WAIT,
+    deadline: DEADLINE,
+};
 
 impl Guard {
     /// The rules of a listener bound to `local`, with `http.token` when one is set.
     pub fn new(local: SocketAddr, token: Option<Secret>) -> Guard {
+        Self::with_limits(local, token, LIMITS)
+    }
+
+    fn with_limits(local: SocketAddr, token: Option<Secret>, limits: Limits) -> Guard {
         let hosts = local.ip().is_loopback().then(|| {
             let port = local.port();
             let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "[::1]"]
@@ -60,8 +83,9 @@ impl Guard {
         Guard {
             hosts,
             token,
-            probes: Arc::new(Semaphore::new(PROBES_AT_ONCE)),
-            pages: Arc::new(Semaphore::new(PAGES_AT_ONCE)),
+            probes: Arc::new(Semaphore::new(limits.probes_at_once)),
+            pages: Arc::new(Semaphore::new(limits.pages_at_once)),
+            limits,
         }
     }
 }
@@ -120,31 +144,39 @@ async fn check(guard: &Guard, request: Request, next: Next) -> Response {
         );
         return refused;
     }
-    let turns = if probe { &guard.probes } else { &guard.pages };
-    let at_once = if probe { PROBES_AT_ONCE } else { PAGES_AT_ONCE };
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    // The semaphores are never closed: an error is as good as no turn.
-    let Ok(Ok(_turn)) = tokio::time::timeout_at(deadline, turns.acquire()).await else {
-        return busy(at_once);
+    let (turns, at_once) = match probe {
+        true => (&guard.probes, guard.limits.probes_at_once),
+        false => (&guard.pages, guard.limits.pages_at_once),
     };
-    match tokio::time::timeout_at(deadline, next.run(request)).await {
+    let Limits {
+        queue_wait,
+        deadline,
+        ..
+    } = guard.limits;
+    let started = tokio::time::Instant::now();
+    // The semaphores are never closed: an error is as good as no turn.
+    let Ok(Ok(_turn)) = tokio::time::timeout(queue_wait, turns.acquire()).await else {
+        return busy(at_once, queue_wait);
+    };
+    match tokio::time::timeout_at(started + deadline, next.run(request)).await {
         Ok(response) => response,
         Err(_) => line(
             StatusCode::GATEWAY_TIMEOUT,
             format!(
-                "timed out: the answer took over {} s (is the database slow? szb-sync's log may say)",
-                DEADLINE.as_secs()
+                "timed out: the answer took over {} ms (is the database slow? szb-sync's log may say)",
+                deadline.as_millis()
             ),
         ),
     }
 }
 
-fn busy(at_once: usize) -> Response {
+fn busy(at_once: usize, waited: Duration) -> Response {
     let mut response = line(
         StatusCode::SERVICE_UNAVAILABLE,
         format!(
-            "busy: {at_once} answers of this kind were under way for {} s; try again",
-            DEADLINE.as_secs()
+            "busy: {at_once} answers of this kind were under way, and none ended within {} ms; \
+             try again",
+            waited.as_millis()
         ),
     );
     response
@@ -188,6 +220,78 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::Router;
+    use axum::routing::get;
+    use tokio::sync::mpsc;
+
+    /// A listener whose `/api/slow` never answers (each call reports that it began) and whose
+    /// `/livez` answers at once, with these limits; its base URL.
+    async fn slow_listener(limits: Limits) -> (String, mpsc::UnboundedReceiver<()>) {
+        let (listener, local) = super::super::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let (began, calls) = mpsc::unbounded_channel::<()>();
+        let app = Router::new()
+            .route(
+                "/api/slow",
+                get(move || {
+                    let began = began.clone();
+                    async move {
+                        let _ = began.send(());
+                        std::future::pending::<&'static str>().await
+                    }
+                }),
+            )
+            .route("/livez", get(|| async { "ok" }))
+            .layer(axum::middleware::from_fn_with_state(
+                Guard::with_limits(local, None, limits),
+                guard,
+            ));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{local}"), calls)
+    }
+
+    async fn status(url: String) -> (u16, String) {
+        let res = reqwest::get(url).await.unwrap();
+        (res.status().as_u16(), res.text().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_answer_past_its_deadline_is_504_and_one_without_a_turn_is_503() {
+        let limits = Limits {
+            probes_at_once: 1,
+            pages_at_once: 2,
+            queue_wait: Duration::from_millis(100),
+            deadline: Duration::from_secs(3600),
+        };
+        let (base, mut began) = slow_listener(limits).await;
+        let holders: Vec<_> = (0..2)
+            .map(|_| tokio::spawn(status(format!("{base}/api/slow"))))
+            .collect();
+        for _ in 0..2 {
+            began.recv().await.unwrap();
+        }
+
+        let (code, body) = status(format!("{base}/api/slow")).await;
+        let (probe, _) = status(format!("{base}/livez")).await;
+
+        assert_eq!(code, 503, "{body}");
+        assert!(body.starts_with("busy: 2 answers of this kind"), "{body}");
+        assert_eq!(probe, 200, "the probes have turns of their own");
+        holders.iter().for_each(|h| h.abort());
+
+        let (base, _began) = slow_listener(Limits {
+            deadline: Duration::from_millis(50),
+            ..limits
+        })
+        .await;
+        let (code, body) = status(format!("{base}/api/slow")).await;
+        assert_eq!(code, 504, "{body}");
+        assert!(
+            body.starts_with("timed out: the answer took over 50 ms"),
+            "{body}"
+        );
+    }
 
     fn with(value: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();

@@ -25,7 +25,7 @@ use axum::routing::get;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub use guard::{DEADLINE, PAGES_AT_ONCE, PROBES_AT_ONCE};
+pub use guard::{DEADLINE, PAGES_AT_ONCE, PROBES_AT_ONCE, QUEUE_WAIT};
 pub use redact::Redactor;
 
 use crate::api::ApiClient;
