@@ -227,6 +227,7 @@ mod tests {
     /// A listener whose `/api/slow` never answers (each call reports that it began) and whose
     /// `/livez` answers at once, with these limits; its base URL.
     async fn slow_listener(limits: Limits) -> (String, mpsc::UnboundedReceiver<()>) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let (listener, local) = super::super::bind("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
@@ -256,7 +257,7 @@ mod tests {
         (res.status().as_u16(), res.text().await.unwrap())
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_answer_past_its_deadline_is_504_and_one_without_a_turn_is_503() {
         let limits = Limits {
             probes_at_once: 1,
