@@ -16,6 +16,7 @@ use crate::domain::Pair;
 use crate::engine::{Engine, EngineOptions, PassPlan, SyncReport};
 use crate::error::chain;
 use crate::http::{Board, ListenError};
+use crate::secret::Secret;
 use crate::settings::{Settings, SettingsError};
 use crate::store::{Store, StoreError};
 use crate::telemetry::Telemetry;
@@ -55,6 +56,8 @@ pub struct App {
     telemetry: Telemetry,
     /// A socket bound by the caller for the `[http]` listener, used instead of `http.listen`.
     http_listener: Option<tokio::net::TcpListener>,
+    /// `http.token` (or its file's content), read once.
+    http_token: Option<Secret>,
 }
 
 impl App {
@@ -72,6 +75,10 @@ impl App {
         let store = Store::from_settings(&settings.database, settings.pool_size())?;
         let telemetry = Telemetry::new();
         let pairs = settings.pairs()?;
+        let http_token = settings
+            .http
+            .token()
+            .map_err(|msg| SettingsError::Invalid(vec![msg]))?;
         telemetry
             .metrics
             .know_agents(pairs.iter().map(|p| p.key.agent_id));
@@ -98,6 +105,7 @@ impl App {
             settings: settings.clone(),
             telemetry,
             http_listener: None,
+            http_token,
         })
     }
 
@@ -244,15 +252,18 @@ impl App {
         Ok(ran?)
     }
 
-    /// What the `[http]` listener reads.
+    /// What the `[http]` listener reads, through a read-only pool of its own.
     pub fn board(&self, pairs: watch::Receiver<Arc<Vec<Pair>>>) -> Board {
+        let store = self.store.for_listener();
         Board {
-            store: self.store.clone(),
+            redact: crate::http::Redactor::new(&self.settings.database.url, store.names()),
+            store,
             api: self.api.clone(),
             telemetry: self.telemetry.clone(),
             pairs,
             lag_after: lag_after(&self.settings.schedule.cron),
             owner: self.engine.owner().to_owned(),
+            token: self.http_token.clone(),
         }
     }
 

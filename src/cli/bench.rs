@@ -51,6 +51,9 @@ enum Kind {
     /// Three `szb-sync run` processes sharing the pairs: the first sync, quiet ticks, and a
     /// replica SIGKILLed mid-pass.
     Replicas,
+    /// After a first sync, `szb-sync run` with its listener, passes every 5 s, while
+    /// [`LOAD_CLIENTS`] clients load the status page's views in a tight loop.
+    Listener,
 }
 
 struct Workload {
@@ -84,6 +87,24 @@ const ONE_MILLION: Workload = Workload {
     drop_index: None,
     time_reads: true,
 };
+
+/// The listener under load, on a table of 1M visits.
+const LISTENER_1M: Workload = Workload {
+    name: "status page under load, 1M visits",
+    users: 200,
+    visits_per_user: 5_000,
+    latency_ms: 0,
+    rate_limit: 0.0,
+    api: "",
+    kind: Kind::Listener,
+    drop_index: None,
+    time_reads: false,
+};
+
+/// Clients loading the status page at once, each in a tight loop.
+const LOAD_CLIENTS: usize = 24;
+/// How long they load it.
+const LOAD_FOR: Duration = Duration::from_secs(30);
 
 const WORKLOADS: &[Workload] = &[
     ONE_MILLION,
@@ -159,6 +180,12 @@ const WORKLOADS: &[Workload] = &[
         drop_index: None,
         time_reads: false,
     },
+    LISTENER_1M,
+    Workload {
+        name: "status page under load, 100,000 visits",
+        visits_per_user: 500,
+        ..LISTENER_1M
+    },
     Workload {
         name: "quiet resync, 10,000 pairs",
         users: 10_000,
@@ -189,6 +216,23 @@ struct Measured {
     board: Option<BoardTimes>,
     /// The README's example queries and the views, timed after the sync.
     reads: Option<ReadTimes>,
+    /// The status page's loads, for the listener workloads.
+    loads: Option<LoadStats>,
+}
+
+/// What the clients of the status page saw while `run` synced.
+#[derive(Debug, Clone)]
+struct LoadStats {
+    loads: usize,
+    /// Loads with an answer other than 200 (or none).
+    failed_loads: usize,
+    p50: Duration,
+    p95: Duration,
+    max: Duration,
+    /// Passes of `run` that finished during the load, and the pair runs of them that failed.
+    passes: i64,
+    failed_pairs: i64,
+    visits: i64,
 }
 
 /// Each README example statement, timed (median of five) with the online-now index and
@@ -269,6 +313,7 @@ pub(super) async fn run(settings: &Settings, args: BenchArgs) -> Result<ExitCode
             eprintln!("{} (run {} of {}) …", w.name, i + 1, args.runs);
             runs.push(match w.kind {
                 Kind::Replicas => run_replicas(&exe, &db, w, users).await?,
+                Kind::Listener => run_listener(&exe, &db, w, users).await?,
                 _ => run_workload(&exe, &db, w, users).await?,
             });
         }
@@ -278,6 +323,7 @@ pub(super) async fn run(settings: &Settings, args: BenchArgs) -> Result<ExitCode
     print_table(&rows);
     print_board(&rows);
     print_reads(&rows);
+    print_loads(&rows);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -401,6 +447,7 @@ async fn run_workload(exe: &Path, db: &BenchDb, w: &Workload, users: u64) -> Res
         replicas: None,
         board,
         reads,
+        loads: None,
     })
 }
 
@@ -646,7 +693,132 @@ async fn run_replicas(exe: &Path, db: &BenchDb, w: &Workload, users: u64) -> Res
             longest_pass: Duration::from_secs_f64(longest_pass),
         }),
         board: None,
+        loads: None,
     })
+}
+
+/// A first sync, then `szb-sync run` with its listener (passes every 5 s) while
+/// [`LOAD_CLIENTS`] clients each load the status page's three views (as the page does, at
+/// once) in a tight loop for [`LOAD_FOR`].
+async fn run_listener(exe: &Path, db: &BenchDb, w: &Workload, users: u64) -> Result<Measured> {
+    let (mut sim, base_url) = start_sim(exe, w, users).await?;
+    let extra = "[schedule]\ncron = \"*/5 * * * * *\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n";
+    let (config, ids_file) = prepare(db, &base_url, w, users, extra).await?;
+    let store = db.connect().await?;
+    let (code, wall, peak_rss_kib) = sync(exe, &config).await?;
+    if code != 0 {
+        bail!("the first sync of {:?} failed", w.name);
+    }
+    store.vacuum_analyze_visits().await?;
+    let visits = store.runs_since(0).await?.visits_inserted;
+    let mut daemon = child_command(exe)
+        .arg("--config")
+        .arg(&config)
+        .args(["--log-format", "text", "run"])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting szb-sync run")?;
+    let listen = read_listen(&mut daemon).await?;
+    let before_pass = store.last_pass_id().await?;
+    let before_run = store.last_run_id().await?;
+    let http = reqwest::Client::new();
+    let until = Instant::now() + LOAD_FOR;
+    let clients: Vec<_> = (0..LOAD_CLIENTS)
+        .map(|_| {
+            let http = http.clone();
+            let base = format!("http://{listen}");
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while Instant::now() < until {
+                    let get = |path: &str| {
+                        let request = http.get(format!("{base}{path}")).send();
+                        async move {
+                            match request.await {
+                                Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                                Err(_) => false,
+                            }
+                        }
+                    };
+                    let started = Instant::now();
+                    let (a, b, c) = tokio::join!(
+                        get("/api/overview"),
+                        get("/api/pairs?view=attention&page=0&per=50"),
+                        get("/api/rejects?page=0&per=20"),
+                    );
+                    seen.push((started.elapsed(), a && b && c));
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for c in clients {
+        seen.extend(c.await?);
+    }
+    let passes = store.passes_finished_since(before_pass).await?;
+    let failed_pairs = store.runs_since(before_run).await?.failed;
+    if let Some(pid) = daemon.id() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(30), daemon.wait()).await;
+    let mut times: Vec<Duration> = seen.iter().map(|(t, _)| *t).collect();
+    times.sort();
+    let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+    let loads = LoadStats {
+        loads: seen.len(),
+        failed_loads: seen.iter().filter(|(_, ok)| !ok).count(),
+        p50: at(0.5),
+        p95: at(0.95),
+        max: times.last().copied().unwrap_or_default(),
+        passes,
+        failed_pairs: failed_pairs as i64,
+        visits,
+    };
+    let sums = store.runs_since(0).await?;
+    store.close().await;
+    let _ = sim.kill().await;
+    let _ = std::fs::remove_file(&config);
+    let _ = std::fs::remove_file(&ids_file);
+    Ok(Measured {
+        wall,
+        peak_rss_kib,
+        sums,
+        rate_limited: 0,
+        sim_requests: 0,
+        copy_rate: None,
+        pass_visits: 0,
+        replicas: None,
+        board: None,
+        reads: None,
+        loads: Some(loads),
+    })
+}
+
+/// Reads `run`'s log until the listener's line, `serving … listen=ADDR`; keeps draining it.
+async fn read_listen(daemon: &mut Child) -> Result<String> {
+    let stderr = daemon.stderr.take().context("run's stderr")?;
+    let mut lines = BufReader::new(stderr).lines();
+    let found = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(at) = line.find("listen=") {
+                let addr = line[at + 7..].split_whitespace().next().unwrap_or("");
+                return Ok::<_, std::io::Error>(Some(addr.to_owned()));
+            }
+        }
+        Ok(None)
+    })
+    .await
+    .context("run did not report its listener within a minute")??
+    .context("run exited before it listened")?;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(found)
 }
 
 /// Waits for `mock-api`'s first line, `simulated shangzhibo.tv API on http://ADDR`.
@@ -774,6 +946,37 @@ fn print_reads(rows: &[(&Workload, u64, Measured)]) {
     }
 }
 
+/// The status page under load, for the listener workloads.
+fn print_loads(rows: &[(&Workload, u64, Measured)]) {
+    let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1000.0);
+    let timed: Vec<_> = rows
+        .iter()
+        .filter_map(|(w, _, m)| m.loads.as_ref().map(|l| (w, l)))
+        .collect();
+    if timed.is_empty() {
+        return;
+    }
+    println!(
+        "\n| status page under load ({LOAD_CLIENTS} clients, {} s, `run` passing every 5 s) | visits | loads | failed loads | p50 ms | p95 ms | max ms | passes | failed pair runs |",
+        LOAD_FOR.as_secs()
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (w, l) in timed {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            w.name,
+            l.visits,
+            l.loads,
+            l.failed_loads,
+            ms(l.p50),
+            ms(l.p95),
+            ms(l.max),
+            l.passes,
+            l.failed_pairs
+        );
+    }
+}
+
 fn print_table(rows: &[(&Workload, u64, Measured)]) {
     out!(
         "| workload | pairs | visits | requests | 429s | wall s | visits/s | vs baseline | peak RSS MiB | rows written |"
@@ -823,6 +1026,7 @@ fn print_table(rows: &[(&Workload, u64, Measured)]) {
                     r.longest_pass.as_secs_f64()
                 )
             }),
+            Kind::Listener => "first sync; the load is in its own table below".to_owned(),
             Kind::Quiet | Kind::Initial => format!(
                 "{:.2} requests per pair; {} sync_runs rows",
                 m.sim_requests as f64 / *users as f64,

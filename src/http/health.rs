@@ -13,7 +13,7 @@ use crate::telemetry::live::PassView;
 
 /// The schedule loop beats every second; this long without a beat, it is stuck.
 const STUCK_AFTER: Duration = Duration::from_secs(30);
-/// How long `/readyz` waits for the database.
+/// How long `/readyz` waits for the database (through the listener's pool).
 const DATABASE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The process and its schedule loop are alive (restart it when this fails).
@@ -47,7 +47,7 @@ pub(super) async fn readyz(State(board): State<Board>) -> Response {
             "not ready: the migrations have not run yet (is the database reachable?)",
         );
     }
-    match tokio::time::timeout(DATABASE_TIMEOUT, board.store.reachable()).await {
+    match tokio::time::timeout(DATABASE_TIMEOUT, board.store.ping()).await {
         Err(_) => {
             return line(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -58,11 +58,12 @@ pub(super) async fn readyz(State(board): State<Board>) -> Response {
             );
         }
         Ok(Err(e)) => {
+            tracing::warn!(error = %crate::error::chain(&e), "/readyz: the database did not answer");
             return line(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
-                    "not ready: the database is unreachable: {}",
-                    crate::error::chain(&e)
+                    "not ready: {} (szb-sync's log says more)",
+                    super::in_general(&e)
                 ),
             );
         }
@@ -73,7 +74,7 @@ pub(super) async fn readyz(State(board): State<Board>) -> Response {
         Some(last) if failed_wholesale(&last) => line(
             StatusCode::SERVICE_UNAVAILABLE,
             match last.errors.first() {
-                Some(e) => format!("not ready: the last pass failed: {e}"),
+                Some(e) => format!("not ready: the last pass failed: {}", board.redact.apply(e)),
                 None => format!(
                     "not ready: the last pass failed for all {} of its {} (see the status page)",
                     last.pairs,

@@ -2,11 +2,16 @@
 //! alias `/healthz`), and the status page at `/` with the JSON it reads.
 //!
 //! Everything here reads what the feed already said ([`crate::telemetry`]) or one query per view
-//! ([`crate::store`]'s board reads); nothing counts on its own. Like atuin's metrics listener, it
-//! is its own socket, so it is never the public one by accident.
+//! ([`crate::store`]'s board reads), through a read-only pool of its own; nothing counts on its
+//! own. Like atuin's metrics listener, it is its own socket, so it is never the public one by
+//! accident. Every route is guarded ([`guard`]): security headers, a `Host` check on loopback,
+//! `http.token` for the page, and a limit and a deadline per answer. An error names what failed
+//! in general terms; its detail, which may name the database's user and host, goes to the log.
 
+mod guard;
 mod health;
 mod page;
+mod redact;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,15 +25,20 @@ use axum::routing::get;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+pub use guard::{DEADLINE, PAGES_AT_ONCE, PROBES_AT_ONCE, QUEUE_WAIT};
+pub use redact::Redactor;
+
 use crate::api::ApiClient;
 use crate::domain::{Pair, PairKey};
-use crate::store::Store;
+use crate::secret::Secret;
+use crate::store::{Store, StoreError};
 use crate::telemetry::Telemetry;
 use crate::telemetry::metrics::PairStates;
 
 /// What the listener reads.
 #[derive(Debug, Clone)]
 pub struct Board {
+    /// The listener's own read-only pool ([`Store::for_listener`]), never the sync's.
     pub store: Store,
     pub api: ApiClient,
     pub telemetry: Telemetry,
@@ -38,6 +48,10 @@ pub struct Board {
     pub lag_after: Duration,
     /// This process's owner id (`host:pid:nonce`).
     pub owner: String,
+    /// Takes the database's URL, user, host and name out of errors the listener shows.
+    pub redact: Redactor,
+    /// `http.token`: when set, the page and `/api/*` need it.
+    pub token: Option<Secret>,
 }
 
 impl Board {
@@ -66,8 +80,9 @@ pub async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAd
     Ok((listener, local))
 }
 
-/// Every route.
-pub fn router(board: Board) -> Router {
+/// Every route, guarded for a listener bound to `local`.
+pub fn router(board: Board, local: SocketAddr) -> Router {
+    let guard = guard::Guard::new(local, board.token.clone());
     Router::new()
         .route("/metrics", get(metrics))
         .route("/livez", get(health::livez))
@@ -75,6 +90,7 @@ pub fn router(board: Board) -> Router {
         .route("/healthz", get(health::readyz))
         .merge(page::routes())
         .with_state(board)
+        .layer(axum::middleware::from_fn_with_state(guard, guard::guard))
 }
 
 /// Serves until `shutdown` fires.
@@ -83,7 +99,8 @@ pub async fn serve(
     board: Board,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(board))
+    let local = listener.local_addr()?;
+    axum::serve(listener, router(board, local))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }
@@ -118,6 +135,33 @@ async fn metrics(State(board): State<Board>) -> Response {
         metrics.render(),
     )
         .into_response()
+}
+
+/// A database error, in general terms for an answer (503), with `what` failed; the detail goes
+/// to the log, never to the answer: it may name the database's user, host and name.
+fn database_trouble(what: &str, e: &StoreError) -> Response {
+    tracing::warn!(error = %crate::error::chain(e), "listener: {what} failed");
+    line(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("{what}: {} (szb-sync's log says more)", in_general(e)),
+    )
+}
+
+/// What went wrong with the database, in words that name nothing of it.
+fn in_general(e: &StoreError) -> String {
+    if e.is_statement_timeout() {
+        format!(
+            "the database did not answer within {} s",
+            crate::store::LISTENER_STATEMENT_TIMEOUT.as_secs()
+        )
+    } else if e.is_refused() {
+        "the database refused the listener's connection (its credentials, rights or name)"
+            .to_owned()
+    } else if e.is_connection() {
+        "the database is unreachable, or its connections for the listener are all busy".to_owned()
+    } else {
+        "the database answered with an error".to_owned()
+    }
 }
 
 /// A plain-text answer of one line.

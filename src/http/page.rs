@@ -1,6 +1,7 @@
-//! The status page: one HTML file with its script inline (no build step, no external asset),
+//! The status page: one HTML file, its script and its style (no build step, nothing from another
+//! origin; no inline code, so its Content-Security-Policy allows scripts of its own origin only),
 //! and the JSON views it reads. Each view is a page of rows from one query, so the page stays
-//! fast with 100,000 pairs.
+//! fast with 100,000 pairs; the totals are estimates once `visits` is large.
 
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
@@ -11,35 +12,48 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Board, line};
+use super::{Board, database_trouble, line};
+use crate::http::Redactor;
 use crate::store::{PairQuery, PassRow, RejectFilter};
 use crate::telemetry::live::PassView;
 
 const PAGE: &str = include_str!("page.html");
+const SCRIPT: &str = include_str!("page.js");
+const STYLE: &str = include_str!("page.css");
 /// Rows per page of a view, unless asked otherwise.
 const PER_PAGE: i64 = 50;
 
 pub(super) fn routes() -> Router<Board> {
     Router::new()
         .route("/", get(index))
+        .route("/page.js", get(script))
+        .route("/page.css", get(style))
         .route("/api/overview", get(overview))
         .route("/api/pairs", get(pairs))
         .route("/api/rejects", get(rejects))
 }
 
 async fn index() -> Response {
+    Html(PAGE.replace("{{version}}", env!("CARGO_PKG_VERSION"))).into_response()
+}
+
+async fn script() -> Response {
     (
-        [(header::CACHE_CONTROL, "no-store")],
-        Html(PAGE.replace("{{version}}", env!("CARGO_PKG_VERSION"))),
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        SCRIPT,
     )
         .into_response()
+}
+
+async fn style() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE).into_response()
 }
 
 fn time(t: Option<DateTime<Utc>>) -> Value {
     t.map_or(Value::Null, |t| Value::String(t.to_rfc3339()))
 }
 
-fn pass_view(p: &PassView) -> Value {
+fn pass_view(p: &PassView, redact: &Redactor) -> Value {
     json!({
         "started_at": p.started_at.to_rfc3339(),
         "due_by": time(p.due_by),
@@ -54,7 +68,7 @@ fn pass_view(p: &PassView) -> Value {
         "visits_left": p.visits_left,
         "elapsed_seconds": p.elapsed.as_secs_f64(),
         "outcome": p.outcome.map(|o| o.as_str()),
-        "errors": p.errors,
+        "errors": p.errors.iter().map(|e| redact.apply(e)).collect::<Vec<_>>(),
     })
 }
 
@@ -72,13 +86,6 @@ fn pass_row(p: &PassRow) -> Value {
     })
 }
 
-fn failed(what: &str, e: &crate::store::StoreError) -> Response {
-    line(
-        StatusCode::SERVICE_UNAVAILABLE,
-        format!("{what}: {}", crate::error::chain(e)),
-    )
-}
-
 /// The passes (this process's current and last, and the newest rows of every process), pairs
 /// by state, and the tables' totals.
 async fn overview(State(board): State<Board>) -> Response {
@@ -90,23 +97,23 @@ async fn overview(State(board): State<Board>) -> Response {
     );
     let counts = match counts {
         Ok(c) => c,
-        Err(e) => return failed("counting pairs", &e),
+        Err(e) => return database_trouble("counting pairs", &e),
     };
     let totals = match totals {
         Ok(t) => t,
-        Err(e) => return failed("reading the totals", &e),
+        Err(e) => return database_trouble("reading the totals", &e),
     };
     let passes = match passes {
         Ok(p) => p,
-        Err(e) => return failed("reading the passes", &e),
+        Err(e) => return database_trouble("reading the passes", &e),
     };
     let live = &board.telemetry.live;
     Json(json!({
         "now": Utc::now().to_rfc3339(),
         "version": env!("CARGO_PKG_VERSION"),
         "owner": board.owner,
-        "current": live.current().as_ref().map(pass_view),
-        "last": live.last().as_ref().map(pass_view),
+        "current": live.current().as_ref().map(|p| pass_view(p, &board.redact)),
+        "last": live.last().as_ref().map(|p| pass_view(p, &board.redact)),
         "next_pass": time(live.next_pass()),
         "passes": passes.iter().map(pass_row).collect::<Vec<_>>(),
         "pairs": {
@@ -122,6 +129,8 @@ async fn overview(State(board): State<Board>) -> Response {
             "minutes": totals.minutes,
             "activities": totals.activities,
             "rejects": totals.rejects,
+            // Visits, viewers and minutes are estimates once `visits` is large.
+            "estimated": totals.estimated,
         },
         "concurrency_limit": board.api.pace().iter().map(|p| p.limit).sum::<f64>(),
     }))
@@ -203,14 +212,14 @@ async fn pairs(State(board): State<Board>, Query(params): Query<PairsParams>) ->
                 "last_outcome": r.last_outcome,
                 "last_run_at": time(r.last_run_at),
                 "last_success_at": time(r.last_success_at),
-                "last_error": r.last_error,
+                "last_error": r.last_error.as_deref().map(|e| board.redact.apply(e)),
                 "failures_in_row": r.failures_in_row,
                 "next_due_at": time(r.next_due_at),
                 "lease_owner": r.lease_owner,
             })).collect::<Vec<_>>(),
         }))
         .into_response(),
-        Err(e) => failed("reading pairs", &e),
+        Err(e) => database_trouble("reading pairs", &e),
     }
 }
 
@@ -245,7 +254,7 @@ async fn rejects(State(board): State<Board>, Query(params): Query<PageParams>) -
             })).collect::<Vec<_>>(),
         }))
         .into_response(),
-        Err(e) => failed("reading rejects", &e),
+        Err(e) => database_trouble("reading rejects", &e),
     }
 }
 

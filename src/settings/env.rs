@@ -1,6 +1,7 @@
 //! The environment layer: `DATABASE_URL` and `SZB_SECTION__KEY` variables, as a figment
 //! provider whose errors name the variable. Every other `SZB_` variable is refused, naming it
-//! and the closest real name, as an unknown key in the file is; only [`NOT_CONFIG`] is passed by.
+//! and the closest real name, as an unknown key in the file is; only [`NOT_CONFIG`] and the
+//! service links Kubernetes injects ([`is_service_link`]) are passed by.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -86,6 +87,7 @@ fn check_names<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), SettingsE
         if !upper.starts_with("SZB_")
             || known.contains(&upper)
             || NOT_CONFIG.contains(&upper.as_str())
+            || is_service_link(&upper)
         {
             continue;
         }
@@ -112,6 +114,35 @@ fn check_names<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), SettingsE
     } else {
         Err(SettingsError::Parse(problems.join("; ")))
     }
+}
+
+/// True for the variables Kubernetes injects into every pod for each Service in its namespace
+/// (the "service links"), here of a Service whose name starts with `szb` (`szb-sync`, `szb-db`):
+/// `SZB_SYNC_SERVICE_HOST`, `SZB_SYNC_SERVICE_PORT`, `SZB_SYNC_SERVICE_PORT_<PORT NAME>`,
+/// `SZB_SYNC_PORT`, `SZB_SYNC_PORT_9187_TCP` and its `_PROTO`, `_PORT` and `_ADDR`. None holds
+/// a double underscore, which every setting does, so a misspelt setting is still refused.
+fn is_service_link(upper: &str) -> bool {
+    if upper.contains("__")
+        || !upper
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return false;
+    }
+    let words: Vec<&str> = upper.split('_').collect();
+    if words.first() != Some(&"SZB") {
+        return false;
+    }
+    let protocol = |w: &str| matches!(w, "TCP" | "UDP" | "SCTP");
+    let number = |w: &str| !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit());
+    // The service's name is `words[..at]` (hyphens became underscores); the rest names the link.
+    (1..words.len()).any(|at| match &words[at..] {
+        ["SERVICE", "HOST"] | ["SERVICE", "PORT"] | ["PORT"] => true,
+        ["SERVICE", "PORT", _, ..] => true,
+        ["PORT", n, p] => number(n) && protocol(p),
+        ["PORT", n, p, "PROTO" | "PORT" | "ADDR"] => number(n) && protocol(p),
+        _ => false,
+    })
 }
 
 /// The known name `name` most likely meant: the same letters with other underscores
@@ -150,6 +181,8 @@ fn is_string_key(key: &str) -> bool {
             | "sync.max_failure_backoff"
             | "sync.lease_period"
             | "http.listen"
+            | "http.token"
+            | "http.token_file"
     )
 }
 
@@ -306,6 +339,62 @@ mod tests {
         let s = Settings::load_from(None, &env).unwrap();
         assert_eq!(s.api.token.unwrap().expose(), "t");
         assert!(s.http.listen.is_some());
+    }
+
+    /// What Kubernetes injects for a Service `szb-sync` with a port 9187 named `http`, and for a
+    /// Service `szb-db` beside it.
+    const SERVICE_LINKS: [(&str, &str); 12] = [
+        ("SZB_SYNC_SERVICE_HOST", "10.96.12.34"),
+        ("SZB_SYNC_SERVICE_PORT", "9187"),
+        ("SZB_SYNC_SERVICE_PORT_HTTP", "9187"),
+        ("SZB_SYNC_PORT", "tcp://10.96.12.34:9187"),
+        ("SZB_SYNC_PORT_9187_TCP", "tcp://10.96.12.34:9187"),
+        ("SZB_SYNC_PORT_9187_TCP_PROTO", "tcp"),
+        ("SZB_SYNC_PORT_9187_TCP_PORT", "9187"),
+        ("SZB_SYNC_PORT_9187_TCP_ADDR", "10.96.12.34"),
+        ("SZB_DB_SERVICE_HOST", "10.96.0.7"),
+        ("SZB_DB_PORT_5432_TCP_ADDR", "10.96.0.7"),
+        ("SZB_SERVICE_HOST", "10.96.0.8"),
+        ("SZB_PORT_53_UDP", "udp://10.96.0.8:53"),
+    ];
+
+    #[test]
+    fn kubernetes_service_links_never_stop_the_daemon() {
+        let mut env = SERVICE_LINKS.to_vec();
+        env.push(("SZB_API__TOKEN", "t"));
+
+        let s = Settings::load_from(None, &env).unwrap();
+
+        assert_eq!(s.api.token.unwrap().expose(), "t");
+        for (name, _) in SERVICE_LINKS {
+            assert!(is_service_link(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_misspelt_setting_beside_service_links_still_gets_its_did_you_mean() {
+        for (typo, meant) in [
+            ("SZB_API_TOKEN", "SZB_API__TOKEN"),
+            ("SZB_SYNC_SETTLE_AFTER", "SZB_SYNC__SETTLE_AFTER"),
+            ("SZB_HTTP__LISTN", "SZB_HTTP__LISTEN"),
+            ("SZB_HTTP_LISTEN", "SZB_HTTP__LISTEN"),
+        ] {
+            let mut env = SERVICE_LINKS.to_vec();
+            env.push((typo, "x"));
+
+            let msg = Settings::load_from(None, &env).unwrap_err().to_string();
+
+            assert!(msg.ends_with(&format!("did you mean {meant}?")), "{msg}");
+            assert!(!msg.contains("SERVICE"), "{msg}");
+        }
+        for not_a_link in [
+            "SZB_SYNC_PORT_HTTP_TCP",
+            "SZB_SYNC_PORT_9187_TCP_HOST",
+            "SZB_SYNC__SERVICE_HOST",
+            "SZB_SYNC_SERVICE",
+        ] {
+            assert!(!is_service_link(not_a_link), "{not_a_link}");
+        }
     }
 
     #[test]

@@ -230,6 +230,34 @@ pub struct HttpSettings {
     /// `"127.0.0.1:9187"`. None by default: no listener. The page shows pair ids and errors, not
     /// tokens: bind it to localhost or a private network.
     pub listen: Option<std::net::SocketAddr>,
+    /// A token the status page and `/api/*` then need (`Authorization: Bearer`, or a browser's
+    /// sign-in with the token as the password); `/metrics` and the probes stay open. Or
+    /// `token_file`, a file holding it; not both.
+    pub token: Option<Secret>,
+    pub token_file: Option<PathBuf>,
+}
+
+impl HttpSettings {
+    /// `http.token`, or the content of `http.token_file` (trimmed); `None` when neither is set.
+    pub fn token(&self) -> Result<Option<Secret>, String> {
+        let token = match (&self.token, &self.token_file) {
+            (Some(_), Some(_)) => {
+                return Err("http.token and http.token_file are both set; keep one".to_owned());
+            }
+            (Some(token), None) => token.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(|t| Secret::new(t.trim()))
+                .map_err(|e| format!("http.token_file {}: {e}", path.display()))?,
+            (None, None) => return Ok(None),
+        };
+        if token.is_empty() {
+            return Err(match &self.token_file {
+                Some(path) => format!("http.token_file {} is empty", path.display()),
+                None => "http.token must not be empty (remove the key for an open page)".to_owned(),
+            });
+        }
+        Ok(Some(token))
+    }
 }
 
 /// One `[[targets]]` entry: an agent and the users to sync under it.
@@ -598,6 +626,10 @@ impl Settings {
             ));
         }
 
+        if let Err(msg) = self.http.token() {
+            problem(msg);
+        }
+
         if let Err(msg) = check_cron(&self.schedule.cron) {
             problem(msg);
         }
@@ -836,6 +868,17 @@ impl Settings {
             "http.listen",
             format!("{:?}", self.http.listen),
             format!("{:?}", next.http.listen),
+        );
+        check(
+            "http.token",
+            format!(
+                "{:?}",
+                self.http.token().map(|t| t.map(|t| t.expose().to_owned()))
+            ),
+            format!(
+                "{:?}",
+                next.http.token().map(|t| t.map(|t| t.expose().to_owned()))
+            ),
         );
         keys
     }

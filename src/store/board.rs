@@ -1,12 +1,33 @@
 //! Reads for the status page and the metrics: one query per view, never one per pair, so a page
 //! over 100,000 pairs costs what a page over ten does. The configured pairs are passed as three
 //! arrays and joined to `sync_state`, so pairs that never ran are counted too.
+//!
+//! The listener reads through a pool of its own ([`Store::for_listener`]): read only, two
+//! connections, every statement cut at [`LISTENER_STATEMENT_TIMEOUT`]. No read here scans
+//! `visits`: its totals are the planner's estimate and a sample once the table is large
+//! ([`Store::totals`]), so a page load costs the same at 10,000 visits and at 100 million.
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{Store, StoreError, query_err};
 use crate::domain::PairKey;
+
+/// Connections of the listener's pool: page loads queue for these, never for the sync's.
+pub const LISTENER_CONNECTIONS: u32 = 2;
+/// The longest a statement of the listener runs before Postgres cancels it.
+pub const LISTENER_STATEMENT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest a read of the listener waits for one of its connections: less than `/readyz`
+/// waits, so it says why rather than that it timed out.
+const LISTENER_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Up to this many visits, the totals are counted exactly (a scan of at most this many rows);
+/// above it they are estimates.
+pub const EXACT_TOTALS_UP_TO: i64 = 10_000;
+/// Visits the estimate of the minutes averages over (a block sample of about this many rows).
+const MINUTES_SAMPLE_ROWS: f64 = 5_000.0;
 
 /// `szb_pairs` and `szb_oldest_pair_sync_age_seconds`: the configured pairs by state.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -54,14 +75,19 @@ pub struct PairPage {
     pub rows: Vec<PairRow>,
 }
 
-/// The totals of the tables, and of the recent passes.
+/// The totals of the tables.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Totals {
     pub visits: i64,
     pub activities: i64,
     pub rejects: i64,
+    /// Users with visits; when estimated, the users whose pairs have synced visits.
     pub viewers: i64,
+    /// Minutes watched; when estimated, the visits times the mean of a sample.
     pub minutes: i64,
+    /// False when `visits`, `viewers` and `minutes` are counted; true when the table holds more
+    /// than [`EXACT_TOTALS_UP_TO`] visits and they are estimates.
+    pub estimated: bool,
 }
 
 /// One row of `sync_passes`.
@@ -76,6 +102,30 @@ pub struct PassRow {
     pub requests: i64,
     pub visits_written: i64,
     pub failures: i64,
+}
+
+impl StoreError {
+    /// True when Postgres refused the session: its credentials or its rights (28…), or no
+    /// such database (3D000).
+    pub fn is_refused(&self) -> bool {
+        let error = match self {
+            StoreError::Connect { error, .. } | StoreError::Query { error, .. } => error,
+            _ => return false,
+        };
+        matches!(error, sqlx::Error::Database(db)
+            if db.code().is_some_and(|c| c.starts_with("28") || c == "3D000"))
+    }
+
+    /// True when Postgres cancelled the statement at its `statement_timeout`.
+    pub fn is_statement_timeout(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Query {
+                error: sqlx::Error::Database(db),
+                ..
+            } if db.code().as_deref() == Some("57014")
+        )
+    }
 }
 
 /// A pair is failing while its last run failed or it backs off after failures (what `status`
@@ -192,24 +242,112 @@ impl Store {
         Ok(PairPage { matching, rows })
     }
 
-    /// The tables' totals, in one query.
+    /// The listener's store: the same database and schema through a pool of its own, of
+    /// [`LISTENER_CONNECTIONS`] read-only connections whose statements end at
+    /// [`LISTENER_STATEMENT_TIMEOUT`], so a page load neither waits on the sync's connections
+    /// nor holds one, and a slow read is cut rather than piling up. Connects lazily.
+    pub fn for_listener(&self) -> Store {
+        let options = (*self.options)
+            .clone()
+            .application_name("szb-sync listener")
+            .options([
+                ("default_transaction_read_only", "on".to_owned()),
+                (
+                    "statement_timeout",
+                    format!("{}ms", LISTENER_STATEMENT_TIMEOUT.as_millis()),
+                ),
+                ("lock_timeout", "1s".to_owned()),
+            ]);
+        let pool = PgPoolOptions::new()
+            .max_connections(LISTENER_CONNECTIONS)
+            .acquire_timeout(LISTENER_ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options.clone());
+        Store {
+            pool,
+            options: std::sync::Arc::new(options),
+            url: self.url.clone(),
+            schema: self.schema.clone(),
+        }
+    }
+
+    /// The user, host and database name this store connects with, defaults included (a URL
+    /// without a user connects as `PGUSER` or the OS user): what the listener keeps out of the
+    /// text it shows.
+    pub fn names(&self) -> Vec<String> {
+        let o = &self.options;
+        let mut names = vec![o.get_username().to_owned(), o.get_host().to_owned()];
+        names.extend(o.get_database().map(str::to_owned));
+        names
+    }
+
+    /// The database answers a statement through the pool (`/readyz`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(query_err("asking the database whether it answers"))?;
+        Ok(())
+    }
+
+    /// The tables' totals, at a cost that does not grow with `visits`. The planner's estimate
+    /// of the rows of `visits` decides: up to [`EXACT_TOTALS_UP_TO`], a scan of at most that
+    /// many rows counts them exactly; above it, the visits are the planner's estimate (kept by
+    /// autovacuum's ANALYZE, scaled to the table's size now), the minutes that times the mean
+    /// of a block sample, and the viewers the users whose pairs have synced visits
+    /// (`sync_state`, a row per pair).
     pub async fn totals(&self) -> Result<Totals, StoreError> {
-        let row = sqlx::query(
-            "SELECT (SELECT count(*) FROM visits) AS visits,
-                    (SELECT count(DISTINCT user_id) FROM visits) AS viewers,
-                    (SELECT coalesce(sum(duration_minutes), 0)::int8 FROM visits) AS minutes,
-                    (SELECT count(*) FROM activities) AS activities,
-                    (SELECT count(*) FROM sync_rejects) AS rejects",
+        let plan: serde_json::Value =
+            sqlx::query_scalar("EXPLAIN (FORMAT JSON) SELECT 1 FROM visits")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(query_err("estimating the visits"))?;
+        let planned = plan[0]["Plan"]["Plan Rows"].as_f64().unwrap_or(0.0);
+        let small = sqlx::query(
+            "SELECT (SELECT count(*) FROM activities) AS activities,
+                    (SELECT count(*) FROM sync_rejects) AS rejects,
+                    v.visits, v.viewers, v.minutes
+               FROM (SELECT count(*) AS visits, count(DISTINCT user_id) AS viewers,
+                            coalesce(sum(duration_minutes), 0)::int8 AS minutes
+                       FROM (SELECT user_id, duration_minutes FROM visits
+                              WHERE $1 LIMIT $2) s) v",
         )
+        .bind(planned <= EXACT_TOTALS_UP_TO as f64)
+        .bind(EXACT_TOTALS_UP_TO + 1)
         .fetch_one(&self.pool)
         .await
         .map_err(query_err("reading the totals"))?;
+        let counted: i64 = small.get("visits");
+        let (activities, rejects) = (small.get("activities"), small.get("rejects"));
+        if planned <= EXACT_TOTALS_UP_TO as f64 && counted <= EXACT_TOTALS_UP_TO {
+            return Ok(Totals {
+                visits: counted,
+                viewers: small.get("viewers"),
+                minutes: small.get("minutes"),
+                activities,
+                rejects,
+                estimated: false,
+            });
+        }
+        let visits = planned.max(counted as f64);
+        let percent = (100.0 * MINUTES_SAMPLE_ROWS / visits).clamp(0.001, 100.0);
+        let row = sqlx::query(
+            "SELECT (SELECT avg(duration_minutes)::float8 FROM visits TABLESAMPLE SYSTEM ($1))
+                        AS mean_minutes,
+                    (SELECT count(DISTINCT user_id) FROM sync_state
+                      WHERE settled_count > 0 OR coalesce(upstream_total, 0) > 0) AS viewers",
+        )
+        .bind(percent as f32)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_err("estimating the totals"))?;
+        let mean: Option<f64> = row.get("mean_minutes");
         Ok(Totals {
-            visits: row.get("visits"),
-            activities: row.get("activities"),
-            rejects: row.get("rejects"),
+            visits: visits.round() as i64,
             viewers: row.get("viewers"),
-            minutes: row.get("minutes"),
+            minutes: (visits * mean.unwrap_or(0.0)).round() as i64,
+            activities,
+            rejects,
+            estimated: true,
         })
     }
 

@@ -82,7 +82,10 @@ use sqlx::{Connection, PgPool, Postgres};
 
 use crate::secret::{Secret, redact_url};
 
-pub use board::{PairCounts, PairPage, PairQuery, PairRow, PassRow, Totals};
+pub use board::{
+    EXACT_TOTALS_UP_TO, LISTENER_CONNECTIONS, LISTENER_STATEMENT_TIMEOUT, PairCounts, PairPage,
+    PairQuery, PairRow, PassRow, Totals,
+};
 pub use deadline::Deadline;
 pub use leases::{ClaimPlan, Claimed, Coordinator, DueAfter, FinishedRun, Survey, new_owner_id};
 pub use pages::{PageWrite, PageWritten};

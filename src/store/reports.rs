@@ -271,6 +271,17 @@ impl Store {
         Ok((took[took.len() / 2], rows))
     }
 
+    /// Passes after pass `after` that finished (the bench's listener workload).
+    pub async fn passes_finished_since(&self, after: i64) -> Result<i64, StoreError> {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM sync_passes WHERE id > $1 AND finished_at IS NOT NULL",
+        )
+        .bind(after)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_err("counting finished passes"))
+    }
+
     /// What autovacuum does to `visits` after a large load, done now: the planner's statistics,
     /// and the BRIN index's summaries of the ranges filled since, so that reads are timed as an
     /// analyst meets them a few minutes after a first sync, not in the gap before.

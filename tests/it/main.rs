@@ -14,6 +14,8 @@
 //! - [`hostile_bodies`]: huge, trickling and hanging answers, a token echoed, a Date far ahead;
 //! - [`hostile_strings`]: strings Postgres cannot store, repaired or rejected, never blocking;
 //! - [`process`]: the real binary as a child process: kills, signals, each subcommand;
+//! - [`listener`]: the listener's own pool, estimated totals, the `Host` check, `http.token`,
+//!   security headers, and error bodies that name nothing of the database;
 //! - [`leases`]: replicas in one process: leases held, expired, taken over and renewed;
 //! - [`migrations`]: upgrading a database that holds rows the new constraints refuse;
 //! - [`partition`]: the database behind a partition or a failover ([`proxy`]): no hang;
@@ -32,6 +34,7 @@ mod hostile_bodies;
 mod hostile_strings;
 mod http;
 mod leases;
+mod listener;
 mod migrations;
 mod pace;
 mod partition;
