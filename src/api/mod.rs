@@ -251,8 +251,7 @@ impl ApiClient {
         }
         // Items are checked against the platform's own clock (a visit from its future is
         // refused); what is settled is judged on the sane one below.
-        let page =
-            wire::decode_page(&body.bytes, pair, window, server_date.unwrap_or(local_now))?;
+        let page = wire::decode_page(&body.bytes, pair, window, server_date.unwrap_or(local_now))?;
         drop(body);
         let server_date = server_date.map(|date| {
             let skew = date - local_now;

@@ -267,6 +267,7 @@ impl Store {
             options: std::sync::Arc::new(options),
             url: self.url.clone(),
             schema: self.schema.clone(),
+            deadline: super::Deadline::new(LISTENER_STATEMENT_TIMEOUT),
         }
     }
 
