@@ -14,7 +14,6 @@ use crate::api::{ApiClient, ApiError};
 use crate::daemon::scheduler::{self, Schedule, SchedulerError};
 use crate::domain::Pair;
 use crate::engine::{Engine, EngineOptions, PassPlan, SyncReport};
-use crate::error::chain;
 use crate::http::{Board, ListenError};
 use crate::secret::Secret;
 use crate::settings::{Settings, SettingsError};
@@ -73,6 +72,10 @@ impl App {
             );
         }
         let store = Store::from_settings(&settings.database, settings.pool_size())?;
+        crate::error::redact_logs_with(crate::secret::Redactor::new(
+            &settings.database.url,
+            store.names(),
+        ));
         let telemetry = Telemetry::new();
         let pairs = settings.pairs()?;
         let http_token = settings
@@ -256,7 +259,7 @@ impl App {
     pub fn board(&self, pairs: watch::Receiver<Arc<Vec<Pair>>>) -> Board {
         let store = self.store.for_listener();
         Board {
-            redact: crate::http::Redactor::new(&self.settings.database.url, store.names()),
+            redact: crate::secret::Redactor::new(&self.settings.database.url, store.names()),
             store,
             api: self.api.clone(),
             telemetry: self.telemetry.clone(),
@@ -279,7 +282,7 @@ impl App {
             match migrated {
                 Ok(()) => return true,
                 Err(e) => {
-                    tracing::error!(error = %chain(&e), retry_in_s = wait.as_secs(), "cannot apply migrations; will retry");
+                    tracing::error!(error = %crate::error::logged(&e), retry_in_s = wait.as_secs(), "cannot apply migrations; will retry");
                 }
             }
             tokio::select! {
@@ -316,7 +319,7 @@ async fn apply_reloads(
         let pairs = match next.pairs() {
             Ok(pairs) => pairs,
             Err(e) => {
-                tracing::error!(error = %chain(&e), "configuration reload refused; the running configuration stays");
+                tracing::error!(error = %crate::error::logged(&e), "configuration reload refused; the running configuration stays");
                 continue;
             }
         };

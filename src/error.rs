@@ -1,4 +1,31 @@
-//! The one cause-chain printer, for logs, run rows and the CLI's last line.
+//! The one cause-chain printer, for logs, run rows and the CLI's last line; and what log lines
+//! leave out.
+
+use std::sync::RwLock;
+
+use crate::secret::Redactor;
+
+/// Takes the database's URL, user, host and name out of log lines, once a process knows them.
+static LOG_REDACTOR: RwLock<Option<Redactor>> = RwLock::new(None);
+
+/// From now on, [`logged`] and [`for_log`] take out what `redactor` knows (the latest call wins:
+/// a process talks to one database).
+pub fn redact_logs_with(redactor: Redactor) {
+    *LOG_REDACTOR.write().unwrap_or_else(|e| e.into_inner()) = Some(redactor);
+}
+
+/// `text` as a log line may carry it: without the database's URL, password, user, host or name.
+pub fn for_log(text: &str) -> String {
+    match &*LOG_REDACTOR.read().unwrap_or_else(|e| e.into_inner()) {
+        Some(r) => r.apply(text),
+        None => text.to_owned(),
+    }
+}
+
+/// [`chain`] for a log line (see [`for_log`]).
+pub fn logged(err: &dyn std::error::Error) -> String {
+    for_log(&chain(err))
+}
 
 /// An error with its whole cause chain on one line. A cause whose text the message already
 /// quotes is not repeated.

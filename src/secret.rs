@@ -1,8 +1,12 @@
 //! A string that must never be printed: tokens and database URLs with passwords.
 
+mod redact;
+
 use std::fmt;
 
 use serde::{Deserialize, Deserializer};
+
+pub use redact::Redactor;
 
 /// A secret value. `Debug` and `Display` print `[redacted]`; read it with [`Secret::expose`].
 /// Clones share one copy: every pair of a target carries its token.

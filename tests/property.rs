@@ -3,6 +3,9 @@
 //! leaves the tables equal to the simulator's ground truth, and the sync after it costs one
 //! request per pair.
 //!
+//! And: whatever strings the platform sends, every item lands once, as a visit or a reject, in
+//! a sync that succeeds (the writer's side of `src/api/repair.rs`'s decoding property).
+//!
 //! CI runs a few dozen cases. A long soak: `PROPTEST_CASES=2000 cargo test --release --test property`.
 
 // The integration tests' helpers, shared rather than copied. `pub`, because this binary uses
@@ -19,7 +22,7 @@ use helpers::{AGENT, Harness, TOKEN, target};
 use proptest::prelude::*;
 use sqlx::Row;
 use szb_sync::domain::RunOutcome;
-use szb_sync::simulator::{Fault, Simulator, World};
+use szb_sync::simulator::{Fault, HOSTILE_STRING_PIECES, Simulator, World};
 
 const USERS: [i64; 2] = [1, 2];
 
@@ -326,7 +329,17 @@ async fn run_case(page_size: u32, shuffle: bool, initial: Vec<usize>, steps: Vec
     // Small pages cannot always hold a tie group with the visit before it in one aligned window;
     // the mark then stays before the group and quiet syncs cost more requests, never rows.
     // (Pages under ~10 make that common enough that one final sync may not see every member of
-    // a shuffled group read in two parts; src/mark.rs tests tiny pages without shuffling.)
+    // a shuffled group read in two parts; src/mark/tests.rs tests tiny pages without shuffling.)
+}
+
+/// Runs one case on a runtime of its own, as the integration tests do.
+fn block_on<F: std::future::Future<Output = ()>>(case: F) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(case);
 }
 
 proptest! {
@@ -343,11 +356,117 @@ proptest! {
         initial in proptest::collection::vec(0usize..40, USERS.len()),
         steps in proptest::collection::vec(step(), 1..14),
     ) {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(run_case(page_size, shuffle, initial, steps));
+        block_on(run_case(page_size, shuffle, initial, steps));
+    }
+}
+
+/// Pieces of a JSON string's text as the platform might send it, hostile ones included.
+fn piece() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        prop::sample::select(HOSTILE_STRING_PIECES).prop_map(<[u8]>::to_vec),
+        "[a-z0-9 ]{0,4}".prop_map(String::into_bytes),
+    ]
+}
+
+fn hostile_text() -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(piece(), 0..5).prop_map(|p| p.concat())
+}
+
+/// One item of a pair's list: hostile strings in a field szb-sync keeps in `extra`, in a key,
+/// and (when `valid` is false) in the duration, which makes the item a reject.
+#[derive(Debug, Clone)]
+struct HostileItem {
+    key: Vec<u8>,
+    value: Vec<u8>,
+    valid: bool,
+}
+
+fn hostile_item() -> impl Strategy<Value = HostileItem> {
+    (hostile_text(), hostile_text(), any::<bool>()).prop_map(|(key, value, valid)| HostileItem {
+        key,
+        value,
+        valid,
+    })
+}
+
+async fn run_strings_case(name: String, items: Vec<HostileItem>) {
+    let sim = Simulator::new(71);
+    sim.add_agent(AGENT, TOKEN);
+    sim.generate_visits(AGENT, 1, 30);
+    let truth = sim.visits(AGENT, 1);
+    let watched = truth[3].activity_id.clone();
+    sim.rename_activity(&watched, &name);
+    let quote = |b: &[u8]| [b"\"".as_slice(), b, b"\""].concat();
+    for (i, it) in items.iter().enumerate() {
+        // Between two visits of the truth, a second apart from anything else.
+        let at = truth[i * 2].visit_at + Duration::milliseconds(500);
+        let duration: &[u8] = if it.valid { b"1" } else { b"\"1\"" };
+        let bytes = [
+            format!(
+                r#"{{"activity":null,"visitAt":"{}","lastOnlineAt":"{}","userId":1,"activityId":"{watched}","duration":"#,
+                helpers::iso(at),
+                helpers::iso(at + Duration::minutes(1)),
+            )
+            .as_bytes(),
+            duration,
+            b",",
+            // Prefixed, so it never repeats a field of the visit's own.
+            &quote(&[b"x_".as_slice(), &it.key].concat()),
+            b":",
+            &quote(&it.value),
+            b"}",
+        ]
+        .concat();
+        sim.insert_raw_bytes(AGENT, 1, at, bytes);
+    }
+    let h = Harness::new(sim, vec![target(AGENT, TOKEN, &[1])], 10).await;
+
+    let report = h.sync().await;
+
+    assert!(
+        report.pairs.iter().all(|p| p.outcome == RunOutcome::Ok),
+        "{report:?}"
+    );
+    let valid = items.iter().filter(|i| i.valid).count() as i64;
+    let visits = h.count("SELECT count(*) FROM visits").await;
+    let rejects = h.count("SELECT count(*) FROM sync_rejects").await;
+    assert_eq!(
+        (visits, rejects),
+        (truth.len() as i64 + valid, items.len() as i64 - valid),
+        "every item lands once, as a visit or a reject"
+    );
+    let stored: String = sqlx::query_scalar("SELECT name FROM activities WHERE id = $1")
+        .bind(&watched)
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored,
+        name.replace('\0', "\u{fffd}"),
+        "the name, NUL repaired"
+    );
+    // A second sync reads the same strings again and neither fails nor adds a row.
+    let again = h.sync().await;
+    assert!(
+        again.pairs.iter().all(|p| p.outcome == RunOutcome::Ok),
+        "{again:?}"
+    );
+    assert_eq!(h.count("SELECT count(*) FROM visits").await, visits);
+    assert_eq!(h.count("SELECT count(*) FROM sync_rejects").await, rejects);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(16),
+        max_shrink_iters: 100,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn any_string_the_platform_sends_lands_once_and_never_fails_a_sync(
+        name in "(\\PC|\\x00){0,12}",
+        items in proptest::collection::vec(hostile_item(), 1..8),
+    ) {
+        block_on(run_strings_case(name, items));
     }
 }

@@ -257,17 +257,7 @@ mod property {
     /// Pieces of a JSON string's text, hostile ones included.
     fn piece() -> impl Strategy<Value = Vec<u8>> {
         prop_oneof![
-            Just(br"\u0000".to_vec()),
-            Just(br"\ud800".to_vec()),
-            Just(br"\udfff".to_vec()),
-            Just(br"\ud83d\ude00".to_vec()),
-            Just(br#"\""#.to_vec()),
-            Just(br"\\".to_vec()),
-            Just(b"\x00".to_vec()),
-            Just(b"\x07".to_vec()),
-            Just(b"\xff".to_vec()),
-            Just(b"\xe4\xb8".to_vec()),
-            Just("直播".as_bytes().to_vec()),
+            prop::sample::select(crate::simulator::HOSTILE_STRING_PIECES).prop_map(<[u8]>::to_vec),
             "[a-z0-9 ]{0,4}".prop_map(String::into_bytes),
         ]
     }

@@ -64,6 +64,8 @@ struct Workload {
     rate_limit: f64,
     /// Config lines added to `[api]`.
     api: &'static str,
+    /// Config lines added to `[database]`.
+    database: &'static str,
     kind: Kind,
     /// An index of `visits` dropped after the migrations, before the sync: the write path as
     /// it was before a migration added it.
@@ -83,6 +85,7 @@ const ONE_MILLION: Workload = Workload {
     latency_ms: 0,
     rate_limit: 0.0,
     api: "",
+    database: "",
     kind: Kind::InitialVsCopy,
     drop_index: None,
     time_reads: true,
@@ -96,6 +99,7 @@ const LISTENER_1M: Workload = Workload {
     latency_ms: 0,
     rate_limit: 0.0,
     api: "",
+    database: "",
     kind: Kind::Listener,
     drop_index: None,
     time_reads: false,
@@ -109,6 +113,12 @@ const LOAD_FOR: Duration = Duration::from_secs(30);
 const WORKLOADS: &[Workload] = &[
     ONE_MILLION,
     Workload {
+        name: "1M visits, 200 users, synchronous_commit off",
+        database: "synchronous_commit = \"off\"\n",
+        time_reads: false,
+        ..ONE_MILLION
+    },
+    Workload {
         name: "1M visits, 200 users, without visits_last_online_at_idx",
         drop_index: Some(ONLINE_NOW_INDEX),
         time_reads: false,
@@ -121,6 +131,7 @@ const WORKLOADS: &[Workload] = &[
         latency_ms: 100,
         rate_limit: 0.0,
         api: "max_concurrency = 8\n",
+        database: "",
         kind: Kind::InitialVsIdeal,
         drop_index: None,
         time_reads: false,
@@ -132,6 +143,7 @@ const WORKLOADS: &[Workload] = &[
         latency_ms: 100,
         rate_limit: 50.0,
         api: "",
+        database: "",
         kind: Kind::InitialVsLimit,
         drop_index: None,
         time_reads: false,
@@ -143,6 +155,7 @@ const WORKLOADS: &[Workload] = &[
         latency_ms: 0,
         rate_limit: 0.0,
         api: "",
+        database: "",
         kind: Kind::Quiet,
         drop_index: None,
         time_reads: false,
@@ -154,6 +167,7 @@ const WORKLOADS: &[Workload] = &[
         latency_ms: 0,
         rate_limit: 0.0,
         api: "",
+        database: "",
         kind: Kind::Initial,
         drop_index: None,
         time_reads: false,
@@ -165,6 +179,7 @@ const WORKLOADS: &[Workload] = &[
         latency_ms: 0,
         rate_limit: 0.0,
         api: "",
+        database: "",
         kind: Kind::Quiet,
         drop_index: None,
         time_reads: false,
@@ -176,6 +191,7 @@ const WORKLOADS: &[Workload] = &[
         latency_ms: 20,
         rate_limit: 0.0,
         api: "",
+        database: "",
         kind: Kind::Replicas,
         drop_index: None,
         time_reads: false,
@@ -193,6 +209,7 @@ const WORKLOADS: &[Workload] = &[
         latency_ms: 0,
         rate_limit: 0.0,
         api: "",
+        database: "",
         kind: Kind::Quiet,
         drop_index: None,
         time_reads: false,
@@ -374,10 +391,11 @@ async fn prepare(
     std::fs::write(
         &config,
         format!(
-            "[database]\nurl = {:?}\nschema = {:?}\n\n[api]\nbase_url = {base_url:?}\ntoken = {GENERATED_TOKEN:?}\n{}\n\
+            "[database]\nurl = {:?}\nschema = {:?}\n{}\n[api]\nbase_url = {base_url:?}\ntoken = {GENERATED_TOKEN:?}\n{}\n\
              {extra}\n[[targets]]\nagent_id = {GENERATED_AGENT}\nuser_ids_file = {:?}\n",
             db.url.expose(),
             db.schema,
+            w.database,
             w.api,
             ids_file
         ),
@@ -386,8 +404,17 @@ async fn prepare(
     Ok((config, ids_file))
 }
 
+/// Closes the workload's connections, stops its simulator and removes its files.
+async fn tear_down(store: Store, mut sim: Child, files: &[&Path]) {
+    store.close().await;
+    let _ = sim.kill().await;
+    for file in files {
+        let _ = std::fs::remove_file(file);
+    }
+}
+
 async fn run_workload(exe: &Path, db: &BenchDb, w: &Workload, users: u64) -> Result<Measured> {
-    let (mut sim, base_url) = start_sim(exe, w, users).await?;
+    let (sim, base_url) = start_sim(exe, w, users).await?;
     let http = reqwest::Client::new();
     let (config, ids_file) = prepare(db, &base_url, w, users, "").await?;
     let store = db.connect().await?;
@@ -432,10 +459,7 @@ async fn run_workload(exe: &Path, db: &BenchDb, w: &Workload, users: u64) -> Res
     } else {
         None
     };
-    store.close().await;
-    let _ = sim.kill().await;
-    let _ = std::fs::remove_file(&config);
-    let _ = std::fs::remove_file(&ids_file);
+    tear_down(store, sim, &[&config, &ids_file]).await;
     Ok(Measured {
         wall,
         peak_rss_kib,
@@ -579,7 +603,7 @@ where
 async fn run_replicas(exe: &Path, db: &BenchDb, w: &Workload, users: u64) -> Result<Measured> {
     const REPLICAS: usize = 3;
     const LEASE: Duration = Duration::from_secs(10);
-    let (mut sim, base_url) = start_sim(exe, w, users).await?;
+    let (sim, base_url) = start_sim(exe, w, users).await?;
     let http = reqwest::Client::new();
     sim_config(&http, &base_url, w.latency_ms, w.rate_limit).await?;
     let extra = format!(
@@ -669,10 +693,7 @@ async fn run_replicas(exe: &Path, db: &BenchDb, w: &Workload, users: u64) -> Res
         let _ = tokio::time::timeout(Duration::from_secs(30), c.wait()).await;
     }
     let sums = store.runs_since(0).await?;
-    store.close().await;
-    let _ = sim.kill().await;
-    let _ = std::fs::remove_file(&config);
-    let _ = std::fs::remove_file(&ids_file);
+    tear_down(store, sim, &[&config, &ids_file]).await;
     Ok(Measured {
         wall,
         peak_rss_kib,
@@ -701,7 +722,7 @@ async fn run_replicas(exe: &Path, db: &BenchDb, w: &Workload, users: u64) -> Res
 /// [`LOAD_CLIENTS`] clients each load the status page's three views (as the page does, at
 /// once) in a tight loop for [`LOAD_FOR`].
 async fn run_listener(exe: &Path, db: &BenchDb, w: &Workload, users: u64) -> Result<Measured> {
-    let (mut sim, base_url) = start_sim(exe, w, users).await?;
+    let (sim, base_url) = start_sim(exe, w, users).await?;
     let extra = "[schedule]\ncron = \"*/5 * * * * *\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n";
     let (config, ids_file) = prepare(db, &base_url, w, users, extra).await?;
     let store = db.connect().await?;
@@ -782,10 +803,7 @@ async fn run_listener(exe: &Path, db: &BenchDb, w: &Workload, users: u64) -> Res
         visits,
     };
     let sums = store.runs_since(0).await?;
-    store.close().await;
-    let _ = sim.kill().await;
-    let _ = std::fs::remove_file(&config);
-    let _ = std::fs::remove_file(&ids_file);
+    tear_down(store, sim, &[&config, &ids_file]).await;
     Ok(Measured {
         wall,
         peak_rss_kib,

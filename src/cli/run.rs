@@ -8,7 +8,6 @@ use tokio::sync::mpsc;
 
 use super::shutdown_on_signals;
 use crate::app::App;
-use crate::error::chain;
 use crate::settings::Settings;
 
 pub(super) async fn run(settings: &Settings, config: &Option<PathBuf>) -> Result<ExitCode> {
@@ -53,7 +52,7 @@ async fn reload_on_sighup(
                     }
                 }
                 Err(e) => tracing::error!(
-                    error = %chain(e.as_ref()),
+                    error = %crate::error::logged(e.as_ref()),
                     "configuration reload refused; the running configuration stays"
                 ),
             }

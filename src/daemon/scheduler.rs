@@ -150,8 +150,8 @@ pub async fn run(
                 notify::status(&format!("last pass: {report}"));
                 match beat.during(engine.prune_history(schedule.keep_runs)).await {
                     Ok(0) => {}
-                    Ok(pruned) => tracing::info!(pruned, "old sync_runs and sync_passes rows pruned"),
-                    Err(e) => tracing::warn!(error = %crate::error::chain(&e), "pruning old history failed"),
+                    Ok(pruned) => tracing::info!(pruned, "old sync_runs, sync_passes and sync_rejects rows pruned"),
+                    Err(e) => tracing::warn!(error = %crate::error::logged(&e), "pruning old history failed"),
                 }
             }
             _ = beat.tick() => {}

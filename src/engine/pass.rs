@@ -80,7 +80,7 @@ impl Engine {
         let (pass_id, pass_started) = match self.store.start_pass(self.owner(), plan.due_by).await {
             Ok((id, at)) => (Some(id), at),
             Err(e) => {
-                tracing::warn!(error = %chain(&e), "could not open the pass row");
+                tracing::warn!(error = %crate::error::logged(&e), "could not open the pass row");
                 (None, chrono::Utc::now())
             }
         };
@@ -128,7 +128,7 @@ impl Engine {
         if let Some(id) = pass_id
             && let Err(e) = self.store.finish_pass(id, &report.pass_totals()).await
         {
-            tracing::warn!(error = %chain(&e), "could not close the pass row");
+            tracing::warn!(error = %crate::error::logged(&e), "could not close the pass row");
         }
         let elapsed = started.elapsed();
         let secs = elapsed.as_secs_f64();
@@ -194,7 +194,7 @@ impl Engine {
                 Err(e) => {
                     let mut run = placeholder;
                     run.error = Some(format!("the pair's walk panicked: {e}"));
-                    tracing::error!(agent_id = run.pair.agent_id, user_id = run.pair.user_id, error = %e, "the pair's walk panicked");
+                    tracing::error!(agent_id = run.pair.agent_id, user_id = run.pair.user_id, error = %crate::error::for_log(&e.to_string()), "the pair's walk panicked");
                     let report =
                         PairReport::unwalked(&run.pair, RunOutcome::Failed, run.error.clone());
                     Outcome::Ran(report, run)
@@ -281,7 +281,7 @@ impl<'a> Pass<'a> {
                     Ok(_) => {}
                     Err(e) => {
                         let e = format!("claiming pairs: {}", chain(&e));
-                        tracing::error!(error = %e, "the pass stops claiming");
+                        tracing::error!(error = %crate::error::for_log(&e), "the pass stops claiming");
                         self.errors.push(e);
                         claiming = false;
                     }
@@ -327,7 +327,7 @@ impl<'a> Pass<'a> {
                         continue;
                     }
                     Err(e) => {
-                        tracing::warn!(error = %chain(&e), "could not count the due pairs left");
+                        tracing::warn!(error = %crate::error::logged(&e), "could not count the due pairs left");
                         break;
                     }
                 }
@@ -375,7 +375,7 @@ impl<'a> Pass<'a> {
             .collect();
         if !unwalked.is_empty() {
             if let Err(e) = engine.coordinator.release_unwalked(&unwalked).await {
-                tracing::warn!(error = %chain(&e), "could not give back pairs not walked; their leases expire");
+                tracing::warn!(error = %crate::error::logged(&e), "could not give back pairs not walked; their leases expire");
             }
             for c in unwalked {
                 self.held.remove(&c.pair);
@@ -413,7 +413,7 @@ impl<'a> Pass<'a> {
             Ok(survey) if !survey.abandoned.is_empty() => survey.abandoned,
             Ok(_) => return,
             Err(e) => {
-                tracing::warn!(error = %chain(&e), "could not look for pairs of processes that are gone");
+                tracing::warn!(error = %crate::error::logged(&e), "could not look for pairs of processes that are gone");
                 return;
             }
         };
@@ -421,7 +421,7 @@ impl<'a> Pass<'a> {
         for chunk in abandoned.chunks(ADOPT_BATCH) {
             let chunk: Vec<&PairKey> = chunk.iter().collect();
             if let Err(e) = self.claim(&chunk, chunk.len().max(concurrency)).await {
-                tracing::warn!(error = %chain(&e), "could not take over pairs of processes that are gone");
+                tracing::warn!(error = %crate::error::logged(&e), "could not take over pairs of processes that are gone");
                 break;
             }
         }
@@ -447,7 +447,7 @@ impl<'a> Pass<'a> {
                         plural(batch.len(), "finished run", "finished runs"),
                         chain(&e)
                     );
-                    tracing::error!(error = %e, "their leases expire; their pages are committed");
+                    tracing::error!(error = %crate::error::for_log(&e), "their leases expire; their pages are committed");
                     self.errors.push(e);
                 }
             }
@@ -467,7 +467,7 @@ impl<'a> Pass<'a> {
             ),
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(error = %chain(&e), "renewing leases failed; retrying at the next renewal")
+                tracing::warn!(error = %crate::error::logged(&e), "renewing leases failed; retrying at the next renewal")
             }
         }
     }
@@ -502,7 +502,7 @@ impl<'a> Pass<'a> {
                 ));
             }
             if let Err(e) = self.engine.store.record_skipped_runs(&missed, REASON).await {
-                tracing::warn!(error = %chain(&e), "could not record the skipped runs");
+                tracing::warn!(error = %crate::error::logged(&e), "could not record the skipped runs");
             }
         }
     }
@@ -519,7 +519,7 @@ where
         attempt += 1;
         match f().await {
             Err(e) if attempt < ATTEMPTS && (e.is_connection() || e.is_deadlock()) => {
-                tracing::debug!(error = %chain(&e), attempt, "retrying a statement of the pass");
+                tracing::debug!(error = %crate::error::logged(&e), attempt, "retrying a statement of the pass");
                 tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
             }
             other => return other,

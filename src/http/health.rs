@@ -58,7 +58,7 @@ pub(super) async fn readyz(State(board): State<Board>) -> Response {
             );
         }
         Ok(Err(e)) => {
-            tracing::warn!(error = %crate::error::chain(&e), "/readyz: the database did not answer");
+            tracing::warn!(error = %crate::error::logged(&e), "/readyz: the database did not answer");
             return line(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(

@@ -11,7 +11,6 @@
 mod guard;
 mod health;
 mod page;
-mod redact;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,8 +24,8 @@ use axum::routing::get;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::secret::Redactor;
 pub use guard::{DEADLINE, PAGES_AT_ONCE, PROBES_AT_ONCE, QUEUE_WAIT};
-pub use redact::Redactor;
 
 use crate::api::ApiClient;
 use crate::domain::{Pair, PairKey};
@@ -123,7 +122,7 @@ async fn metrics(State(board): State<Board>) -> Response {
         }),
         // The counters are still worth a scrape; the gauges keep their last values.
         Ok(Err(e)) => {
-            tracing::warn!(error = %crate::error::chain(&e), "metrics: could not count pairs by state")
+            tracing::warn!(error = %crate::error::logged(&e), "metrics: could not count pairs by state")
         }
     }
     metrics.set_concurrency_limit(board.api.pace().iter().map(|p| p.limit).sum());
@@ -140,7 +139,7 @@ async fn metrics(State(board): State<Board>) -> Response {
 /// A database error, in general terms for an answer (503), with `what` failed; the detail goes
 /// to the log, never to the answer: it may name the database's user, host and name.
 fn database_trouble(what: &str, e: &StoreError) -> Response {
-    tracing::warn!(error = %crate::error::chain(e), "listener: {what} failed");
+    tracing::warn!(error = %crate::error::logged(e), "listener: {what} failed");
     line(
         StatusCode::SERVICE_UNAVAILABLE,
         format!("{what}: {} (szb-sync's log says more)", in_general(e)),

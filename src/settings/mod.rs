@@ -204,8 +204,8 @@ pub struct SyncSettings {
     /// Windows of one pair fetched ahead of the one being read, 0..=16. They share the
     /// token's limit of requests in flight (`api.max_concurrency`).
     pub fetch_ahead: usize,
-    /// `sync_runs` and `sync_passes` rows older than this are pruned by the daemon, after each
-    /// pass, in small batches. At least an hour.
+    /// `sync_runs` and `sync_passes` rows older than this, and `sync_rejects` rows last read
+    /// longer ago, are pruned by the daemon, after each pass, in small batches. At least an hour.
     #[serde(with = "humantime_serde")]
     pub keep_runs: Duration,
     /// How long `run` waits before trying a failing pair again: a pair whose token is refused

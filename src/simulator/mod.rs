@@ -26,7 +26,9 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 
 pub use http::SpawnedSimulator;
-pub use world::{Fault, Hostile, RequestInfo, TruthActivity, TruthVisit, World};
+pub use world::{
+    Fault, HOSTILE_STRING_PIECES, Hostile, RequestInfo, TruthActivity, TruthVisit, World,
+};
 
 /// Gives [`Simulator`] each listed [`World`] knob, run under the lock.
 macro_rules! delegate_to_world {
@@ -95,6 +97,7 @@ impl Simulator {
         fn delete_activity(activity_id: &str);
         fn purge_oldest(agent_id: i64, user_id: i64, k: usize);
         fn insert_raw_item(agent_id: i64, user_id: i64, sort_at: DateTime<Utc>, item: Value);
+        fn replace_raw_item(agent_id: i64, user_id: i64, sort_at: DateTime<Utc>, item: Value);
         fn insert_raw_bytes(agent_id: i64, user_id: i64, sort_at: DateTime<Utc>, bytes: Vec<u8>);
         fn rename_activity(activity_id: &str, name: &str);
         fn set_clock_skew(skew: Duration);

@@ -137,6 +137,24 @@ pub enum Hostile {
     EchoAuthorization(u16),
 }
 
+/// Pieces of a JSON string's text as a hostile platform might send them, for the property tests
+/// of the decoder and the writer: escapes Postgres refuses (`\u0000`), lone and paired
+/// surrogates, escaped quotes and backslashes, raw control bytes, invalid and cut UTF-8.
+pub const HOSTILE_STRING_PIECES: &[&[u8]] = &[
+    br"\u0000",
+    br"\ud800",
+    br"\udfff",
+    br"\ud83d\ude00",
+    br#"\""#,
+    br"\\",
+    b"\x00",
+    b"\x07",
+    b"\x1f",
+    b"\xff",
+    b"\xe4\xb8",
+    "直播".as_bytes(),
+];
+
 /// What a visits request asked for, handed to the [`Simulator::set_before_request`] hook.
 ///
 /// Missing or invalid query values are replaced by their defaults here; the request itself
@@ -500,6 +518,23 @@ impl World {
         item: Value,
     ) {
         self.insert_entry(agent_id, user_id, Entry::Raw { sort_at, item });
+    }
+
+    /// Replaces the raw item placed at `sort_at` by [`World::insert_raw_item`] (a rejected open
+    /// item whose `lastOnlineAt` moves, say). Panics when there is none there.
+    pub fn replace_raw_item(
+        &mut self,
+        agent_id: i64,
+        user_id: i64,
+        sort_at: DateTime<Utc>,
+        item: Value,
+    ) {
+        let user = self.user_mut(agent_id, user_id);
+        let raw = user.entries.iter_mut().find_map(|e| match e {
+            Entry::Raw { sort_at: at, item } if *at == sort_at => Some(item),
+            _ => None,
+        });
+        *raw.unwrap_or_else(|| panic!("no raw item of {agent_id}/{user_id} at {sort_at}")) = item;
     }
 
     /// Answers every visits request of one pair with `hostile` from now on (`None`: as usual

@@ -145,18 +145,19 @@ fn answers_ping(
 mod tests {
     use super::*;
 
+    /// An operation the database never answers, under `deadline`.
+    async fn unanswered(deadline: &Deadline, what: &'static str) -> Result<(), StoreError> {
+        deadline
+            .within(what, std::future::pending::<Result<(), StoreError>>())
+            .await
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_operation_without_an_answer_ends_at_the_deadline() {
         let deadline = Deadline::new(Duration::from_secs(60));
         let started = Instant::now();
 
-        let err = deadline
-            .within(
-                "writing a page",
-                std::future::pending::<Result<(), StoreError>>(),
-            )
-            .await
-            .unwrap_err();
+        let err = unanswered(&deadline, "writing a page").await.unwrap_err();
 
         assert_eq!(started.elapsed(), Duration::from_secs(65));
         assert!(err.is_connection());
@@ -177,22 +178,11 @@ mod tests {
             stopper.stop_within(Duration::from_secs(10));
         });
 
-        let err = deadline
-            .within(
-                "writing a page",
-                std::future::pending::<Result<(), StoreError>>(),
-            )
-            .await
-            .unwrap_err();
+        let err = unanswered(&deadline, "writing a page").await.unwrap_err();
 
         assert_eq!(started.elapsed(), Duration::from_secs(13));
         assert!(err.to_string().contains("shutdown"), "{err}");
-        let again = deadline
-            .within(
-                "closing the pass row",
-                std::future::pending::<Result<(), StoreError>>(),
-            )
-            .await;
+        let again = unanswered(&deadline, "closing the pass row").await;
         assert!(again.is_err());
         assert_eq!(
             started.elapsed(),

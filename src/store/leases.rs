@@ -192,7 +192,7 @@ impl Coordinator {
         if let Err(e) = &result
             && e.is_connection()
         {
-            tracing::warn!(error = %crate::error::chain(e), "the coordinator's connection was lost; the next claim opens a new one (pair locks held on it are gone, leases still fence every write)");
+            tracing::warn!(error = %crate::error::logged(e), "the coordinator's connection was lost; the next claim opens a new one (pair locks held on it are gone, leases still fence every write)");
             *guard = None;
         }
         result

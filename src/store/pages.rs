@@ -316,10 +316,20 @@ impl PairSession {
 
         if !batch.rejects.is_empty() {
             let r = &batch.rejects;
-            let result = sqlx::query(
-                "INSERT INTO sync_rejects (agent_id, user_id, activity_filter, raw, reason, list_position)
-                 SELECT $1, $2, $3, u.* FROM UNNEST($4::jsonb[], $5::text[], $6::int8[]) AS u
-                 ON CONFLICT (agent_id, user_id, activity_filter, md5(raw::text)) DO NOTHING",
+            // One row per item of the list (`item_key`): a version read again replaces the
+            // stored one, and only an item seen for the first time counts.
+            let inserted: i64 = sqlx::query_scalar(
+                "WITH w AS (
+                   INSERT INTO sync_rejects (agent_id, user_id, activity_filter, raw, reason,
+                          list_position)
+                   SELECT DISTINCT ON (sync_reject_item_key(u.raw)) $1, $2, $3, u.*
+                     FROM UNNEST($4::jsonb[], $5::text[], $6::int8[]) AS u (raw, reason, pos)
+                    ORDER BY sync_reject_item_key(u.raw), u.pos DESC NULLS LAST
+                   ON CONFLICT (agent_id, user_id, activity_filter, item_key) DO UPDATE SET
+                          raw = EXCLUDED.raw, reason = EXCLUDED.reason,
+                          list_position = EXCLUDED.list_position, last_seen_at = now()
+                   RETURNING (xmax = 0) AS inserted)
+                 SELECT count(*) FILTER (WHERE inserted) FROM w",
             )
             .bind(pair.agent_id)
             .bind(pair.user_id)
@@ -327,11 +337,10 @@ impl PairSession {
             .bind(r.iter().map(|(x, _)| x.raw.clone()).collect::<Vec<_>>())
             .bind(r.iter().map(|(x, _)| x.reason.as_str()).collect::<Vec<_>>())
             .bind(r.iter().map(|(_, pos)| *pos).collect::<Vec<_>>())
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await
             .map_err(query_err("recording rejected items"))?;
-            // Counts items recorded for the first time; a reject read again is already there.
-            written.rejects = result.rows_affected();
+            written.rejects = inserted as u64;
         }
 
         // Last, in the same transaction: the lease must still be this process's, or nothing of

@@ -88,19 +88,32 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes finished `sync_runs` and `sync_passes` rows that started more than `keep` ago,
-    /// in small batches; a run or pass still going is never pruned. Returns how many rows went.
+    /// Deletes finished `sync_runs` and `sync_passes` rows that started more than `keep` ago, and
+    /// `sync_rejects` rows last read more than `keep` ago, in small batches; a run or pass still
+    /// going is never pruned. Returns how many rows went.
     pub async fn prune_history(&self, keep: Duration) -> Result<u64, StoreError> {
         let keep = chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
         let Some(cutoff) = chrono::Utc::now().checked_sub_signed(keep) else {
             return Ok(0);
         };
         let mut pruned = 0;
-        for table in ["sync_runs", "sync_passes"] {
+        let old = [
+            (
+                "sync_runs",
+                "started_at < $1 AND finished_at IS NOT NULL",
+                "started_at",
+            ),
+            (
+                "sync_passes",
+                "started_at < $1 AND finished_at IS NOT NULL",
+                "started_at",
+            ),
+            ("sync_rejects", "last_seen_at < $1", "last_seen_at"),
+        ];
+        for (table, old, by) in old {
             let sql = format!(
                 "DELETE FROM {table} WHERE id IN (
-                     SELECT id FROM {table} WHERE started_at < $1 AND finished_at IS NOT NULL
-                      ORDER BY started_at LIMIT $2)"
+                     SELECT id FROM {table} WHERE {old} ORDER BY {by} LIMIT $2)"
             );
             loop {
                 let delete = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))

@@ -34,9 +34,9 @@ impl Observer for LogLines {
                 if rate_limited {
                     // Finding the platform's pace meets a 429 now and then: the controller
                     // backs off, and the run counts the request. Not worth a warning.
-                    tracing::debug!(agent_id = pair.agent_id, user_id = pair.user_id, activity_filter = filter, page, attempt, wait_ms, error = %error, "retrying");
+                    tracing::debug!(agent_id = pair.agent_id, user_id = pair.user_id, activity_filter = filter, page, attempt, wait_ms, error = %crate::error::for_log(&error.to_string()), "retrying");
                 } else {
-                    tracing::warn!(agent_id = pair.agent_id, user_id = pair.user_id, activity_filter = filter, page, attempt, wait_ms, error = %error, "retrying");
+                    tracing::warn!(agent_id = pair.agent_id, user_id = pair.user_id, activity_filter = filter, page, attempt, wait_ms, error = %crate::error::for_log(&error.to_string()), "retrying");
                 }
             }
             Event::PairFinished {
@@ -58,7 +58,7 @@ impl Observer for LogLines {
                         inserted = counts.visits_inserted,
                         updated = counts.visits_updated,
                         rejects = counts.rejects,
-                        error = error.unwrap_or(""),
+                        error = crate::error::for_log(error.unwrap_or("")),
                         "pair failed"
                     ),
                     RunOutcome::Skipped => tracing::warn!(
@@ -66,7 +66,7 @@ impl Observer for LogLines {
                         user_id = pair.user_id,
                         activity_filter = filter,
                         outcome = outcome.as_str(),
-                        reason = error.unwrap_or(""),
+                        reason = crate::error::for_log(error.unwrap_or("")),
                         "pair skipped"
                     ),
                     _ if counts.visits_written() > 0
@@ -110,7 +110,7 @@ impl Observer for LogLines {
                 counts,
                 errors,
             } => {
-                let error = (!errors.is_empty()).then(|| errors.join("; "));
+                let error = (!errors.is_empty()).then(|| crate::error::for_log(&errors.join("; ")));
                 macro_rules! pass_line {
                     ($lvl:ident) => {
                         tracing::$lvl!(

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::helpers::{
     AGENT, Harness, TOKEN, TestDb, VisitRow, iso, sim_with, target, test_settings,
 };
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection, Row};
 use szb_sync::app::App;
@@ -707,6 +707,55 @@ async fn items_breaking_the_schema_are_rejected_once_each_and_the_rest_lands() {
         unnamed.is_empty(),
         "each reason names its field: {unnamed:#?}"
     );
+}
+
+#[tokio::test]
+async fn an_open_rejected_item_stays_one_row_as_it_moves() {
+    let sim = sim_with(SEED, &[(1, 12)]);
+    let activity = sim.visits(AGENT, 1)[0].activity_id.clone();
+    // Open (last seen a minute ago), so every sync reads it again, and rejected for its
+    // string duration; each read finds it with a later lastOnlineAt.
+    let visit_at = sim.now().trunc_subsecs(3) - chrono::Duration::minutes(10);
+    let version = |minutes: i64| {
+        json!({
+            "activity": null,
+            "visitAt": iso(visit_at),
+            "lastOnlineAt": iso(visit_at + chrono::Duration::minutes(minutes)),
+            "duration": minutes.to_string(),
+            "userId": 1,
+            "activityId": activity,
+        })
+    };
+    sim.insert_raw_item(AGENT, 1, visit_at, version(8));
+    let h = harness(sim, vec![target(AGENT, TOKEN, &[1])], |_| {}).await;
+
+    h.sync_ok().await;
+    for minutes in [9, 10] {
+        h.sim.replace_raw_item(AGENT, 1, visit_at, version(minutes));
+        h.sync_ok().await;
+    }
+
+    let rows = sqlx::query(
+        "SELECT raw, reason, first_seen_at < last_seen_at AS seen_again FROM sync_rejects",
+    )
+    .fetch_all(&h.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 1, "one row for the item, not one per version");
+    assert_eq!(
+        rows[0].get::<Value, _>("raw"),
+        version(10),
+        "its latest version"
+    );
+    assert!(rows[0].get::<String, _>("reason").contains("duration"));
+    assert!(rows[0].get::<bool, _>("seen_again"), "last_seen_at moved");
+    let counted: Vec<i32> = runs(&h, AGENT, 1).await.iter().map(|r| r.rejects).collect();
+    assert_eq!(
+        counted.iter().sum::<i32>(),
+        1,
+        "only the first sight counts: {counted:?}"
+    );
+    assert_eq!(h.visits(AGENT, 1).await, h.truth(AGENT, 1, false));
 }
 
 #[tokio::test]

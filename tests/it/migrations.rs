@@ -25,6 +25,15 @@ async fn migrate_to_the_first_version(db: &TestDb) {
         .unwrap();
 }
 
+/// Every migration, through szb-sync's own store, as the new binary applies them.
+async fn migrate_to_the_latest(db: &TestDb) -> Store {
+    let store = Store::connect(&Secret::new(db.url.clone()), 2)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
 async fn insert_visit(db: &TestDb, visit_at: &str, last_online_at: &str, duration: i32) {
     insert_visit_of(db, 2, "a1", visit_at, last_online_at, duration).await;
 }
@@ -72,10 +81,7 @@ async fn an_upgrade_moves_impossible_visits_to_rejects_then_refuses_them() {
     .await
     .unwrap();
 
-    let store = Store::connect(&Secret::new(db.url.clone()), 2)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    migrate_to_the_latest(&db).await;
 
     let kept: Vec<String> = sqlx::query_scalar(
         "SELECT to_char(visit_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') FROM visits ORDER BY visit_at",
@@ -175,10 +181,7 @@ async fn a_moved_visit_of_a_filtered_pair_is_filed_under_that_pair() {
     )
     .await;
 
-    let store = Store::connect(&Secret::new(db.url.clone()), 2)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    migrate_to_the_latest(&db).await;
 
     let filed: Vec<(i64, String)> =
         sqlx::query_as("SELECT user_id, activity_filter FROM sync_rejects ORDER BY user_id")
@@ -189,13 +192,70 @@ async fn a_moved_visit_of_a_filtered_pair_is_filed_under_that_pair() {
 }
 
 #[tokio::test]
+async fn an_upgrade_folds_each_rejected_item_into_one_row() {
+    let db = TestDb::new().await;
+    migrate_to_the_first_version(&db).await;
+    // An earlier version kept a row per version of an open rejected item (keyed by the hash
+    // of its raw JSON): three reads of one item as its lastOnlineAt moved, and another item.
+    sqlx::raw_sql(
+        r#"INSERT INTO sync_rejects (agent_id, user_id, raw, reason, first_seen_at) VALUES
+           (1, 2, '{"visitAt": "2024-05-01T10:00:00Z", "activityId": "a1", "userId": 2,
+                    "lastOnlineAt": "2024-05-01T10:05:00Z", "duration": "5"}', 'v1',
+            '2024-05-01T10:06:00Z'),
+           (1, 2, '{"visitAt": "2024-05-01T10:00:00Z", "activityId": "a1", "userId": 2,
+                    "lastOnlineAt": "2024-05-01T10:15:00Z", "duration": "15"}', 'v2',
+            '2024-05-01T10:16:00Z'),
+           (1, 2, '{"visitAt": "2024-05-01T10:00:00Z", "activityId": "a1", "userId": 2,
+                    "lastOnlineAt": "2024-05-01T10:25:00Z", "duration": "25"}', 'v3',
+            '2024-05-01T10:26:00Z'),
+           (1, 2, '{"visitAt": "2024-05-01T11:00:00Z", "activityId": "a1", "userId": 2,
+                    "lastOnlineAt": "2024-05-01T11:05:00Z", "duration": "5"}', 'other',
+            '2024-05-01T11:06:00Z'),
+           -- The same item seen by another pair is that pair's own row.
+           (1, 3, '{"visitAt": "2024-05-01T10:00:00Z", "activityId": "a1", "userId": 2,
+                    "lastOnlineAt": "2024-05-01T10:05:00Z", "duration": "5"}', 'pair 3',
+            '2024-05-01T10:06:00Z');"#,
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+
+    migrate_to_the_latest(&db).await;
+
+    let rows: Vec<(i64, String, String, String, String)> = sqlx::query_as(
+        "SELECT user_id, reason, raw->>'duration',
+                to_char(first_seen_at AT TIME ZONE 'UTC', 'HH24:MI'),
+                to_char(last_seen_at AT TIME ZONE 'UTC', 'HH24:MI')
+           FROM sync_rejects ORDER BY user_id, first_seen_at",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let row = |u: i64, r: &str, d: &str, first: &str, last: &str| {
+        (
+            u,
+            r.to_owned(),
+            d.to_owned(),
+            first.to_owned(),
+            last.to_owned(),
+        )
+    };
+    assert_eq!(
+        rows,
+        [
+            // The newest version, first seen when the oldest was.
+            row(2, "v3", "25", "10:06", "10:26"),
+            row(2, "other", "5", "11:06", "11:06"),
+            row(3, "pair 3", "5", "10:06", "10:06"),
+        ]
+    );
+}
+
+#[tokio::test]
 async fn a_fresh_database_migrates_with_the_constraints_in_place() {
     let db = TestDb::new().await;
-    let store = Store::connect(&Secret::new(db.url.clone()), 2)
-        .await
-        .unwrap();
 
-    store.migrate().await.unwrap();
+    let store = migrate_to_the_latest(&db).await;
     store.migrate().await.unwrap();
 
     let checks: Vec<String> = sqlx::query_scalar(
@@ -227,10 +287,7 @@ async fn a_fresh_database_migrates_with_the_constraints_in_place() {
 #[tokio::test]
 async fn every_run_outcome_is_a_value_sync_runs_accepts_and_no_other_is() {
     let db = TestDb::new().await;
-    let store = Store::connect(&Secret::new(db.url.clone()), 2)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    migrate_to_the_latest(&db).await;
 
     for outcome in RunOutcome::ALL {
         sqlx::query("INSERT INTO sync_runs (agent_id, user_id, outcome) VALUES (1, 2, $1)")

@@ -432,7 +432,12 @@ async fn history_older_than_keep_runs_is_pruned_and_newer_history_stays() {
            FROM generate_series(1, 3);
          -- Old, but still going (a very long first sync): never pruned.
          INSERT INTO sync_runs (agent_id, user_id, started_at, outcome)
-         VALUES (1, 3, now() - interval '40 days', 'running');",
+         VALUES (1, 3, now() - interval '40 days', 'running');
+         -- A reject last read 40 days ago goes; one first seen then but read since stays.
+         INSERT INTO sync_rejects (agent_id, user_id, raw, reason, first_seen_at, last_seen_at)
+         VALUES (1, 2, '{\"visitAt\": \"x\"}', 'gone', now() - interval '40 days',
+                 now() - interval '40 days'),
+                (1, 2, '{\"visitAt\": \"y\"}', 'kept', now() - interval '40 days', now());",
     )
     .execute(&h.db.pool)
     .await
@@ -445,9 +450,14 @@ async fn history_older_than_keep_runs_is_pruned_and_newer_history_stays() {
         .await
         .unwrap();
 
-    assert_eq!(pruned, 12_003);
+    assert_eq!(pruned, 12_004);
     // The first run wrote visits (the quiet second one left no run row), and the old run that
     // is still going stays.
     assert_eq!(h.count("SELECT count(*) FROM sync_runs").await, 2);
     assert_eq!(h.count("SELECT count(*) FROM sync_passes").await, 2);
+    let rejects: Vec<String> = sqlx::query_scalar("SELECT reason FROM sync_rejects")
+        .fetch_all(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rejects, ["kept"]);
 }

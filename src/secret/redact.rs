@@ -1,6 +1,7 @@
-//! Text the listener shows that came from elsewhere (a pass's errors, a pair's last error) may
-//! name the database: its URL, user, host and name. [`Redactor`] takes them out; the log keeps
-//! the detail.
+//! Text the listener shows or the log writes that came from elsewhere (a pass's errors, a pair's
+//! last error, a driver's message) may name the database: its URL, user, host and name.
+//! [`Redactor`] takes them out. The command line's last error line keeps them: it answers the
+//! person who typed the command, about their own configuration.
 
 use std::sync::Arc;
 
