@@ -8,6 +8,7 @@
 //! `http.token` for the page, and a limit and a deadline per answer. An error names what failed
 //! in general terms; its detail, which may name the database's user and host, goes to the log.
 
+mod cache;
 mod guard;
 mod health;
 mod page;
@@ -25,6 +26,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::secret::Redactor;
+pub use cache::FRESH_FOR;
 pub use guard::{DEADLINE, PAGES_AT_ONCE, PROBES_AT_ONCE, QUEUE_WAIT};
 
 use crate::api::ApiClient;

@@ -24,13 +24,20 @@ const STYLE: &str = include_str!("page.css");
 const PER_PAGE: i64 = 50;
 
 pub(super) fn routes() -> Router<Board> {
+    // The views the page reads, shared between clients for a second.
+    let api = Router::new()
+        .route("/api/overview", get(overview))
+        .route("/api/pairs", get(pairs))
+        .route("/api/rejects", get(rejects))
+        .route_layer(axum::middleware::from_fn_with_state(
+            super::cache::Cache::default(),
+            super::cache::shared,
+        ));
     Router::new()
         .route("/", get(index))
         .route("/page.js", get(script))
         .route("/page.css", get(style))
-        .route("/api/overview", get(overview))
-        .route("/api/pairs", get(pairs))
-        .route("/api/rejects", get(rejects))
+        .merge(api)
 }
 
 async fn index() -> Response {

@@ -342,3 +342,81 @@ async fn get(url: &str) -> (u16, String) {
     let status = res.status().as_u16();
     (status, res.text().await.unwrap())
 }
+
+/// Scans of `sync_state`, as the statistics views have them.
+async fn state_scans(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0)
+           FROM pg_stat_user_tables WHERE relname = 'sync_state'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn two_dozen_clients_loading_the_page_at_once_cost_the_database_one_read_of_each_view() {
+    const CLIENTS: usize = 24;
+    let h = synced(None).await;
+    // The sync's sessions end first, so their statistics are in before the count starts.
+    h.app.close().await;
+    let pool = &h.db.pool;
+    let mut before = state_scans(pool).await;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let now = state_scans(pool).await;
+        if now == before {
+            break;
+        }
+        before = now;
+    }
+    let (listener, local) = szb_sync::http::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let (_, pairs) = watch::channel(Arc::new(h.app.pairs().to_vec()));
+    h.app.telemetry().live.set_migrated();
+    let board = h.app.board(pairs);
+    let listener_store = board.store.clone();
+    let stop = CancellationToken::new();
+    tokio::spawn(szb_sync::http::serve(listener, board, stop.clone()));
+    let base = format!("http://{local}");
+
+    // Each client loads the page's three views at once, as the page does.
+    let loads = (0..CLIENTS).map(|_| {
+        let base = base.clone();
+        async move {
+            let (overview, pairs, rejects) = (
+                format!("{base}/api/overview"),
+                format!("{base}/api/pairs?view=all"),
+                format!("{base}/api/rejects"),
+            );
+            let (a, b, c) = tokio::join!(get(&overview), get(&pairs), get(&rejects));
+            [a, b, c]
+        }
+    });
+    let answers = futures_util::future::join_all(loads).await;
+    // Its sessions end, and with them their statistics are written.
+    stop.cancel();
+    listener_store.close().await;
+
+    for answer in answers.iter().flatten() {
+        assert_eq!(answer.0, 200, "{}", answer.1);
+    }
+    let pairs_views: std::collections::HashSet<&str> =
+        answers.iter().map(|a| a[1].1.as_str()).collect();
+    assert_eq!(pairs_views.len(), 1, "every client saw the same pairs");
+    let mut scans = state_scans(pool).await - before;
+    for _ in 0..200 {
+        if scans > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        scans = state_scans(pool).await - before;
+    }
+    assert!(scans > 0, "the listener's statistics were written");
+    // Unshared, the pairs view alone would scan sync_state once per client.
+    assert!(
+        scans < CLIENTS as i64,
+        "{CLIENTS} clients' loads scanned sync_state {scans} times"
+    );
+}
