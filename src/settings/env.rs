@@ -140,8 +140,10 @@ pub(super) fn with_env(
         .merge(EnvVars(szb.collect())))
 }
 
-/// A figment provider over (variable name, key path, value) triples, so that [`Settings::load`]
-/// and [`Settings::load_from`] share one mapping and errors name the variable.
+/// A figment provider over (variable name, key path, value) triples, so that
+/// [`Settings::load`](super::Settings::load) and
+/// [`Settings::load_from`](super::Settings::load_from) share one mapping and errors name the
+/// variable.
 struct EnvVars(Vec<(String, String, String)>);
 
 impl Provider for EnvVars {

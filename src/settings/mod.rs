@@ -18,12 +18,14 @@
 //! So for the database URL: `SZB_DATABASE__URL` > `DATABASE_URL` > file > default.
 //!
 //! Unknown keys are errors, and every error names the key it is about. Tokens and the database URL
-//! are [`Secret`](crate::secret::Secret)s: they never appear in `Debug` output or in error messages.
+//! are [`Secret`](crate::secret::Secret)s: they never appear in `Debug` output or in error
+//! messages.
 //!
 //! The parts: the types and their defaults (`types`), loading the layers (`load`), the
 //! environment layer (`env`) and the keys it knows, asked of the types (`keys`), the checks
 //! and their bounds (`validate`), the targets, their user-id files and the token files
-//! (`targets`), what a reload cannot apply (`reload`), and error messages (`report`).
+//! (`targets`), what a reload cannot apply (`reload`), and error messages (`report`); their
+//! tests are in `tests/`, one file per part.
 
 use std::path::PathBuf;
 

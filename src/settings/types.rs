@@ -36,7 +36,8 @@ pub struct DatabaseSettings {
     /// Size of the connection pool.
     pub max_connections: u32,
     /// The Postgres schema of szb-sync's tables and views (created if missing); every pooled
-    /// connection has it as its `search_path`. A plain identifier, see [`check_schema`](super::check_schema).
+    /// connection has it as its `search_path`. A plain identifier, see
+    /// [`check_schema`](super::check_schema).
     pub schema: String,
     /// Postgres ends a statement of szb-sync's after this long (`statement_timeout`), and
     /// szb-sync gives up on an answer a little later (see `store::deadline`). 1s..=1h.
