@@ -24,7 +24,8 @@
 //!   the engine from [`settings::Settings`]; [`app::App::run_until_stopped`] is the daemon. The
 //!   CLI, the demo, the benchmark and the tests all build through it.
 //! - [`cli`]: the `szb-sync` subcommands, one file each; `main.rs` only parses and calls in here.
-//! - [`settings`]: layered configuration (defaults, TOML, `SZB_…` environment), validated once.
+//! - [`settings`]: layered configuration (defaults, TOML, `SZB_…` environment), validated once;
+//!   in parts: types, load, env, keys, validate, targets (user-id and token files), reload.
 //! - [`secret`]: a string that never prints (tokens, database URLs).
 //! - [`error`]: the cause-chain printer.
 //! - [`plural`]: counted nouns (`1 pair`, `2 pairs`) for every message people read.

@@ -6,76 +6,26 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::SettingsError;
+use super::keys::{sections, text_keys};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
-use serde::Deserialize;
-
-use super::{
-    ApiSettings, DatabaseSettings, HttpSettings, ScheduleSettings, SettingsError, SyncSettings,
-};
 
 /// `SZB_` variables that are not configuration and are left alone. `SZB_TOKEN_FILE` is
 /// `docker-compose.yml`'s: the host path of the token secret, read by compose, so it may well be
 /// exported in the shell that runs szb-sync too.
 pub(super) const NOT_CONFIG: [&str; 1] = ["SZB_TOKEN_FILE"];
 
-/// Each section and its keys, as the settings types declare them. `targets` is a list, set
-/// whole by `SZB_TARGETS`, so it has no keys of its own here.
-fn sections() -> Vec<(&'static str, &'static [&'static str])> {
-    vec![
-        ("database", fields::<DatabaseSettings>()),
-        ("api", fields::<ApiSettings>()),
-        ("schedule", fields::<ScheduleSettings>()),
-        ("sync", fields::<SyncSettings>()),
-        ("http", fields::<HttpSettings>()),
-        ("targets", &[]),
-    ]
-}
-
 /// Every variable name that sets something: `SZB_API`, `SZB_API__TOKEN`, …, upper case.
 fn known_names() -> Vec<String> {
     let mut names = Vec::new();
-    for (section, keys) in sections() {
-        names.push(format!("SZB_{}", section.to_ascii_uppercase()));
-        for key in keys {
-            names.push(format!("SZB_{}__{}", section, key).to_ascii_uppercase());
+    for section in sections() {
+        names.push(format!("SZB_{}", section.name.to_ascii_uppercase()));
+        for key in section.keys {
+            names.push(format!("SZB_{}__{}", section.name, key).to_ascii_uppercase());
         }
     }
     names
-}
-
-/// The fields a settings struct deserializes, asked of serde itself so the list cannot drift.
-fn fields<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
-    let mut fields = None;
-    let _ = T::deserialize(FieldNames(&mut fields));
-    fields.unwrap_or_default()
-}
-
-/// A deserializer that only records the field names of the struct asked of it.
-struct FieldNames<'a>(&'a mut Option<&'static [&'static str]>);
-
-impl<'de> serde::Deserializer<'de> for FieldNames<'_> {
-    type Error = serde::de::value::Error;
-
-    fn deserialize_struct<V: serde::de::Visitor<'de>>(
-        self,
-        _name: &'static str,
-        fields: &'static [&'static str],
-        _visitor: V,
-    ) -> Result<V::Value, Self::Error> {
-        *self.0 = Some(fields);
-        Err(serde::de::Error::custom("field names only"))
-    }
-
-    fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
-        Err(serde::de::Error::custom("not a struct"))
-    }
-
-    serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
-        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
-        ignored_any
-    }
 }
 
 /// `SZB_…` variables that set nothing, each named with the closest real name when one is near.
@@ -159,33 +109,6 @@ fn closest<'a>(name: &str, known: &'a [String]) -> Option<&'a str> {
     (distance <= 1 + name.len() / 8).then_some(best.as_str())
 }
 
-/// Keys whose environment value is taken verbatim rather than parsed as a number, bool or array
-/// (a token of digits stays a string; a cron with spaces is not split).
-fn is_string_key(key: &str) -> bool {
-    matches!(
-        key,
-        "database.url"
-            | "database.schema"
-            | "database.statement_timeout"
-            | "database.synchronous_commit"
-            | "api.base_url"
-            | "api.token"
-            | "api.token_file"
-            | "api.timeout"
-            | "api.retry_backoff"
-            | "api.max_retry_after"
-            | "schedule.cron"
-            | "sync.settle_after"
-            | "sync.keep_runs"
-            | "sync.failure_backoff"
-            | "sync.max_failure_backoff"
-            | "sync.lease_period"
-            | "http.listen"
-            | "http.token"
-            | "http.token_file"
-    )
-}
-
 /// True when a variable sets the targets: `SZB_TARGETS`, the only way the environment can
 /// (`targets` is a list, so no `SZB_TARGETS__KEY` names a setting; [`check_names`] refuses them).
 pub(super) fn sets_targets(env: &[(String, String)]) -> bool {
@@ -198,7 +121,7 @@ pub(super) fn with_env(
     env: Vec<(String, String)>,
 ) -> Result<Figment, SettingsError> {
     check_names(env.iter().map(|(name, _)| name.as_str()))?;
-    let sections: Vec<&str> = sections().into_iter().map(|(s, _)| s).collect();
+    let sections: Vec<&str> = sections().into_iter().map(|s| s.name).collect();
     let database_url = env
         .iter()
         .find(|(k, _)| k == "DATABASE_URL")
@@ -217,8 +140,10 @@ pub(super) fn with_env(
         .merge(EnvVars(szb.collect())))
 }
 
-/// A figment provider over (variable name, key path, value) triples, so that [`Settings::load`]
-/// and [`Settings::load_from`] share one mapping and errors name the variable.
+/// A figment provider over (variable name, key path, value) triples, so that
+/// [`Settings::load`](super::Settings::load) and
+/// [`Settings::load_from`](super::Settings::load_from) share one mapping and errors name the
+/// variable.
 struct EnvVars(Vec<(String, String, String)>);
 
 impl Provider for EnvVars {
@@ -252,7 +177,8 @@ impl Provider for EnvVars {
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
         let mut dict = Dict::new();
         for (_, key, raw) in &self.0 {
-            let value = if is_string_key(key) {
+            // Text is taken verbatim: a token of digits stays a string, a cron is not split.
+            let value = if text_keys().contains(key) {
                 Value::from(raw.clone())
             } else {
                 raw.parse()
@@ -285,7 +211,8 @@ fn insert_path(dict: &mut Dict, path: &str, value: Value) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Settings;
+    use super::super::keys::fields;
+    use super::super::{ApiSettings, Settings};
     use super::*;
 
     fn refused(name: &str) -> String {
@@ -296,7 +223,7 @@ mod tests {
 
     #[test]
     fn the_sections_are_the_fields_of_settings() {
-        let declared: Vec<&str> = sections().into_iter().map(|(s, _)| s).collect();
+        let declared: Vec<&str> = sections().into_iter().map(|s| s.name).collect();
         assert_eq!(declared, fields::<Settings>());
         assert!(fields::<ApiSettings>().contains(&"token_file"));
         assert!(known_names().contains(&"SZB_SYNC__SETTLE_AFTER".to_owned()));
