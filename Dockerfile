@@ -8,10 +8,7 @@
 
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
-# The manifest, the lock, and vendor/: Cargo.toml's [patch.crates-io] points at vendor/sqlx-core,
-# and without it cargo cannot resolve the build.
 COPY Cargo.toml Cargo.lock ./
-COPY vendor ./vendor
 COPY src ./src
 # sqlx::migrate! embeds the migrations at compile time.
 COPY migrations ./migrations

@@ -6,39 +6,25 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::helpers::{
-    AGENT, Harness, TOKEN, TestDb, VisitRow, iso, sim_with, target, test_settings,
-};
+use crate::helpers::{AGENT, Harness, TOKEN, VisitRow, iso, sim_with, target};
 use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection, Row};
 use szb_sync::app::App;
 use szb_sync::domain::RunOutcome;
 use szb_sync::engine::{PairReport, SyncReport};
-use szb_sync::secret::Secret;
-use szb_sync::settings::{Settings, Target};
+use szb_sync::settings::Settings;
 use szb_sync::simulator::{Fault, Simulator};
 use tokio_util::sync::CancellationToken;
 
 /// The simulator seed of this module's worlds.
 const SEED: u64 = 11;
 
-/// A harness with pages of 10 and whatever else `tweak` changes in the test settings.
-async fn harness(
-    sim: Simulator,
-    targets: Vec<Target>,
-    tweak: impl FnOnce(&mut Settings),
-) -> Harness {
-    let db = TestDb::new().await;
-    let server = sim.spawn().await.unwrap();
-    let mut settings = test_settings(&server.base_url, targets);
-    settings.api.page_size = 10;
-    // Faults are planned by request number (see `plan_faults`): no windows fetched ahead, so
-    // the requests of a pair follow each other as the walk names them.
+/// This module's settings before a test's own: faults are planned by request number (see
+/// `plan_faults`), so no windows are fetched ahead and a pair's requests follow each other as
+/// the walk names them.
+fn one_at_a_time(settings: &mut Settings) {
     settings.sync.fetch_ahead = 0;
-    settings.database.url = Secret::new(db.url.clone());
-    tweak(&mut settings);
-    Harness::with_settings(db, sim, server, settings).await
 }
 
 /// When the simulator answered each request, by request number (a `Slow` one after its delay;
@@ -148,7 +134,11 @@ async fn retried_faults_cost_requests_but_not_visits(
     tweak: impl FnOnce(&mut Settings),
 ) -> (Duration, BTreeMap<u64, Instant>) {
     let sim = sim_with(SEED, &[(1, 45)]);
-    let h = harness(sim, vec![target(AGENT, TOKEN, &[1])], tweak).await;
+    let h = Harness::tweaked(sim, vec![target(AGENT, TOKEN, &[1])], 10, |s| {
+        one_at_a_time(s);
+        tweak(s)
+    })
+    .await;
     let spoiled = plan.len() as i32;
     let answered = plan_faults(&h.sim, plan);
 
@@ -178,7 +168,8 @@ async fn retried_faults_cost_requests_but_not_visits(
 /// `expect`, and only the first page is in the tables.
 async fn a_persistent_fault_fails_the_pair_without_a_partial_page(fault: Fault, expect: &[&str]) {
     let sim = sim_with(SEED, &[(1, 45)]);
-    let h = harness(sim, vec![target(AGENT, TOKEN, &[1])], |s| {
+    let h = Harness::tweaked(sim, vec![target(AGENT, TOKEN, &[1])], 10, |s| {
+        one_at_a_time(s);
         s.api.max_retries = 2;
         s.api.max_body_bytes = 256 * 1024;
     })
@@ -235,7 +226,8 @@ async fn server_errors_500_502_503_are_retried_and_every_visit_lands() {
 #[tokio::test]
 async fn more_failures_than_max_retries_fail_only_that_pair_which_keeps_its_pages_and_resumes() {
     let sim = sim_with(SEED, &[(1, 30), (2, 50), (3, 30)]);
-    let h = harness(sim, vec![target(AGENT, TOKEN, &[1, 2, 3])], |s| {
+    let h = Harness::tweaked(sim, vec![target(AGENT, TOKEN, &[1, 2, 3])], 10, |s| {
+        one_at_a_time(s);
         s.api.max_retries = 2;
         // One pair after the other, so the faults below reach user 2's requests.
         s.sync.concurrency = 1;
@@ -331,7 +323,8 @@ async fn a_request_slower_than_api_timeout_is_retried() {
 #[tokio::test]
 async fn timeouts_past_the_retry_budget_fail_the_pair_naming_api_timeout() {
     let sim = sim_with(SEED, &[(1, 15)]);
-    let h = harness(sim, vec![target(AGENT, TOKEN, &[1])], |s| {
+    let h = Harness::tweaked(sim, vec![target(AGENT, TOKEN, &[1])], 10, |s| {
+        one_at_a_time(s);
         s.api.timeout = Duration::from_millis(300);
         s.api.max_retries = 1;
     })
@@ -424,14 +417,18 @@ async fn refused_tokens_401_and_403_are_not_retried_and_say_what_to_check() {
     sim.set_agent_forbidden(FORBIDDEN, true);
     sim.add_agent(WRONG, "the-right-one");
     sim.generate_visits(WRONG, 3, 5);
-    let h = harness(
+    let h = Harness::tweaked(
         sim,
         vec![
             target(AGENT, TOKEN, &[1]),
             target(FORBIDDEN, "tok-forbidden", &[2]),
             target(WRONG, "not-the-right-one", &[3]),
         ],
-        |s| s.api.max_retries = 3,
+        10,
+        |s| {
+            one_at_a_time(s);
+            s.api.max_retries = 3;
+        },
     )
     .await;
 
@@ -501,7 +498,7 @@ fn terminate_other_backends(url: String) -> Terminated {
 #[tokio::test]
 async fn losing_postgres_mid_run_fails_the_run_cleanly_and_the_next_sync_repairs_it() {
     let sim = sim_with(SEED, &[(1, 60)]);
-    let h = harness(sim, vec![target(AGENT, TOKEN, &[1])], |_| {}).await;
+    let h = Harness::tweaked(sim, vec![target(AGENT, TOKEN, &[1])], 10, one_at_a_time).await;
     let outcome: Arc<Mutex<Option<Terminated>>> = Arc::default();
     let (url, slot) = (h.db.url.clone(), outcome.clone());
     h.sim.set_before_request(move |_, req| {
@@ -559,7 +556,7 @@ async fn losing_postgres_mid_run_fails_the_run_cleanly_and_the_next_sync_repairs
 async fn two_syncs_at_once_never_corrupt_or_duplicate() {
     let users = [1, 2, 3];
     let sim = sim_with(SEED, &[(1, 40), (2, 40), (3, 40)]);
-    let h = harness(sim, vec![target(AGENT, TOKEN, &users)], |_| {}).await;
+    let h = Harness::tweaked(sim, vec![target(AGENT, TOKEN, &users)], 10, one_at_a_time).await;
     // A second app on the same database, as a second process would build it.
     let other = App::build(&h.settings).unwrap();
     // Slow first answers keep the first sync's locks held while the second one starts.
@@ -665,7 +662,7 @@ async fn items_breaking_the_schema_are_rejected_once_each_and_the_rest_lands() {
     for (raw, sort_at, _) in &bad {
         sim.insert_raw_item(AGENT, 1, *sort_at, raw.clone());
     }
-    let h = harness(sim, vec![target(AGENT, TOKEN, &[1])], |_| {}).await;
+    let h = Harness::tweaked(sim, vec![target(AGENT, TOKEN, &[1])], 10, one_at_a_time).await;
 
     h.sync_ok().await;
     h.sync_ok().await;
@@ -727,7 +724,7 @@ async fn an_open_rejected_item_stays_one_row_as_it_moves() {
         })
     };
     sim.insert_raw_item(AGENT, 1, visit_at, version(8));
-    let h = harness(sim, vec![target(AGENT, TOKEN, &[1])], |_| {}).await;
+    let h = Harness::tweaked(sim, vec![target(AGENT, TOKEN, &[1])], 10, one_at_a_time).await;
 
     h.sync_ok().await;
     for minutes in [9, 10] {
@@ -835,13 +832,14 @@ async fn a_refused_pair_backs_off_doubling_while_the_others_sync_at_every_pass()
     let sim = sim_with(SEED, &[(1, 30)]);
     sim.add_agent(REFUSED, "the-right-token");
     sim.generate_visits(REFUSED, 9, 12);
-    let h = harness(
+    let h = Harness::tweaked(
         sim,
         vec![
             target(AGENT, TOKEN, &[1]),
             target(REFUSED, "a-wrong-one", &[9]),
         ],
-        |_| {},
+        10,
+        one_at_a_time,
     )
     .await;
     let never = CancellationToken::new();
@@ -879,10 +877,12 @@ async fn a_refused_pair_backs_off_doubling_while_the_others_sync_at_every_pass()
 async fn other_failures_back_off_after_three_in_a_row_and_sync_tries_anyway() {
     const MISSING: i64 = 300_404;
     let sim = sim_with(SEED, &[(1, 30)]);
-    let h = harness(
+    let h = Harness::tweaked(
         sim,
         vec![target(AGENT, TOKEN, &[1]), target(MISSING, "tok", &[5])],
+        10,
         |s| {
+            one_at_a_time(s);
             s.sync.failure_backoff = Duration::from_secs(60);
             s.sync.max_failure_backoff = Duration::from_secs(90);
         },

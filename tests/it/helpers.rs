@@ -4,6 +4,7 @@
 //! Postgres is found in this order: `DATABASE_URL`; a server answering on 127.0.0.1:5432;
 //! testcontainers' Postgres where Docker runs; else the test fails saying how to provide one.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -164,12 +165,46 @@ pub async fn visits_of(pool: &PgPool, agent_id: i64, user_id: i64) -> Vec<VisitR
 
 /// A simulator with [`AGENT`] (token [`TOKEN`]) and `n` generated visits for each `(user, n)`.
 pub fn sim_with(seed: u64, users: &[(i64, usize)]) -> Simulator {
+    sim_adding(seed, users, Simulator::generate_visits)
+}
+
+/// [`sim_with`], but with no ties at all (`append_visits` makes none), so every guess of a window
+/// ahead is one the walk accepts.
+pub fn sim_without_ties(seed: u64, users: &[(i64, usize)]) -> Simulator {
+    sim_adding(seed, users, Simulator::append_visits)
+}
+
+fn sim_adding(
+    seed: u64,
+    users: &[(i64, usize)],
+    add: impl Fn(&Simulator, i64, i64, usize),
+) -> Simulator {
     let sim = Simulator::new(seed);
     sim.add_agent(AGENT, TOKEN);
     for (user, n) in users {
-        sim.generate_visits(AGENT, *user, *n);
+        add(&sim, AGENT, *user, *n);
     }
     sim
+}
+
+/// The outcome of every recorded run, oldest first.
+pub async fn outcomes(pool: &PgPool) -> Vec<String> {
+    sqlx::query_scalar("SELECT outcome FROM sync_runs ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+/// A file of the repository, by its path from the root.
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// The status code and body of a GET.
+pub async fn get(url: &str) -> Result<(u16, String), reqwest::Error> {
+    let res = reqwest::get(url).await?;
+    let status = res.status().as_u16();
+    Ok((status, res.text().await?))
 }
 
 /// Stored visits whose `activity_id` has no row in `activities`.
@@ -268,6 +303,17 @@ pub struct Harness {
 impl Harness {
     /// Starts the simulator and an engine syncing `targets` with `page_size`.
     pub async fn new(sim: Simulator, targets: Vec<Target>, page_size: u32) -> Harness {
+        Self::tweaked(sim, targets, page_size, |_| {}).await
+    }
+
+    /// [`Harness::new`], with whatever else `tweak` changes in the test settings (it runs last,
+    /// so it may change the page size too).
+    pub async fn tweaked(
+        sim: Simulator,
+        targets: Vec<Target>,
+        page_size: u32,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Harness {
         // `RUST_LOG=szb_sync=debug cargo test …` shows the walk's decisions.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -278,6 +324,7 @@ impl Harness {
         let mut settings = test_settings(&server.base_url, targets);
         settings.api.page_size = page_size;
         settings.database.url = Secret::new(db.url.clone());
+        tweak(&mut settings);
         Self::with_settings(db, sim, server, settings).await
     }
 

@@ -14,7 +14,7 @@ use szb_sync::simulator::SpawnedSimulator;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{AGENT, TOKEN, TestDb, only_at_start, sim_with, target, test_settings};
+use crate::helpers::{AGENT, TOKEN, TestDb, get, only_at_start, sim_with, target, test_settings};
 
 const GOOD_USERS: [i64; 2] = [1, 2];
 /// Synced with a token the simulator refuses: a failing pair.
@@ -124,14 +124,8 @@ async fn answer_when(base: &str, path: &str, until: impl Fn(&str) -> bool) -> (u
     panic!("{path} did not answer as expected within 60 s");
 }
 
-/// The status code and body of a GET.
-async fn get(url: &str) -> Result<(u16, String), reqwest::Error> {
-    let res = reqwest::get(url).await?;
-    let status = res.status().as_u16();
-    Ok((status, res.text().await?))
-}
-
-async fn json_of(url: &str) -> Value {
+/// The JSON of a GET that must answer 200.
+async fn get_json(url: &str) -> Value {
     let (status, body) = get(url).await.unwrap();
     assert_eq!(status, 200, "{url}: {body}");
     serde_json::from_str(&body).unwrap()
@@ -298,7 +292,7 @@ async fn health_answers_200_with_a_reason_and_the_views_list_failing_pairs_first
     );
     assert!(healthz_body.starts_with("ok:"), "{healthz_body}");
 
-    let attention = json_of(&format!("{}/api/pairs", d.base)).await;
+    let attention = get_json(&format!("{}/api/pairs", d.base)).await;
     assert_eq!(attention["matching"], 1, "{attention}");
     let row = &attention["rows"][0];
     assert_eq!(row["user_id"], REFUSED_USER);
@@ -310,13 +304,13 @@ async fn health_answers_200_with_a_reason_and_the_views_list_failing_pairs_first
     );
     assert!(!attention.to_string().contains(WRONG_TOKEN));
 
-    let all = json_of(&format!("{}/api/pairs?view=all&per=2", d.base)).await;
+    let all = get_json(&format!("{}/api/pairs?view=all&per=2", d.base)).await;
     assert_eq!(all["matching"], 3);
     assert_eq!(all["rows"].as_array().unwrap().len(), 2, "paged");
     assert_eq!(all["rows"][0]["state"], "failing", "failing first");
-    let second = json_of(&format!("{}/api/pairs?view=all&per=2&page=1", d.base)).await;
+    let second = get_json(&format!("{}/api/pairs?view=all&per=2&page=1", d.base)).await;
     assert_eq!(second["rows"].as_array().unwrap().len(), 1);
-    let past = json_of(&format!("{}/api/pairs?view=all&per=2&page=5", d.base)).await;
+    let past = get_json(&format!("{}/api/pairs?view=all&per=2&page=5", d.base)).await;
     assert_eq!(
         (
             past["matching"].as_i64(),
@@ -326,7 +320,7 @@ async fn health_answers_200_with_a_reason_and_the_views_list_failing_pairs_first
         "a page past the end still counts the pairs"
     );
 
-    let found = json_of(&format!("{}/api/pairs?q={AGENT}:{}", d.base, GOOD_USERS[1])).await;
+    let found = get_json(&format!("{}/api/pairs?q={AGENT}:{}", d.base, GOOD_USERS[1])).await;
     assert_eq!(found["matching"], 1);
     assert_eq!(found["rows"][0]["state"], "ok");
     assert_eq!(found["rows"][0]["settled"], 40);
@@ -336,9 +330,9 @@ async fn health_answers_200_with_a_reason_and_the_views_list_failing_pairs_first
     assert_eq!(bad, 400);
     assert!(why.contains("user id \"x\" is not a number"), "{why}");
 
-    let rejects = json_of(&format!("{}/api/rejects", d.base)).await;
+    let rejects = get_json(&format!("{}/api/rejects", d.base)).await;
     assert_eq!(rejects["matching"], 1);
-    let past = json_of(&format!("{}/api/rejects?page=3", d.base)).await;
+    let past = get_json(&format!("{}/api/rejects?page=3", d.base)).await;
     assert_eq!(
         (
             past["matching"].as_i64(),
@@ -355,7 +349,7 @@ async fn health_answers_200_with_a_reason_and_the_views_list_failing_pairs_first
             .contains("visitAt")
     );
 
-    let overview = json_of(&format!("{}/api/overview", d.base)).await;
+    let overview = get_json(&format!("{}/api/overview", d.base)).await;
     assert_eq!(overview["pairs"]["configured"], 3);
     assert_eq!(overview["pairs"]["failing"], 1);
     assert_eq!(overview["totals"]["visits"], 290);

@@ -10,7 +10,7 @@ use szb_sync::engine::PassPlan;
 use szb_sync::store::{ClaimPlan, PageWrite, StoreError};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{AGENT, Harness, TOKEN, sim_with, target};
+use crate::helpers::{AGENT, Harness, TOKEN, outcomes, sim_with, target};
 
 const SEED: u64 = 23;
 const LEASE: Duration = Duration::from_secs(60);
@@ -35,13 +35,6 @@ fn every_pair() -> ClaimPlan {
 async fn db_clock(h: &Harness) -> DateTime<Utc> {
     sqlx::query_scalar("SELECT clock_timestamp()")
         .fetch_one(&h.db.pool)
-        .await
-        .unwrap()
-}
-
-async fn outcomes(h: &Harness) -> Vec<String> {
-    sqlx::query_scalar("SELECT outcome FROM sync_runs ORDER BY id")
-        .fetch_all(&h.db.pool)
         .await
         .unwrap()
 }
@@ -75,7 +68,7 @@ async fn a_pair_leased_by_a_live_process_is_skipped_and_taken_over_once_it_dies(
         "nothing is fetched for a pair another process holds"
     );
     assert_eq!(h.count("SELECT count(*) FROM visits").await, 0);
-    assert_eq!(outcomes(&h).await, ["skipped", "skipped"]);
+    assert_eq!(outcomes(&h.db.pool).await, ["skipped", "skipped"]);
 
     // The other process dies: its connection closes, and with it its liveness lock.
     ghost.close().await;

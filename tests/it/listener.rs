@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{AGENT, Harness, TOKEN, TestDb, sim_with, target, test_settings};
+use crate::helpers::{AGENT, Harness, TOKEN, TestDb, get, sim_with, target, test_settings};
 
 /// Serves `app`'s listener on a port of its own; its base URL and its address.
 async fn serve(app: &App, stop: &CancellationToken) -> (String, std::net::SocketAddr) {
@@ -182,7 +182,7 @@ async fn readyz_api_and_metrics_never_name_the_databases_user_host_name_or_passw
     h.sync_ok().await;
     let stop = CancellationToken::new();
     let (base, _) = serve(&h.app, &stop).await;
-    let (ready, _) = get(&format!("{base}/readyz")).await;
+    let (ready, _) = get(&format!("{base}/readyz")).await.unwrap();
     assert_eq!(ready, 200);
 
     // The database now refuses the role, and its sessions end: every read fails.
@@ -198,18 +198,18 @@ async fn readyz_api_and_metrics_never_name_the_databases_user_host_name_or_passw
         .unwrap();
 
     let secrets = [role.as_str(), password, db_name.as_str(), host.as_str()];
-    let (status, body) = get(&format!("{base}/readyz")).await;
+    let (status, body) = get(&format!("{base}/readyz")).await.unwrap();
     assert_eq!(status, 503, "{body}");
     assert!(body.starts_with("not ready: the database "), "{body}");
     for path in ["/api/overview", "/api/pairs", "/api/rejects"] {
-        let (status, error) = get(&format!("{base}{path}")).await;
+        let (status, error) = get(&format!("{base}{path}")).await.unwrap();
         assert_eq!(status, 503, "{path}: {error}");
         assert!(error.contains(": the database "), "{error}");
         for secret in secrets {
             assert!(!error.contains(secret), "{path} names {secret:?}: {error}");
         }
     }
-    let (status, metrics) = get(&format!("{base}/metrics")).await;
+    let (status, metrics) = get(&format!("{base}/metrics")).await.unwrap();
     assert_eq!(status, 200);
     for secret in secrets {
         assert!(!body.contains(secret), "/readyz names {secret:?}: {body}");
@@ -245,7 +245,7 @@ async fn pass_and_pair_errors_shown_by_the_listener_name_nothing_of_the_database
     let stop = CancellationToken::new();
     let (base, _) = serve(&h.app, &stop).await;
 
-    let (status, body) = get(&format!("{base}/api/pairs")).await;
+    let (status, body) = get(&format!("{base}/api/pairs")).await.unwrap();
 
     assert_eq!(status, 200, "{body}");
     let pairs: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -335,12 +335,6 @@ async fn totals_over_a_large_table_are_estimates_that_read_a_sample_not_the_tabl
         "the totals read {read} rows of visits, of {}",
         exact.0
     );
-}
-
-async fn get(url: &str) -> (u16, String) {
-    let res = reqwest::get(url).await.unwrap();
-    let status = res.status().as_u16();
-    (status, res.text().await.unwrap())
 }
 
 /// Scans of `sync_state`, as the statistics views have them.

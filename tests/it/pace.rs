@@ -3,46 +3,22 @@
 //! anything, or depends on how fast the machine sends; they count requests and rows.
 
 use szb_sync::domain::RunOutcome;
-use szb_sync::simulator::{Fault, Simulator};
+use szb_sync::simulator::Fault;
 
-use crate::helpers::{AGENT, Harness, TOKEN, TestDb, sim_with, target, test_settings};
+use crate::helpers::{AGENT, Harness, TOKEN, sim_with, sim_without_ties, target};
 
 /// The simulator seed of this module's worlds.
 const SEED: u64 = 23;
-
-/// A harness over `sim` syncing `users` with pages of `page_size`, after `tweak`.
-async fn harness(
-    sim: Simulator,
-    users: &[i64],
-    page_size: u32,
-    tweak: impl FnOnce(&mut szb_sync::settings::Settings),
-) -> Harness {
-    let db = TestDb::new().await;
-    let server = sim.spawn().await.unwrap();
-    let mut settings = test_settings(&server.base_url, vec![target(AGENT, TOKEN, users)]);
-    settings.api.page_size = page_size;
-    settings.database.url = szb_sync::secret::Secret::new(db.url.clone());
-    tweak(&mut settings);
-    Harness::with_settings(db, sim, server, settings).await
-}
-
-/// Visits with no ties at all (`append_visits` makes none), so every guess of a window ahead
-/// is one the walk accepts.
-fn sim_without_ties(users: &[(i64, usize)]) -> Simulator {
-    let sim = Simulator::new(SEED);
-    sim.add_agent(AGENT, TOKEN);
-    for (user, n) in users {
-        sim.append_visits(AGENT, *user, *n);
-    }
-    sim
-}
 
 #[tokio::test]
 async fn windows_fetched_ahead_cost_no_request_more_than_one_at_a_time() {
     let mut requests = Vec::new();
     for fetch_ahead in [0, 4] {
-        let sim = sim_without_ties(&[(1, 347)]);
-        let h = harness(sim, &[1], 10, |s| s.sync.fetch_ahead = fetch_ahead).await;
+        let sim = sim_without_ties(SEED, &[(1, 347)]);
+        let h = Harness::tweaked(sim, vec![target(AGENT, TOKEN, &[1])], 10, |s| {
+            s.sync.fetch_ahead = fetch_ahead
+        })
+        .await;
 
         let report = h.sync_ok().await;
 
@@ -78,7 +54,10 @@ async fn windows_fetched_ahead_over_ties_and_appends_land_every_visit_once() {
             world.add_tie(req.agent_id, req.user_id, at);
         }
     });
-    let h = harness(sim, &[1, 2, 3], 25, |s| s.sync.fetch_ahead = 8).await;
+    let h = Harness::tweaked(sim, vec![target(AGENT, TOKEN, &[1, 2, 3])], 25, |s| {
+        s.sync.fetch_ahead = 8
+    })
+    .await;
 
     let first = h.sync_ok().await;
     h.sim.clear_before_request();
@@ -99,7 +78,7 @@ async fn windows_fetched_ahead_over_ties_and_appends_land_every_visit_once() {
 async fn behind_a_platform_that_answers_429_every_visit_lands_and_no_pair_fails() {
     let users = [1, 2, 3, 4, 5, 6];
     // No ties, so every window fetched ahead is used: a request more than a page is a 429.
-    let sim = sim_without_ties(&users.map(|u| (u, 80)));
+    let sim = sim_without_ties(SEED, &users.map(|u| (u, 80)));
     // The platform's limit is met by request number, not by how fast this machine sends: a
     // burst of three refusals early on and two later, each with `Retry-After: 1`.
     const REFUSED: [u64; 5] = [6, 7, 8, 30, 31];
@@ -111,7 +90,7 @@ async fn behind_a_platform_that_answers_429_every_visit_lands_and_no_pair_fails(
             world.push_fault(retry_after());
         }
     });
-    let h = harness(sim, &users, 10, |s| {
+    let h = Harness::tweaked(sim, vec![target(AGENT, TOKEN, &users)], 10, |s| {
         s.sync.concurrency = 6;
         s.api.max_retries = 10;
     })

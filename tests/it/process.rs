@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::helpers::{AGENT, TOKEN, TestDb, VisitRow, far_year, only_at_start, sim_with};
+use crate::helpers::{
+    AGENT, TOKEN, TestDb, VisitRow, far_year, only_at_start, outcomes, sim_with, visits_of,
+};
 use sqlx::{Connection, PgConnection, PgPool};
 use szb_sync::simulator::{Fault, Simulator, demo_world};
 use tempfile::NamedTempFile;
@@ -134,10 +136,6 @@ fn signal(pid: u32, signal: &str) {
     assert!(status.success(), "kill -{signal} {pid}: {status}");
 }
 
-async fn stored(pool: &PgPool, agent_id: i64, user_id: i64) -> Vec<VisitRow> {
-    crate::helpers::visits_of(pool, agent_id, user_id).await
-}
-
 /// The simulator's visits of a pair in list order (ascending `visitAt`, ties as served).
 fn truth_in_list_order(sim: &Simulator, agent_id: i64, user_id: i64) -> Vec<VisitRow> {
     sim.visits(agent_id, user_id)
@@ -172,7 +170,7 @@ async fn assert_prefix_of_truth(pool: &PgPool, sim: &Simulator, user_id: i64) ->
         0,
         "every stored visit's activity has a row"
     );
-    let got = stored(pool, AGENT, user_id).await;
+    let got = visits_of(pool, AGENT, user_id).await;
     let truth = truth_in_list_order(sim, AGENT, user_id);
     let k = got.len();
     assert!(k <= truth.len(), "{k} stored of {} upstream", truth.len());
@@ -210,13 +208,6 @@ fn kill_at_request(sim: &Simulator) -> (Arc<AtomicU32>, Arc<AtomicU64>) {
         }
     });
     (pid, kill_at)
-}
-
-async fn outcomes(pool: &PgPool) -> Vec<String> {
-    sqlx::query_scalar("SELECT outcome FROM sync_runs ORDER BY id")
-        .fetch_all(pool)
-        .await
-        .unwrap()
 }
 
 /// Runs left open, plus leases left held: both 0 once a process that ended cleanly (or the
@@ -384,7 +375,7 @@ async fn sigkill_mid_walk_resumes_without_gap_or_duplicate() {
         "each resumed run keeps what the killed ones committed and adds its own pages: {landed:?}"
     );
     assert_eq!(
-        stored(&db.pool, AGENT, USER).await,
+        visits_of(&db.pool, AGENT, USER).await,
         sorted(truth_in_list_order(&sim, AGENT, USER))
     );
     assert_prefix_of_truth(&db.pool, &sim, USER).await;
@@ -426,7 +417,7 @@ async fn sigkill_while_windows_are_fetched_ahead_converges_without_gap_or_duplic
 
     assert!(last.status.success(), "{last:?}");
     assert_eq!(
-        stored(&db.pool, AGENT, USER).await,
+        visits_of(&db.pool, AGENT, USER).await,
         sorted(truth_in_list_order(&sim, AGENT, USER)),
         "every visit once, whatever the kills left in flight"
     );
@@ -503,7 +494,7 @@ async fn sigterm_finishes_the_page_in_flight_and_sync_exits_143_saying_so() {
 
     assert!(next.status.success(), "{next:?}");
     assert_eq!(
-        stored(&db.pool, AGENT, USER).await,
+        visits_of(&db.pool, AGENT, USER).await,
         sorted(truth_in_list_order(&sim, AGENT, USER))
     );
     assert_eq!(outcomes(&db.pool).await, ["interrupted", "ok"]);
@@ -559,7 +550,7 @@ async fn run_daemon_stops_cleanly_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
-        stored(&db.pool, AGENT, USER).await,
+        visits_of(&db.pool, AGENT, USER).await,
         sorted(truth_in_list_order(&sim, AGENT, USER))
     );
     let signalled_at = Instant::now();
@@ -925,11 +916,11 @@ async fn a_refused_token_fails_sync_and_check_naming_the_agent_but_never_the_tok
     assert!(!sync.both().contains(WRONG), "{sync:?}");
     assert!(sync.stdout.contains("2 pairs (1 failed)"), "{sync:?}");
     assert_eq!(
-        stored(&db.pool, AGENT, 1).await,
+        visits_of(&db.pool, AGENT, 1).await,
         sorted(truth_in_list_order(&sim, AGENT, 1)),
         "the good pair still synced"
     );
-    assert!(stored(&db.pool, OTHER, 9).await.is_empty());
+    assert!(visits_of(&db.pool, OTHER, 9).await.is_empty());
     assert!(!check.status.success(), "{check:?}");
     assert!(check.stdout.contains("agent 200001: FAILED"), "{check:?}");
     assert!(
@@ -969,7 +960,7 @@ async fn sync_prints_a_summary_and_status_shows_each_pair_settled_and_ok() {
             .filter(|v| v.visit_at == truth[n - 1].visit_at)
             .count();
         let settled = n - last_group;
-        assert_eq!(stored(&db.pool, AGENT, user).await, sorted(truth));
+        assert_eq!(visits_of(&db.pool, AGENT, user).await, sorted(truth));
         let prefix = format!("agent {AGENT} user {user} ");
         let line = status
             .stdout
@@ -997,7 +988,11 @@ async fn sync_prints_a_summary_and_status_shows_each_pair_settled_and_ok() {
         0,
         "nothing syncs a pair no longer configured"
     );
-    assert_eq!(stored(&db.pool, AGENT, 2).await.len(), 40, "its rows stay");
+    assert_eq!(
+        visits_of(&db.pool, AGENT, 2).await.len(),
+        40,
+        "its rows stay"
+    );
     let (configured, dropped) = status
         .stdout
         .split_once("not configured (1 pair)")
@@ -1286,7 +1281,7 @@ async fn run_daemon_waits_for_a_database_that_is_away_and_syncs_once_it_is_back(
 
     assert_eq!(status.code(), Some(0), "{status}");
     assert_eq!(
-        stored(&pool, AGENT, USER).await,
+        visits_of(&pool, AGENT, USER).await,
         sorted(truth_in_list_order(&sim, AGENT, USER))
     );
     pool.close().await;
@@ -1346,7 +1341,7 @@ async fn assert_all_exact(pool: &PgPool, sim: &Simulator, users: &[i64]) {
     assert_eq!(rows as usize, upstream, "every upstream visit is stored");
     for &u in users {
         assert_eq!(
-            stored(pool, AGENT, u).await,
+            visits_of(pool, AGENT, u).await,
             sorted(truth_in_list_order(sim, AGENT, u)),
             "user {u}"
         );

@@ -2,12 +2,10 @@
 //! `config/demo.toml` against `szb-sync mock-api`, a database that does not exist yet, a missing
 //! config file, `check` against an unreachable platform, and the demo kept off real data.
 
-use std::path::Path;
-
 use sqlx::{Connection, PgConnection};
 use szb_sync::simulator::demo_world;
 
-use crate::helpers::{AGENT, TOKEN, TestDb, sim_with};
+use crate::helpers::{AGENT, TOKEN, TestDb, repo, sim_with};
 use crate::process::{DropDatabase, Tgt, announced_url, config, finish, run, szb, with_config};
 
 /// The simulator seed of this module's worlds.
@@ -48,13 +46,6 @@ fn closed_port() -> (tokio::net::TcpSocket, u16) {
     socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let port = socket.local_addr().unwrap().port();
     (socket, port)
-}
-
-fn repo(path: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(path)
-        .display()
-        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,7 +268,7 @@ async fn the_shipped_demo_config_syncs_the_mock_api_as_the_readme_says() {
         .spawn()
         .unwrap();
     let base_url = announced_url(&mut mock).await;
-    let demo_toml = repo("config/demo.toml");
+    let demo_toml = repo("config/demo.toml").display().to_string();
     let step = |command: &'static [&'static str]| {
         let mut args = vec!["--config", demo_toml.as_str()];
         args.extend_from_slice(command);

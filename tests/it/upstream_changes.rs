@@ -5,7 +5,9 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use crate::helpers::{AGENT, Harness, TOKEN, VisitRow, iso, row_versions, sim_with, target};
+use crate::helpers::{
+    AGENT, Harness, TOKEN, VisitRow, iso, row_versions, sim_with, sim_without_ties, target,
+};
 use chrono::{DateTime, Duration, Utc};
 use szb_sync::secret::Secret;
 use szb_sync::settings::Target;
@@ -16,8 +18,9 @@ const SEED: u64 = 11;
 
 const USER: i64 = 1;
 
-async fn harness(sim: Simulator, page_size: u32) -> Harness {
-    Harness::new(sim, vec![target(AGENT, TOKEN, &[USER])], page_size).await
+/// What every harness here syncs: [`USER`] of [`AGENT`].
+fn the_pair() -> Vec<Target> {
+    vec![target(AGENT, TOKEN, &[USER])]
 }
 
 /// The `sync_state` row of an unfiltered pair.
@@ -254,7 +257,7 @@ async fn an_open_visit_lands_grows_in_place_and_holds_the_mark_until_it_settles(
     sim.add_agent(AGENT, TOKEN);
     sim.generate_visits(AGENT, USER, 50);
     let (_, opened_at) = sim.open_visit(AGENT, USER);
-    let h = harness(sim, 10).await;
+    let h = Harness::new(sim, the_pair(), 10).await;
     let open_row = |rows: Vec<VisitRow>| {
         rows.into_iter()
             .find(|r| r.visit_at == opened_at)
@@ -352,7 +355,7 @@ async fn an_upstream_clock_behind_ours_does_not_settle_a_visit_early() {
     }
     let ago = sim.now() - sim.visits(AGENT, USER)[20].last_online_at;
     assert!((Duration::minutes(29)..=Duration::minutes(31)).contains(&ago));
-    let h = harness(sim, 10).await;
+    let h = Harness::new(sim, the_pair(), 10).await;
 
     h.sync_ok().await;
 
@@ -393,7 +396,7 @@ enum Purge {
 async fn purge_between_syncs_loses_nothing(purge: Purge) {
     for page_size in [10u32, 1000] {
         let n = if page_size == 10 { 137 } else { 2500 };
-        let h = harness(sim_with(SEED, &[(USER, n)]), page_size).await;
+        let h = Harness::new(sim_with(SEED, &[(USER, n)]), the_pair(), page_size).await;
         h.sync_ok().await;
         let before = mark(&h, USER).await;
         let appended_before = match purge {
@@ -506,7 +509,7 @@ async fn purge_at(h: &Harness, purges: &[(u64, usize)]) -> Served {
 #[tokio::test]
 async fn a_purge_during_the_first_walk_loses_no_visit_that_was_served() {
     for (at, k) in [(2, 1), (4, 5), (6, 25), (6, 60), (3, 300)] {
-        let h = harness(sim_with(SEED, &[(USER, 300)]), 10).await;
+        let h = Harness::new(sim_with(SEED, &[(USER, 300)]), the_pair(), 10).await;
         let served = purge_at(&h, &[(at, k)]).await;
 
         h.sync_ok().await;
@@ -534,7 +537,7 @@ async fn a_purge_during_the_first_walk_loses_no_visit_that_was_served() {
 async fn a_purge_during_a_later_walk_loses_no_visit_that_was_served() {
     // The mark sits at 99 (100 visits, all settled); 80 more are appended before the walk.
     for (at, k) in [(1, 3), (2, 3), (2, 40), (3, 99), (2, 101), (1, 180)] {
-        let h = harness(sim_with(SEED, &[(USER, 100)]), 10).await;
+        let h = Harness::new(sim_with(SEED, &[(USER, 100)]), the_pair(), 10).await;
         h.sync_ok().await;
         h.sim.append_visits(AGENT, USER, 80);
         h.sim.reset_request_counts();
@@ -558,7 +561,7 @@ async fn a_purge_during_a_later_walk_loses_no_visit_that_was_served() {
 
 #[tokio::test]
 async fn two_purges_during_one_walk_lose_no_visit_that_was_served() {
-    let h = harness(sim_with(SEED, &[(USER, 300)]), 10).await;
+    let h = Harness::new(sim_with(SEED, &[(USER, 300)]), the_pair(), 10).await;
     let served = purge_at(&h, &[(5, 6), (12, 6)]).await;
 
     h.sync_ok().await;
@@ -572,7 +575,7 @@ async fn two_purges_during_one_walk_lose_no_visit_that_was_served() {
 
 #[tokio::test]
 async fn a_purge_at_every_third_request_loses_no_visit_that_was_served() {
-    let h = harness(sim_with(SEED, &[(USER, 300)]), 10).await;
+    let h = Harness::new(sim_with(SEED, &[(USER, 300)]), the_pair(), 10).await;
     let purges: Vec<(u64, usize)> = (1..=60).filter(|r| r % 3 == 0).map(|r| (r, 3)).collect();
     let served = purge_at(&h, &purges).await;
 
@@ -595,7 +598,7 @@ async fn a_purge_at_every_third_request_loses_no_visit_that_was_served() {
 #[tokio::test]
 async fn visits_appended_at_every_request_of_a_walk_land_exactly_once() {
     for (page_size, n, per_request) in [(10u32, 200, 3), (1000, 2500, 300)] {
-        let h = harness(sim_with(SEED, &[(USER, n)]), page_size).await;
+        let h = Harness::new(sim_with(SEED, &[(USER, n)]), the_pair(), page_size).await;
         h.sim.set_before_request(move |world, req| {
             world.append_visits(req.agent_id, req.user_id, per_request);
         });
@@ -618,7 +621,7 @@ async fn visits_appended_at_every_request_of_a_walk_land_exactly_once() {
 
 #[tokio::test]
 async fn visits_appended_at_every_request_of_a_later_walk_land_exactly_once() {
-    let h = harness(sim_with(SEED, &[(USER, 120)]), 10).await;
+    let h = Harness::new(sim_with(SEED, &[(USER, 120)]), the_pair(), 10).await;
     h.sync_ok().await;
     h.sim.append_visits(AGENT, USER, 90);
     h.sim
@@ -649,7 +652,7 @@ async fn shuffled_ties_around_page_boundaries_all_land() {
                 sim.add_tie(AGENT, USER, at);
             }
             sim.set_shuffle_ties(true);
-            let h = harness(sim, 10).await;
+            let h = Harness::new(sim, the_pair(), 10).await;
 
             h.sync_ok().await;
 
@@ -666,26 +669,18 @@ async fn shuffled_ties_around_page_boundaries_all_land() {
     }
 }
 
-/// A list of `n` visits with no ties at all (`append_visits` makes none).
-fn sim_without_ties(n: usize) -> Simulator {
-    let sim = Simulator::new(11);
-    sim.add_agent(AGENT, TOKEN);
-    sim.append_visits(AGENT, USER, n);
-    sim
-}
-
 #[tokio::test]
 async fn a_shuffled_tie_group_no_window_can_hold_whole_never_lets_the_mark_pass_a_missing_member() {
     // With pages of at most 10, no window holds 7 visits from position 30, 35, 40 or 48 together
     // with the visit before and after them: the group is read in two parts, in random order.
     for start in [30usize, 35, 40, 48] {
-        let sim = sim_without_ties(80);
+        let sim = sim_without_ties(SEED, &[(USER, 80)]);
         let at = sim.visits(AGENT, USER)[start].visit_at;
         for _ in 1..7 {
             sim.add_tie(AGENT, USER, at);
         }
         sim.set_shuffle_ties(true);
-        let h = harness(sim, 10).await;
+        let h = Harness::new(sim, the_pair(), 10).await;
         let members = |rows: &[VisitRow]| rows.iter().filter(|r| r.visit_at == at).count();
 
         let mut syncs = 0;
@@ -711,7 +706,7 @@ async fn a_shuffled_tie_group_no_window_can_hold_whole_never_lets_the_mark_pass_
 
 #[tokio::test]
 async fn shuffled_tie_groups_of_fifty_around_full_page_boundaries_land_in_one_sync() {
-    let sim = sim_without_ties(2500);
+    let sim = sim_without_ties(SEED, &[(USER, 2500)]);
     let visits = sim.visits(AGENT, USER);
     for start in [975usize, 1990] {
         for _ in 1..50 {
@@ -719,7 +714,7 @@ async fn shuffled_tie_groups_of_fifty_around_full_page_boundaries_land_in_one_sy
         }
     }
     sim.set_shuffle_ties(true);
-    let h = harness(sim, 1000).await;
+    let h = Harness::new(sim, the_pair(), 1000).await;
 
     h.sync_ok().await;
 
@@ -735,7 +730,7 @@ async fn a_late_visit_joining_the_anchor_group_lands() {
         for appended_after in [0, 5] {
             let sim = sim_with(SEED, &[(USER, 40)]);
             sim.set_shuffle_ties(true);
-            let h = harness(sim, page_size).await;
+            let h = Harness::new(sim, the_pair(), page_size).await;
             h.sync_ok().await;
             let anchor = mark(&h, USER).await.anchor.unwrap();
             let last = h.sim.visits(AGENT, USER).last().unwrap().visit_at;
@@ -766,7 +761,7 @@ async fn a_late_visit_joining_the_anchor_group_lands() {
 #[tokio::test]
 async fn a_late_visit_tied_with_the_last_settled_visit_before_the_anchor_lands() {
     for page_size in [10u32, 1000] {
-        let h = harness(sim_with(SEED, &[(USER, 40)]), page_size).await;
+        let h = Harness::new(sim_with(SEED, &[(USER, 40)]), the_pair(), page_size).await;
         h.sync_ok().await;
         let settled = mark(&h, USER).await.settled as usize;
         let before_anchor = h.sim.visits(AGENT, USER)[settled - 1].visit_at;
@@ -795,7 +790,7 @@ async fn a_late_visit_tied_with_the_last_settled_visit_before_the_anchor_lands()
 async fn a_changed_activity_lands_when_its_open_visit_is_read_again() {
     let sim = sim_with(SEED, &[(USER, 30)]);
     let (activity, _) = sim.open_visit(AGENT, USER);
-    let h = harness(sim, 10).await;
+    let h = Harness::new(sim, the_pair(), 10).await;
     h.sync_ok().await;
     let old = h.sim.activity(&activity).unwrap();
     assert_eq!(
@@ -817,7 +812,7 @@ async fn a_changed_activity_lands_when_its_open_visit_is_read_again() {
 
 #[tokio::test]
 async fn a_changed_activity_lands_with_a_new_visit_of_it() {
-    let h = harness(sim_with(SEED, &[(USER, 30)]), 10).await;
+    let h = Harness::new(sim_with(SEED, &[(USER, 30)]), the_pair(), 10).await;
     h.sync_ok().await;
     let visits = h.sim.visits(AGENT, USER);
     let activity = visits[3].activity_id.clone();
@@ -842,7 +837,7 @@ async fn an_older_copy_of_an_activity_never_overwrites_a_newer_one() {
     // The last visit's activity is served on every sync: the anchor group is always re-read.
     let activity = sim.visits(AGENT, USER).last().unwrap().activity_id.clone();
     let served = sim.activity(&activity).unwrap();
-    let h = harness(sim, 10).await;
+    let h = Harness::new(sim, the_pair(), 10).await;
     let newer = ActivityRow {
         agent_id: Some(AGENT),
         name: Some("renamed after the upstream's copy".to_owned()),
@@ -878,7 +873,7 @@ async fn a_deleted_activity_is_stored_as_its_id_until_a_later_sighting_fills_it_
     let sim = sim_with(SEED, &[(USER, 30)]);
     let deleted = sim.visits(AGENT, USER)[10].activity_id.clone();
     sim.delete_activity(&deleted);
-    let h = harness(sim, 10).await;
+    let h = Harness::new(sim, the_pair(), 10).await;
 
     h.sync_ok().await;
 
@@ -918,7 +913,7 @@ async fn a_deleted_activity_is_stored_as_its_id_until_a_later_sighting_fills_it_
 async fn an_activity_deleted_after_it_was_seen_keeps_its_last_known_values() {
     let sim = sim_with(SEED, &[(USER, 30)]);
     let activity = sim.visits(AGENT, USER).last().unwrap().activity_id.clone();
-    let h = harness(sim, 10).await;
+    let h = Harness::new(sim, the_pair(), 10).await;
     h.sync_ok().await;
     let known = h.sim.activity(&activity).unwrap();
 
