@@ -93,10 +93,10 @@ impl Cache {
 
 /// The middleware: answers from the shared slot, reading it through `next` when stale.
 pub async fn shared(State(cache): State<Cache>, request: Request, next: Next) -> Response {
-    let view = request
-        .uri()
-        .path_and_query()
-        .map_or_else(|| request.uri().path().to_owned(), |p| p.as_str().to_owned());
+    let view = request.uri().path_and_query().map_or_else(
+        || request.uri().path().to_owned(),
+        |p| p.as_str().to_owned(),
+    );
     let Some(slot) = cache.slot(&view, Instant::now()) else {
         return next.run(request).await;
     };

@@ -89,13 +89,20 @@ pub enum SettingsError {
 }
 
 impl Settings {
-    /// Connections the pool needs: each pair synced at once holds one for its whole run (it
-    /// carries the pair's advisory lock), plus a few for everything else.
+    /// The fewest connections the pool can work with: each pair synced at once holds one for
+    /// its whole run (it carries the pair's advisory lock), plus two for everything else.
+    pub fn min_pool_size(&self) -> u32 {
+        u32::try_from(self.sync.concurrency)
+            .unwrap_or(u32::MAX)
+            .saturating_add(2)
+    }
+
+    /// The pool's size: `database.max_connections` (validated to be at least
+    /// [`Settings::min_pool_size`]), else that minimum.
     pub fn pool_size(&self) -> u32 {
-        let concurrency = u32::try_from(self.sync.concurrency).unwrap_or(u32::MAX);
         self.database
             .max_connections
-            .max(concurrency.saturating_add(2))
+            .unwrap_or_else(|| self.min_pool_size())
     }
 
     /// For the commands that sync (`sync`, `run`): at least one target must be configured.

@@ -33,8 +33,9 @@ pub struct DatabaseSettings {
     /// `postgres://…`; may carry a password, hence a [`Secret`]. Log it with
     /// [`redact_url`](crate::secret::redact_url).
     pub url: Secret,
-    /// Size of the connection pool.
-    pub max_connections: u32,
+    /// Size of the connection pool. Unset: `sync.concurrency + 2` (each pair synced at once
+    /// holds a connection for its run, plus two for everything else); set, at least that.
+    pub max_connections: Option<u32>,
     /// The Postgres schema of szb-sync's tables and views (created if missing); every pooled
     /// connection has it as its `search_path`. A plain identifier, see
     /// [`check_schema`](super::check_schema).
@@ -173,7 +174,7 @@ impl Default for DatabaseSettings {
     fn default() -> Self {
         Self {
             url: Secret::new("postgres://root@127.0.0.1:5432/szb"),
-            max_connections: 8,
+            max_connections: None,
             schema: "public".to_owned(),
             statement_timeout: Duration::from_secs(60),
             synchronous_commit: None,

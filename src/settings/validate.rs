@@ -47,8 +47,16 @@ impl Settings {
                 redact_url(db.url.expose())
             )),
         }
-        if db.max_connections == 0 {
-            problem("database.max_connections must be at least 1, got 0".to_owned());
+        if let Some(n) = db.max_connections
+            && n < self.min_pool_size()
+        {
+            problem(format!(
+                "database.max_connections must be at least {} (sync.concurrency {} + 2: each pair \
+                 synced at once holds a connection, plus two for the rest), got {n}; raise it, or \
+                 remove it to take that minimum",
+                self.min_pool_size(),
+                self.sync.concurrency
+            ));
         }
         if let Err(msg) = check_schema(&db.schema) {
             problem(msg);

@@ -52,7 +52,7 @@ fn config_toml(
     targets: &[(i64, String, Vec<i64>)],
 ) -> String {
     let mut toml = format!(
-        "[database]\nurl = {db_url:?}\nmax_connections = 4\n\n\
+        "[database]\nurl = {db_url:?}\n\n\
          [api]\nbase_url = {base_url:?}\nretry_backoff = \"1ms\"\n{api}\n\n\
          [schedule]\ncron = \"0 0 0 1 1 *\"\n\n\
          [sync]\nsettle_after = \"1h\"\n"

@@ -385,7 +385,7 @@ async fn two_dozen_clients_loading_the_page_at_once_cost_the_database_one_read_o
                 format!("{base}/api/rejects"),
             );
             let (a, b, c) = tokio::join!(get(&overview), get(&pairs), get(&rejects));
-            [a, b, c]
+            [a.unwrap(), b.unwrap(), c.unwrap()]
         }
     });
     let answers = futures_util::future::join_all(loads).await;

@@ -40,7 +40,7 @@ pub(crate) fn config(
     targets: &[Tgt<'_>],
 ) -> NamedTempFile {
     let mut toml = format!(
-        "[database]\nurl = {db_url:?}\nmax_connections = 4\n\n\
+        "[database]\nurl = {db_url:?}\n\n\
          [api]\nbase_url = {base_url:?}\npage_size = {page_size}\ntimeout = \"5s\"\n\
          retry_backoff = \"1ms\"\n\n\
          [schedule]\ncron = {:?}\n\n\
@@ -601,7 +601,7 @@ async fn sighup_reloads_the_pairs_and_a_broken_config_is_refused_keeping_the_run
     let db = TestDb::new().await;
     let toml = |users: &[i64]| {
         format!(
-            "[database]\nurl = {:?}\nmax_connections = 4\n\n\
+            "[database]\nurl = {:?}\n\n\
              [api]\nbase_url = {:?}\npage_size = 100\ntimeout = \"5s\"\nretry_backoff = \"1ms\"\n\n\
              [schedule]\ncron = \"* * * * * *\"\n\n[sync]\nsettle_after = \"1h\"\n\n\
              [[targets]]\nagent_id = {AGENT}\nuser_ids = {users:?}\ntoken = {TOKEN:?}\n",

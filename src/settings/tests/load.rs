@@ -16,7 +16,8 @@ fn defaults_are_the_documented_values() {
         s.database.url.expose(),
         "postgres://root@127.0.0.1:5432/szb"
     );
-    assert_eq!(s.database.max_connections, 8);
+    assert_eq!(s.database.max_connections, None);
+    assert_eq!(s.pool_size(), 18, "sync.concurrency 16 + 2");
     assert_eq!(s.api.base_url.as_str(), "https://shangzhibo.tv/");
     assert!(s.api.token.is_none() && s.api.token_file.is_none());
     assert_eq!(s.api.page_size, 1000);
@@ -68,7 +69,7 @@ fn toml_overrides_the_defaults() {
     .unwrap();
 
     assert_eq!(s.database.url.expose(), "postgres://app@db/szb");
-    assert_eq!(s.database.max_connections, 8);
+    assert_eq!(s.database.max_connections, None);
     assert_eq!(s.api.page_size, 200);
     assert_eq!(s.api.timeout, Duration::from_secs(90));
     assert_eq!(s.api.max_requests_per_second, Some(2.0));

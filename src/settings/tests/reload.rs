@@ -28,7 +28,7 @@ fn a_reload_of_other_targets_and_tokens_needs_no_restart() {
 fn every_key_a_reload_cannot_apply_is_named_once() {
     let running = Settings::default();
     let next = load(
-        "[database]\nurl = \"postgres://other@db/szb\"\nschema = \"szb\"\nmax_connections = 3\n\
+        "[database]\nurl = \"postgres://other@db/szb\"\nschema = \"szb\"\nmax_connections = 4\n\
          statement_timeout = \"2m\"\nsynchronous_commit = \"off\"\n\
          [api]\npage_size = 10\n\
          [schedule]\ncron = \"0 0 * * * *\"\n\

@@ -284,3 +284,20 @@ fn backoff_settings_are_checked() {
     let msg = error("[sync]\nkeep_runs = \"10m\"\n");
     assert!(msg.contains("sync.keep_runs must be at least 1h"), "{msg}");
 }
+
+#[test]
+fn a_pool_smaller_than_the_concurrency_needs_is_refused_naming_the_minimum() {
+    let msg = error("[database]\nmax_connections = 8\n");
+    assert!(
+        msg.contains("database.max_connections must be at least 18 (sync.concurrency 16 + 2"),
+        "{msg}"
+    );
+    assert!(msg.contains("got 8"), "{msg}");
+    let msg = error("[database]\nmax_connections = 5\n[sync]\nconcurrency = 4\n");
+    assert!(msg.contains("must be at least 6"), "{msg}");
+
+    let fits = load("[database]\nmax_connections = 6\n[sync]\nconcurrency = 4\n").unwrap();
+    assert_eq!(fits.pool_size(), 6, "as set, never raised");
+    let bigger = load("[database]\nmax_connections = 40\n").unwrap();
+    assert_eq!(bigger.pool_size(), 40);
+}
