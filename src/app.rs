@@ -4,6 +4,7 @@
 //! the same parts wired the same way. [`App::run_until_stopped`] is the daemon: migrations
 //! (retried while the database is away), then the schedule, until the shutdown token fires.
 
+use backon::Retryable as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -273,23 +274,14 @@ impl App {
     /// Applies migrations, retrying while the database is away, until it works (`true`) or
     /// shutdown (`false`).
     async fn migrate_with_retry(&self, shutdown: &CancellationToken) -> bool {
-        let mut wait = Duration::from_secs(1);
-        loop {
-            let migrated = tokio::select! {
-                migrated = self.store.migrate() => migrated,
-                () = shutdown.cancelled() => return false,
-            };
-            match migrated {
-                Ok(()) => return true,
-                Err(e) => {
-                    tracing::error!(error = %crate::error::logged(&e), retry_in_s = wait.as_secs(), "cannot apply migrations; will retry");
-                }
-            }
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = shutdown.cancelled() => return false,
-            }
-            wait = (wait * 2).min(Duration::from_secs(60));
+        let migrate = (|| self.store.migrate())
+            .retry(crate::store::retry::MIGRATIONS)
+            .notify(|e, wait| {
+                tracing::error!(error = %crate::error::logged(e), retry_in_s = wait.as_secs(), "cannot apply migrations; will retry");
+            });
+        tokio::select! {
+            migrated = migrate => migrated.is_ok(),
+            () = shutdown.cancelled() => false,
         }
     }
 }

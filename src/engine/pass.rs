@@ -21,7 +21,8 @@ use super::{Engine, PairReport, PassPlan, SyncReport};
 use crate::domain::{Pair, PairKey, RunOutcome};
 use crate::error::chain;
 use crate::plural::plural;
-use crate::store::{ClaimPlan, Claimed, DueAfter, FinishedRun, StoreError};
+use crate::store::{ClaimPlan, Claimed, DueAfter, FinishedRun, StoreError, retry};
+use backon::Retryable as _;
 
 /// Abandoned pairs taken over per claim statement.
 const ADOPT_BATCH: usize = 512;
@@ -29,8 +30,6 @@ const ADOPT_BATCH: usize = 512;
 const FLUSH_AT: usize = 256;
 /// The longest a finished run waits to be recorded.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
-/// Attempts at a statement of the pass when the connection was lost (it reconnects).
-const ATTEMPTS: u32 = 3;
 
 /// What a worker hands back for each pair it took.
 enum Outcome {
@@ -386,7 +385,7 @@ impl<'a> Pass<'a> {
 
     /// Claims up to `want` pairs of `span`; returns how many it got.
     async fn claim(&mut self, span: &[&PairKey], want: usize) -> Result<usize, StoreError> {
-        let claimed = retry(|| self.engine.coordinator.claim(span, want, &self.plan)).await?;
+        let claimed = again(|| self.engine.coordinator.claim(span, want, &self.plan)).await?;
         let got = claimed.len();
         for c in claimed {
             let Some(&i) = self.index.get(&c.pair) else {
@@ -435,7 +434,7 @@ impl<'a> Pass<'a> {
         }
         let runs = std::mem::take(&mut self.unflushed);
         for batch in runs.chunks(FLUSH_AT) {
-            match retry(|| self.engine.coordinator.finish(batch, &self.due)).await {
+            match again(|| self.engine.coordinator.finish(batch, &self.due)).await {
                 Ok(kept) if kept < batch.len() as u64 => tracing::warn!(
                     lost = batch.len() as u64 - kept,
                     "runs finished after another process took their pairs over; that process's record stands"
@@ -508,21 +507,17 @@ impl<'a> Pass<'a> {
     }
 }
 
-/// Runs `f` again when it lost the connection (the coordinator reconnects), a few times.
-async fn retry<T, F, Fut>(mut f: F) -> Result<T, StoreError>
+/// Runs `f` again when it lost the connection (the coordinator reconnects) or deadlocked
+/// ([`retry::PASS_STATEMENT`]).
+async fn again<T, F, Fut>(f: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, StoreError>>,
 {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match f().await {
-            Err(e) if attempt < ATTEMPTS && (e.is_connection() || e.is_deadlock()) => {
-                tracing::debug!(error = %crate::error::logged(&e), attempt, "retrying a statement of the pass");
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-            }
-            other => return other,
-        }
-    }
+    f.retry(retry::PASS_STATEMENT)
+        .when(StoreError::is_transient)
+        .notify(|e, _| {
+            tracing::debug!(error = %crate::error::logged(e), "retrying a statement of the pass");
+        })
+        .await
 }

@@ -72,6 +72,7 @@ mod pages;
 mod passes;
 mod rejects;
 mod reports;
+pub mod retry;
 mod runs;
 mod session;
 mod status;

@@ -13,8 +13,10 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{Connection, Row};
 
+use backon::RetryableWithContext as _;
+
 use super::session::PairSession;
-use super::{StoreError, query_err};
+use super::{StoreError, query_err, retry};
 use crate::domain::{Activity, Entry, Mark, PairKey, Reject, Visit};
 
 /// One page's worth of writes, committed atomically with the mark.
@@ -44,71 +46,79 @@ pub struct PageWritten {
 impl PairSession {
     /// Writes one page and the mark in one transaction. Pairs of one agent share activity
     /// rows, so two pairs' transactions can deadlock; Postgres then aborts one, which is
-    /// retried here (it changed nothing).
+    /// tried again ([`retry::PAGE_DEADLOCK`]: it changed nothing).
     pub async fn write_page(&mut self, page: &PageWrite<'_>) -> Result<PageWritten, StoreError> {
         let batch = Batch::new(&self.pair, page);
-        let mut attempt = 0;
-        let mut copy = true;
-        loop {
-            attempt += 1;
-            let newest = match (copy, self.newest_stored) {
-                (false, _) => None,
-                (true, Some(newest)) => newest,
-                (true, None) => {
-                    let deadline = self.deadline.clone();
-                    match deadline
-                        .within(
-                            "reading the newest stored visit",
-                            self.newest_stored_visit(),
-                        )
-                        .await
-                    {
-                        Ok(newest) => newest,
-                        Err(e) => {
-                            if e.is_connection() {
-                                self.drop_conn();
-                            }
-                            return Err(e);
-                        }
-                    }
-                }
-            };
-            let deadline = self.deadline.clone();
-            let written = deadline
-                .within(
-                    "writing a page",
-                    self.write_batch(page, &batch, copy.then_some(newest)),
-                )
-                .await;
-            match written {
-                Err(e) if attempt < 4 && e.is_deadlock() => {
-                    tracing::debug!(pair = %self.pair, attempt, "page transaction deadlocked; retrying");
-                    tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
-                }
-                Err(e) if copy && e.is_unique_violation() => {
-                    tracing::debug!(pair = %self.pair, "a copied visit existed already; writing the page with upserts");
-                    copy = false;
-                    self.newest_stored = None;
-                }
-                Ok(written) => {
-                    // After a fallback the newest stored visit is not known: read it again
-                    // before the next page.
-                    if copy
-                        && let Some(page_newest) = batch.visits.iter().map(|v| v.visit_at()).max()
-                    {
-                        let known = self.newest_stored.flatten();
-                        self.newest_stored = Some(known.max(Some(page_newest)));
-                    }
-                    return Ok(written);
-                }
-                Err(e) => {
-                    if e.is_connection() {
-                        self.drop_conn();
-                    }
-                    return Err(e);
+        let pair = self.pair.clone();
+        let batch = &batch;
+        let attempt = one_lifetime(move |session| async move {
+            let written = session.write_attempt(page, batch).await;
+            (session, written)
+        });
+        let (_, written) = attempt
+            .retry(retry::PAGE_DEADLOCK)
+            .context(self)
+            .when(StoreError::is_deadlock)
+            .notify(|_, _| tracing::debug!(pair = %pair, "page transaction deadlocked; retrying"))
+            .await;
+        written
+    }
+
+    /// One attempt at the page: by `COPY` where the visits are newer than every stored one,
+    /// and if a copied visit existed after all, at once again with upserts only.
+    async fn write_attempt(
+        &mut self,
+        page: &PageWrite<'_>,
+        batch: &Batch<'_>,
+    ) -> Result<PageWritten, StoreError> {
+        let newest = match self.newest_stored {
+            Some(newest) => newest,
+            None => {
+                let deadline = self.deadline.clone();
+                let newest = deadline
+                    .within(
+                        "reading the newest stored visit",
+                        self.newest_stored_visit(),
+                    )
+                    .await;
+                match newest {
+                    Ok(newest) => newest,
+                    Err(e) => return Err(self.failed(e)),
                 }
             }
+        };
+        let deadline = self.deadline.clone();
+        let mut written = deadline
+            .within(
+                "writing a page",
+                self.write_batch(page, batch, Some(newest)),
+            )
+            .await;
+        let mut copied = true;
+        if written.as_ref().is_err_and(StoreError::is_unique_violation) {
+            tracing::debug!(pair = %self.pair, "a copied visit existed already; writing the page with upserts");
+            self.newest_stored = None;
+            copied = false;
+            written = deadline
+                .within("writing a page", self.write_batch(page, batch, None))
+                .await;
         }
+        let written = written.map_err(|e| self.failed(e))?;
+        // After a fallback the newest stored visit is not known: it is read again before the
+        // next page.
+        if copied && let Some(page_newest) = batch.visits.iter().map(|v| v.visit_at()).max() {
+            let known = self.newest_stored.flatten();
+            self.newest_stored = Some(known.max(Some(page_newest)));
+        }
+        Ok(written)
+    }
+
+    /// `e`, after closing the connection it may have left in doubt.
+    fn failed(&mut self, e: StoreError) -> StoreError {
+        if e.is_connection() {
+            self.drop_conn();
+        }
+        e
     }
 
     /// The newest `visitAt` stored for this pair (of its activity, for a filtered pair).
@@ -395,6 +405,17 @@ impl PairSession {
         Ok(written)
     }
 }
+/// `f` as a closure over one borrow of the session, which backon hands back after each try (a
+/// closure written with `|session: &mut PairSession|` would be over any borrow, and its future
+/// could not keep it).
+fn one_lifetime<'s, F, Fut>(f: F) -> F
+where
+    F: FnMut(&'s mut PairSession) -> Fut,
+    Fut: std::future::Future<Output = (&'s mut PairSession, Result<PageWritten, StoreError>)>,
+{
+    f
+}
+
 /// A page reshaped for the statements: duplicates folded, so no statement touches a row twice.
 struct Batch<'a> {
     visits: Vec<&'a Visit>,
