@@ -252,9 +252,24 @@ async fn a_database_partitioned_for_45_s_mid_pass_recovers_without_a_restart() {
 #[tokio::test]
 async fn shutdown_during_a_partition_ends_within_the_grace_period() {
     // The default statement timeout: only the grace bounds the wait.
+    const CUT_AT: u64 = 12;
     let Partitioned {
-        daemon, shutdown, ..
-    } = start_and_partition(Duration::from_secs(60), 12).await;
+        daemon,
+        shutdown,
+        sim,
+        ..
+    } = start_and_partition(Duration::from_secs(60), CUT_AT).await;
+    // The walks go on reading pages (the platform is not cut off) until each blocks writing
+    // one on the connection it holds: shutdown then finds a write in flight, which only the
+    // grace ends (the statement timeout would end it after 65 s).
+    let waited = Instant::now();
+    while sim.request_count() < CUT_AT + 2 && waited.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        sim.request_count() >= CUT_AT + 2,
+        "the walks read on after the cut"
+    );
 
     let asked = Instant::now();
     shutdown.cancel();
