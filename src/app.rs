@@ -15,7 +15,7 @@ use crate::api::{ApiClient, ApiError};
 use crate::daemon::scheduler::{self, Schedule, SchedulerError};
 use crate::domain::Pair;
 use crate::engine::{Engine, EngineOptions, PassPlan, SyncReport};
-use crate::http::{Board, ListenError};
+use crate::http::{ListenError, ListenerState};
 use crate::secret::Secret;
 use crate::settings::{Settings, SettingsError};
 use crate::store::{Store, StoreError};
@@ -218,7 +218,7 @@ impl App {
                 if let Ok(local) = listener.local_addr() {
                     tracing::info!(listen = %local, "serving /metrics, /livez, /readyz and the status page");
                 }
-                let board = self.board(pairs.clone());
+                let board = self.listener_state(pairs.clone());
                 Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
                     crate::http::serve(listener, board, shutdown.clone()),
                 )))
@@ -257,9 +257,9 @@ impl App {
     }
 
     /// What the `[http]` listener reads, through a read-only pool of its own.
-    pub fn board(&self, pairs: watch::Receiver<Arc<Vec<Pair>>>) -> Board {
+    pub fn listener_state(&self, pairs: watch::Receiver<Arc<Vec<Pair>>>) -> ListenerState {
         let store = self.store.for_listener();
-        Board {
+        ListenerState {
             redact: crate::secret::Redactor::new(&self.settings.database.url, store.names()),
             store,
             api: self.api.clone(),

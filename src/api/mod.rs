@@ -208,7 +208,7 @@ impl ApiClient {
         token: &Secret,
         window: &Window,
     ) -> Result<FetchedPage, ApiError> {
-        let mut told = Told {
+        let mut told = AttemptReport {
             feed: &self.feed,
             agent_id: pair.agent_id,
             started: std::time::Instant::now(),
@@ -284,14 +284,14 @@ impl ApiClient {
 }
 
 /// Tells the feed of one attempt when dropped: at its end, or when it is dropped in flight.
-struct Told<'a> {
+struct AttemptReport<'a> {
     feed: &'a Feed,
     agent_id: i64,
     started: std::time::Instant,
     answer: Answer,
 }
 
-impl Drop for Told<'_> {
+impl Drop for AttemptReport<'_> {
     fn drop(&mut self) {
         self.feed.emit(Event::Request {
             agent_id: self.agent_id,

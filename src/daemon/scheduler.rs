@@ -127,7 +127,7 @@ pub async fn run(
     );
 
     let live = schedule.live;
-    let mut beat = Beat::new(live);
+    let mut beat = Heartbeat::new(live);
     notify::ready(&format!(
         "{}; first pass starting",
         plural(pairs, "pair", "pairs")
@@ -169,7 +169,7 @@ pub async fn run(
 }
 
 /// The loop's heartbeat: every second to [`Live`], and to systemd's watchdog at half its period.
-struct Beat<'a> {
+struct Heartbeat<'a> {
     live: &'a Live,
     period: Duration,
     every: tokio::time::Interval,
@@ -178,14 +178,14 @@ struct Beat<'a> {
     pinged: Option<std::time::Instant>,
 }
 
-impl<'a> Beat<'a> {
+impl<'a> Heartbeat<'a> {
     fn new(live: &'a Live) -> Self {
         live.beat();
         let watchdog = notify::watchdog_interval();
         let period = watchdog.map_or(BEAT_EVERY, |half| half.min(BEAT_EVERY));
         let mut every = tokio::time::interval(period);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Beat {
+        Heartbeat {
             live,
             period,
             every,

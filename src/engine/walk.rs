@@ -24,7 +24,7 @@ use crate::store::{PageWrite, PageWritten, PairSession, RunTotals};
 use crate::telemetry::events::{Counts, Event};
 
 /// How a walk ended, and what it did either way.
-pub(super) struct Walked {
+pub(super) struct WalkOutcome {
     pub(super) totals: RunTotals,
     /// [`RunOutcome::Ok`] at the end of the list, [`RunOutcome::Interrupted`] when shutdown
     /// stopped it between pages.
@@ -32,22 +32,22 @@ pub(super) struct Walked {
 }
 
 /// A window being fetched in the background, or fetched; dropping it aborts the request.
-struct Ahead {
+struct PrefetchedWindow {
     window: Window,
-    task: Fetch,
+    task: PageFetch,
 }
 
-enum Fetch {
+enum PageFetch {
     Running(AbortOnDropHandle<Result<FetchedPage, ApiError>>),
     Done(Result<FetchedPage, ApiError>),
 }
 
-impl Fetch {
+impl PageFetch {
     /// The page, or `None` when shutdown came first (the request in flight is dropped).
     async fn wait(self, shutdown: &CancellationToken) -> Option<Result<FetchedPage, ApiError>> {
         match self {
-            Fetch::Done(page) => Some(page),
-            Fetch::Running(task) => tokio::select! {
+            PageFetch::Done(page) => Some(page),
+            PageFetch::Running(task) => tokio::select! {
                 page = task => Some(page.unwrap_or_else(|e| {
                     Err(ApiError::Transport(format!("the fetch task failed: {e}")))
                 })),
@@ -57,11 +57,11 @@ impl Fetch {
     }
 }
 
-impl Ahead {
+impl PrefetchedWindow {
     fn done(window: Window, page: Result<FetchedPage, ApiError>) -> Self {
-        Ahead {
+        PrefetchedWindow {
             window,
-            task: Fetch::Done(page),
+            task: PageFetch::Done(page),
         }
     }
 }
@@ -74,13 +74,13 @@ impl Engine {
         session: &mut PairSession,
         walk: &mut Walk,
         shutdown: &CancellationToken,
-    ) -> Walked {
+    ) -> WalkOutcome {
         let sent = Arc::new(AtomicU32::new(0));
         let mut totals = RunTotals::default();
         let ended = async {
             let mut window = walk.first_window();
-            let mut ahead: VecDeque<Ahead> = VecDeque::new();
-            let mut stale: Vec<Ahead> = Vec::new();
+            let mut ahead: VecDeque<PrefetchedWindow> = VecDeque::new();
+            let mut stale: Vec<PrefetchedWindow> = Vec::new();
             loop {
                 if shutdown.is_cancelled() {
                     return Ok(RunOutcome::Interrupted);
@@ -102,7 +102,7 @@ impl Engine {
                 if guessed && !page.as_ref().is_ok_and(|p| walk.verifies(&fetched, &p.entries)) {
                     // Not where the walk expects its place (the list moved between the two
                     // requests), or failed: set it aside, and fetch the walk's own window.
-                    stale.push(Ahead::done(fetched, page));
+                    stale.push(PrefetchedWindow::done(fetched, page));
                     stale.extend(ahead.drain(..));
                     ahead.push_back(self.spawn_fetch(pair, window, &sent));
                     continue;
@@ -198,7 +198,7 @@ impl Engine {
         .await;
         // Fetches still in flight were aborted with `ahead`; what they sent is counted.
         totals.requests = sent.load(Ordering::Relaxed);
-        Walked { totals, ended }
+        WalkOutcome { totals, ended }
     }
 
     /// Counts a committed page in the run's totals (with the strings its decoding cleaned),
@@ -243,8 +243,8 @@ impl Engine {
         walk: &Walk,
         next: Window,
         total: i64,
-        ahead: &mut VecDeque<Ahead>,
-        stale: &mut Vec<Ahead>,
+        ahead: &mut VecDeque<PrefetchedWindow>,
+        stale: &mut Vec<PrefetchedWindow>,
         sent: &Arc<AtomicU32>,
     ) {
         let usable = ahead
@@ -268,7 +268,7 @@ impl Engine {
     }
 
     /// Starts fetching one window in the background. Each attempt it makes counts in `sent`.
-    fn spawn_fetch(&self, pair: &Pair, window: Window, sent: &Arc<AtomicU32>) -> Ahead {
+    fn spawn_fetch(&self, pair: &Pair, window: Window, sent: &Arc<AtomicU32>) -> PrefetchedWindow {
         let (api, pair, sent) = (self.api.clone(), pair.clone(), Arc::clone(sent));
         let task = tokio::spawn(async move {
             let started = std::time::Instant::now();
@@ -278,9 +278,9 @@ impl Engine {
             tracing::debug!(pair = %pair.key, ?window, fetch_ms = started.elapsed().as_millis() as u64, "page fetched");
             page
         });
-        Ahead {
+        PrefetchedWindow {
             window,
-            task: Fetch::Running(AbortOnDropHandle::new(task)),
+            task: PageFetch::Running(AbortOnDropHandle::new(task)),
         }
     }
 }

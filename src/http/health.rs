@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::{Board, line};
+use super::{ListenerState, line};
 use crate::domain::RunOutcome;
 use crate::plural::{noun, plural};
 use crate::telemetry::live::PassView;
@@ -17,7 +17,7 @@ const STUCK_AFTER: Duration = Duration::from_secs(30);
 const DATABASE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The process and its schedule loop are alive (restart it when this fails).
-pub(super) async fn livez(State(board): State<Board>) -> Response {
+pub(super) async fn livez(State(board): State<ListenerState>) -> Response {
     match board.telemetry.live.since_beat() {
         None => line(
             StatusCode::OK,
@@ -39,7 +39,7 @@ pub(super) async fn livez(State(board): State<Board>) -> Response {
 
 /// Migrated, the database reachable, and the last pass did not fail wholesale (send it work,
 /// or count it in, only when this passes).
-pub(super) async fn readyz(State(board): State<Board>) -> Response {
+pub(super) async fn readyz(State(board): State<ListenerState>) -> Response {
     let live = &board.telemetry.live;
     if !live.migrated() {
         return line(

@@ -38,7 +38,7 @@ use crate::telemetry::metrics::PairStates;
 
 /// What the listener reads.
 #[derive(Debug, Clone)]
-pub struct Board {
+pub struct ListenerState {
     /// The listener's own read-only pool ([`Store::for_listener`]), never the sync's.
     pub store: Store,
     pub api: ApiClient,
@@ -55,7 +55,7 @@ pub struct Board {
     pub token: Option<Secret>,
 }
 
-impl Board {
+impl ListenerState {
     fn keys(&self) -> Vec<PairKey> {
         self.pairs.borrow().iter().map(|p| p.key.clone()).collect()
     }
@@ -82,7 +82,7 @@ pub async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAd
 }
 
 /// Every route, guarded for a listener bound to `local`.
-pub fn router(board: Board, local: SocketAddr) -> Router {
+pub fn router(board: ListenerState, local: SocketAddr) -> Router {
     let guard = guard::Guard::new(local, board.token.clone());
     Router::new()
         .route("/metrics", get(metrics))
@@ -97,7 +97,7 @@ pub fn router(board: Board, local: SocketAddr) -> Router {
 /// Serves until `shutdown` fires.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    board: Board,
+    board: ListenerState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
@@ -107,7 +107,7 @@ pub async fn serve(
 }
 
 /// `/metrics`: the counters as the feed left them, and the state gauges from one query.
-async fn metrics(State(board): State<Board>) -> Response {
+async fn metrics(State(board): State<ListenerState>) -> Response {
     let metrics = &board.telemetry.metrics;
     // A scrape never waits long on a busy database: the gauges keep their last values.
     let keys = board.keys();

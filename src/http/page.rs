@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Board, database_trouble, line};
+use super::{ListenerState, database_trouble, line};
 use crate::http::Redactor;
 use crate::store::{PairQuery, PassRow, RejectFilter};
 use crate::telemetry::live::PassView;
@@ -23,7 +23,7 @@ const STYLE: &str = include_str!("page.css");
 /// Rows per page of a view, unless asked otherwise.
 const PER_PAGE: i64 = 50;
 
-pub(super) fn routes() -> Router<Board> {
+pub(super) fn routes() -> Router<ListenerState> {
     // The views the page reads, shared between clients for a second.
     let api = Router::new()
         .route("/api/overview", get(overview))
@@ -95,7 +95,7 @@ fn pass_row(p: &PassRow) -> Value {
 
 /// The passes (this process's current and last, and the newest rows of every process), pairs
 /// by state, and the tables' totals.
-async fn overview(State(board): State<Board>) -> Response {
+async fn overview(State(board): State<ListenerState>) -> Response {
     let keys = board.keys();
     let (counts, totals, passes) = tokio::join!(
         board.store.pair_counts(&keys),
@@ -173,7 +173,7 @@ fn search(q: &str) -> Result<(Option<i64>, Option<i64>), String> {
 }
 
 /// A page of pairs: those that need a look first, or every pair; or the pairs a search finds.
-async fn pairs(State(board): State<Board>, Query(params): Query<PairsParams>) -> Response {
+async fn pairs(State(board): State<ListenerState>, Query(params): Query<PairsParams>) -> Response {
     let (agent_id, user_id) = match search(params.q.as_deref().unwrap_or("")) {
         Ok(ids) => ids,
         Err(e) => {
@@ -237,7 +237,7 @@ struct PageParams {
 }
 
 /// A page of the newest rejects.
-async fn rejects(State(board): State<Board>, Query(params): Query<PageParams>) -> Response {
+async fn rejects(State(board): State<ListenerState>, Query(params): Query<PageParams>) -> Response {
     let per = params.per.unwrap_or(PER_PAGE).clamp(1, 500);
     let page = params.page.unwrap_or(0).max(0);
     let filter = RejectFilter {

@@ -22,7 +22,7 @@ async fn serve(app: &App, stop: &CancellationToken) -> (String, std::net::Socket
     app.telemetry().live.set_migrated();
     tokio::spawn(szb_sync::http::serve(
         listener,
-        app.board(pairs),
+        app.listener_state(pairs),
         stop.clone(),
     ));
     (format!("http://{local}"), local)
@@ -369,7 +369,7 @@ async fn two_dozen_clients_loading_the_page_at_once_cost_the_database_one_read_o
         .unwrap();
     let (_, pairs) = watch::channel(Arc::new(h.app.pairs().to_vec()));
     h.app.telemetry().live.set_migrated();
-    let board = h.app.board(pairs);
+    let board = h.app.listener_state(pairs);
     let listener_store = board.store.clone();
     let stop = CancellationToken::new();
     tokio::spawn(szb_sync::http::serve(listener, board, stop.clone()));
