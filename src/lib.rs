@@ -15,7 +15,8 @@
 //! - [`api`]: the upstream client: requests, retries, the request budget, wire types (which never
 //!   leave it), typed errors.
 //! - [`mark`]: the high-water mark over the offset-paginated list; all of its logic, pure.
-//! - [`store`]: Postgres: all SQL outside the migrations (sessions, pages, runs, status, reports).
+//! - [`store`]: Postgres: all SQL outside the migrations, one named file per statement
+//!   (`src/store/sql/`), and the code that runs it (sessions, pages, runs, status, reports).
 //! - [`engine`]: walks each pair's pages, asks the mark what to commit, hands pages to the store.
 //! - [`daemon`]: the schedule that turns cron ticks into engine passes, and systemd's
 //!   notifications.

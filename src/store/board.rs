@@ -10,9 +10,10 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sqlx::Row;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{AssertSqlSafe, Row};
 
+use super::pair_keys::PairKeys;
 use super::{Store, StoreError, query_err};
 use crate::domain::PairKey;
 
@@ -128,41 +129,14 @@ impl StoreError {
     }
 }
 
-/// A pair is failing while its last run failed or it backs off after failures (what `status`
-/// exits 1 for), as SQL over `s`, its `sync_state` row.
-const FAILING: &str = "coalesce(s.failures_in_row > 0 OR s.last_outcome = 'failed', false)";
-
-/// The configured pairs as SQL rows `p (agent_id, user_id, activity_filter)`.
-const CONFIGURED: &str = "p AS (SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[]) AS p (agent_id, user_id, activity_filter))";
-
-fn keys(pairs: &[PairKey]) -> (Vec<i64>, Vec<i64>, Vec<&str>) {
-    (
-        pairs.iter().map(|p| p.agent_id).collect(),
-        pairs.iter().map(|p| p.user_id).collect(),
-        pairs.iter().map(PairKey::filter_str).collect(),
-    )
-}
-
 impl Store {
     /// The configured pairs by state, in one query.
     pub async fn pair_counts(&self, pairs: &[PairKey]) -> Result<PairCounts, StoreError> {
-        let (agents, users, filters) = keys(pairs);
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "WITH {CONFIGURED},
-             j AS (SELECT {FAILING} AS failing, s.last_success_at
-                     FROM p LEFT JOIN sync_state s USING (agent_id, user_id, activity_filter))
-             SELECT count(*) FILTER (WHERE failing) AS failing,
-                    count(*) FILTER (WHERE NOT failing AND last_success_at IS NULL) AS never_synced,
-                    count(*) FILTER (WHERE NOT failing AND last_success_at IS NOT NULL) AS ok,
-                    extract(epoch FROM now() - min(last_success_at))::float8 AS oldest
-               FROM j"
-        )))
-        .bind(agents)
-        .bind(users)
-        .bind(filters)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(query_err("counting pairs by state"))?;
+        let row = PairKeys::of(pairs)
+            .bind(sqlx::query(include_str!("sql/pair_counts.sql")))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_err("counting pairs by state"))?;
         Ok(PairCounts {
             ok: row.get("ok"),
             failing: row.get("failing"),
@@ -178,44 +152,18 @@ impl Store {
         pairs: &[PairKey],
         query: &PairQuery,
     ) -> Result<PairPage, StoreError> {
-        let (agents, users, filters) = keys(pairs);
         let lag = i64::try_from(query.lag_after.as_secs()).unwrap_or(i64::MAX);
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "WITH {CONFIGURED},
-             j AS (
-                 SELECT p.agent_id, p.user_id, p.activity_filter, s.settled_count,
-                        s.upstream_total, s.last_outcome, s.last_run_at, s.last_success_at,
-                        s.last_error, coalesce(s.failures_in_row, 0) AS failures_in_row,
-                        CASE WHEN s.next_due_at > now() THEN s.next_due_at END AS next_due_at,
-                        CASE WHEN s.lease_expires_at > now() THEN s.lease_owner END AS lease_owner,
-                        CASE WHEN {FAILING} THEN 0
-                             WHEN s.last_success_at IS NULL THEN 1
-                             WHEN s.last_success_at < now() - make_interval(secs => $4) THEN 2
-                             ELSE 3 END AS rank
-                   FROM p LEFT JOIN sync_state s USING (agent_id, user_id, activity_filter)
-                  WHERE ($5::int8 IS NULL OR p.agent_id = $5)
-                    AND ($6::int8 IS NULL OR p.user_id = $6)),
-             f AS (SELECT * FROM j WHERE NOT $7 OR rank < 3)
-             -- The count comes even with a page past the end, which then has no rows.
-             SELECT m.matching, pg.*
-               FROM (SELECT count(*) AS matching FROM f) m
-               LEFT JOIN LATERAL (
-                    SELECT * FROM f
-                     ORDER BY rank, last_success_at NULLS FIRST, agent_id, user_id, activity_filter
-                    OFFSET $8 LIMIT $9) pg ON true"
-        )))
-        .bind(agents)
-        .bind(users)
-        .bind(filters)
-        .bind(lag as f64)
-        .bind(query.agent_id)
-        .bind(query.user_id)
-        .bind(query.attention)
-        .bind(query.offset.max(0))
-        .bind(query.limit.clamp(1, 500))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(query_err("reading a page of pairs"))?;
+        let rows = PairKeys::of(pairs)
+            .bind(sqlx::query(include_str!("sql/pair_page.sql")))
+            .bind(lag as f64)
+            .bind(query.agent_id)
+            .bind(query.user_id)
+            .bind(query.attention)
+            .bind(query.offset.max(0))
+            .bind(query.limit.clamp(1, 500))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_err("reading a page of pairs"))?;
         let matching = rows.first().map_or(0, |r| r.get("matching"));
         let rows = rows
             .into_iter()
@@ -283,7 +231,7 @@ impl Store {
 
     /// The database answers a statement through the pool (`/readyz`).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
+        sqlx::query(include_str!("sql/ping.sql"))
             .execute(&self.pool)
             .await
             .map_err(query_err("asking the database whether it answers"))?;
@@ -297,26 +245,17 @@ impl Store {
     /// of a block sample, and the viewers the users whose pairs have synced visits
     /// (`sync_state`, a row per pair).
     pub async fn totals(&self) -> Result<Totals, StoreError> {
-        let plan: serde_json::Value =
-            sqlx::query_scalar("EXPLAIN (FORMAT JSON) SELECT 1 FROM visits")
-                .fetch_one(&self.pool)
-                .await
-                .map_err(query_err("estimating the visits"))?;
+        let plan: serde_json::Value = sqlx::query_scalar(include_str!("sql/plan_visits.sql"))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_err("estimating the visits"))?;
         let planned = plan[0]["Plan"]["Plan Rows"].as_f64().unwrap_or(0.0);
-        let small = sqlx::query(
-            "SELECT (SELECT count(*) FROM activities) AS activities,
-                    (SELECT count(*) FROM sync_rejects) AS rejects,
-                    v.visits, v.viewers, v.minutes
-               FROM (SELECT count(*) AS visits, count(DISTINCT user_id) AS viewers,
-                            coalesce(sum(duration_minutes), 0)::int8 AS minutes
-                       FROM (SELECT user_id, duration_minutes FROM visits
-                              WHERE $1 LIMIT $2) s) v",
-        )
-        .bind(planned <= EXACT_TOTALS_UP_TO as f64)
-        .bind(EXACT_TOTALS_UP_TO + 1)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(query_err("reading the totals"))?;
+        let small = sqlx::query(include_str!("sql/count_totals.sql"))
+            .bind(planned <= EXACT_TOTALS_UP_TO as f64)
+            .bind(EXACT_TOTALS_UP_TO + 1)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_err("reading the totals"))?;
         let counted: i64 = small.get("visits");
         let (activities, rejects) = (small.get("activities"), small.get("rejects"));
         if planned <= EXACT_TOTALS_UP_TO as f64 && counted <= EXACT_TOTALS_UP_TO {
@@ -331,16 +270,11 @@ impl Store {
         }
         let visits = planned.max(counted as f64);
         let percent = (100.0 * MINUTES_SAMPLE_ROWS / visits).clamp(0.001, 100.0);
-        let row = sqlx::query(
-            "SELECT (SELECT avg(duration_minutes)::float8 FROM visits TABLESAMPLE SYSTEM ($1))
-                        AS mean_minutes,
-                    (SELECT count(DISTINCT user_id) FROM sync_state
-                      WHERE settled_count > 0 OR coalesce(upstream_total, 0) > 0) AS viewers",
-        )
-        .bind(percent as f32)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(query_err("estimating the totals"))?;
+        let row = sqlx::query(include_str!("sql/estimate_totals.sql"))
+            .bind(percent as f32)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_err("estimating the totals"))?;
         let mean: Option<f64> = row.get("mean_minutes");
         Ok(Totals {
             visits: visits.round() as i64,
@@ -354,15 +288,11 @@ impl Store {
 
     /// The newest `limit` passes, of every process.
     pub async fn recent_passes(&self, limit: i64) -> Result<Vec<PassRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, owner, started_at, finished_at, outcome, pairs::int8 AS pairs, requests,
-                    visits_written, failures::int8 AS failures
-               FROM sync_passes ORDER BY id DESC LIMIT $1",
-        )
-        .bind(limit.clamp(1, 100))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(query_err("reading the recent passes"))?;
+        let rows = sqlx::query(include_str!("sql/recent_passes.sql"))
+            .bind(limit.clamp(1, 100))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_err("reading the recent passes"))?;
         Ok(rows
             .into_iter()
             .map(|row| PassRow {

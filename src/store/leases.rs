@@ -20,6 +20,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::{Connection, PgConnection, Row};
 
+use super::pair_keys::PairKeys;
 use super::runs::{Backoff, RunTotals, clamp_i32};
 use super::{Store, StoreError, query_err};
 use crate::domain::{Anchor, Mark, PairKey, RunOutcome};
@@ -160,23 +161,15 @@ impl Coordinator {
                 .await?;
             let alive: bool = deadline
                 .within("taking the process's liveness lock", async {
-                    let alive = sqlx::query_scalar(
-                        "SELECT pg_try_advisory_lock(hashtextextended('szb-sync-owner:' || $1, 0))",
-                    )
-                    .bind(&*self.owner)
-                    .fetch_one(&mut conn)
-                    .await
-                    .map_err(query_err("taking the process's liveness lock"))?;
-                    // Every statement here looks pairs up by key. Planned once with the
-                    // statistics of a small, young table, a cached plan would scan all of
-                    // sync_state per claim as it grows (measured: a first sync of 100,000 pairs
-                    // took twice as long).
-                    sqlx::raw_sql(
-                        "SET plan_cache_mode = force_custom_plan; SET enable_seqscan = off",
-                    )
-                    .execute(&mut conn)
-                    .await
-                    .map_err(query_err("setting up the coordinator's connection"))?;
+                    let alive = sqlx::query_scalar(include_str!("sql/take_liveness_lock.sql"))
+                        .bind(&*self.owner)
+                        .fetch_one(&mut conn)
+                        .await
+                        .map_err(query_err("taking the process's liveness lock"))?;
+                    sqlx::raw_sql(include_str!("sql/coordinator_session.sql"))
+                        .execute(&mut conn)
+                        .await
+                        .map_err(query_err("setting up the coordinator's connection"))?;
                     Ok(alive)
                 })
                 .await?;
@@ -207,76 +200,26 @@ impl Coordinator {
         want: usize,
         plan: &ClaimPlan,
     ) -> Result<Vec<Claimed>, StoreError> {
-        let agents: Vec<i64> = span.iter().map(|p| p.agent_id).collect();
-        let users: Vec<i64> = span.iter().map(|p| p.user_id).collect();
-        let filters: Vec<&str> = span.iter().map(|p| p.filter_str()).collect();
+        let keys: PairKeys = span.iter().copied().collect();
         let owner = &*self.owner;
         let lease = self.lease.as_secs_f64();
         let rows = self
             .with_conn("claiming pairs", async |conn| {
-                sqlx::query(
-                    "INSERT INTO sync_state (agent_id, user_id, activity_filter)
-                     SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[])
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(&agents)
-                .bind(&users)
-                .bind(&filters)
-                .execute(&mut *conn)
-                .await
-                .map_err(query_err("adding state rows for new pairs"))?;
-                sqlx::query(concat!(
-                    "WITH ",
-                    live_owners!(),
-                    ",
-                     cand AS (
-                         SELECT s.agent_id, s.user_id, s.activity_filter,
-                                s.lease_owner AS prev_owner, s.leased_at AS prev_leased_at
-                           FROM UNNEST($6::int8[], $7::int8[], $8::text[])
-                                AS p (agent_id, user_id, activity_filter)
-                           JOIN sync_state s USING (agent_id, user_id, activity_filter)
-                          WHERE NOT (s.leased_by IS NOT DISTINCT FROM $1 AND s.leased_at >= $4)
-                            AND ($3::timestamptz IS NULL OR s.next_due_at IS NULL
-                                 OR s.next_due_at <= $3)
-                            AND ",
-                    lease_free!(),
-                    "
-                          LIMIT $5
-                            FOR NO KEY UPDATE OF s SKIP LOCKED),
-                     claimed AS (
-                         UPDATE sync_state s SET lease_owner = $1, leased_by = $1,
-                                lease_expires_at = now() + make_interval(secs => $2),
-                                leased_at = now()
-                           FROM cand c
-                          WHERE (s.agent_id, s.user_id, s.activity_filter)
-                                = (c.agent_id, c.user_id, c.activity_filter)
-                      RETURNING s.agent_id, s.user_id, s.activity_filter, s.settled_count,
-                                s.anchor_visit_at, s.anchor_activity_ids, s.upstream_total,
-                                s.leased_at, c.prev_owner, c.prev_leased_at),
-                     lost AS (
-                         INSERT INTO sync_runs (agent_id, user_id, activity_filter, started_at,
-                                finished_at, outcome, error)
-                         SELECT agent_id, user_id, activity_filter,
-                                coalesce(prev_leased_at, now()), now(), $9,
-                                'the process ' || prev_owner
-                                || ' ended, or lost its lease, before the run finished'
-                           FROM claimed WHERE prev_owner IS NOT NULL)
-                     SELECT c.*, pg_try_advisory_lock(",
-                    pair_lock!("c"),
-                    ") AS locked FROM claimed c"
-                ))
-                .bind(owner)
-                .bind(lease)
-                .bind(plan.due_by)
-                .bind(plan.pass_started)
-                .bind(i64::try_from(want).unwrap_or(i64::MAX))
-                .bind(&agents)
-                .bind(&users)
-                .bind(&filters)
-                .bind(RunOutcome::Interrupted.as_str())
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(query_err("claiming pairs"))
+                keys.bind(sqlx::query(include_str!("sql/add_state_rows.sql")))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(query_err("adding state rows for new pairs"))?;
+                let claim = sqlx::query(include_str!("sql/claim_due_pairs.sql"))
+                    .bind(owner)
+                    .bind(lease)
+                    .bind(plan.due_by)
+                    .bind(plan.pass_started)
+                    .bind(i64::try_from(want).unwrap_or(i64::MAX));
+                keys.bind(claim)
+                    .bind(RunOutcome::Interrupted.as_str())
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(query_err("claiming pairs"))
             })
             .await?;
         rows.into_iter()
@@ -312,41 +255,17 @@ impl Coordinator {
     /// is left.
     pub async fn survey(&self, pairs: &[&PairKey], plan: &ClaimPlan) -> Result<Survey, StoreError> {
         let owner = &*self.owner;
+        let keys: PairKeys = pairs.iter().copied().collect();
         let row = self
             .with_conn("counting the due pairs left", async |conn| {
-                sqlx::query(concat!(
-                    "WITH ",
-                    live_owners!(),
-                    ",
-                     left_over AS (
-                         SELECT s.agent_id, s.user_id, s.activity_filter,
-                                ",
-                    lease_free!(),
-                    " AS free,
-                                s.lease_owner IS NOT NULL AND s.lease_owner <> $1 AS leased
-                           FROM UNNEST($3::int8[], $4::int8[], $5::text[])
-                                AS p (agent_id, user_id, activity_filter)
-                           JOIN sync_state s USING (agent_id, user_id, activity_filter)
-                          WHERE NOT (s.leased_by IS NOT DISTINCT FROM $1 AND s.leased_at >= $6)
-                            AND ($2::timestamptz IS NULL OR s.next_due_at IS NULL
-                                 OR s.next_due_at <= $2))
-                     SELECT count(*) FILTER (WHERE free) AS claimable,
-                            count(*) FILTER (WHERE NOT free) AS held,
-                            coalesce(array_agg(agent_id) FILTER (WHERE free AND leased), '{}') AS agents,
-                            coalesce(array_agg(user_id) FILTER (WHERE free AND leased), '{}') AS users,
-                            coalesce(array_agg(activity_filter) FILTER (WHERE free AND leased), '{}')
-                                AS filters
-                       FROM left_over"
-                ))
-                .bind(owner)
-                .bind(plan.due_by)
-                .bind(pairs.iter().map(|p| p.agent_id).collect::<Vec<_>>())
-                .bind(pairs.iter().map(|p| p.user_id).collect::<Vec<_>>())
-                .bind(pairs.iter().map(|p| p.filter_str()).collect::<Vec<_>>())
-                .bind(plan.pass_started)
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(query_err("counting the due pairs left"))
+                let survey = sqlx::query(include_str!("sql/survey_due_pairs.sql"))
+                    .bind(owner)
+                    .bind(plan.due_by);
+                keys.bind(survey)
+                    .bind(plan.pass_started)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(query_err("counting the due pairs left"))
             })
             .await?;
         let n = |c: &str| u64::try_from(row.get::<i64, _>(c)).unwrap_or(0);
@@ -372,23 +291,16 @@ impl Coordinator {
         }
         let owner = &*self.owner;
         let lease = self.lease.as_secs_f64();
+        let keys = PairKeys::of(pairs);
         self.with_conn("renewing leases", async |conn| {
-            sqlx::query(
-                "UPDATE sync_state s SET lease_expires_at = now() + make_interval(secs => $2)
-                   FROM UNNEST($3::int8[], $4::int8[], $5::text[]) AS p (agent_id, user_id, activity_filter)
-                  WHERE (s.agent_id, s.user_id, s.activity_filter)
-                        = (p.agent_id, p.user_id, p.activity_filter)
-                    AND s.lease_owner = $1",
-            )
-            .bind(owner)
-            .bind(lease)
-            .bind(pairs.iter().map(|p| p.agent_id).collect::<Vec<_>>())
-            .bind(pairs.iter().map(|p| p.user_id).collect::<Vec<_>>())
-            .bind(pairs.iter().map(PairKey::filter_str).collect::<Vec<_>>())
-            .execute(&mut *conn)
-            .await
-            .map(|r| r.rows_affected())
-            .map_err(query_err("renewing leases"))
+            let renew = sqlx::query(include_str!("sql/renew_leases.sql"))
+                .bind(owner)
+                .bind(lease);
+            keys.bind(renew)
+                .execute(&mut *conn)
+                .await
+                .map(|r| r.rows_affected())
+                .map_err(query_err("renewing leases"))
         })
         .await
     }
@@ -400,33 +312,14 @@ impl Coordinator {
             return Ok(());
         }
         let owner = &*self.owner;
+        let keys: PairKeys = claimed.iter().map(|c| &c.pair).collect();
         self.with_conn("releasing unwalked pairs", async |conn| {
-            sqlx::query(concat!(
-                "WITH p AS (SELECT * FROM UNNEST($2::int8[], $3::int8[], $4::text[], $5::bool[])
-                             AS p (agent_id, user_id, activity_filter, locked)),
-                      released AS (
-                          UPDATE sync_state s SET lease_owner = NULL, lease_expires_at = NULL,
-                                 leased_at = NULL
-                            FROM p WHERE (s.agent_id, s.user_id, s.activity_filter)
-                                         = (p.agent_id, p.user_id, p.activity_filter)
-                             AND s.lease_owner = $1)
-                 SELECT count(*) FILTER (WHERE pg_advisory_unlock(",
-                pair_lock!("p"),
-                ")) FROM p WHERE p.locked"
-            ))
-            .bind(owner)
-            .bind(claimed.iter().map(|c| c.pair.agent_id).collect::<Vec<_>>())
-            .bind(claimed.iter().map(|c| c.pair.user_id).collect::<Vec<_>>())
-            .bind(
-                claimed
-                    .iter()
-                    .map(|c| c.pair.filter_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(claimed.iter().map(|c| c.locked).collect::<Vec<_>>())
-            .execute(&mut *conn)
-            .await
-            .map_err(query_err("releasing unwalked pairs"))?;
+            let release = sqlx::query(include_str!("sql/release_unwalked.sql")).bind(owner);
+            keys.bind(release)
+                .bind(claimed.iter().map(|c| c.locked).collect::<Vec<_>>())
+                .execute(&mut *conn)
+                .await
+                .map_err(query_err("releasing unwalked pairs"))?;
             Ok(())
         })
         .await
@@ -445,103 +338,46 @@ impl Coordinator {
             .iter()
             .map(|r| serde_json::Value::from(r.recoveries.clone()))
             .collect();
+        let keys: PairKeys = runs.iter().map(|r| &r.pair).collect();
         let col_i32 = |f: fn(&FinishedRun) -> u64| -> Vec<i32> {
             runs.iter().map(|r| clamp_i32(f(r))).collect()
         };
         let n: i64 = self
             .with_conn("recording finished runs", async |conn| {
-                sqlx::query(concat!(
-                    "WITH f AS (
-                         SELECT * FROM UNNEST($2::int8[], $3::int8[], $4::text[], $5::text[],
-                                $6::int4[], $7::int4[], $8::int4[], $9::int4[], $10::int4[],
-                                $11::int4[], $12::int8[], $13::int8[], $14::jsonb[], $15::text[],
-                                $16::bool[], $17::bool[], $18::timestamptz[], $19::bool[],
-                                $27::int4[])
-                             AS f (agent_id, user_id, activity_filter, outcome, requests, pages,
-                                   visits_inserted, visits_updated, activities_written, rejects,
-                                   mark_before, mark_after, recoveries, error, refused, notable,
-                                   started_at, locked, strings_cleaned)),
-                     runs AS (
-                         INSERT INTO sync_runs (agent_id, user_id, activity_filter, started_at,
-                                finished_at, outcome, requests, pages, visits_inserted,
-                                visits_updated, activities_written, rejects, mark_before,
-                                mark_after, recoveries, error, strings_cleaned)
-                         SELECT agent_id, user_id, activity_filter, started_at, now(), outcome,
-                                requests, pages, visits_inserted, visits_updated,
-                                activities_written, rejects, mark_before, mark_after,
-                                ARRAY(SELECT jsonb_array_elements_text(recoveries)), error,
-                                strings_cleaned
-                           FROM f WHERE notable),
-                     state AS (
-                         UPDATE sync_state s SET lease_owner = NULL, lease_expires_at = NULL,
-                                last_run_at = now(), last_outcome = f.outcome,
-                                last_success_at = CASE WHEN f.outcome = $20 THEN now()
-                                                       ELSE s.last_success_at END,
-                                last_error = coalesce(f.error, s.last_error),
-                                last_error_at = CASE WHEN f.error IS NOT NULL THEN now()
-                                                     ELSE s.last_error_at END,
-                                failures_in_row = CASE
-                                    WHEN f.outcome = $21 THEN s.failures_in_row + 1
-                                    WHEN f.outcome = $20 THEN 0
-                                    ELSE s.failures_in_row END,
-                                -- Backoff doubles from failure_backoff with each failure past
-                                -- the first that counts (the first for a refused token), up to
-                                -- the cap; every other ended run waits for the next tick.
-                                next_due_at = CASE
-                                    WHEN f.outcome = $21
-                                         AND (f.refused OR s.failures_in_row + 1 >= $24)
-                                    THEN greatest($25, now() + make_interval(secs => least(
-                                         $22 * power(2, least(greatest(s.failures_in_row + 1
-                                             - CASE WHEN f.refused THEN 1 ELSE $24 END, 0), 30)),
-                                         $23)))
-                                    WHEN f.outcome = $26 THEN s.next_due_at
-                                    ELSE $25 END
-                           FROM f
-                          WHERE (s.agent_id, s.user_id, s.activity_filter)
-                                = (f.agent_id, f.user_id, f.activity_filter)
-                            AND s.lease_owner = $1
-                      RETURNING 1)
-                     SELECT (SELECT count(*) FROM state) AS kept,
-                            (SELECT count(*) FILTER (WHERE pg_advisory_unlock(",
-                    pair_lock!("f"),
-                    ")) FROM f WHERE f.locked) AS unlocked"
-                ))
-                .bind(owner)
-                .bind(runs.iter().map(|r| r.pair.agent_id).collect::<Vec<_>>())
-                .bind(runs.iter().map(|r| r.pair.user_id).collect::<Vec<_>>())
-                .bind(runs.iter().map(|r| r.pair.filter_str()).collect::<Vec<_>>())
-                .bind(runs.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>())
-                .bind(col_i32(|r| u64::from(r.totals.requests)))
-                .bind(col_i32(|r| u64::from(r.totals.pages)))
-                .bind(col_i32(|r| r.totals.visits_inserted))
-                .bind(col_i32(|r| r.totals.visits_updated))
-                .bind(col_i32(|r| r.totals.activities_written))
-                .bind(col_i32(|r| r.totals.rejects))
-                .bind(runs.iter().map(|r| r.mark_before).collect::<Vec<_>>())
-                .bind(runs.iter().map(|r| r.mark_after).collect::<Vec<_>>())
-                .bind(&recoveries)
-                // An error may quote the platform's body: Postgres cannot store a NUL in text.
-                .bind(
-                    runs.iter()
-                        .map(|r| r.error.as_deref().map(crate::domain::storable_text))
-                        .collect::<Vec<_>>(),
-                )
-                .bind(runs.iter().map(|r| r.refused).collect::<Vec<_>>())
-                .bind(runs.iter().map(FinishedRun::notable).collect::<Vec<_>>())
-                .bind(runs.iter().map(|r| r.started_at).collect::<Vec<_>>())
-                .bind(runs.iter().map(|r| r.locked).collect::<Vec<_>>())
-                .bind(RunOutcome::Ok.as_str())
-                .bind(RunOutcome::Failed.as_str())
-                .bind(due.backoff.first.as_secs_f64())
-                .bind(due.backoff.max.as_secs_f64())
-                .bind(i32::try_from(due.backoff.after_failures).unwrap_or(i32::MAX))
-                .bind(due.next_due)
-                .bind(RunOutcome::Interrupted.as_str())
-                .bind(col_i32(|r| r.totals.strings_cleaned))
-                .fetch_one(&mut *conn)
-                .await
-                .map(|row| row.get::<i64, _>("kept"))
-                .map_err(query_err("recording finished runs"))
+                let finish = sqlx::query(include_str!("sql/record_finished_runs.sql")).bind(owner);
+                keys.bind(finish)
+                    .bind(runs.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>())
+                    .bind(col_i32(|r| u64::from(r.totals.requests)))
+                    .bind(col_i32(|r| u64::from(r.totals.pages)))
+                    .bind(col_i32(|r| r.totals.visits_inserted))
+                    .bind(col_i32(|r| r.totals.visits_updated))
+                    .bind(col_i32(|r| r.totals.activities_written))
+                    .bind(col_i32(|r| r.totals.rejects))
+                    .bind(runs.iter().map(|r| r.mark_before).collect::<Vec<_>>())
+                    .bind(runs.iter().map(|r| r.mark_after).collect::<Vec<_>>())
+                    .bind(&recoveries)
+                    // An error may quote the platform's body: Postgres cannot store a NUL in text.
+                    .bind(
+                        runs.iter()
+                            .map(|r| r.error.as_deref().map(crate::domain::storable_text))
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(runs.iter().map(|r| r.refused).collect::<Vec<_>>())
+                    .bind(runs.iter().map(FinishedRun::notable).collect::<Vec<_>>())
+                    .bind(runs.iter().map(|r| r.started_at).collect::<Vec<_>>())
+                    .bind(runs.iter().map(|r| r.locked).collect::<Vec<_>>())
+                    .bind(RunOutcome::Ok.as_str())
+                    .bind(RunOutcome::Failed.as_str())
+                    .bind(due.backoff.first.as_secs_f64())
+                    .bind(due.backoff.max.as_secs_f64())
+                    .bind(i32::try_from(due.backoff.after_failures).unwrap_or(i32::MAX))
+                    .bind(due.next_due)
+                    .bind(RunOutcome::Interrupted.as_str())
+                    .bind(col_i32(|r| r.totals.strings_cleaned))
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map(|row| row.get::<i64, _>("kept"))
+                    .map_err(query_err("recording finished runs"))
             })
             .await?;
         Ok(u64::try_from(n).unwrap_or(0))

@@ -15,66 +15,27 @@
 //!
 //! Each page is written with one statement per table (`INSERT … SELECT … FROM UNNEST(…)`), and
 //! upserts only touch rows whose values differ, so an unchanged re-read writes nothing.
-
-// SQL shared by the lease statements (`leases.rs`) and `resync` (`session.rs`); defined before
-// the modules so both can use them.
-/// The start of every pair's advisory-lock text, as SQL. Advisory locks span the database, not
-/// a schema, so a `database.schema` other than `public` is part of the key: two deployments in
-/// two schemas of one database never block each other's pairs. In `public` the key is the one
-/// versions before `database.schema` took, so replicas of both versions still exclude each other.
-macro_rules! lock_prefix {
-    () => {
-        "'szb-sync:' || coalesce(nullif(current_schema(), 'public') || ':', '')"
-    };
-}
-
-/// The advisory-lock key of a pair, as SQL over the columns of `$t` (it must name the same lock
-/// as `session::lock_key`).
-macro_rules! pair_lock {
-    ($t:literal) => {
-        concat!(
-            "hashtextextended(",
-            lock_prefix!(),
-            " || ",
-            $t,
-            ".agent_id || ':' || ",
-            $t,
-            ".user_id || ':' || ",
-            $t,
-            ".activity_filter, 0)"
-        )
-    };
-}
-
-/// The owners whose liveness lock is held, as a CTE named `live`.
-macro_rules! live_owners {
-    () => {
-        "live AS MATERIALIZED (
-             SELECT (l.classid::int8 << 32) | l.objid::int8 AS k FROM pg_locks l
-              WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
-                AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))"
-    };
-}
-
-/// A lease nobody else may rely on: free, this process's own, expired, or held by an owner
-/// that is gone.
-macro_rules! lease_free {
-    () => {
-        "(s.lease_owner IS NULL OR s.lease_owner = $1 OR s.lease_expires_at < now()
-          OR hashtextextended('szb-sync-owner:' || s.lease_owner, 0) NOT IN (SELECT k FROM live))"
-    };
-}
+//!
+//! Every statement is a file of its own in `src/store/sql/`, named for what it does
+//! (`claim_due_pairs.sql`), loaded with `include_str!`; its first lines say what it does and
+//! what its parameters are. Pairs are bound as three arrays by [`PairKeys`](pair_keys). The
+//! advisory locks are SQL functions of the migrations (`szb_pair_lock_key`,
+//! `szb_owner_lock_key`, `szb_advisory_lock_keys`), so every statement names the same lock;
+//! text that must read the same in several files (whether a lease may be taken over) is
+//! checked by [`statements`]' tests.
 
 mod board;
 mod deadline;
 mod leases;
 mod pages;
+mod pair_keys;
 mod passes;
 mod rejects;
 mod reports;
 pub mod retry;
 mod runs;
 mod session;
+mod statements;
 mod status;
 
 use sqlx::migrate::MigrateDatabase;
@@ -436,20 +397,17 @@ impl Store {
     /// Creates the schema before the migrations run in it. Asks first, so a role without
     /// `CREATE` on the database can still migrate into a schema that exists (`public`).
     async fn create_schema_if_missing(&self) -> Result<(), StoreError> {
-        let exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
-                .bind(&self.schema)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(query_err("looking up database.schema"))?;
+        let exists: bool = sqlx::query_scalar(include_str!("sql/schema_exists.sql"))
+            .bind(&self.schema)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_err("looking up database.schema"))?;
         if !exists {
             // A plain identifier, checked with the settings; quoted all the same.
-            let created = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "CREATE SCHEMA IF NOT EXISTS \"{}\"",
-                self.schema
-            )))
-            .execute(&self.pool)
-            .await;
+            let create = include_str!("sql/create_schema.sql").replace("{schema}", &self.schema);
+            let created = sqlx::query(sqlx::AssertSqlSafe(create))
+                .execute(&self.pool)
+                .await;
             match created {
                 Ok(_) => {}
                 // Another replica created it between the look-up and here: IF NOT EXISTS is

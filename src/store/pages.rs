@@ -125,16 +125,14 @@ impl PairSession {
     async fn newest_stored_visit(&mut self) -> Result<Option<DateTime<Utc>>, StoreError> {
         let pair = self.pair.clone();
         let conn = self.conn().await?;
-        let newest: Option<DateTime<Utc>> = sqlx::query_scalar(
-            "SELECT max(visit_at) FROM visits
-              WHERE agent_id = $1 AND user_id = $2 AND ($3 = '' OR activity_id = $3)",
-        )
-        .bind(pair.agent_id)
-        .bind(pair.user_id)
-        .bind(pair.filter_str())
-        .fetch_one(&mut **conn)
-        .await
-        .map_err(query_err("reading the newest stored visit"))?;
+        let newest: Option<DateTime<Utc>> =
+            sqlx::query_scalar(include_str!("sql/newest_stored_visit.sql"))
+                .bind(pair.agent_id)
+                .bind(pair.user_id)
+                .bind(pair.filter_str())
+                .fetch_one(&mut **conn)
+                .await
+                .map_err(query_err("reading the newest stored visit"))?;
         self.newest_stored = Some(newest);
         Ok(newest)
     }
@@ -157,13 +155,11 @@ impl PairSession {
         let mut written = PageWritten::default();
 
         if !batch.placeholder_ids.is_empty() {
-            sqlx::query(
-                "INSERT INTO activities (id) SELECT * FROM UNNEST($1::text[]) ON CONFLICT DO NOTHING",
-            )
-            .bind(&batch.placeholder_ids)
-            .execute(&mut *tx)
-            .await
-            .map_err(query_err("writing activity ids"))?;
+            sqlx::query(include_str!("sql/add_activity_ids.sql"))
+                .bind(&batch.placeholder_ids)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_err("writing activity ids"))?;
         }
 
         if !batch.activities.is_empty() {
@@ -173,95 +169,38 @@ impl PairSession {
             // activities do not wait for each other (ON CONFLICT DO UPDATE would lock every
             // row it meets, changed or not). A row another transaction inserted meanwhile
             // meets the conflict clause.
-            let count: i64 = sqlx::query_scalar(
-                "WITH u AS (
-                     SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::int8[],
-                            $5::int8[], $6::text[], $7::text[], $8::bool[], $9::bool[],
-                            $10::timestamptz[], $11::timestamptz[], $12::timestamptz[],
-                            $13::timestamptz[], $14::text[], $15::text[], $16::jsonb[])
-                         AS u (id, agent_id, subagent_id, category_id, group_id, name, status,
-                               is_pushing, is_archived, started_at, ended_at, created_at,
-                               updated_at, push_domain, pull_domain, extra)),
-                 changed AS (
-                     UPDATE activities a SET
-                            agent_id = u.agent_id, subagent_id = u.subagent_id,
-                            category_id = u.category_id, group_id = u.group_id, name = u.name,
-                            status = u.status, is_pushing = u.is_pushing,
-                            is_archived = u.is_archived, started_at = u.started_at,
-                            ended_at = u.ended_at, created_at = u.created_at,
-                            updated_at = u.updated_at, push_domain = u.push_domain,
-                            pull_domain = u.pull_domain, extra = u.extra, last_changed_at = now()
-                       FROM u
-                      WHERE a.id = u.id
-                        -- an older copy (seen on an older visit) never overwrites a newer one
-                        AND (a.updated_at IS NULL OR u.updated_at >= a.updated_at)
-                        AND (a.agent_id, a.subagent_id, a.category_id, a.group_id, a.name,
-                             a.status, a.is_pushing, a.is_archived, a.started_at, a.ended_at,
-                             a.created_at, a.updated_at, a.push_domain, a.pull_domain, a.extra)
-                            IS DISTINCT FROM
-                            (u.agent_id, u.subagent_id, u.category_id, u.group_id, u.name,
-                             u.status, u.is_pushing, u.is_archived, u.started_at, u.ended_at,
-                             u.created_at, u.updated_at, u.push_domain, u.pull_domain, u.extra)
-                     RETURNING 1),
-                 added AS (
-                     INSERT INTO activities AS a (id, agent_id, subagent_id, category_id,
-                            group_id, name, status, is_pushing, is_archived, started_at,
-                            ended_at, created_at, updated_at, push_domain, pull_domain, extra)
-                     SELECT u.* FROM u
-                      WHERE NOT EXISTS (SELECT 1 FROM activities x WHERE x.id = u.id)
-                     ON CONFLICT (id) DO UPDATE SET
-                            agent_id = EXCLUDED.agent_id, subagent_id = EXCLUDED.subagent_id,
-                            category_id = EXCLUDED.category_id, group_id = EXCLUDED.group_id,
-                            name = EXCLUDED.name, status = EXCLUDED.status,
-                            is_pushing = EXCLUDED.is_pushing, is_archived = EXCLUDED.is_archived,
-                            started_at = EXCLUDED.started_at, ended_at = EXCLUDED.ended_at,
-                            created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,
-                            push_domain = EXCLUDED.push_domain, pull_domain = EXCLUDED.pull_domain,
-                            extra = EXCLUDED.extra, last_changed_at = now()
-                      WHERE (a.updated_at IS NULL OR EXCLUDED.updated_at >= a.updated_at)
-                        AND (a.agent_id, a.subagent_id, a.category_id, a.group_id, a.name,
-                             a.status, a.is_pushing, a.is_archived, a.started_at, a.ended_at,
-                             a.created_at, a.updated_at, a.push_domain, a.pull_domain, a.extra)
-                            IS DISTINCT FROM
-                            (EXCLUDED.agent_id, EXCLUDED.subagent_id, EXCLUDED.category_id,
-                             EXCLUDED.group_id, EXCLUDED.name, EXCLUDED.status,
-                             EXCLUDED.is_pushing, EXCLUDED.is_archived, EXCLUDED.started_at,
-                             EXCLUDED.ended_at, EXCLUDED.created_at, EXCLUDED.updated_at,
-                             EXCLUDED.push_domain, EXCLUDED.pull_domain, EXCLUDED.extra)
-                     RETURNING 1)
-                 SELECT (SELECT count(*) FROM changed) + (SELECT count(*) FROM added)",
-            )
-            .bind(a.iter().map(|x| x.id.as_str()).collect::<Vec<_>>())
-            .bind(a.iter().map(|x| x.agent_id).collect::<Vec<_>>())
-            .bind(a.iter().map(|x| x.subagent_id).collect::<Vec<_>>())
-            .bind(a.iter().map(|x| x.category_id).collect::<Vec<_>>())
-            .bind(a.iter().map(|x| x.group_id).collect::<Vec<_>>())
-            .bind(a.iter().map(|x| x.name.as_deref()).collect::<Vec<_>>())
-            .bind(a.iter().map(|x| x.status.as_deref()).collect::<Vec<_>>())
-            .bind(a.iter().map(|x| x.is_pushing).collect::<Vec<_>>())
-            .bind(a.iter().map(|x| x.is_archived).collect::<Vec<_>>())
-            .bind(a.iter().map(|x| x.started_at).collect::<Vec<_>>())
-            .bind(a.iter().map(|x| x.ended_at).collect::<Vec<_>>())
-            .bind(a.iter().map(|x| x.created_at).collect::<Vec<_>>())
-            .bind(a.iter().map(|x| x.updated_at).collect::<Vec<_>>())
-            .bind(
-                a.iter()
-                    .map(|x| x.push_domain.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                a.iter()
-                    .map(|x| x.pull_domain.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                a.iter()
-                    .map(|x| Value::Object(x.extra.clone()))
-                    .collect::<Vec<_>>(),
-            )
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(query_err("upserting activities"))?;
+            let count: i64 = sqlx::query_scalar(include_str!("sql/upsert_activities.sql"))
+                .bind(a.iter().map(|x| x.id.as_str()).collect::<Vec<_>>())
+                .bind(a.iter().map(|x| x.agent_id).collect::<Vec<_>>())
+                .bind(a.iter().map(|x| x.subagent_id).collect::<Vec<_>>())
+                .bind(a.iter().map(|x| x.category_id).collect::<Vec<_>>())
+                .bind(a.iter().map(|x| x.group_id).collect::<Vec<_>>())
+                .bind(a.iter().map(|x| x.name.as_deref()).collect::<Vec<_>>())
+                .bind(a.iter().map(|x| x.status.as_deref()).collect::<Vec<_>>())
+                .bind(a.iter().map(|x| x.is_pushing).collect::<Vec<_>>())
+                .bind(a.iter().map(|x| x.is_archived).collect::<Vec<_>>())
+                .bind(a.iter().map(|x| x.started_at).collect::<Vec<_>>())
+                .bind(a.iter().map(|x| x.ended_at).collect::<Vec<_>>())
+                .bind(a.iter().map(|x| x.created_at).collect::<Vec<_>>())
+                .bind(a.iter().map(|x| x.updated_at).collect::<Vec<_>>())
+                .bind(
+                    a.iter()
+                        .map(|x| x.push_domain.as_deref())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    a.iter()
+                        .map(|x| x.pull_domain.as_deref())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    a.iter()
+                        .map(|x| Value::Object(x.extra.clone()))
+                        .collect::<Vec<_>>(),
+                )
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(query_err("upserting activities"))?;
             written.activities_written = u64::try_from(count).unwrap_or(0);
         }
 
@@ -274,10 +213,7 @@ impl PairSession {
         };
         if !fresh.is_empty() {
             let mut copy = tx
-                .copy_in_raw(
-                    "COPY visits (agent_id, user_id, activity_id, visit_at, last_online_at,
-                                  duration_minutes, extra) FROM STDIN (FORMAT binary)",
-                )
+                .copy_in_raw(include_str!("sql/copy_visits.sql"))
                 .await
                 .map_err(query_err("copying new visits"))?;
             copy.send(copy_rows(pair.agent_id, pair.user_id, &fresh))
@@ -290,36 +226,22 @@ impl PairSession {
         }
 
         if !v.is_empty() {
-            let row = sqlx::query(
-                "WITH w AS (
-                   INSERT INTO visits AS v (agent_id, user_id, activity_id, visit_at, last_online_at,
-                          duration_minutes, extra)
-                   SELECT $1, $2, u.* FROM UNNEST($3::text[], $4::timestamptz[], $5::timestamptz[],
-                          $6::int4[], $7::jsonb[]) AS u
-                   ON CONFLICT (agent_id, user_id, activity_id, visit_at) DO UPDATE SET
-                          last_online_at = EXCLUDED.last_online_at,
-                          duration_minutes = EXCLUDED.duration_minutes,
-                          extra = EXCLUDED.extra, last_changed_at = now()
-                    WHERE (v.last_online_at, v.duration_minutes, v.extra)
-                          IS DISTINCT FROM
-                          (EXCLUDED.last_online_at, EXCLUDED.duration_minutes, EXCLUDED.extra)
-                      AND NOT ($8 AND EXCLUDED.last_online_at < v.last_online_at)
-                   RETURNING (xmax = 0) AS inserted)
-                 SELECT count(*) FILTER (WHERE inserted) AS inserted,
-                        count(*) FILTER (WHERE NOT inserted) AS updated
-                   FROM w",
-            )
-            .bind(pair.agent_id)
-            .bind(pair.user_id)
-            .bind(v.iter().map(|x| x.activity_id()).collect::<Vec<_>>())
-            .bind(v.iter().map(|x| x.visit_at()).collect::<Vec<_>>())
-            .bind(v.iter().map(|x| x.last_online_at()).collect::<Vec<_>>())
-            .bind(v.iter().map(|x| x.duration_minutes()).collect::<Vec<_>>())
-            .bind(v.iter().map(|x| Value::Object(x.extra().clone())).collect::<Vec<_>>())
-            .bind(page.set_aside)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(query_err("upserting visits"))?;
+            let row = sqlx::query(include_str!("sql/upsert_visits.sql"))
+                .bind(pair.agent_id)
+                .bind(pair.user_id)
+                .bind(v.iter().map(|x| x.activity_id()).collect::<Vec<_>>())
+                .bind(v.iter().map(|x| x.visit_at()).collect::<Vec<_>>())
+                .bind(v.iter().map(|x| x.last_online_at()).collect::<Vec<_>>())
+                .bind(v.iter().map(|x| x.duration_minutes()).collect::<Vec<_>>())
+                .bind(
+                    v.iter()
+                        .map(|x| Value::Object(x.extra().clone()))
+                        .collect::<Vec<_>>(),
+                )
+                .bind(page.set_aside)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(query_err("upserting visits"))?;
             written.visits_inserted += row.get::<i64, _>("inserted") as u64;
             written.visits_updated += row.get::<i64, _>("updated") as u64;
         }
@@ -328,71 +250,46 @@ impl PairSession {
             let r = &batch.rejects;
             // One row per item of the list (`item_key`): a version read again replaces the
             // stored one, and only an item seen for the first time counts.
-            let inserted: i64 = sqlx::query_scalar(
-                "WITH w AS (
-                   INSERT INTO sync_rejects (agent_id, user_id, activity_filter, raw, reason,
-                          list_position)
-                   SELECT DISTINCT ON (sync_reject_item_key(u.raw)) $1, $2, $3, u.*
-                     FROM UNNEST($4::jsonb[], $5::text[], $6::int8[]) AS u (raw, reason, pos)
-                    ORDER BY sync_reject_item_key(u.raw), u.pos DESC NULLS LAST
-                   ON CONFLICT (agent_id, user_id, activity_filter, item_key) DO UPDATE SET
-                          raw = EXCLUDED.raw, reason = EXCLUDED.reason,
-                          list_position = EXCLUDED.list_position, last_seen_at = now()
-                   RETURNING (xmax = 0) AS inserted)
-                 SELECT count(*) FILTER (WHERE inserted) FROM w",
-            )
-            .bind(pair.agent_id)
-            .bind(pair.user_id)
-            .bind(pair.filter_str())
-            .bind(r.iter().map(|(x, _)| x.raw.clone()).collect::<Vec<_>>())
-            .bind(r.iter().map(|(x, _)| x.reason.as_str()).collect::<Vec<_>>())
-            .bind(r.iter().map(|(_, pos)| *pos).collect::<Vec<_>>())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(query_err("recording rejected items"))?;
+            let inserted: i64 = sqlx::query_scalar(include_str!("sql/record_rejects.sql"))
+                .bind(pair.agent_id)
+                .bind(pair.user_id)
+                .bind(pair.filter_str())
+                .bind(r.iter().map(|(x, _)| x.raw.clone()).collect::<Vec<_>>())
+                .bind(r.iter().map(|(x, _)| x.reason.as_str()).collect::<Vec<_>>())
+                .bind(r.iter().map(|(_, pos)| *pos).collect::<Vec<_>>())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(query_err("recording rejected items"))?;
             written.rejects = inserted as u64;
         }
 
         // Last, in the same transaction: the lease must still be this process's, or nothing of
         // the page lands (a replica that took the pair over walks it from the stored mark).
         let fenced = if page.set_aside {
-            sqlx::query(
-                "SELECT 1 FROM sync_state
-                  WHERE agent_id = $1 AND user_id = $2 AND activity_filter = $3
-                    AND lease_owner = $4
-                    FOR NO KEY UPDATE",
-            )
-            .bind(pair.agent_id)
-            .bind(pair.user_id)
-            .bind(pair.filter_str())
-            .bind(&*owner)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(query_err("checking the pair's lease"))?
-            .is_some()
+            sqlx::query(include_str!("sql/check_lease.sql"))
+                .bind(pair.agent_id)
+                .bind(pair.user_id)
+                .bind(pair.filter_str())
+                .bind(&*owner)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(query_err("checking the pair's lease"))?
+                .is_some()
         } else {
             let anchor = page.mark.anchor.as_ref();
-            sqlx::query(
-                "UPDATE sync_state s SET settled_count = $4, anchor_visit_at = $5,
-                        anchor_activity_ids = $6, upstream_total = $7,
-                        mark_moved_at = CASE
-                            WHEN (s.settled_count, s.anchor_visit_at) IS DISTINCT FROM ($4, $5)
-                            THEN now() ELSE s.mark_moved_at END
-                  WHERE agent_id = $1 AND user_id = $2 AND activity_filter = $3
-                    AND lease_owner = $8",
-            )
-            .bind(pair.agent_id)
-            .bind(pair.user_id)
-            .bind(pair.filter_str())
-            .bind(page.mark.settled)
-            .bind(anchor.map(|a| a.visit_at))
-            .bind(anchor.map(|a| a.activity_ids.clone()).unwrap_or_default())
-            .bind(page.upstream_total)
-            .bind(&*owner)
-            .execute(&mut *tx)
-            .await
-            .map_err(query_err("moving the mark"))?
-            .rows_affected()
+            sqlx::query(include_str!("sql/move_mark.sql"))
+                .bind(pair.agent_id)
+                .bind(pair.user_id)
+                .bind(pair.filter_str())
+                .bind(page.mark.settled)
+                .bind(anchor.map(|a| a.visit_at))
+                .bind(anchor.map(|a| a.activity_ids.clone()).unwrap_or_default())
+                .bind(page.upstream_total)
+                .bind(&*owner)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_err("moving the mark"))?
+                .rows_affected()
                 == 1
         };
         if !fenced {

@@ -28,14 +28,11 @@ impl Store {
         owner: &str,
         due_by: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<(i64, chrono::DateTime<chrono::Utc>), StoreError> {
-        let opened = sqlx::query_as(
-            "INSERT INTO sync_passes (outcome, owner, due_by) VALUES ($1, $2, $3)
-             RETURNING id, started_at",
-        )
-        .bind(RunOutcome::Running.as_str())
-        .bind(owner)
-        .bind(due_by)
-        .fetch_one(&self.pool);
+        let opened = sqlx::query_as(include_str!("sql/start_pass.sql"))
+            .bind(RunOutcome::Running.as_str())
+            .bind(owner)
+            .bind(due_by)
+            .fetch_one(&self.pool);
         let opened = async { opened.await.map_err(query_err("opening the pass row")) };
         self.deadline.within("opening the pass row", opened).await
     }
@@ -71,18 +68,14 @@ impl Store {
     /// Closes a pass's row with what it did.
     pub async fn finish_pass(&self, id: i64, totals: &PassTotals) -> Result<(), StoreError> {
         let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        let closed = sqlx::query(
-            "UPDATE sync_passes SET finished_at = now(), pairs = $2, requests = $3,
-                    visits_written = $4, failures = $5, outcome = $6
-              WHERE id = $1",
-        )
-        .bind(id)
-        .bind(i32::try_from(totals.pairs).unwrap_or(i32::MAX))
-        .bind(n(totals.requests))
-        .bind(n(totals.visits_written))
-        .bind(i32::try_from(totals.failures).unwrap_or(i32::MAX))
-        .bind(totals.outcome.as_str())
-        .execute(&self.pool);
+        let closed = sqlx::query(include_str!("sql/finish_pass.sql"))
+            .bind(id)
+            .bind(i32::try_from(totals.pairs).unwrap_or(i32::MAX))
+            .bind(n(totals.requests))
+            .bind(n(totals.visits_written))
+            .bind(i32::try_from(totals.failures).unwrap_or(i32::MAX))
+            .bind(totals.outcome.as_str())
+            .execute(&self.pool);
         let closed = async { closed.await.map_err(query_err("closing the pass row")) };
         self.deadline.within("closing the pass row", closed).await?;
         Ok(())
@@ -97,26 +90,14 @@ impl Store {
             return Ok(0);
         };
         let mut pruned = 0;
-        let old = [
-            (
-                "sync_runs",
-                "started_at < $1 AND finished_at IS NOT NULL",
-                "started_at",
-            ),
-            (
-                "sync_passes",
-                "started_at < $1 AND finished_at IS NOT NULL",
-                "started_at",
-            ),
-            ("sync_rejects", "last_seen_at < $1", "last_seen_at"),
+        let prunes = [
+            include_str!("sql/prune_sync_runs.sql"),
+            include_str!("sql/prune_sync_passes.sql"),
+            include_str!("sql/prune_sync_rejects.sql"),
         ];
-        for (table, old, by) in old {
-            let sql = format!(
-                "DELETE FROM {table} WHERE id IN (
-                     SELECT id FROM {table} WHERE {old} ORDER BY {by} LIMIT $2)"
-            );
+        for prune in prunes {
             loop {
-                let delete = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                let delete = sqlx::query(prune)
                     .bind(cutoff)
                     .bind(PRUNE_BATCH)
                     .execute(&self.pool);

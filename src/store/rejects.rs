@@ -42,29 +42,15 @@ pub struct Rejects {
 impl Store {
     /// The newest rejects that match `filter`, newest first.
     pub async fn rejects(&self, filter: &RejectFilter) -> Result<Rejects, StoreError> {
-        let rows = sqlx::query(
-            "WITH f AS (
-                 SELECT * FROM sync_rejects
-                  WHERE ($1::int8 IS NULL OR agent_id = $1)
-                    AND ($2::int8 IS NULL OR user_id = $2)
-                    AND ($3::timestamptz IS NULL OR first_seen_at >= $3))
-             -- The count comes even with a page past the end, which then has no rows.
-             SELECT m.matching, pg.*
-               FROM (SELECT count(*) AS matching FROM f) m
-               LEFT JOIN LATERAL (
-                    SELECT id, agent_id, user_id, activity_filter, reason, raw, list_position,
-                           first_seen_at
-                      FROM f ORDER BY first_seen_at DESC, id DESC
-                    OFFSET $4 LIMIT $5) pg ON true",
-        )
-        .bind(filter.agent_id)
-        .bind(filter.user_id)
-        .bind(filter.since)
-        .bind(filter.offset.max(0))
-        .bind(filter.limit.max(0))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(query_err("listing rejects"))?;
+        let rows = sqlx::query(include_str!("sql/list_rejects.sql"))
+            .bind(filter.agent_id)
+            .bind(filter.user_id)
+            .bind(filter.since)
+            .bind(filter.offset.max(0))
+            .bind(filter.limit.max(0))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_err("listing rejects"))?;
         Ok(Rejects {
             matching: rows.first().map_or(0, |r| r.get("matching")),
             rejects: rows

@@ -10,14 +10,8 @@ use crate::secret::{Secret, redact_url};
 
 /// The query `szb-sync demo` prints and runs: viewers and minutes watched per activity.
 /// Grouped by the activity's id: different activities often share a name.
-pub const SAMPLE_QUERY: &str = "SELECT a.id AS activity_id, a.name AS activity,
-       count(DISTINCT v.user_id) AS viewers, count(*) AS visits,
-       sum(v.duration_minutes) AS minutes_watched
-  FROM visits v JOIN activities a ON a.id = v.activity_id
- WHERE v.agent_id = ANY($1)
- GROUP BY a.id
- ORDER BY minutes_watched DESC, a.id
- LIMIT 5";
+pub const SAMPLE_QUERY: &str =
+    super::statements::without_header(include_str!("sql/sample_query.sql"));
 
 /// One row of [`SAMPLE_QUERY`].
 #[derive(Debug, Clone)]
@@ -39,17 +33,16 @@ impl Store {
             .map_err(query_err("starting a transaction"))?;
         // A sync writing meanwhile must not insert a visit of an activity deleted here: visits
         // have no foreign key, so the writer's activity rows are the only guard.
-        sqlx::query("LOCK TABLE activities IN SHARE ROW EXCLUSIVE MODE")
+        sqlx::query(include_str!("sql/forget_agents_lock.sql"))
             .execute(&mut *tx)
             .await
             .map_err(query_err("forgetting demo agents"))?;
         for sql in [
-            "DELETE FROM visits WHERE agent_id = ANY($1)",
-            "DELETE FROM sync_state WHERE agent_id = ANY($1)",
-            "DELETE FROM sync_runs WHERE agent_id = ANY($1)",
-            "DELETE FROM sync_rejects WHERE agent_id = ANY($1)",
-            "DELETE FROM activities a WHERE a.agent_id = ANY($1)
-                AND NOT EXISTS (SELECT 1 FROM visits v WHERE v.activity_id = a.id)",
+            include_str!("sql/forget_agents_visits.sql"),
+            include_str!("sql/forget_agents_sync_state.sql"),
+            include_str!("sql/forget_agents_sync_runs.sql"),
+            include_str!("sql/forget_agents_sync_rejects.sql"),
+            include_str!("sql/forget_agents_activities.sql"),
         ] {
             sqlx::query(sql)
                 .bind(agent_ids)
@@ -63,14 +56,11 @@ impl Store {
 
     /// Row counts of the visits and activities of these agents.
     pub async fn count_for_agents(&self, agent_ids: &[i64]) -> Result<(i64, i64), StoreError> {
-        let row = sqlx::query(
-            "SELECT (SELECT count(*) FROM visits WHERE agent_id = ANY($1)) AS visits,
-                    (SELECT count(DISTINCT activity_id) FROM visits WHERE agent_id = ANY($1)) AS activities",
-        )
-        .bind(agent_ids)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(query_err("counting rows"))?;
+        let row = sqlx::query(include_str!("sql/count_for_agents.sql"))
+            .bind(agent_ids)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_err("counting rows"))?;
         Ok((row.get("visits"), row.get("activities")))
     }
 

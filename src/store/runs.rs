@@ -1,6 +1,7 @@
 //! What a run of a pair counts, how a failing pair backs off, and the runs that never started.
 //! Finished runs are recorded in batches by the coordinator (`leases.rs`).
 
+use super::pair_keys::PairKeys;
 use super::{Store, StoreError, query_err};
 use crate::domain::{PairKey, RunOutcome};
 
@@ -64,16 +65,11 @@ impl Store {
         if pairs.is_empty() {
             return Ok(());
         }
-        let insert = sqlx::query(
-            "INSERT INTO sync_runs (agent_id, user_id, activity_filter, finished_at, outcome, error)
-             SELECT p.*, now(), $4, $5 FROM UNNEST($1::int8[], $2::int8[], $3::text[]) AS p",
-        )
-        .bind(pairs.iter().map(|p| p.agent_id).collect::<Vec<_>>())
-        .bind(pairs.iter().map(|p| p.user_id).collect::<Vec<_>>())
-        .bind(pairs.iter().map(PairKey::filter_str).collect::<Vec<_>>())
-        .bind(RunOutcome::Skipped.as_str())
-        .bind(reason)
-        .execute(&self.pool);
+        let insert = PairKeys::of(pairs)
+            .bind(sqlx::query(include_str!("sql/record_skipped_runs.sql")))
+            .bind(RunOutcome::Skipped.as_str())
+            .bind(reason)
+            .execute(&self.pool);
         let recorded = async { insert.await.map_err(query_err("recording skipped runs")) };
         self.deadline
             .within("recording skipped runs", recorded)

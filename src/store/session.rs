@@ -17,14 +17,12 @@ impl Store {
             Ok(conn) => conn,
             Err(e) => return Err(self.explain("acquiring a connection", e).await),
         };
-        let locked = sqlx::query_scalar(concat!(
-            "SELECT pg_try_advisory_lock(hashtextextended(",
-            lock_prefix!(),
-            " || $1, 0))"
-        ))
-        .bind(lock_key(pair))
-        .fetch_one(&mut *conn)
-        .await;
+        let locked = sqlx::query_scalar(include_str!("sql/lock_pair.sql"))
+            .bind(pair.agent_id)
+            .bind(pair.user_id)
+            .bind(pair.filter_str())
+            .fetch_one(&mut *conn)
+            .await;
         let locked: bool = match locked {
             Ok(locked) => locked,
             Err(e) => {
@@ -57,31 +55,14 @@ impl Store {
             // The row stays, with its last run, success and error: the mark goes, and so does
             // any backoff (an operator who resyncs wants the pair tried). A pair leased by a
             // live process is left to it.
-            let row = sqlx::query(concat!(
-                "WITH ",
-                live_owners!(),
-                ",
-                 t AS (SELECT s.agent_id, ",
-                lease_free!(),
-                " AS free FROM sync_state s
-                        WHERE s.agent_id = $2 AND s.user_id = $3 AND s.activity_filter = $4),
-                 u AS (UPDATE sync_state s SET settled_count = 0, anchor_visit_at = NULL,
-                              anchor_activity_ids = '{}', upstream_total = NULL,
-                              mark_moved_at = now(), failures_in_row = 0, next_due_at = NULL
-                         FROM t
-                        WHERE s.agent_id = $2 AND s.user_id = $3 AND s.activity_filter = $4
-                          AND t.free
-                       RETURNING 1)
-                 SELECT (SELECT count(*) FROM u) AS forgotten,
-                        (SELECT count(*) FROM t WHERE NOT t.free) AS leased"
-            ))
-            .bind("")
-            .bind(pair.agent_id)
-            .bind(pair.user_id)
-            .bind(pair.filter_str())
-            .fetch_one(&mut *session.conn)
-            .await
-            .map_err(query_err("forgetting a mark"))?;
+            let row = sqlx::query(include_str!("sql/forget_mark.sql"))
+                .bind("")
+                .bind(pair.agent_id)
+                .bind(pair.user_id)
+                .bind(pair.filter_str())
+                .fetch_one(&mut *session.conn)
+                .await
+                .map_err(query_err("forgetting a mark"))?;
             let (forgotten, leased): (i64, i64) = (row.get("forgotten"), row.get("leased"));
             outcome.forgotten += u64::try_from(forgotten).unwrap_or(0);
             if leased > 0 {
@@ -91,11 +72,6 @@ impl Store {
         }
         Ok(outcome)
     }
-}
-
-/// The pair's part of its advisory-lock key, after [`lock_prefix!`].
-fn lock_key(pair: &PairKey) -> String {
-    format!("{}:{}:{}", pair.agent_id, pair.user_id, pair.filter_str())
 }
 
 /// A pair's advisory lock held on a connection of its own (`resync`, and tests that play
@@ -121,15 +97,13 @@ impl Drop for PairLock {
 impl PairLock {
     /// Releases the pair's lock now, and lets its connection serve others.
     pub async fn release(mut self) -> Result<(), StoreError> {
-        sqlx::query(concat!(
-            "SELECT pg_advisory_unlock(hashtextextended(",
-            lock_prefix!(),
-            " || $1, 0))"
-        ))
-        .bind(lock_key(&self.pair))
-        .execute(&mut *self.conn)
-        .await
-        .map_err(query_err("releasing the pair's advisory lock"))?;
+        sqlx::query(include_str!("sql/unlock_pair.sql"))
+            .bind(self.pair.agent_id)
+            .bind(self.pair.user_id)
+            .bind(self.pair.filter_str())
+            .execute(&mut *self.conn)
+            .await
+            .map_err(query_err("releasing the pair's advisory lock"))?;
         self.released = true;
         Ok(())
     }

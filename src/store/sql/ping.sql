@@ -1,0 +1,2 @@
+-- Whether the database answers (/readyz).
+SELECT 1
