@@ -7,8 +7,11 @@
 //!                                         ├─► mark ──┼─► domain
 //!                                         └─► store ─┘
 //!   settings (on domain), secret, error, plural, telemetry: read by any layer
-//!   simulator: the upstream's stand-in, for the demo, mock-api and the tests
 //! ```
+//!
+//! The simulator of the upstream is a crate of its own in the workspace, `szb-simulator`
+//! (`crates/simulator`): `demo` and `mock-api` serve it, the tests drive it. It depends on
+//! nothing of this crate.
 //!
 //! - [`domain`]: the shared vocabulary (pair, window, visit, activity, entry, mark, run outcome)
 //!   and the rules of what a valid visit is.
@@ -31,7 +34,6 @@
 //! - [`plural`]: counted nouns (`1 pair`, `2 pairs`) for every message people read.
 //! - [`telemetry`]: the one feed of events (API, engine) and its surfaces: log lines, metrics,
 //!   the live passes; and the tracing subscriber.
-//! - [`simulator`]: a built-in implementation of the upstream endpoint, with the demo's worlds.
 
 pub mod api;
 pub mod app;
@@ -45,6 +47,5 @@ pub mod mark;
 pub mod plural;
 pub mod secret;
 pub mod settings;
-pub mod simulator;
 pub mod store;
 pub mod telemetry;

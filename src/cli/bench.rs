@@ -11,10 +11,10 @@ use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use szb_simulator::demo_world::{GENERATED_AGENT, GENERATED_TOKEN};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use super::mock_api::{GENERATED_AGENT, GENERATED_TOKEN};
 use crate::plural::plural;
 use crate::secret::{Secret, redact_url};
 use crate::settings::Settings;
