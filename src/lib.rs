@@ -7,6 +7,7 @@
 //!                                         ├─► mark ──┼─► domain
 //!                                         └─► store ─┘
 //!   settings (on domain), secret, error, plural, telemetry: read by any layer
+//!   bench: `szb-sync bench`, called by cli; on store, settings and the simulator crate
 //! ```
 //!
 //! The simulator of the upstream is a crate of its own in the workspace, `szb-simulator`
@@ -34,9 +35,12 @@
 //! - [`plural`]: counted nouns (`1 pair`, `2 pairs`) for every message people read.
 //! - [`telemetry`]: the one feed of events (API, engine) and its surfaces: log lines, metrics,
 //!   the live passes; and the tracing subscriber.
+//! - [`bench`]: `szb-sync bench`'s workloads, their runs and their report, and the SQL only
+//!   the benchmark runs (the one exception to "all SQL in the store").
 
 pub mod api;
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod daemon;
 pub mod domain;
