@@ -19,7 +19,8 @@
 //! - [`api`]: the upstream client: requests, retries, the request budget, wire types (which never
 //!   leave it), typed errors.
 //! - [`mark`]: the high-water mark over the offset-paginated list; all of its logic, pure.
-//! - [`store`]: Postgres: all SQL outside the migrations (sessions, pages, runs, status, reports).
+//! - [`store`]: Postgres: all SQL outside the migrations and [`bench`] (sessions, pages, runs,
+//!   status, the demo's reads).
 //! - [`engine`]: walks each pair's pages, asks the mark what to commit, hands pages to the store.
 //! - [`daemon`]: the schedule that turns cron ticks into engine passes, and systemd's
 //!   notifications.

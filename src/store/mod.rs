@@ -1,4 +1,4 @@
-//! Postgres: all SQL of the crate outside the migrations.
+//! Postgres: all SQL of the crate outside the migrations and the benchmark (`crate::bench`).
 //!
 //! - this file: the pool, connecting (with a reason when it fails), creating the database,
 //!   migrations, and the store's error type;
