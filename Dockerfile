@@ -10,6 +10,8 @@ FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# The workspace's other crate (the simulator, behind `demo` and `mock-api`).
+COPY crates ./crates
 # sqlx::migrate! embeds the migrations at compile time.
 COPY migrations ./migrations
 RUN cargo build --release --locked --bin szb-sync

@@ -7,16 +7,21 @@
 //!                                         ├─► mark ──┼─► domain
 //!                                         └─► store ─┘
 //!   settings (on domain), secret, error, plural, telemetry: read by any layer
-//!   simulator: the upstream's stand-in, for the demo, mock-api and the tests
+//!   bench: `szb-sync bench`, called by cli; on store, settings and the simulator crate
 //! ```
+//!
+//! The simulator of the upstream is a crate of its own in the workspace, `szb-simulator`
+//! (`crates/simulator`): `demo` and `mock-api` serve it, the tests drive it. It depends on
+//! nothing of this crate.
 //!
 //! - [`domain`]: the shared vocabulary (pair, window, visit, activity, entry, mark, run outcome)
 //!   and the rules of what a valid visit is.
 //! - [`api`]: the upstream client: requests, retries, the request budget, wire types (which never
 //!   leave it), typed errors.
 //! - [`mark`]: the high-water mark over the offset-paginated list; all of its logic, pure.
-//! - [`store`]: Postgres: all SQL outside the migrations, one named file per statement
-//!   (`src/store/sql/`), and the code that runs it (sessions, pages, runs, status, reports).
+//! - [`store`]: Postgres: all SQL outside the migrations and [`bench`], one named file per
+//!   statement (`src/store/sql/`), and the code that runs it (sessions, pages, runs, status,
+//!   the demo's reads).
 //! - [`engine`]: walks each pair's pages, asks the mark what to commit, hands pages to the store.
 //! - [`daemon`]: the schedule that turns cron ticks into engine passes, and systemd's
 //!   notifications.
@@ -32,10 +37,12 @@
 //! - [`plural`]: counted nouns (`1 pair`, `2 pairs`) for every message people read.
 //! - [`telemetry`]: the one feed of events (API, engine) and its surfaces: log lines, metrics,
 //!   the live passes; and the tracing subscriber.
-//! - [`simulator`]: a built-in implementation of the upstream endpoint, with the demo's worlds.
+//! - [`bench`]: `szb-sync bench`'s workloads, their runs and their report, and the SQL only
+//!   the benchmark runs (the one exception to "all SQL in the store").
 
 pub mod api;
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod daemon;
 pub mod domain;
@@ -46,6 +53,5 @@ pub mod mark;
 pub mod plural;
 pub mod secret;
 pub mod settings;
-pub mod simulator;
 pub mod store;
 pub mod telemetry;

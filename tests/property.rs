@@ -21,8 +21,8 @@ use chrono::{DateTime, Duration, Utc};
 use helpers::{AGENT, Harness, TOKEN, target};
 use proptest::prelude::*;
 use sqlx::Row;
+use szb_simulator::{Fault, HOSTILE_STRING_PIECES, Simulator, World};
 use szb_sync::domain::RunOutcome;
-use szb_sync::simulator::{Fault, HOSTILE_STRING_PIECES, Simulator, World};
 
 const USERS: [i64; 2] = [1, 2];
 

@@ -257,7 +257,7 @@ mod property {
     /// Pieces of a JSON string's text, hostile ones included.
     fn piece() -> impl Strategy<Value = Vec<u8>> {
         prop_oneof![
-            prop::sample::select(crate::simulator::HOSTILE_STRING_PIECES).prop_map(<[u8]>::to_vec),
+            prop::sample::select(szb_simulator::HOSTILE_STRING_PIECES).prop_map(<[u8]>::to_vec),
             "[a-z0-9 ]{0,4}".prop_map(String::into_bytes),
         ]
     }

@@ -14,8 +14,8 @@ use crate::app::App;
 use crate::plural::plural;
 use crate::secret::{Secret, redact_url};
 use crate::settings::{Settings, Target};
-use crate::simulator::demo_world;
 use crate::store::{SAMPLE_QUERY, Store};
+use szb_simulator::demo_world;
 
 /// The demo's database on the configured server.
 pub const DEMO_DATABASE: &str = "szb_demo";

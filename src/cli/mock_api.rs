@@ -9,7 +9,8 @@ use anyhow::{Context, Result};
 
 use super::shutdown_on_signals;
 use crate::plural::plural;
-use crate::simulator::{Simulator, demo_world};
+use szb_simulator::Simulator;
+use szb_simulator::demo_world::{self, GENERATED_AGENT, GENERATED_TOKEN};
 
 #[derive(Debug, clap::Args)]
 pub struct MockApiArgs {
@@ -31,10 +32,6 @@ pub struct MockApiArgs {
     #[arg(long, value_name = "PER_SECOND")]
     rate_limit: Option<f64>,
 }
-
-/// The agent and token of a generated world.
-pub const GENERATED_AGENT: i64 = 105_131;
-pub const GENERATED_TOKEN: &str = "mock-token";
 
 pub(super) async fn run(args: MockApiArgs) -> Result<ExitCode> {
     if let Some(rate) = args.rate_limit

@@ -1,4 +1,4 @@
-//! Postgres: all SQL of the crate outside the migrations.
+//! Postgres: all SQL of the crate outside the migrations and the benchmark (`crate::bench`).
 //!
 //! - this file: the pool, connecting (with a reason when it fails), creating the database,
 //!   migrations, and the store's error type;
@@ -10,7 +10,7 @@
 //! - [`passes`]: the `sync_passes` rows, and pruning old history;
 //! - [`status`]: what `szb-sync status` shows, for every pair in one query;
 //! - [`rejects`]: what `szb-sync rejects` lists, filtered, in one query;
-//! - [`reports`]: reads for the demo and the benchmark;
+//! - [`reports`]: reads for the demo (the benchmark's own SQL is in `crate::bench`);
 //! - [`board`]: reads for the status page and the metrics, one query per view.
 //!
 //! Each page is written with one statement per table (`INSERT … SELECT … FROM UNNEST(…)`), and
@@ -53,7 +53,7 @@ pub use leases::{ClaimPlan, Claimed, Coordinator, DueAfter, FinishedRun, Survey,
 pub use pages::{PageWrite, PageWritten};
 pub use passes::PassTotals;
 pub use rejects::{Reject, RejectFilter, Rejects};
-pub use reports::{RunSums, SAMPLE_QUERY, SampleRow, TickTotals, sql_blocks};
+pub use reports::{SAMPLE_QUERY, SampleRow};
 pub use runs::{Backoff, RunTotals};
 pub use session::{ForgetOutcome, PairLock, PairSession};
 pub use status::PairStatus;

@@ -37,34 +37,6 @@ impl Store {
         self.deadline.within("opening the pass row", opened).await
     }
 
-    /// The database's clock.
-    pub async fn now(&self) -> Result<chrono::DateTime<chrono::Utc>, StoreError> {
-        sqlx::query_scalar("SELECT now()")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(query_err("reading the database's clock"))
-    }
-
-    /// The id of the newest pass row, 0 without one.
-    pub async fn last_pass_id(&self) -> Result<i64, StoreError> {
-        sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM sync_passes")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(query_err("reading the last pass id"))
-    }
-
-    /// Visits the passes after pass `after` wrote, summed (quiet runs leave no run row, but
-    /// every pass has one).
-    pub async fn visits_written_since_pass(&self, after: i64) -> Result<i64, StoreError> {
-        sqlx::query_scalar(
-            "SELECT coalesce(sum(visits_written), 0)::int8 FROM sync_passes WHERE id > $1",
-        )
-        .bind(after)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(query_err("summing passes"))
-    }
-
     /// Closes a pass's row with what it did.
     pub async fn finish_pass(&self, id: i64, totals: &PassTotals) -> Result<(), StoreError> {
         let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);

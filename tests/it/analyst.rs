@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Duration, FixedOffset, NaiveDate, TimeZone, Utc};
 use sqlx::{Connection, PgConnection, PgPool, Row};
-use szb_sync::store::sql_blocks;
+use szb_sync::bench::sql_blocks;
 
 use crate::helpers::{AGENT, Harness, TOKEN, TestDb, sim_with, target, test_settings};
 

@@ -635,7 +635,7 @@ fn docker_compose_demo_profile_points_szb_sync_at_the_simulator_and_publishes_th
 /// Every configured pair syncs the simulator's visits to the last one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_compose_demo_settings_sync_the_simulator_the_demo_runs() {
-    use szb_sync::simulator::demo_world::MOCK_API;
+    use szb_simulator::demo_world::MOCK_API;
     let (services, env) = demo_profile();
     let mut command: Vec<String> = services["mock-api"]["command"]
         .as_array()
@@ -740,6 +740,15 @@ fn the_image_build_context_holds_the_sources_and_no_config_or_secret() {
     let context: std::collections::BTreeSet<&str> = context.lines().collect();
     for path in ["Cargo.toml", "Cargo.lock", "src/main.rs", "Dockerfile"] {
         assert!(context.contains(path), "{path} is in the build context");
+    }
+    // Every crate of the workspace, or `cargo build --locked` does not find its members.
+    for member in std::fs::read_dir(repo("crates")).unwrap() {
+        let name = member.unwrap().file_name();
+        let path = format!("crates/{}/Cargo.toml", name.to_str().unwrap());
+        assert!(
+            context.contains(path.as_str()),
+            "{path} is in the build context"
+        );
     }
     for migration in std::fs::read_dir(repo("migrations")).unwrap() {
         let name = migration.unwrap().file_name();

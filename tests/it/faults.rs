@@ -10,11 +10,11 @@ use crate::helpers::{AGENT, Harness, TOKEN, VisitRow, iso, sim_with, target};
 use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection, Row};
+use szb_simulator::{Fault, Simulator};
 use szb_sync::app::App;
 use szb_sync::domain::RunOutcome;
 use szb_sync::engine::{PairReport, SyncReport};
 use szb_sync::settings::Settings;
-use szb_sync::simulator::{Fault, Simulator};
 use tokio_util::sync::CancellationToken;
 
 /// The simulator seed of this module's worlds.

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::{Connection, PgConnection, PgPool, Row};
+use szb_simulator::{Simulator, SpawnedSimulator, TruthVisit};
 use szb_sync::app::App;
 use szb_sync::domain::{Pair, RunOutcome};
 use szb_sync::engine::SyncReport;
 use szb_sync::secret::Secret;
 use szb_sync::settings::{Settings, Target};
-use szb_sync::simulator::{Simulator, SpawnedSimulator, TruthVisit};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use chrono::Duration as Span;
 use sqlx::PgPool;
+use szb_simulator::{Hostile, Simulator};
 use szb_sync::domain::RunOutcome;
-use szb_sync::simulator::{Hostile, Simulator};
 
 use crate::helpers::{AGENT, Harness, TOKEN, TestDb, VisitRow, sim_with, target, visits_of};
 use crate::process::{szb, with_config, write_config};

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use szb_simulator::SpawnedSimulator;
 use szb_sync::app::App;
 use szb_sync::secret::Secret;
 use szb_sync::settings::Settings;
-use szb_sync::simulator::SpawnedSimulator;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 

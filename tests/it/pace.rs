@@ -2,8 +2,8 @@
 //! the adaptive concurrency controller under a platform that answers 429. No test here times
 //! anything, or depends on how fast the machine sends; they count requests and rows.
 
+use szb_simulator::Fault;
 use szb_sync::domain::RunOutcome;
-use szb_sync::simulator::Fault;
 
 use crate::helpers::{AGENT, Harness, TOKEN, sim_with, sim_without_ties, target};
 

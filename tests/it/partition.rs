@@ -54,8 +54,8 @@ struct Recovered {
 /// A daemon syncing through a partitioned network.
 struct Partitioned {
     db: TestDb,
-    sim: szb_sync::simulator::Simulator,
-    _server: szb_sync::simulator::SpawnedSimulator,
+    sim: szb_simulator::Simulator,
+    _server: szb_simulator::SpawnedSimulator,
     proxy: Arc<Proxy>,
     failures: Arc<Failures>,
     daemon: tokio::task::JoinHandle<Result<(), szb_sync::app::AppError>>,

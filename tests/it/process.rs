@@ -11,7 +11,7 @@ use crate::helpers::{
     AGENT, TOKEN, TestDb, VisitRow, far_year, only_at_start, outcomes, sim_with, visits_of,
 };
 use sqlx::{Connection, PgConnection, PgPool};
-use szb_sync::simulator::{Fault, Simulator, demo_world};
+use szb_simulator::{Fault, Simulator, demo_world};
 use tempfile::NamedTempFile;
 use tokio::process::{Child, Command};
 

@@ -3,7 +3,7 @@
 //! config file, `check` against an unreachable platform, and the demo kept off real data.
 
 use sqlx::{Connection, PgConnection};
-use szb_sync::simulator::demo_world;
+use szb_simulator::demo_world;
 
 use crate::helpers::{AGENT, TOKEN, TestDb, repo, sim_with};
 use crate::process::{DropDatabase, Tgt, announced_url, config, finish, run, szb, with_config};

@@ -9,9 +9,9 @@ use crate::helpers::{
     AGENT, Harness, TOKEN, VisitRow, iso, row_versions, sim_with, sim_without_ties, target,
 };
 use chrono::{DateTime, Duration, Utc};
+use szb_simulator::{RequestInfo, Simulator, TruthActivity, World};
 use szb_sync::secret::Secret;
 use szb_sync::settings::Target;
-use szb_sync::simulator::{RequestInfo, Simulator, TruthActivity, World};
 
 /// The simulator seed of this module's worlds.
 const SEED: u64 = 11;

@@ -18,8 +18,8 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::Simulator;
-use super::world::{Entry, Fault, Hostile, RequestInfo, TruthActivity, World};
+use crate::handle::Simulator;
+use crate::world::{Entry, Fault, Hostile, RequestInfo, TruthActivity, World};
 
 const VISITS_ROUTE: &str = "/api/v3/agent/{id}/user/{user_id}/stats/visits";
 /// The simulator's own routes, for a benchmark driving it from another process.
@@ -191,7 +191,7 @@ impl World {
     }
 }
 
-/// How [`World::add_batch`] places and shapes a run of new visits.
+/// Shuffles each run of entries sharing a `visitAt`, leaving the order between runs alone.
 fn shuffle_ties(listed: &mut [&Entry], rng: &mut StdRng) {
     let mut start = 0;
     while start < listed.len() {
@@ -449,7 +449,7 @@ impl<'a> From<&'a TruthActivity> for WireActivity<'a> {
 }
 
 /// `2020-06-24T04:28:02.000Z`
-pub(super) fn iso(t: DateTime<Utc>) -> String {
+pub(crate) fn iso(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 

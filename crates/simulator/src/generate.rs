@@ -7,82 +7,33 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 
-use super::world::{
-    ACTIVITY_NAMES, Agent, Entry, PULL_DOMAIN, PUSH_DOMAIN, TruthActivity, TruthVisit, UserVisits,
-    World,
-};
-// Lookups and generation.
+use crate::world::{Entry, TruthActivity, TruthVisit, World};
+
+/// Share of generated visits that land on the same `visitAt` as the previous one.
+pub(crate) const TIE_RATE: f64 = 0.03;
+pub(crate) const PUSH_DOMAIN: &str = "push.shangzhibo.tv";
+pub(crate) const PULL_DOMAIN: &str = "play.shangzhibo.tv";
+pub(crate) const STATUSES: [&str; 3] = ["enabled", "disabled", "forbidden"];
+pub(crate) const ACTIVITY_NAMES: &[&str] = &[
+    "这是一场直播",
+    "产品发布会",
+    "年度盛典",
+    "新品首发直播",
+    "技术分享沙龙",
+    "周末读书会",
+    "春季招聘宣讲会",
+    "健康讲座",
+    "线上音乐会",
+    "财经早班车",
+    "客户答谢会",
+    "行业峰会",
+    "教师培训直播",
+    "公开课：数据分析入门",
+];
+
 impl World {
-    pub(super) fn agent(&self, agent_id: i64) -> &Agent {
-        self.agents
-            .get(&agent_id)
-            .unwrap_or_else(|| panic!("unknown agent {agent_id}: call add_agent first"))
-    }
-
-    pub(super) fn agent_mut(&mut self, agent_id: i64) -> &mut Agent {
-        self.agents
-            .get_mut(&agent_id)
-            .unwrap_or_else(|| panic!("unknown agent {agent_id}: call add_agent first"))
-    }
-
-    pub(super) fn user(&self, agent_id: i64, user_id: i64) -> Option<&UserVisits> {
-        self.agents.get(&agent_id)?.users.get(&user_id)
-    }
-
-    pub(super) fn user_mut(&mut self, agent_id: i64, user_id: i64) -> &mut UserVisits {
-        self.agent_mut(agent_id).users.entry(user_id).or_default()
-    }
-
-    pub(super) fn visits_mut(&mut self) -> impl Iterator<Item = &mut TruthVisit> {
-        self.agents
-            .values_mut()
-            .flat_map(|a| a.users.values_mut())
-            .flat_map(|u| u.entries.iter_mut())
-            .filter_map(|e| match e {
-                Entry::Visit(v) => Some(v),
-                Entry::Raw { .. } | Entry::RawBytes { .. } => None,
-            })
-    }
-
-    /// The newest `visitAt` the user ever had, purged visits included: the platform writes
-    /// visits as they happen, so new ones never land before a visit it already purged.
-    pub(super) fn last_sort_at(&self, agent_id: i64, user_id: i64) -> Option<DateTime<Utc>> {
-        let user = self.user(agent_id, user_id)?;
-        let current = user.entries.last().map(Entry::sort_at);
-        let purged = user.purged.iter().map(|v| v.visit_at).max();
-        current.max(purged)
-    }
-
-    /// Activities the user already has a visit of at exactly `visit_at`.
-    pub(super) fn activities_at(
-        &self,
-        agent_id: i64,
-        user_id: i64,
-        visit_at: DateTime<Utc>,
-    ) -> Vec<&str> {
-        self.user(agent_id, user_id)
-            .map(|u| {
-                u.entries
-                    .iter()
-                    .filter_map(|e| match e {
-                        Entry::Visit(v) if v.visit_at == visit_at => Some(v.activity_id.as_str()),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Sorted insert after any entries with the same key, so ties keep insertion order.
-    pub(super) fn insert_entry(&mut self, agent_id: i64, user_id: i64, entry: Entry) {
-        let entries = &mut self.user_mut(agent_id, user_id).entries;
-        let key = entry.sort_at();
-        let pos = entries.partition_point(|e| e.sort_at() <= key);
-        entries.insert(pos, entry);
-    }
-
     /// Appends `n` closed visits after the user's last entry, shaped by `batch`.
-    pub(super) fn add_batch(&mut self, agent_id: i64, user_id: i64, n: usize, batch: Batch) {
+    pub(crate) fn add_batch(&mut self, agent_id: i64, user_id: i64, n: usize, batch: Batch) {
         self.user_mut(agent_id, user_id);
         if n == 0 {
             return;
@@ -111,7 +62,7 @@ impl World {
     /// `n` ascending whole-second instants after `last` and (room permitting) up to `end`,
     /// about six hours apart on average, and never spread over more than two years (a long
     /// history is denser instead of reaching back before the platform existed).
-    pub(super) fn spread_times(
+    pub(crate) fn spread_times(
         &mut self,
         last: Option<DateTime<Utc>>,
         end: DateTime<Utc>,
@@ -142,7 +93,7 @@ impl World {
     }
 
     /// `k` (drawn from `size`) distinct activities of the agent, creating some if it has fewer.
-    pub(super) fn activity_subset(
+    pub(crate) fn activity_subset(
         &mut self,
         agent_id: i64,
         around: DateTime<Utc>,
@@ -160,7 +111,7 @@ impl World {
     }
 
     /// An activity of the agent the user has no visit of at `visit_at` (created if needed).
-    pub(super) fn pick_free_activity(
+    pub(crate) fn pick_free_activity(
         &mut self,
         agent_id: i64,
         user_id: i64,
@@ -181,7 +132,7 @@ impl World {
     }
 
     /// A settled visit lasting up to `max_minutes`, never ending after now.
-    pub(super) fn closed_visit(
+    pub(crate) fn closed_visit(
         &mut self,
         user_id: i64,
         activity_id: String,
@@ -200,7 +151,7 @@ impl World {
     }
 
     /// Creates an activity of the agent, dated a little before `around`. Returns its id.
-    pub(super) fn create_activity(
+    pub(crate) fn create_activity(
         &mut self,
         agent_id: i64,
         around: DateTime<Utc>,
@@ -273,18 +224,19 @@ impl World {
     }
 }
 
-pub(super) struct Batch {
+/// How [`World::add_batch`] places and shapes a run of new visits.
+pub(crate) struct Batch {
     /// Latest `visitAt` wanted (yields when the list already reaches past it).
-    pub(super) end: DateTime<Utc>,
+    pub(crate) end: DateTime<Utc>,
     /// Chance that a visit shares the previous one's `visitAt`.
-    pub(super) tie_rate: f64,
-    pub(super) max_minutes: i64,
+    pub(crate) tie_rate: f64,
+    pub(crate) max_minutes: i64,
     /// How many of the agent's activities the run spreads over.
-    pub(super) activities: RangeInclusive<usize>,
+    pub(crate) activities: RangeInclusive<usize>,
 }
 
-/// Shuffles each run of entries sharing a `visitAt`, leaving the order between runs alone.
-pub(super) fn pick_other<'a>(rng: &mut StdRng, choices: &[&'a str], current: &str) -> &'a str {
+/// One of `choices` other than `current` (the first choice when there is no other).
+pub(crate) fn pick_other<'a>(rng: &mut StdRng, choices: &[&'a str], current: &str) -> &'a str {
     let others: Vec<&'a str> = choices.iter().copied().filter(|c| *c != current).collect();
     others.choose(rng).copied().unwrap_or(choices[0])
 }

@@ -2,8 +2,7 @@
 //! descriptions (what `mock-api` prints, what the README lists) are generated from these
 //! definitions, and tests read their numbers from here instead of repeating them.
 
-use super::Simulator;
-use crate::plural::plural;
+use crate::handle::Simulator;
 
 /// A simulated platform: agents, their tokens, and their users' visits.
 #[derive(Debug, Clone, Copy)]
@@ -103,8 +102,19 @@ pub const DEMO: WorldSpec = WorldSpec {
     ],
 };
 
+/// The agent of the world `szb-sync mock-api --users N` generates (users 1..=N), and its token.
+pub const GENERATED_AGENT: i64 = 105_131;
+pub const GENERATED_TOKEN: &str = "mock-token";
+
 /// Visits `szb-sync demo` appends to its first user between its first and second sync.
 pub const DEMO_APPENDS: usize = 25;
+
+impl Simulator {
+    /// The world `szb-sync mock-api` serves: [`MOCK_API`].
+    pub fn demo() -> Self {
+        MOCK_API.build()
+    }
+}
 
 impl WorldSpec {
     /// A simulator holding this world.
@@ -156,11 +166,7 @@ impl WorldSpec {
                     .iter()
                     .map(|u| {
                         let open = if u.open { ", one still online" } else { "" };
-                        format!(
-                            "{} ({}{open})",
-                            u.id,
-                            plural(u.total_visits(), "visit", "visits")
-                        )
+                        format!("{} ({}{open})", u.id, visits(u.total_visits()))
                     })
                     .collect();
                 format!(
@@ -171,5 +177,13 @@ impl WorldSpec {
                 )
             })
             .collect()
+    }
+}
+
+/// `1 visit`, `2 visits`: this crate's one counted noun.
+fn visits(n: usize) -> String {
+    match n {
+        1 => "1 visit".to_owned(),
+        n => format!("{n} visits"),
     }
 }

@@ -1,0 +1,188 @@
+//! The workloads of `szb-sync bench`: what each syncs, and what it measures.
+
+use std::time::Duration;
+
+/// What a workload measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// A first sync of every visit, set beside `COPY` of the same rows.
+    InitialVsCopy,
+    /// A first sync, set beside the ideal `pages × latency / max_concurrency`.
+    InitialVsIdeal,
+    /// A first sync behind a server rate limit, set beside `requests / limit`.
+    InitialVsLimit,
+    /// A pass with nothing new upstream, after a first sync.
+    Quiet,
+    /// A first sync, measured on its own.
+    Initial,
+    /// Three `szb-sync run` processes sharing the pairs: the first sync, quiet ticks, and a
+    /// replica SIGKILLed mid-pass.
+    Replicas,
+    /// After a first sync, `szb-sync run` with its listener, passes every 5 s, while
+    /// [`LOAD_CLIENTS`] clients load the status page's views in a tight loop.
+    Listener,
+}
+
+#[derive(Debug)]
+pub(super) struct Workload {
+    pub(super) name: &'static str,
+    pub(super) users: u64,
+    pub(super) visits_per_user: u64,
+    pub(super) latency_ms: u64,
+    pub(super) rate_limit: f64,
+    /// Config lines added to `[api]`.
+    pub(super) api: &'static str,
+    /// Config lines added to `[database]`.
+    pub(super) database: &'static str,
+    pub(super) kind: Kind,
+    /// An index of `visits` dropped after the migrations, before the sync: the write path as
+    /// it was before a migration added it.
+    pub(super) drop_index: Option<&'static str>,
+    /// Time the README's example queries and the views after the sync.
+    pub(super) time_reads: bool,
+}
+
+/// The index the analysts' migration added for "who is online right now".
+pub(super) const ONLINE_NOW_INDEX: &str = "visits_last_online_at_idx";
+
+/// The first workload: a first sync of 1M visits, set beside `COPY`.
+const ONE_MILLION: Workload = Workload {
+    name: "1M visits, 200 users",
+    users: 200,
+    visits_per_user: 5_000,
+    latency_ms: 0,
+    rate_limit: 0.0,
+    api: "",
+    database: "",
+    kind: Kind::InitialVsCopy,
+    drop_index: None,
+    time_reads: true,
+};
+
+/// The listener under load, on a table of 1M visits.
+const LISTENER_1M: Workload = Workload {
+    name: "status page under load, 1M visits",
+    users: 200,
+    visits_per_user: 5_000,
+    latency_ms: 0,
+    rate_limit: 0.0,
+    api: "",
+    database: "",
+    kind: Kind::Listener,
+    drop_index: None,
+    time_reads: false,
+};
+
+/// Clients loading the status page at once, each in a tight loop.
+pub(super) const LOAD_CLIENTS: usize = 24;
+/// How long they load it.
+pub(super) const LOAD_FOR: Duration = Duration::from_secs(30);
+
+pub(super) const WORKLOADS: &[Workload] = &[
+    ONE_MILLION,
+    Workload {
+        name: "1M visits, 200 users, synchronous_commit off",
+        database: "synchronous_commit = \"off\"\n",
+        time_reads: false,
+        ..ONE_MILLION
+    },
+    Workload {
+        name: "1M visits, 200 users, without visits_last_online_at_idx",
+        drop_index: Some(ONLINE_NOW_INDEX),
+        time_reads: false,
+        ..ONE_MILLION
+    },
+    Workload {
+        name: "1M visits, 100 ms latency, max_concurrency 8",
+        users: 200,
+        visits_per_user: 5_000,
+        latency_ms: 100,
+        rate_limit: 0.0,
+        api: "max_concurrency = 8\n",
+        database: "",
+        kind: Kind::InitialVsIdeal,
+        drop_index: None,
+        time_reads: false,
+    },
+    Workload {
+        name: "1,500 users behind 50 req/s, 100 ms latency",
+        users: 1_500,
+        visits_per_user: 20,
+        latency_ms: 100,
+        rate_limit: 50.0,
+        api: "",
+        database: "",
+        kind: Kind::InitialVsLimit,
+        drop_index: None,
+        time_reads: false,
+    },
+    Workload {
+        name: "quiet resync, 200 users",
+        users: 200,
+        visits_per_user: 5_000,
+        latency_ms: 0,
+        rate_limit: 0.0,
+        api: "",
+        database: "",
+        kind: Kind::Quiet,
+        drop_index: None,
+        time_reads: false,
+    },
+    Workload {
+        name: "100,000 pairs × 2 visits, first sync",
+        users: 100_000,
+        visits_per_user: 2,
+        latency_ms: 0,
+        rate_limit: 0.0,
+        api: "",
+        database: "",
+        kind: Kind::Initial,
+        drop_index: None,
+        time_reads: false,
+    },
+    Workload {
+        name: "quiet resync, 100,000 pairs × 2 visits",
+        users: 100_000,
+        visits_per_user: 2,
+        latency_ms: 0,
+        rate_limit: 0.0,
+        api: "",
+        database: "",
+        kind: Kind::Quiet,
+        drop_index: None,
+        time_reads: false,
+    },
+    Workload {
+        name: "3 replicas, 2,000 pairs, 20 ms latency",
+        users: 2_000,
+        visits_per_user: 5,
+        latency_ms: 20,
+        rate_limit: 0.0,
+        api: "",
+        database: "",
+        kind: Kind::Replicas,
+        drop_index: None,
+        time_reads: false,
+    },
+    LISTENER_1M,
+    Workload {
+        name: "status page under load, 100,000 visits",
+        visits_per_user: 500,
+        ..LISTENER_1M
+    },
+    Workload {
+        name: "quiet resync, 10,000 pairs",
+        users: 10_000,
+        visits_per_user: 5,
+        latency_ms: 0,
+        rate_limit: 0.0,
+        api: "",
+        database: "",
+        kind: Kind::Quiet,
+        drop_index: None,
+        time_reads: false,
+    },
+];
+
+/// Quiet workloads with at least this many pairs time the status page's reads after the sync.
+pub(super) const BOARD_FROM_PAIRS: u64 = 10_000;
