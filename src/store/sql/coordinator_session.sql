@@ -1,4 +1,3 @@
--- Sets up the coordinator's connection: every statement on it looks pairs up by key, and a
--- plan cached with a small young table's statistics would scan all of sync_state as it grows.
+-- Sets up the coordinator's connection: each statement is planned with its arrays in view, so
+-- a plan cached while sync_state was small and young never scans all of it as it grows.
 SET plan_cache_mode = force_custom_plan;
-SET enable_seqscan = off;
