@@ -87,7 +87,7 @@ impl BenchSql {
 
     /// The database's clock.
     pub(super) async fn now(&self) -> Result<chrono::DateTime<chrono::Utc>> {
-        sqlx::query_scalar("SELECT now()")
+        sqlx::query_scalar(include_str!("sql/now.sql"))
             .fetch_one(&self.pool)
             .await
             .context("reading the database's clock")
@@ -95,7 +95,7 @@ impl BenchSql {
 
     /// The id of the newest run row, 0 without one.
     pub(super) async fn last_run_id(&self) -> Result<i64> {
-        sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM sync_runs")
+        sqlx::query_scalar(include_str!("sql/last_run_id.sql"))
             .fetch_one(&self.pool)
             .await
             .context("reading the last run id")
@@ -103,7 +103,7 @@ impl BenchSql {
 
     /// The id of the newest pass row, 0 without one.
     pub(super) async fn last_pass_id(&self) -> Result<i64> {
-        sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM sync_passes")
+        sqlx::query_scalar(include_str!("sql/last_pass_id.sql"))
             .fetch_one(&self.pool)
             .await
             .context("reading the last pass id")
@@ -112,31 +112,21 @@ impl BenchSql {
     /// Visits the passes after pass `after` wrote, summed (quiet runs leave no run row, but
     /// every pass has one).
     pub(super) async fn visits_written_since_pass(&self, after: i64) -> Result<i64> {
-        sqlx::query_scalar(
-            "SELECT coalesce(sum(visits_written), 0)::int8 FROM sync_passes WHERE id > $1",
-        )
-        .bind(after)
-        .fetch_one(&self.pool)
-        .await
-        .context("summing passes")
+        sqlx::query_scalar(include_str!("sql/visits_written_since_pass.sql"))
+            .bind(after)
+            .fetch_one(&self.pool)
+            .await
+            .context("summing passes")
     }
 
     /// The runs after run `after`, summed.
     pub(super) async fn runs_since(&self, after: i64) -> Result<RunSums> {
-        let row = sqlx::query(
-            "SELECT count(*) AS runs, count(*) FILTER (WHERE outcome = $2) AS failed,
-                    coalesce(sum(requests), 0)::int8 AS requests,
-                    coalesce(sum(pages), 0)::int8 AS pages,
-                    coalesce(sum(visits_inserted), 0)::int8 AS visits_inserted,
-                    coalesce(sum(visits_updated), 0)::int8 AS visits_updated,
-                    coalesce(sum(activities_written), 0)::int8 AS activities_written
-               FROM sync_runs WHERE id > $1",
-        )
-        .bind(after)
-        .bind(RunOutcome::Failed.as_str())
-        .fetch_one(&self.pool)
-        .await
-        .context("summing runs")?;
+        let row = sqlx::query(include_str!("sql/runs_since.sql"))
+            .bind(after)
+            .bind(RunOutcome::Failed.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .context("summing runs")?;
         Ok(RunSums {
             runs: row.get("runs"),
             failed: row.get("failed"),
@@ -161,25 +151,18 @@ impl BenchSql {
             .acquire()
             .await
             .context("acquiring a connection")?;
-        sqlx::raw_sql(
-            "DROP TABLE IF EXISTS bench_visits_copy;
-             CREATE TABLE bench_visits_copy (LIKE visits INCLUDING ALL);",
-        )
-        .execute(&mut *conn)
-        .await
-        .context("creating the COPY baseline table")?;
+        sqlx::raw_sql(include_str!("sql/create_copy_table.sql"))
+            .execute(&mut *conn)
+            .await
+            .context("creating the COPY baseline table")?;
         if let Some(index) = without_index {
             // The copy's index over the same columns as `index`.
-            let copied: Option<String> = sqlx::query_scalar(
-                "SELECT c.indexrelid::regclass::text FROM pg_index c, pg_index o
-                  WHERE c.indrelid = 'bench_visits_copy'::regclass
-                    AND o.indexrelid = to_regclass($1)
-                    AND c.indkey::text = o.indkey::text AND c.indexprs IS NULL",
-            )
-            .bind(index)
-            .fetch_optional(&mut *conn)
-            .await
-            .context("finding the baseline's copy of an index")?;
+            let copied: Option<String> =
+                sqlx::query_scalar(include_str!("sql/find_copied_index.sql"))
+                    .bind(index)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .context("finding the baseline's copy of an index")?;
             if let Some(copied) = copied {
                 sqlx::query(sqlx::AssertSqlSafe(format!("DROP INDEX {copied}")))
                     .execute(&mut *conn)
@@ -205,7 +188,7 @@ impl BenchSql {
         copy.send(csv).await.context("sending the COPY baseline")?;
         let rows = copy.finish().await.context("finishing the COPY baseline")?;
         let took = started.elapsed();
-        sqlx::query("DROP TABLE bench_visits_copy")
+        sqlx::query(include_str!("sql/drop_copy_table.sql"))
             .execute(&mut *conn)
             .await
             .context("dropping the COPY baseline table")?;
@@ -256,20 +239,18 @@ impl BenchSql {
 
     /// Passes after pass `after` that finished (the bench's listener workload).
     pub(super) async fn passes_finished_since(&self, after: i64) -> Result<i64> {
-        sqlx::query_scalar(
-            "SELECT count(*) FROM sync_passes WHERE id > $1 AND finished_at IS NOT NULL",
-        )
-        .bind(after)
-        .fetch_one(&self.pool)
-        .await
-        .context("counting finished passes")
+        sqlx::query_scalar(include_str!("sql/passes_finished_since.sql"))
+            .bind(after)
+            .fetch_one(&self.pool)
+            .await
+            .context("counting finished passes")
     }
 
     /// What autovacuum does to `visits` after a large load, done now: the planner's statistics,
     /// and the BRIN index's summaries of the ranges filled since, so that reads are timed as an
     /// analyst meets them a few minutes after a first sync, not in the gap before.
     pub(super) async fn vacuum_analyze_visits(&self) -> Result<()> {
-        sqlx::raw_sql("VACUUM (ANALYZE) visits")
+        sqlx::raw_sql(include_str!("sql/vacuum_analyze_visits.sql"))
             .execute(&self.pool)
             .await
             .context("vacuuming visits")?;
@@ -278,12 +259,10 @@ impl BenchSql {
 
     /// The activity with the most visits, for timing per-activity queries on a busy one.
     pub(super) async fn busiest_activity(&self) -> Result<Option<String>> {
-        sqlx::query_scalar(
-            "SELECT activity_id FROM visits GROUP BY activity_id ORDER BY count(*) DESC LIMIT 1",
-        )
-        .fetch_optional(&self.pool)
-        .await
-        .context("finding the busiest activity")
+        sqlx::query_scalar(include_str!("sql/busiest_activity.sql"))
+            .fetch_optional(&self.pool)
+            .await
+            .context("finding the busiest activity")
     }
 
     /// Per tick after `since`, what its passes did.
@@ -291,15 +270,12 @@ impl BenchSql {
         &self,
         since: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<TickTotals>> {
-        let rows: Vec<(chrono::DateTime<chrono::Utc>, i64, i64, i64, i64, f64)> = sqlx::query_as(
-            "SELECT due_by, count(*), count(finished_at), sum(pairs)::int8, sum(requests)::int8,
-                    coalesce(max(extract(epoch FROM finished_at - started_at)), 0)::float8
-               FROM sync_passes WHERE due_by > $1 GROUP BY due_by ORDER BY due_by",
-        )
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await
-        .context("summing passes by tick")?;
+        let rows: Vec<(chrono::DateTime<chrono::Utc>, i64, i64, i64, i64, f64)> =
+            sqlx::query_as(include_str!("sql/ticks_since.sql"))
+                .bind(since)
+                .fetch_all(&self.pool)
+                .await
+                .context("summing passes by tick")?;
         Ok(rows
             .into_iter()
             .map(
@@ -317,48 +293,37 @@ impl BenchSql {
 
     /// Pair runs per owner over every pass, for how evenly replicas share the work.
     pub(super) async fn pairs_by_owner(&self) -> Result<Vec<(String, i64)>> {
-        sqlx::query_as(
-            "SELECT coalesce(owner, ''), sum(pairs)::int8 FROM sync_passes
-              GROUP BY owner ORDER BY owner",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .context("summing passes by owner")
+        sqlx::query_as(include_str!("sql/pairs_by_owner.sql"))
+            .fetch_all(&self.pool)
+            .await
+            .context("summing passes by owner")
     }
 
     /// Pairs whose latest run ended ok after `since`.
     pub(super) async fn pairs_ok_since(&self, since: chrono::DateTime<chrono::Utc>) -> Result<i64> {
-        sqlx::query_scalar(
-            "SELECT count(*) FROM sync_state
-              WHERE last_outcome = $1 AND last_run_at > $2 AND lease_owner IS NULL",
-        )
-        .bind(RunOutcome::Ok.as_str())
-        .bind(since)
-        .fetch_one(&self.pool)
-        .await
-        .context("counting pairs synced")
+        sqlx::query_scalar(include_str!("sql/pairs_ok_since.sql"))
+            .bind(RunOutcome::Ok.as_str())
+            .bind(since)
+            .fetch_one(&self.pool)
+            .await
+            .context("counting pairs synced")
     }
 
     /// The owner holding the most leases right now, with how many it holds.
     pub(super) async fn busiest_lease_owner(&self) -> Result<Option<(String, i64)>> {
-        sqlx::query_as(
-            "SELECT lease_owner, count(*) FROM sync_state WHERE lease_owner IS NOT NULL
-              GROUP BY lease_owner ORDER BY count(*) DESC LIMIT 1",
-        )
-        .fetch_optional(&self.pool)
-        .await
-        .context("reading lease owners")
+        sqlx::query_as(include_str!("sql/busiest_lease_owner.sql"))
+            .fetch_optional(&self.pool)
+            .await
+            .context("reading lease owners")
     }
 
     /// Pairs leased by `owner` right now.
     pub(super) async fn leased_by(&self, owner: &str) -> Result<Vec<PairKey>> {
-        let rows: Vec<(i64, i64, String)> = sqlx::query_as(
-            "SELECT agent_id, user_id, activity_filter FROM sync_state WHERE lease_owner = $1",
-        )
-        .bind(owner)
-        .fetch_all(&self.pool)
-        .await
-        .context("reading leases")?;
+        let rows: Vec<(i64, i64, String)> = sqlx::query_as(include_str!("sql/leased_by.sql"))
+            .bind(owner)
+            .fetch_all(&self.pool)
+            .await
+            .context("reading leases")?;
         Ok(rows
             .into_iter()
             .map(|(a, u, f)| PairKey::new(a, u, Some(f).filter(|f| !f.is_empty())))
@@ -371,19 +336,14 @@ impl BenchSql {
         pairs: &[PairKey],
         since: chrono::DateTime<chrono::Utc>,
     ) -> Result<i64> {
-        sqlx::query_scalar(
-            "SELECT count(*) FROM UNNEST($1::int8[], $2::int8[], $3::text[])
-                    AS p (agent_id, user_id, activity_filter)
-               JOIN sync_state s USING (agent_id, user_id, activity_filter)
-              WHERE s.last_outcome = $4 AND s.last_run_at > $5 AND s.lease_owner IS NULL",
-        )
-        .bind(pairs.iter().map(|p| p.agent_id).collect::<Vec<_>>())
-        .bind(pairs.iter().map(|p| p.user_id).collect::<Vec<_>>())
-        .bind(pairs.iter().map(|p| p.filter_str()).collect::<Vec<_>>())
-        .bind(RunOutcome::Ok.as_str())
-        .bind(since)
-        .fetch_one(&self.pool)
-        .await
-        .context("counting pairs synced")
+        sqlx::query_scalar(include_str!("sql/count_synced_since.sql"))
+            .bind(pairs.iter().map(|p| p.agent_id).collect::<Vec<_>>())
+            .bind(pairs.iter().map(|p| p.user_id).collect::<Vec<_>>())
+            .bind(pairs.iter().map(|p| p.filter_str()).collect::<Vec<_>>())
+            .bind(RunOutcome::Ok.as_str())
+            .bind(since)
+            .fetch_one(&self.pool)
+            .await
+            .context("counting pairs synced")
     }
 }

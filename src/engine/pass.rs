@@ -293,7 +293,7 @@ impl<'a> Pass<'a> {
                 // Every span was offered: sweep again while due pairs are left that no live
                 // process holds (their owner died), and wait while other processes hold some.
                 self.flush().await;
-                match engine.coordinator.survey(&every, &self.plan).await {
+                match engine.coordinator.due_left(&every, &self.plan).await {
                     Ok(left) if left.claimable + left.held_elsewhere == 0 => break,
                     // A live process still walking its pairs after a whole lease period is
                     // not dead: its pairs are its own, and this pass stops waiting for them.
@@ -408,8 +408,8 @@ impl<'a> Pass<'a> {
     /// Takes over, ahead of the queue, the pairs of processes that died or let their leases
     /// expire, so they need not wait for this pass's next sweep.
     async fn adopt(&mut self, every: &[&PairKey], concurrency: usize) {
-        let abandoned = match self.engine.coordinator.survey(every, &self.plan).await {
-            Ok(survey) if !survey.abandoned.is_empty() => survey.abandoned,
+        let abandoned = match self.engine.coordinator.due_left(every, &self.plan).await {
+            Ok(left) if !left.abandoned.is_empty() => left.abandoned,
             Ok(_) => return,
             Err(e) => {
                 tracing::warn!(error = %crate::error::logged(&e), "could not look for pairs of processes that are gone");

@@ -90,9 +90,9 @@ pub struct DueAfter {
     pub backoff: Backoff,
 }
 
-/// Due pairs a pass has not run yet, from [`Coordinator::survey`].
+/// Due pairs a pass has not run yet, from [`Coordinator::due_left`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Survey {
+pub struct DueLeft {
     pub claimable: u64,
     pub held_elsewhere: u64,
     /// Leased by a process that died or let its lease expire.
@@ -253,7 +253,11 @@ impl Coordinator {
     /// now, how many another live process holds, and which were left by a process that died
     /// or let its lease expire (a pass takes those over at once). A pass of `run` ends when none
     /// is left.
-    pub async fn survey(&self, pairs: &[&PairKey], plan: &ClaimPlan) -> Result<Survey, StoreError> {
+    pub async fn due_left(
+        &self,
+        pairs: &[&PairKey],
+        plan: &ClaimPlan,
+    ) -> Result<DueLeft, StoreError> {
         let owner = &*self.owner;
         let keys: PairKeys = pairs.iter().copied().collect();
         let row = self
@@ -272,7 +276,7 @@ impl Coordinator {
         let agents: Vec<i64> = row.get("agents");
         let users: Vec<i64> = row.get("users");
         let filters: Vec<String> = row.get("filters");
-        Ok(Survey {
+        Ok(DueLeft {
             claimable: n("claimable"),
             held_elsewhere: n("held"),
             abandoned: agents
