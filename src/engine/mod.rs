@@ -4,6 +4,7 @@
 //! separate; this module only sequences them, keeps the run's counters and isolates pairs from
 //! each other's failures. [`walk`] holds one pair's walk over its pages.
 
+pub mod freshness;
 mod pass;
 mod walk;
 
