@@ -369,7 +369,7 @@ impl Store {
                     .await
                     .unwrap_or(false) =>
             {
-                tracing::debug!(error = %e, "database appeared meanwhile");
+                tracing::debug!(error = %crate::error::logged(&e), "database appeared meanwhile");
                 Ok(false)
             }
             Err(e) => Err(err(e)),
