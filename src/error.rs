@@ -62,6 +62,48 @@ mod tests {
         }
     }
 
+    /// Every error field of a log line goes through [`logged`] or [`for_log`]: a new log line
+    /// that printed a driver's error as it is would name the database again.
+    #[test]
+    fn every_logged_error_is_redacted() {
+        fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    sources(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    out.push(path);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        sources(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
+        let field = ["error", " = %"].concat();
+        let mut raw = Vec::new();
+        for file in &files {
+            let text = std::fs::read_to_string(file).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                if line.contains(&field) && !line.contains("logged(") && !line.contains("for_log(")
+                {
+                    raw.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+                }
+            }
+        }
+        assert!(
+            files.len() > 50,
+            "read the crate's sources: {}",
+            files.len()
+        );
+        assert!(
+            raw.is_empty(),
+            "errors logged unredacted:\n{}",
+            raw.join("\n")
+        );
+    }
+
     #[test]
     fn causes_are_joined_once_each() {
         let err = e("outer", Some(e("middle", Some(e("root", None)))));

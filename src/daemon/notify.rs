@@ -9,7 +9,7 @@ use sd_notify::NotifyState;
 
 fn send(states: &[NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(false, states) {
-        tracing::debug!(error = %e, "could not notify systemd");
+        tracing::debug!(error = %crate::error::for_log(&e.to_string()), "could not notify systemd");
     }
 }
 
