@@ -98,6 +98,10 @@ impl App {
                 failure_backoff: settings.sync.failure_backoff,
                 max_failure_backoff: settings.sync.max_failure_backoff,
                 lease_period: settings.sync.lease_period,
+                refresh: settings.sync.refresh,
+                min_interval: settings.sync.min_interval,
+                rate_half_life: settings.sync.rate_half_life,
+                max_requests_per_second: settings.api.max_requests_per_second,
             },
             telemetry.feed.clone(),
         );
@@ -182,6 +186,7 @@ impl App {
             due_by: Some(chrono::Utc::now()),
             next_due: None,
             wait_for_others: false,
+            until: None,
         };
         let _stopping = self.stop_store_on(shutdown);
         self.engine.sync_due(&self.pairs, plan, shutdown).await
@@ -241,6 +246,7 @@ impl App {
                     keep_runs: self.settings.sync.keep_runs,
                     pairs,
                     live: &self.telemetry.live,
+                    refresh: self.settings.sync.refresh,
                 },
                 &shutdown,
             )

@@ -348,6 +348,71 @@ pub struct Anchor {
     pub activity_ids: Vec<String>,
 }
 
+/// Why a pair is due when it is (`sync_state.due_reason`). The migration's CHECK constraint on
+/// that column is the only other spelling of these names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DueReason {
+    /// Never synced: due at once, first of all.
+    New,
+    /// Due at the next tick of the schedule, as every pair is.
+    Sweep,
+    /// Due before the next tick for its arrival rate.
+    Hot,
+    /// Due before the next tick: a visit of the pair is still going on.
+    Open,
+    /// Due before the next tick: its latest check found new visits.
+    Changed,
+    /// Failing: due after its backoff.
+    Backoff,
+}
+
+impl DueReason {
+    pub const ALL: [DueReason; 6] = [
+        DueReason::New,
+        DueReason::Sweep,
+        DueReason::Hot,
+        DueReason::Open,
+        DueReason::Changed,
+        DueReason::Backoff,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DueReason::New => "new",
+            DueReason::Sweep => "sweep",
+            DueReason::Hot => "hot",
+            DueReason::Open => "open",
+            DueReason::Changed => "changed",
+            DueReason::Backoff => "backoff",
+        }
+    }
+
+    /// Due between the ticks, not only at them.
+    pub fn is_hot(self) -> bool {
+        matches!(
+            self,
+            DueReason::New | DueReason::Hot | DueReason::Open | DueReason::Changed
+        )
+    }
+}
+
+impl std::str::FromStr for DueReason {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        DueReason::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown due reason {s:?}"))
+    }
+}
+
+impl std::fmt::Display for DueReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How one run of one pair ended, as the engine reports it and `sync_runs.outcome` stores it.
 /// The migrations' CHECK constraint on that column is the only other spelling of these names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

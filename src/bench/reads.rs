@@ -34,6 +34,7 @@ pub(super) async fn time_board(store: &Store, users: u64) -> Result<BoardTimes> 
     }
     let page = |attention, user_id, offset| PairQuery {
         attention,
+        hot: false,
         lag_after: Duration::from_secs(1800),
         agent_id: None,
         user_id,

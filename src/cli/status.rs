@@ -27,11 +27,12 @@ pub(super) async fn run(settings: &Settings, json: bool) -> Result<ExitCode> {
         .into_iter()
         .filter(|k| !configured.contains(k))
         .collect();
-    let rows = app.store().status(&keys).await?;
+    let half_life = settings.sync.rate_half_life;
+    let rows = app.store().status(&keys, half_life).await?;
     let dropped = if dropped.is_empty() {
         Vec::new()
     } else {
-        app.store().status(&dropped).await?
+        app.store().status(&dropped, half_life).await?
     };
     let failing = rows.iter().filter(|r| is_failing(r)).count();
     if json {
@@ -44,7 +45,7 @@ pub(super) async fn run(settings: &Settings, json: bool) -> Result<ExitCode> {
         return Ok(exit_code(failing == 0));
     }
     out!(
-        "{:<40} {:>9} {:>9} {:>9} {:>7}  {:<11} {:<20} {:<20}",
+        "{:<40} {:>9} {:>9} {:>9} {:>7}  {:<11} {:<20} {:<20} {:<20} {:<8}",
         "pair",
         "settled",
         "upstream",
@@ -52,9 +53,19 @@ pub(super) async fn run(settings: &Settings, json: bool) -> Result<ExitCode> {
         "rejects",
         "last run",
         "finished",
-        "last ok"
+        "last ok",
+        "next due",
+        "why"
     );
     print_rows(&rows);
+    let hot = rows.iter().filter(|r| is_hot(r)).count();
+    if hot > 0 {
+        out!(
+            "\n{} due between the ticks (never synced, a visit going on, new visits at the last \
+             check, or a busy viewer): `why` says which",
+            plural(hot, "pair is", "pairs are")
+        );
+    }
     if !dropped.is_empty() {
         out!(
             "\nnot configured ({}): kept in the tables with their marks; nothing syncs them",
@@ -76,6 +87,11 @@ pub(super) async fn run(settings: &Settings, json: bool) -> Result<ExitCode> {
 /// right now).
 fn is_failing(r: &PairStatus) -> bool {
     r.failures_in_row > 0 || r.last_outcome == Some(RunOutcome::Failed)
+}
+
+/// A pair the schedule checks between the ticks.
+fn is_hot(r: &PairStatus) -> bool {
+    r.due_reason.is_some_and(crate::domain::DueReason::is_hot)
 }
 
 /// `status --json`: one document, the configured pairs first.
@@ -105,6 +121,10 @@ struct PairJson<'a> {
     lease_owner: Option<&'a str>,
     failures_in_row: i32,
     next_due_at: Option<DateTime<Utc>>,
+    /// Why the pair is due then: new, sweep, hot, open, changed or backoff.
+    due_reason: Option<&'static str>,
+    /// New visits per second its viewer starts, as its checks learnt it.
+    arrival_rate: f64,
 }
 
 impl<'a> PairJson<'a> {
@@ -126,6 +146,8 @@ impl<'a> PairJson<'a> {
             lease_owner: r.lease_owner.as_deref(),
             failures_in_row: r.failures_in_row,
             next_due_at: r.next_due_at,
+            due_reason: r.due_reason.map(crate::domain::DueReason::as_str),
+            arrival_rate: r.arrival_rate,
         }
     }
 }
@@ -133,7 +155,7 @@ impl<'a> PairJson<'a> {
 fn print_rows(rows: &[PairStatus]) {
     for r in rows {
         out!(
-            "{:<40} {:>9} {:>9} {:>9} {:>7}  {:<11} {:<20} {:<20}",
+            "{:<40} {:>9} {:>9} {:>9} {:>7}  {:<11} {:<20} {:<20} {:<20} {:<8}",
             r.pair.to_string(),
             table::count(r.settled),
             table::count(r.upstream_total),
@@ -142,6 +164,9 @@ fn print_rows(rows: &[PairStatus]) {
             r.last_outcome.map_or("never", |o| o.as_str()),
             table::time(r.last_finished_at),
             table::time(r.last_ok_at),
+            r.next_due_at
+                .map_or_else(|| "now".to_owned(), |t| table::time(Some(t))),
+            r.due_reason.map_or("new", crate::domain::DueReason::as_str),
         );
         if let Some(e) = &r.last_error {
             out!("    last error: {e}");

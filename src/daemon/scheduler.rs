@@ -17,6 +17,7 @@ use super::notify;
 use crate::domain::Pair;
 use crate::engine::{Engine, PassPlan};
 use crate::plural::plural;
+use crate::settings::Refresh;
 use crate::telemetry::live::Live;
 
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +50,9 @@ const TICK_SLACK: chrono::Duration = chrono::Duration::milliseconds(500);
 /// scheduled time, due again at the following one; at start-up, the pairs due now, due again
 /// at the next tick. The scheduled times come from the pattern, read on the clock that fired the
 /// tick, so replicas whose clocks differ by seconds still agree on them.
-pub fn plan_at(cron: &croner::Cron, now: DateTime<Utc>, ticked: bool) -> PassPlan {
+///
+/// With `adaptive` the pass goes on until the next tick, taking pairs as they fall due.
+pub fn plan_at(cron: &croner::Cron, now: DateTime<Utc>, ticked: bool, adaptive: bool) -> PassPlan {
     // Whole seconds: croner keeps the fraction of the time it starts from.
     let whole = |t: DateTime<Utc>| t.with_nanosecond(0).unwrap_or(t);
     let due_by = if ticked {
@@ -58,10 +61,12 @@ pub fn plan_at(cron: &croner::Cron, now: DateTime<Utc>, ticked: bool) -> PassPla
     } else {
         now
     };
+    let next_due = cron.find_next_occurrence(&whole(due_by), false).ok();
     PassPlan {
         due_by: Some(due_by),
-        next_due: cron.find_next_occurrence(&whole(due_by), false).ok(),
+        next_due,
         wait_for_others: true,
+        until: next_due.filter(|_| adaptive),
     }
 }
 
@@ -78,6 +83,8 @@ pub struct Schedule<'a> {
     /// The configured pairs; a reload (SIGHUP) sends new ones, taken at the next pass.
     pub pairs: watch::Receiver<Arc<Vec<Pair>>>,
     pub live: &'a Live,
+    /// `sync.refresh`.
+    pub refresh: Refresh,
 }
 
 /// A pass right away, then one per tick of `cron`, until `shutdown` fires. The pass in flight
@@ -138,7 +145,7 @@ pub async fn run(
         tokio::select! {
             tick = ticks.recv() => {
                 let Some(ticked) = tick else { break };
-                let plan = plan_at(&pattern, Utc::now(), ticked);
+                let plan = plan_at(&pattern, Utc::now(), ticked, schedule.refresh == Refresh::Adaptive);
                 let pairs = schedule.pairs.borrow_and_update().clone();
                 notify::status(&format!(
                     "pass for the tick of {} running over {}",
@@ -231,15 +238,15 @@ mod tests {
     fn a_tick_takes_the_pairs_due_by_its_scheduled_time_and_makes_them_due_at_the_next() {
         let cron = parse_cron("0 */10 * * * *").unwrap();
         // Fired 2 s late.
-        let plan = plan_at(&cron, at("2026-12-01T12:10:02Z"), true);
+        let plan = plan_at(&cron, at("2026-12-01T12:10:02Z"), true, false);
         assert_eq!(plan.due_by, Some(at("2026-12-01T12:10:00Z")));
         assert_eq!(plan.next_due, Some(at("2026-12-01T12:20:00Z")));
         // A timer that woke a little early: the same tick.
-        let early = plan_at(&cron, at("2026-12-01T12:09:59.700Z"), true);
+        let early = plan_at(&cron, at("2026-12-01T12:09:59.700Z"), true, false);
         assert_eq!(early, plan);
         // A tick every 2 s is never mistaken for a later one.
         let fast = parse_cron("*/2 * * * * *").unwrap();
-        let plan = plan_at(&fast, at("2026-12-01T12:00:04.050Z"), true);
+        let plan = plan_at(&fast, at("2026-12-01T12:00:04.050Z"), true, false);
         assert_eq!(plan.due_by, Some(at("2026-12-01T12:00:04Z")));
         assert_eq!(plan.next_due, Some(at("2026-12-01T12:00:06Z")));
         assert!(plan.wait_for_others);
@@ -248,7 +255,7 @@ mod tests {
     #[test]
     fn the_start_up_pass_takes_the_pairs_due_now() {
         let cron = parse_cron("0 */10 * * * *").unwrap();
-        let plan = plan_at(&cron, at("2026-12-01T12:03:00.250Z"), false);
+        let plan = plan_at(&cron, at("2026-12-01T12:03:00.250Z"), false, true);
         assert_eq!(plan.due_by, Some(at("2026-12-01T12:03:00.250Z")));
         assert_eq!(
             plan.next_due,

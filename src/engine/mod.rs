@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiClient, ApiError};
-use crate::domain::{Pair, PairKey, RunOutcome};
+use crate::domain::{DueReason, Pair, PairKey, RunOutcome};
 use crate::error::chain;
 use crate::mark::{Walk, WalkError};
 use crate::plural::plural;
@@ -183,6 +183,14 @@ pub struct EngineOptions {
     pub max_failure_backoff: Duration,
     /// How long a claimed pair stays this process's without a renewal.
     pub lease_period: Duration,
+    /// How `run` schedules checks (see [`PassPlan::until`]).
+    pub refresh: crate::settings::Refresh,
+    /// The shortest time between two checks of one pair (adaptive).
+    pub min_interval: Duration,
+    /// The half-life of a pair's arrival rate.
+    pub rate_half_life: Duration,
+    /// `api.max_requests_per_second`: the budget's ceiling.
+    pub max_requests_per_second: Option<f64>,
 }
 
 /// Runs of a pair that may fail in a row before it backs off (a refused token backs off at
@@ -199,6 +207,11 @@ pub struct PassPlan {
     /// Before ending, wait while due pairs are leased by other live processes, and take those
     /// whose owner dies: the pass ends when every due pair ran somewhere.
     pub wait_for_others: bool,
+    /// The adaptive schedule (`sync.refresh = "adaptive"`): the pass goes on until this time
+    /// (the next tick), taking pairs as they fall due, most valuable first, each made due again
+    /// by its own arrival rate and never later than `next_due`. `None`: the pass takes the
+    /// pairs due by `due_by` once each and ends.
+    pub until: Option<DateTime<Utc>>,
 }
 
 impl PassPlan {
@@ -208,8 +221,26 @@ impl PassPlan {
             due_by: None,
             next_due: None,
             wait_for_others: false,
+            until: None,
         }
     }
+}
+
+/// A time after every pass: a claim plan's start that lets a pass take a pair it already ran
+/// once the pair falls due again.
+const NEVER: DateTime<Utc> = DateTime::from_timestamp_nanos(i64::MAX);
+
+/// The share of the measured request budget the adaptive schedule plans to spend, leaving room
+/// for the checks that cost more than one request and for the budget's own swings.
+const BUDGET_SHARE: f64 = 0.95;
+
+/// How a pass makes each pair it ran due again.
+#[derive(Debug, Clone, Copy)]
+struct PassSchedule {
+    /// The share of the budget, and the account's mean rate (lent to open and changed pairs);
+    /// `None`: every pair due at `next_tick`.
+    adaptive: Option<(freshness::Allocation, f64)>,
+    next_tick: Option<DateTime<Utc>>,
 }
 
 /// Syncs pairs: the only place that calls the API, the mark and the store together.
@@ -220,6 +251,8 @@ pub struct Engine {
     options: EngineOptions,
     coordinator: Arc<Coordinator>,
     feed: Feed,
+    /// The request budget as measured over the passes.
+    pace: Arc<std::sync::Mutex<freshness::PaceMeter>>,
 }
 
 impl Engine {
@@ -233,6 +266,7 @@ impl Engine {
             options,
             coordinator,
             feed,
+            pace: Arc::default(),
         }
     }
 
@@ -278,11 +312,43 @@ impl Engine {
         &self,
         pair: Pair,
         claimed: Claimed,
+        schedule: PassSchedule,
         shutdown: CancellationToken,
     ) -> (PairReport, FinishedRun) {
         let key = &pair.key;
         let mark_before = claimed.mark.settled;
-        let finished = |report: &PairReport, refused: bool| FinishedRun {
+        let half_life = self.options.rate_half_life;
+        let before = freshness::ArrivalRate {
+            per_second: claimed.arrival_rate,
+            at: claimed.rate_at.unwrap_or(claimed.leased_at),
+        };
+        // When the pair is due again, and its rate, after a run that found `arrivals`.
+        let due_after = |arrivals: &[DateTime<Utc>], open: bool, found_new: u64| {
+            let now = Utc::now();
+            let rate = before.with_new(arrivals, now, half_life);
+            let (next_due, reason) = match schedule.adaptive {
+                Some((allocation, prior)) => freshness::next_check(
+                    &allocation,
+                    prior,
+                    freshness::Checked {
+                        rate: rate.per_second,
+                        open,
+                        found_new: found_new > 0,
+                    },
+                    now,
+                    schedule.next_tick,
+                ),
+                None => (schedule.next_tick, DueReason::Sweep),
+            };
+            (next_due, reason, rate)
+        };
+        let finished = |report: &PairReport,
+                        refused: bool,
+                        (next_due, due_reason, rate): (
+            Option<DateTime<Utc>>,
+            DueReason,
+            freshness::ArrivalRate,
+        )| FinishedRun {
             pair: key.clone(),
             outcome: report.outcome,
             totals: report.totals.clone(),
@@ -293,11 +359,16 @@ impl Engine {
             refused,
             started_at: claimed.leased_at,
             locked: claimed.locked,
+            next_due,
+            due_reason,
+            arrival_rate: rate.per_second,
+            rate_at: rate.at,
+            found_new: report.totals.visits_inserted,
         };
         if !claimed.locked {
             const REASON: &str = "another szb-sync process held the pair's lock";
             let report = PairReport::unwalked(key, RunOutcome::Skipped, Some(REASON.to_owned()));
-            let run = finished(&report, false);
+            let run = finished(&report, false, due_after(&[], false, 0));
             return (report, run);
         }
         let settle_after =
@@ -329,8 +400,124 @@ impl Engine {
             recoveries: walk.recoveries().iter().map(ToString::to_string).collect(),
             error,
         };
-        let run = finished(&report, refused);
+        let open = walked
+            .list_total
+            .is_some_and(|total| total > walk.mark().settled);
+        let due = due_after(&walked.arrivals, open, report.totals.visits_inserted);
+        if report.totals.requests > 0 {
+            self.feed.emit(Event::Checked {
+                since_last: claimed
+                    .last_run_at
+                    .and_then(|at| (Utc::now() - at).to_std().ok()),
+                found_new: report.totals.visits_inserted > 0,
+                extra: schedule.adaptive.is_some()
+                    && claimed
+                        .due_reason
+                        .is_some_and(|r| r.is_hot() && r != DueReason::New),
+                requests: u64::from(report.totals.requests),
+            });
+        }
+        let run = finished(&report, refused, due);
         (report, run)
+    }
+
+    /// The request budget: the pace measured while due pairs waited, else the one the
+    /// concurrency controller's limits and latency promise, never above
+    /// `api.max_requests_per_second`; `None` before any of them is known.
+    pub fn budget(&self) -> Option<f64> {
+        let measured = self.pace.lock().ok().and_then(|m| m.per_second());
+        let promised: f64 = self
+            .api
+            .pace()
+            .iter()
+            .filter_map(|p| {
+                p.baseline_rtt
+                    .map(|rtt| p.limit / rtt.as_secs_f64().max(1e-3))
+            })
+            .sum();
+        let found = measured.or((promised > 0.0).then_some(promised));
+        match (found, self.options.max_requests_per_second) {
+            (Some(b), Some(cap)) => Some(b.min(cap)),
+            (b, cap) => b.or(cap),
+        }
+    }
+
+    /// How the pass of `plan` makes pairs due again: at the next tick, or (adaptive) by the
+    /// square-root rule over the configured pairs' rates and the measured budget. Tells the
+    /// feed the schedule, and says when a sweep of every pair takes longer than a tick.
+    async fn plan_schedule(&self, pairs: &[Pair], plan: &PassPlan) -> PassSchedule {
+        let flat = PassSchedule {
+            adaptive: None,
+            next_tick: plan.next_due,
+        };
+        let (Some(_), Some(next), Some(by)) = (plan.until, plan.next_due, plan.due_by) else {
+            return flat;
+        };
+        let tick = (next - by).to_std().unwrap_or(Duration::from_secs(600));
+        let keys: Vec<&PairKey> = pairs.iter().map(|p| &p.key).collect();
+        let known = match self
+            .store
+            .pair_rates(&keys, self.options.rate_half_life)
+            .await
+        {
+            Ok(rates) => rates,
+            Err(e) => {
+                tracing::warn!(error = %crate::error::logged(&e), "could not read the pairs' arrival rates; this pass checks every pair once per tick");
+                return flat;
+            }
+        };
+        let mut own: Vec<f64> = known.iter().map(|(_, r)| r.rate).collect();
+        own.resize(pairs.len(), 0.0);
+        let prior = own.iter().sum::<f64>() / (own.len().max(1) as f64);
+        let mut rates: Vec<f64> = known
+            .iter()
+            .map(|(_, r)| freshness::lent_rate(r.rate, r.open, r.found_new, prior, tick))
+            .collect();
+        rates.resize(pairs.len(), 0.0);
+        let budget = self.budget();
+        let allocation = match budget {
+            Some(b) => freshness::Allocation::new(
+                &rates,
+                BUDGET_SHARE * b,
+                tick,
+                self.options.min_interval,
+            ),
+            None => freshness::Allocation::every_tick(tick),
+        };
+        let per_check = self.pace.lock().map(|m| m.per_check()).unwrap_or(1.0);
+        let sweep =
+            budget.map(|b| Duration::from_secs_f64(pairs.len() as f64 * per_check / b.max(1e-9)));
+        let hot = known
+            .iter()
+            .filter(|(_, r)| r.due_reason.is_some_and(DueReason::is_hot) || r.last_run_at.is_none())
+            .count()
+            + pairs.len().saturating_sub(known.len());
+        if let Some(sweep) = sweep
+            && sweep > tick
+        {
+            tracing::warn!(
+                pairs = pairs.len(),
+                sweep_s = sweep.as_secs(),
+                tick_s = tick.as_secs(),
+                budget_per_s = budget.unwrap_or_default(),
+                "a sweep of every pair takes about {}s at the measured {:.1} requests/s, longer than the schedule's tick of {}s: every pair is still checked, the most likely to hold new visits first, and a dormant pair's check may be late by up to one sweep",
+                sweep.as_secs(),
+                budget.unwrap_or_default(),
+                tick.as_secs()
+            );
+        }
+        self.feed.emit(Event::Schedule {
+            pairs: pairs.len(),
+            hot,
+            tick,
+            budget,
+            sweep,
+            spare: allocation.has_spare(),
+        });
+        PassSchedule {
+            adaptive: Some((allocation, prior)),
+            next_tick: plan.next_due,
+        }
     }
 
     fn backoff(&self) -> Backoff {

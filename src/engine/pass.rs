@@ -17,11 +17,11 @@ use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{Engine, PairReport, PassPlan, SyncReport};
+use super::{Engine, PairReport, PassPlan, PassSchedule, SyncReport};
 use crate::domain::{Pair, PairKey, RunOutcome};
 use crate::error::chain;
 use crate::plural::plural;
-use crate::store::{ClaimPlan, Claimed, DueAfter, FinishedRun, StoreError, retry};
+use crate::store::{Backoff, ClaimPlan, Claimed, FinishedRun, StoreError, retry};
 use backon::Retryable as _;
 
 /// Abandoned pairs taken over per claim statement.
@@ -30,6 +30,10 @@ const ADOPT_BATCH: usize = 512;
 const FLUSH_AT: usize = 256;
 /// The longest a finished run waits to be recorded.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// How often an adaptive pass looks again for pairs that fell due.
+const DUE_REFRESH: Duration = Duration::from_secs(1);
+/// Due pairs an adaptive pass reads at a time, at least.
+const DUE_BATCH: usize = 64;
 
 /// What a worker hands back for each pair it took.
 enum Outcome {
@@ -43,7 +47,19 @@ struct Pass<'a> {
     engine: &'a Engine,
     pairs: &'a [Pair],
     plan: ClaimPlan,
-    due: DueAfter,
+    backoff: Backoff,
+    schedule: PassSchedule,
+    /// The adaptive schedule's end of the pass (see [`PassPlan::until`]), and its tick.
+    until: Option<(chrono::DateTime<chrono::Utc>, Duration)>,
+    /// Due pairs read, most valuable first, not claimed yet.
+    due: VecDeque<PairKey>,
+    due_read_at: Option<Instant>,
+    /// The latest read filled its batch: more pairs may be due.
+    due_more: bool,
+    /// Due pairs of the table this process does not sync (not configured here).
+    foreign: Vec<PairKey>,
+    /// Requests completed by the API client when the current busy second began.
+    busy_since: Option<(Instant, u64)>,
     /// Position of each configured pair.
     index: HashMap<&'a PairKey, usize>,
     /// Pairs this pass claimed, by position.
@@ -83,17 +99,32 @@ impl Engine {
                 (None, chrono::Utc::now())
             }
         };
+        let schedule = self.plan_schedule(pairs, &plan).await;
+        let tick = plan
+            .next_due
+            .zip(plan.due_by)
+            .and_then(|(next, by)| (next - by).to_std().ok())
+            .unwrap_or(Duration::from_secs(600));
         let mut pass = Pass {
             engine: self,
             pairs,
             plan: ClaimPlan {
                 due_by: plan.due_by,
-                pass_started,
+                // An adaptive pass may check a pair again once it falls due again.
+                pass_started: if plan.until.is_some() {
+                    super::NEVER
+                } else {
+                    pass_started
+                },
             },
-            due: DueAfter {
-                next_due: plan.next_due,
-                backoff: self.backoff(),
-            },
+            backoff: self.backoff(),
+            schedule,
+            until: plan.until.map(|u| (u, tick)),
+            due: VecDeque::new(),
+            due_read_at: None,
+            due_more: false,
+            foreign: Vec::new(),
+            busy_since: None,
             index: pairs.iter().enumerate().map(|(i, p)| (&p.key, i)).collect(),
             claimed: vec![false; pairs.len()],
             claimed_count: 0,
@@ -163,6 +194,7 @@ impl Engine {
         self,
         queue: Arc<Mutex<mpsc::Receiver<(Pair, Claimed)>>>,
         done: mpsc::UnboundedSender<Outcome>,
+        schedule: PassSchedule,
         shutdown: CancellationToken,
     ) {
         loop {
@@ -183,11 +215,19 @@ impl Engine {
                 refused: false,
                 started_at: claimed.leased_at,
                 locked: claimed.locked,
+                next_due: schedule.next_tick,
+                due_reason: crate::domain::DueReason::Sweep,
+                arrival_rate: claimed.arrival_rate,
+                rate_at: claimed.rate_at.unwrap_or(claimed.leased_at),
+                found_new: 0,
             };
             // Its own task, so a panic in one walk fails that pair only.
             let (engine, stop) = (self.clone(), shutdown.clone());
             let walked =
-                tokio::spawn(async move { engine.run_claimed(pair, claimed, stop).await }).await;
+                tokio::spawn(
+                    async move { engine.run_claimed(pair, claimed, schedule, stop).await },
+                )
+                .await;
             let outcome = match walked {
                 Ok((report, run)) => Outcome::Ran(report, run),
                 Err(e) => {
@@ -232,6 +272,7 @@ impl<'a> Pass<'a> {
             workers.spawn(engine.clone().work(
                 Arc::clone(&work_rx),
                 done_tx.clone(),
+                self.schedule,
                 shutdown.clone(),
             ));
         }
@@ -267,7 +308,36 @@ impl<'a> Pass<'a> {
                     continue;
                 }
                 let room = work_tx.capacity();
-                if !claiming || offered >= spans.len() || room < concurrency.div_ceil(2) {
+                if !claiming || room < concurrency.div_ceil(2) {
+                    break;
+                }
+                if let Some((until, _)) = self.until {
+                    if chrono::Utc::now() >= until {
+                        break;
+                    }
+                    let keys = match self.due_keys(room).await {
+                        Ok(keys) => keys,
+                        Err(e) => {
+                            let e = format!("looking for due pairs: {}", chain(&e));
+                            tracing::error!(error = %crate::error::for_log(&e), "the pass stops claiming");
+                            self.errors.push(e);
+                            claiming = false;
+                            break;
+                        }
+                    };
+                    if keys.is_empty() {
+                        break;
+                    }
+                    let keys: Vec<&PairKey> = keys.iter().collect();
+                    if let Err(e) = self.claim(&keys, room).await {
+                        let e = format!("claiming pairs: {}", chain(&e));
+                        tracing::error!(error = %crate::error::for_log(&e), "the pass stops claiming");
+                        self.errors.push(e);
+                        claiming = false;
+                    }
+                    continue;
+                }
+                if offered >= spans.len() {
                     break;
                 }
                 let span: Vec<&PairKey> = spans[(first + offered) % spans.len()]
@@ -287,7 +357,24 @@ impl<'a> Pass<'a> {
                 }
             }
             if self.in_flight == 0 && (self.local.is_empty() || shutdown.is_cancelled()) {
-                if shutdown.is_cancelled() || !claiming || !wait {
+                if shutdown.is_cancelled() || !claiming {
+                    break;
+                }
+                if let Some((until, _)) = self.until {
+                    // Nothing due: record what finished, then wait for the next pair to fall
+                    // due, or for the pass's end.
+                    self.flush().await;
+                    let left = (until - chrono::Utc::now()).to_std().unwrap_or_default();
+                    if left.is_zero() {
+                        break;
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(left.min(DUE_REFRESH)) => {}
+                        () = shutdown.cancelled() => {}
+                    }
+                    continue;
+                }
+                if !wait {
                     break;
                 }
                 // Every span was offered: sweep again while due pairs are left that no live
@@ -346,7 +433,10 @@ impl<'a> Pass<'a> {
                         Outcome::Unwalked(c) => self.unwalked.push(c),
                     }
                 }
-                _ = record.tick() => self.flush().await,
+                _ = record.tick() => {
+                    self.measure_pace(concurrency);
+                    self.flush().await;
+                }
                 _ = renew.tick() => {
                     self.renew().await;
                     self.adopt(&every, concurrency).await;
@@ -434,7 +524,7 @@ impl<'a> Pass<'a> {
         }
         let runs = std::mem::take(&mut self.unflushed);
         for batch in runs.chunks(FLUSH_AT) {
-            match again(|| self.engine.coordinator.finish(batch, &self.due)).await {
+            match again(|| self.engine.coordinator.finish(batch, &self.backoff)).await {
                 Ok(kept) if kept < batch.len() as u64 => tracing::warn!(
                     lost = batch.len() as u64 - kept,
                     "runs finished after another process took their pairs over; that process's record stands"
@@ -456,6 +546,70 @@ impl<'a> Pass<'a> {
         }
     }
 
+    /// Up to `room` due pairs of this pass's configuration that it does not hold, most valuable
+    /// first; reads them again when the last read is a second old, or used up while it filled
+    /// its batch.
+    async fn due_keys(&mut self, room: usize) -> Result<Vec<PairKey>, StoreError> {
+        let Some((_, tick)) = self.until else {
+            return Ok(Vec::new());
+        };
+        let stale = self.due_read_at.is_none_or(|t| t.elapsed() >= DUE_REFRESH);
+        if stale || (self.due.is_empty() && self.due_more) {
+            let limit = (4 * self.engine.options.concurrency).max(DUE_BATCH);
+            let now = chrono::Utc::now();
+            let foreign = self.foreign.clone();
+            let read = again(|| {
+                self.engine
+                    .coordinator
+                    .due_candidates(now, tick, limit, &foreign)
+            })
+            .await?;
+            self.due_read_at = Some(Instant::now());
+            self.due_more = read.len() >= limit;
+            self.due.clear();
+            for c in read {
+                if self.index.contains_key(&c.pair) {
+                    self.due.push_back(c.pair);
+                } else {
+                    self.foreign.push(c.pair);
+                }
+            }
+        }
+        let mut keys = Vec::with_capacity(room);
+        while keys.len() < room {
+            let Some(k) = self.due.pop_front() else { break };
+            if !self.held.contains(&k) {
+                keys.push(k);
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Samples the request budget: the requests of a second in which every worker was busy and
+    /// due pairs were waiting.
+    fn measure_pace(&mut self, concurrency: usize) {
+        // Answered requests, less those the platform pushed back on: the budget that syncs.
+        let completed: u64 = self
+            .engine
+            .api
+            .pace()
+            .iter()
+            .map(|p| p.completed.saturating_sub(p.backpressure))
+            .sum();
+        let backlogged = self.in_flight >= concurrency
+            && (!self.local.is_empty() || !self.due.is_empty() || self.due_more);
+        match (self.busy_since, backlogged) {
+            (Some((at, before)), true) => {
+                if let Ok(mut meter) = self.engine.pace.lock() {
+                    meter.sample(completed.saturating_sub(before), at.elapsed());
+                }
+                self.busy_since = Some((Instant::now(), completed));
+            }
+            (None, true) => self.busy_since = Some((Instant::now(), completed)),
+            (_, false) => self.busy_since = None,
+        }
+    }
+
     async fn renew(&mut self) {
         let held: Vec<PairKey> = self.held.iter().cloned().collect();
         match self.engine.coordinator.renew(&held).await {
@@ -473,6 +627,11 @@ impl<'a> Pass<'a> {
 
     /// A pair's run is over: the feed hears of it, the pass's report keeps it.
     fn report(&mut self, report: PairReport) {
+        if report.totals.requests > 0
+            && let Ok(mut meter) = self.engine.pace.lock()
+        {
+            meter.check(report.totals.requests);
+        }
         report.emit(&self.engine.feed);
         self.reports.push(report);
     }

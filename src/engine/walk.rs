@@ -29,6 +29,11 @@ pub(super) struct WalkOutcome {
     /// [`RunOutcome::Ok`] at the end of the list, [`RunOutcome::Interrupted`] when shutdown
     /// stopped it between pages.
     pub(super) ended: Result<RunOutcome, PairError>,
+    /// `visitAt` of the visits the walk inserted (new to the table), the recent ones only:
+    /// the arrivals the pair's rate learns from.
+    pub(super) arrivals: Vec<chrono::DateTime<chrono::Utc>>,
+    /// The list's length as its last page told it.
+    pub(super) list_total: Option<i64>,
 }
 
 /// A window being fetched in the background, or fetched; dropping it aborts the request.
@@ -77,6 +82,12 @@ impl Engine {
     ) -> WalkOutcome {
         let sent = Arc::new(AtomicU32::new(0));
         let mut totals = RunTotals::default();
+        let mut arrivals = Vec::new();
+        let mut list_total = None;
+        // Visits older than this weigh less than 2⁻²⁰ in the rate: not worth keeping.
+        let recent = chrono::Utc::now()
+            - chrono::Duration::from_std(self.options.rate_half_life * 20)
+                .unwrap_or(chrono::Duration::MAX);
         let ended = async {
             let mut window = walk.first_window();
             let mut ahead: VecDeque<PrefetchedWindow> = VecDeque::new();
@@ -110,6 +121,7 @@ impl Engine {
                 let page = page?;
                 window = fetched;
                 totals.pages += 1;
+                list_total = Some(page.total);
                 if totals.pages == 1 {
                     self.feed.emit(Event::ListSize {
                         pair: &pair.key,
@@ -164,6 +176,7 @@ impl Engine {
                     tracing::debug!(pair = %pair.key, write_ms = started.elapsed().as_millis() as u64, "page written");
                     let cleaned = page.strings_cleaned;
                     self.written(pair, &mut totals, &written, cleaned, entries.len(), false);
+                    new_arrivals(entries, written.visits_inserted, recent, &mut arrivals);
                 }
                 for set_aside in stale.drain(..) {
                     let Some(page) = set_aside.task.wait(shutdown).await else {
@@ -185,6 +198,7 @@ impl Engine {
                         .await?;
                     let cleaned = page.strings_cleaned;
                     self.written(pair, &mut totals, &written, cleaned, 0, true);
+                    new_arrivals(&page.entries, written.visits_inserted, recent, &mut arrivals);
                 }
                 if let Some(err) = decision.give_up {
                     return Err(err.into());
@@ -198,7 +212,12 @@ impl Engine {
         .await;
         // Fetches still in flight were aborted with `ahead`; what they sent is counted.
         totals.requests = sent.load(Ordering::Relaxed);
-        WalkOutcome { totals, ended }
+        WalkOutcome {
+            totals,
+            ended,
+            arrivals,
+            list_total,
+        }
     }
 
     /// Counts a committed page in the run's totals (with the strings its decoding cleaned),
@@ -283,4 +302,27 @@ impl Engine {
             task: PageFetch::Running(AbortOnDropHandle::new(task)),
         }
     }
+}
+
+/// The `visitAt` of the `inserted` visits of a written page, taken as its newest ones (new
+/// visits join the list at its end; late data inserted within it is rare enough to be counted
+/// as if it were new), those at or after `recent` only.
+fn new_arrivals(
+    entries: &[crate::domain::Entry],
+    inserted: u64,
+    recent: chrono::DateTime<chrono::Utc>,
+    into: &mut Vec<chrono::DateTime<chrono::Utc>>,
+) {
+    let mut at: Vec<_> = entries
+        .iter()
+        .filter_map(|e| match e {
+            crate::domain::Entry::Visit { visit, .. } => Some(visit.visit_at()),
+            crate::domain::Entry::Rejected { .. } => None,
+        })
+        .collect();
+    at.sort_unstable();
+    let k = usize::try_from(inserted)
+        .unwrap_or(usize::MAX)
+        .min(at.len());
+    into.extend(at[at.len() - k..].iter().filter(|t| **t >= recent));
 }

@@ -140,6 +140,16 @@ async fn overview(State(board): State<ListenerState>) -> Response {
             "estimated": totals.estimated,
         },
         "concurrency_limit": board.api.pace().iter().map(|p| p.limit).sum::<f64>(),
+        "schedule": live.schedule().map(|s| json!({
+            "pairs": s.pairs,
+            "hot": s.hot,
+            "tick_seconds": s.tick.as_secs_f64(),
+            "budget_per_second": s.budget,
+            "sweep_seconds": s.sweep.map(|d| d.as_secs_f64()),
+            "over_budget": s.over_budget(),
+            "spare": s.spare,
+            "planned_at": s.planned_at.to_rfc3339(),
+        })),
     }))
     .into_response()
 }
@@ -183,13 +193,14 @@ async fn pairs(State(board): State<ListenerState>, Query(params): Query<PairsPar
             );
         }
     };
-    let attention = match params.view.as_deref() {
-        None | Some("attention") => agent_id.is_none() && user_id.is_none(),
-        Some("all") => false,
+    let (attention, hot) = match params.view.as_deref() {
+        None | Some("attention") => (agent_id.is_none() && user_id.is_none(), false),
+        Some("all") => (false, false),
+        Some("hot") => (false, true),
         Some(other) => {
             return line(
                 StatusCode::BAD_REQUEST,
-                format!("view {other:?} is not one of: attention, all"),
+                format!("view {other:?} is not one of: attention, hot, all"),
             );
         }
     };
@@ -197,6 +208,7 @@ async fn pairs(State(board): State<ListenerState>, Query(params): Query<PairsPar
     let page = params.page.unwrap_or(0).max(0);
     let query = PairQuery {
         attention,
+        hot,
         lag_after: board.lag_after,
         agent_id,
         user_id,
@@ -205,7 +217,7 @@ async fn pairs(State(board): State<ListenerState>, Query(params): Query<PairsPar
     };
     match board.store.pair_page(&board.keys(), &query).await {
         Ok(found) => Json(json!({
-            "view": if attention { "attention" } else { "all" },
+            "view": if attention { "attention" } else if hot { "hot" } else { "all" },
             "matching": found.matching,
             "page": page,
             "per": per,
@@ -222,6 +234,7 @@ async fn pairs(State(board): State<ListenerState>, Query(params): Query<PairsPar
                 "last_error": r.last_error.as_deref().map(|e| board.redact.apply(e)),
                 "failures_in_row": r.failures_in_row,
                 "next_due_at": time(r.next_due_at),
+                "due_reason": r.due_reason,
                 "lease_owner": r.lease_owner,
             })).collect::<Vec<_>>(),
         }))

@@ -43,7 +43,8 @@ mod tests;
 
 pub use load::{DEFAULT_CONFIG_PATH, SYSTEM_CONFIG_PATH};
 pub use types::{
-    ApiSettings, DatabaseSettings, HttpSettings, ScheduleSettings, Settings, SyncSettings, Target,
+    ApiSettings, DatabaseSettings, HttpSettings, Refresh, ScheduleSettings, Settings, SyncSettings,
+    Target,
 };
 pub use validate::{
     MAX_API_TIMEOUT, MAX_BODY_BYTES, MAX_KEEP_RUNS, MAX_RETRY_AFTER, MAX_RETRY_BACKOFF,

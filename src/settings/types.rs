@@ -134,6 +134,53 @@ pub struct SyncSettings {
     /// database connection closes; this is the bound when that cannot be seen. 5s..=1h.
     #[serde(with = "humantime_serde")]
     pub lease_period: Duration,
+    /// How `run` spends its requests: `adaptive` (each pair its own due time, the busiest
+    /// checked more often between ticks, every pair at least once per tick) or `every-tick`
+    /// (every pair once per tick, round robin, nothing between ticks).
+    pub refresh: Refresh,
+    /// With `adaptive`, the shortest time between two checks of one pair. 1s..=1h.
+    #[serde(with = "humantime_serde")]
+    pub min_interval: Duration,
+    /// With `adaptive`, the half-life of a pair's arrival rate: a visit seen this long ago
+    /// counts half as much as one seen now. 1m..=30d.
+    #[serde(with = "humantime_serde")]
+    pub rate_half_life: Duration,
+}
+
+/// `sync.refresh`: the schedule of checks between and at the cron ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Refresh {
+    /// A due time per pair: the spare request budget goes to the pairs most likely to hold
+    /// new visits (the square-root rule), every pair still checked once per tick.
+    #[default]
+    Adaptive,
+    /// Every pair once per cron tick, nothing between ticks.
+    EveryTick,
+}
+
+impl Refresh {
+    pub const ALL: [Refresh; 2] = [Refresh::Adaptive, Refresh::EveryTick];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refresh::Adaptive => "adaptive",
+            Refresh::EveryTick => "every-tick",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Refresh {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        Refresh::ALL
+            .into_iter()
+            .find(|r| r.as_str() == raw)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "sync.refresh must be \"adaptive\" or \"every-tick\", got {raw:?}"
+                ))
+            })
+    }
 }
 
 /// `[http]`: the operators' listener of `run` (metrics, health, the status page).
@@ -222,6 +269,9 @@ impl Default for SyncSettings {
             failure_backoff: Duration::from_secs(10 * 60),
             max_failure_backoff: Duration::from_secs(6 * 60 * 60),
             lease_period: Duration::from_secs(60),
+            refresh: Refresh::Adaptive,
+            min_interval: Duration::from_secs(10),
+            rate_half_life: Duration::from_secs(60 * 60),
         }
     }
 }

@@ -203,6 +203,20 @@ impl Settings {
                 humantime::format_duration(self.sync.lease_period)
             ));
         }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&self.sync.min_interval) {
+            problem(format!(
+                "sync.min_interval must be between 1s and 1h, got {}",
+                humantime::format_duration(self.sync.min_interval)
+            ));
+        }
+        if !(Duration::from_secs(60)..=Duration::from_secs(30 * 24 * 3600))
+            .contains(&self.sync.rate_half_life)
+        {
+            problem(format!(
+                "sync.rate_half_life must be between 1m and 30d, got {}",
+                humantime::format_duration(self.sync.rate_half_life)
+            ));
+        }
         if self.sync.fetch_ahead > 16 {
             problem(format!(
                 "sync.fetch_ahead must be between 0 and 16, got {}",

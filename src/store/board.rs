@@ -45,6 +45,8 @@ pub struct PairCounts {
 pub struct PairQuery {
     /// Only pairs that need a look: failing, never synced, or not synced well for `lag_after`.
     pub attention: bool,
+    /// Only pairs due between the ticks (never synced, hot, open or changed), soonest first.
+    pub hot: bool,
     pub lag_after: std::time::Duration,
     pub agent_id: Option<i64>,
     pub user_id: Option<i64>,
@@ -66,6 +68,8 @@ pub struct PairRow {
     pub last_error: Option<String>,
     pub failures_in_row: i32,
     pub next_due_at: Option<DateTime<Utc>>,
+    /// Why it is due then: new, sweep, hot, open, changed or backoff.
+    pub due_reason: Option<String>,
     pub lease_owner: Option<String>,
 }
 
@@ -161,6 +165,7 @@ impl Store {
             .bind(query.attention)
             .bind(query.offset.max(0))
             .bind(query.limit.clamp(1, 500))
+            .bind(query.hot)
             .fetch_all(&self.pool)
             .await
             .map_err(query_err("reading a page of pairs"))?;
@@ -184,6 +189,7 @@ impl Store {
                 last_error: row.get("last_error"),
                 failures_in_row: row.get("failures_in_row"),
                 next_due_at: row.get("next_due_at"),
+                due_reason: row.get("due_reason"),
                 lease_owner: row.get("lease_owner"),
             })
             .collect();

@@ -23,7 +23,7 @@ use sqlx::{Connection, PgConnection, Row};
 use super::pair_keys::PairKeys;
 use super::runs::{Backoff, RunTotals, clamp_i32};
 use super::{Store, StoreError, query_err};
-use crate::domain::{Anchor, Mark, PairKey, RunOutcome};
+use crate::domain::{Anchor, DueReason, Mark, PairKey, RunOutcome};
 
 /// Which pairs a pass may claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +50,13 @@ pub struct Claimed {
     pub locked: bool,
     /// The owner whose lease this claim took over (it died or its lease expired).
     pub took_over_from: Option<String>,
+    /// The pair's arrival rate as of `rate_at` (its latest check; `None` before the first).
+    pub arrival_rate: f64,
+    pub rate_at: Option<DateTime<Utc>>,
+    /// When the pair's latest run finished; `None` if it never ran.
+    pub last_run_at: Option<DateTime<Utc>>,
+    /// Why the pair was due.
+    pub due_reason: Option<DueReason>,
 }
 
 /// One run to record, for [`Coordinator::finish`].
@@ -67,6 +74,15 @@ pub struct FinishedRun {
     pub started_at: DateTime<Utc>,
     /// The pair's advisory lock is held and is released with the lease.
     pub locked: bool,
+    /// When the pair is due again after a run that ended (later while it backs off); `None`:
+    /// at any pass. An interrupted run keeps the due time it had.
+    pub next_due: Option<DateTime<Utc>>,
+    pub due_reason: DueReason,
+    /// The pair's arrival rate after this run, as of `rate_at`.
+    pub arrival_rate: f64,
+    pub rate_at: DateTime<Utc>,
+    /// New visits this run inserted.
+    pub found_new: u64,
 }
 
 impl FinishedRun {
@@ -81,13 +97,25 @@ impl FinishedRun {
     }
 }
 
-/// How finished runs set the pair's next due time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DueAfter {
-    /// When the pair is due again after a run that ended (the next tick of the schedule);
-    /// `None`: at any pass.
-    pub next_due: Option<DateTime<Utc>>,
-    pub backoff: Backoff,
+/// A due pair, from [`Coordinator::due_candidates`], in the order to take them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueCandidate {
+    pub pair: PairKey,
+    pub next_due_at: Option<DateTime<Utc>>,
+}
+
+/// The schedule's inputs for one pair, from [`Store::pair_rates`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairRate {
+    /// Visits per second, decayed to now.
+    pub rate: f64,
+    /// A visit of the pair is still going on.
+    pub open: bool,
+    /// Its latest check found new visits.
+    pub found_new: bool,
+    pub next_due_at: Option<DateTime<Utc>>,
+    pub due_reason: Option<DueReason>,
+    pub last_run_at: Option<DateTime<Utc>>,
 }
 
 /// Due pairs a pass has not run yet, from [`Coordinator::due_left`].
@@ -128,6 +156,49 @@ pub fn new_owner_id() -> String {
 }
 
 impl Store {
+    /// The schedule's inputs for `pairs` (those with a state row), the rates decayed to now
+    /// with `half_life`.
+    pub async fn pair_rates(
+        &self,
+        pairs: &[&PairKey],
+        half_life: Duration,
+    ) -> Result<Vec<(PairKey, PairRate)>, StoreError> {
+        let keys: PairKeys = pairs.iter().copied().collect();
+        let rows = self
+            .deadline
+            .within("reading the pairs' arrival rates", async {
+                let q = sqlx::query(include_str!("sql/pair_rates.sql"));
+                keys.bind(q)
+                    .bind(half_life.as_secs_f64().max(1.0))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(query_err("reading the pairs' arrival rates"))
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let filter: String = row.get("activity_filter");
+                let reason: Option<String> = row.get("due_reason");
+                (
+                    PairKey::new(
+                        row.get("agent_id"),
+                        row.get("user_id"),
+                        Some(filter).filter(|f| !f.is_empty()),
+                    ),
+                    PairRate {
+                        rate: row.get("rate"),
+                        open: row.get("open"),
+                        found_new: row.get("found_new"),
+                        next_due_at: row.get("next_due_at"),
+                        due_reason: reason.and_then(|r| r.parse().ok()),
+                        last_run_at: row.get("last_run_at"),
+                    },
+                )
+            })
+            .collect())
+    }
+
     /// This process's coordinator, owning leases as `owner` for `lease` at a time. Connects on
     /// first use.
     pub fn coordinator(&self, owner: &str, lease: Duration) -> Coordinator {
@@ -243,6 +314,12 @@ impl Coordinator {
                     leased_at: row.get("leased_at"),
                     locked: row.get("locked"),
                     took_over_from: prev.filter(|p| p != owner),
+                    arrival_rate: row.get("arrival_rate"),
+                    rate_at: row.get("rate_at"),
+                    last_run_at: row.get("last_run_at"),
+                    due_reason: row
+                        .get::<Option<String>, _>("due_reason")
+                        .and_then(|r| r.parse().ok()),
                     pair,
                 })
             })
@@ -286,6 +363,46 @@ impl Coordinator {
                 .map(|((a, u), f)| PairKey::new(a, u, Some(f).filter(|f| !f.is_empty())))
                 .collect(),
         })
+    }
+
+    /// Up to `limit` pairs due by `now` whose lease is free, other than `except`, most
+    /// valuable first (see `due_candidates.sql`); `tick` is the schedule's period. Not only
+    /// configured pairs: the caller keeps its own, and names the others in `except` next time.
+    pub async fn due_candidates(
+        &self,
+        now: DateTime<Utc>,
+        tick: Duration,
+        limit: usize,
+        except: &[PairKey],
+    ) -> Result<Vec<DueCandidate>, StoreError> {
+        let except = PairKeys::of(except);
+        let rows = self
+            .with_conn("looking for due pairs", async |conn| {
+                let q = sqlx::query(include_str!("sql/due_candidates.sql"))
+                    .bind(now)
+                    .bind(tick.as_secs_f64())
+                    .bind(i64::try_from(limit).unwrap_or(i64::MAX));
+                except
+                    .bind(q)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(query_err("looking for due pairs"))
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let filter: String = row.get("activity_filter");
+                DueCandidate {
+                    pair: PairKey::new(
+                        row.get("agent_id"),
+                        row.get("user_id"),
+                        Some(filter).filter(|f| !f.is_empty()),
+                    ),
+                    next_due_at: row.get("next_due_at"),
+                }
+            })
+            .collect())
     }
 
     /// Extends the leases of these pairs that are still this process's; returns how many.
@@ -333,7 +450,7 @@ impl Coordinator {
     /// pair's last run, success, error, backoff and next due time on its state row, and the
     /// lease and the lock given back. Returns how many leases were still this process's (a
     /// lease taken over meanwhile keeps its new owner's state).
-    pub async fn finish(&self, runs: &[FinishedRun], due: &DueAfter) -> Result<u64, StoreError> {
+    pub async fn finish(&self, runs: &[FinishedRun], backoff: &Backoff) -> Result<u64, StoreError> {
         if runs.is_empty() {
             return Ok(0);
         }
@@ -372,12 +489,20 @@ impl Coordinator {
                     .bind(runs.iter().map(|r| r.locked).collect::<Vec<_>>())
                     .bind(RunOutcome::Ok.as_str())
                     .bind(RunOutcome::Failed.as_str())
-                    .bind(due.backoff.first.as_secs_f64())
-                    .bind(due.backoff.max.as_secs_f64())
-                    .bind(i32::try_from(due.backoff.after_failures).unwrap_or(i32::MAX))
-                    .bind(due.next_due)
+                    .bind(backoff.first.as_secs_f64())
+                    .bind(backoff.max.as_secs_f64())
+                    .bind(i32::try_from(backoff.after_failures).unwrap_or(i32::MAX))
+                    .bind(runs.iter().map(|r| r.next_due).collect::<Vec<_>>())
                     .bind(RunOutcome::Interrupted.as_str())
                     .bind(col_i32(|r| r.totals.strings_cleaned))
+                    .bind(
+                        runs.iter()
+                            .map(|r| r.due_reason.as_str())
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(runs.iter().map(|r| r.arrival_rate).collect::<Vec<_>>())
+                    .bind(runs.iter().map(|r| r.rate_at).collect::<Vec<_>>())
+                    .bind(col_i32(|r| r.found_new))
                     .fetch_one(&mut *conn)
                     .await
                     .map(|row| row.get::<i64, _>("kept"))

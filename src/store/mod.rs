@@ -49,7 +49,9 @@ pub use board::{
     PairQuery, PairRow, PassRow, Totals,
 };
 pub use deadline::Deadline;
-pub use leases::{ClaimPlan, Claimed, Coordinator, DueAfter, DueLeft, FinishedRun, new_owner_id};
+pub use leases::{
+    ClaimPlan, Claimed, Coordinator, DueCandidate, DueLeft, FinishedRun, PairRate, new_owner_id,
+};
 pub use pages::{PageWrite, PageWritten};
 pub use passes::PassTotals;
 pub use rejects::{Reject, RejectFilter, Rejects};

@@ -6,7 +6,7 @@ use sqlx::Row;
 
 use super::pair_keys::PairKeys;
 use super::{Store, StoreError, query_err};
-use crate::domain::{PairKey, RunOutcome};
+use crate::domain::{DueReason, PairKey, RunOutcome};
 
 /// One row of `szb-sync status`.
 #[derive(Debug, Clone)]
@@ -26,9 +26,13 @@ pub struct PairStatus {
     pub rejects: i64,
     /// Runs that failed in a row, and when `run` tries the pair again while it backs off.
     pub failures_in_row: i32,
-    /// When `run` takes the pair next: the next tick after its last run, later while it backs
-    /// off; `None` when due at any pass.
+    /// When `run` takes the pair next: its own due time (the next tick after its last run at
+    /// the latest), later while it backs off; `None` when due now.
     pub next_due_at: Option<DateTime<Utc>>,
+    /// Why it is due then; `None` before the pair's state row exists.
+    pub due_reason: Option<DueReason>,
+    /// New visits per second the pair's viewer starts, as its checks learnt it.
+    pub arrival_rate: f64,
     /// The process syncing the pair right now, while its lease lasts.
     pub lease_owner: Option<String>,
     /// The process that last ran it.
@@ -52,12 +56,18 @@ impl Store {
     }
 
     /// The status of these pairs, in the order given.
-    pub async fn status(&self, pairs: &[PairKey]) -> Result<Vec<PairStatus>, StoreError> {
+    /// `half_life` decays each pair's arrival rate to now.
+    pub async fn status(
+        &self,
+        pairs: &[PairKey],
+        half_life: std::time::Duration,
+    ) -> Result<Vec<PairStatus>, StoreError> {
         let rows = PairKeys::of(pairs)
             .bind(sqlx::query(include_str!("sql/pair_status.sql")))
             .bind(RunOutcome::Ok.as_str())
             .bind(RunOutcome::Running.as_str())
             .bind(RunOutcome::Failed.as_str())
+            .bind(half_life.as_secs_f64().max(1.0))
             .fetch_all(&self.pool)
             .await
             .map_err(query_err("reading pair status"))?;
@@ -85,6 +95,10 @@ impl Store {
                     rejects: row.get("rejects"),
                     failures_in_row: row.get("failures_in_row"),
                     next_due_at: row.get("next_due_at"),
+                    due_reason: row
+                        .get::<Option<String>, _>("due_reason")
+                        .and_then(|r| r.parse().ok()),
+                    arrival_rate: row.get("arrival_rate"),
                     lease_owner: row.get("lease_owner"),
                     leased_by: row.get("leased_by"),
                 })

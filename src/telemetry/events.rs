@@ -86,6 +86,31 @@ pub enum Event<'a> {
     /// The platform's `Date` was more than [`crate::api::LARGE_SKEW`] from our clock (positive:
     /// ahead of it). Settling never trusts it beyond our clock.
     ClockSkew { agent_id: i64, skew_seconds: i64 },
+    /// A pair was checked: its run ended after at least one request.
+    Checked {
+        /// Time since the pair's previous check; `None` for its first.
+        since_last: Option<Duration>,
+        /// The check found new visits.
+        found_new: bool,
+        /// A check between the ticks (the pair was due for its rate, an open visit or a
+        /// change), on top of the one per tick.
+        extra: bool,
+        requests: u64,
+    },
+    /// An adaptive pass planned its checks.
+    Schedule {
+        pairs: usize,
+        /// Pairs due between the ticks (hot, open, changed or never synced).
+        hot: usize,
+        /// The schedule's tick period.
+        tick: Duration,
+        /// Requests per second the schedule may spend; `None` before it is measured.
+        budget: Option<f64>,
+        /// How long a check of every pair takes at that budget.
+        sweep: Option<Duration>,
+        /// The budget leaves checks to spend between the ticks.
+        spare: bool,
+    },
     /// A pass started; `pairs` is how many it may take.
     PassStarted {
         pairs: usize,

@@ -33,6 +33,29 @@ pub struct PassView {
     pub errors: Vec<String>,
 }
 
+/// The adaptive schedule's latest plan.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScheduleView {
+    pub pairs: usize,
+    /// Pairs due between the ticks.
+    pub hot: usize,
+    pub tick: Duration,
+    /// Requests per second the schedule may spend, once measured.
+    pub budget: Option<f64>,
+    /// How long a check of every pair takes at that budget.
+    pub sweep: Option<Duration>,
+    /// The budget leaves checks to spend between the ticks.
+    pub spare: bool,
+    pub planned_at: DateTime<Utc>,
+}
+
+impl ScheduleView {
+    /// A sweep of every pair takes longer than a tick.
+    pub fn over_budget(&self) -> bool {
+        self.sweep.is_some_and(|s| s > self.tick)
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     current: Option<(PassView, Instant)>,
@@ -44,6 +67,7 @@ struct State {
     migrated: bool,
     beat: Option<Instant>,
     next_pass: Option<DateTime<Utc>>,
+    schedule: Option<ScheduleView>,
 }
 
 /// Keeps the current and the last pass.
@@ -107,12 +131,35 @@ impl Live {
     pub fn next_pass(&self) -> Option<DateTime<Utc>> {
         self.lock().next_pass
     }
+
+    /// The adaptive schedule's latest plan; `None` before one (or with `every-tick`).
+    pub fn schedule(&self) -> Option<ScheduleView> {
+        self.lock().schedule
+    }
 }
 
 impl Observer for Live {
     fn on(&self, event: &Event<'_>) {
         let mut state = self.lock();
         match *event {
+            Event::Schedule {
+                pairs,
+                hot,
+                tick,
+                budget,
+                sweep,
+                spare,
+            } => {
+                state.schedule = Some(ScheduleView {
+                    pairs,
+                    hot,
+                    tick,
+                    budget,
+                    sweep,
+                    spare,
+                    planned_at: Utc::now(),
+                });
+            }
             Event::PassStarted { pairs, due_by } => {
                 state.left.clear();
                 state.current = Some((

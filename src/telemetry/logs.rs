@@ -155,6 +155,8 @@ impl Observer for LogLines {
             Event::Request { .. }
             | Event::ListSize { .. }
             | Event::PageWritten { .. }
+            | Event::Checked { .. }
+            | Event::Schedule { .. }
             | Event::PassStarted { .. } => {}
         }
     }

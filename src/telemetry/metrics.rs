@@ -33,6 +33,13 @@ pub struct Metrics {
     last_pass_end: Gauge,
     pairs: IntGaugeVec,
     oldest_sync_age: Gauge,
+    check_age: HistogramVec,
+    checks: IntCounterVec,
+    extra_requests: IntCounterVec,
+    sweep_estimate: Gauge,
+    tick_period: Gauge,
+    request_budget: Gauge,
+    hot_pairs: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -194,6 +201,51 @@ impl Metrics {
                 "szb_oldest_pair_sync_age_seconds",
                 "Seconds since the least recently synced configured pair last synced well.",
             ),
+            check_age: histogram(
+                "szb_pair_check_age_seconds",
+                "Age of a pair's previous check when it is checked again: how stale pairs get \
+                 before their checks.",
+                &[],
+                vec![
+                    5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0,
+                    21600.0, 86400.0,
+                ],
+            ),
+            checks: counter(
+                &registry,
+                "szb_checks_total",
+                "Checks of pairs, by whether they found new visits (found=\"new\" or \
+                 \"nothing\") and whether they were extra checks between the ticks \
+                 (extra=\"true\"); the hit rate is the share found=\"new\".",
+                &["found", "extra"],
+            ),
+            extra_requests: counter(
+                &registry,
+                "szb_extra_check_requests_total",
+                "Requests spent on checks between the ticks, on pairs due for their arrival \
+                 rate, an open visit or a change.",
+                &[],
+            ),
+            sweep_estimate: gauge(
+                "szb_sweep_estimate_seconds",
+                "How long a check of every configured pair takes at the measured request \
+                 budget; above szb_schedule_tick_seconds the sweep runs over the tick.",
+            ),
+            tick_period: gauge(
+                "szb_schedule_tick_seconds",
+                "The period of schedule.cron: every pair is checked at least once per tick \
+                 when the budget allows.",
+            ),
+            request_budget: gauge(
+                "szb_request_budget_per_second",
+                "Requests per second the schedule may spend: measured while due pairs waited, \
+                 at most api.max_requests_per_second; 0 before it is known.",
+            ),
+            hot_pairs: gauge(
+                "szb_hot_pairs",
+                "Pairs due between the ticks (for their arrival rate, an open visit, a change, \
+                 or never synced), as of the latest pass's plan.",
+            ),
             registry,
         };
         // Series that exist from the start, so rate() and alerts see zeros, not gaps.
@@ -208,6 +260,13 @@ impl Metrics {
         for outcome in [RunOutcome::Ok, RunOutcome::Failed, RunOutcome::Interrupted] {
             metrics.passes.with_label_values(&[outcome.as_str()]);
         }
+        for found in ["new", "nothing"] {
+            for extra in ["true", "false"] {
+                metrics.checks.with_label_values(&[found, extra]);
+            }
+        }
+        metrics.extra_requests.with_label_values::<&str>(&[]);
+        metrics.check_age.with_label_values::<&str>(&[]);
         metrics
     }
 
@@ -333,6 +392,39 @@ impl Observer for Metrics {
                 self.clock_skew
                     .with_label_values(&[&agent_id.to_string()])
                     .inc();
+            }
+            Event::Checked {
+                since_last,
+                found_new,
+                extra,
+                requests,
+            } => {
+                if let Some(age) = since_last {
+                    self.check_age
+                        .with_label_values::<&str>(&[])
+                        .observe(age.as_secs_f64());
+                }
+                let found = if found_new { "new" } else { "nothing" };
+                let extra_label = if extra { "true" } else { "false" };
+                self.checks.with_label_values(&[found, extra_label]).inc();
+                if extra {
+                    self.extra_requests
+                        .with_label_values::<&str>(&[])
+                        .inc_by(requests);
+                }
+            }
+            Event::Schedule {
+                hot,
+                tick,
+                budget,
+                sweep,
+                ..
+            } => {
+                self.tick_period.set(tick.as_secs_f64());
+                self.request_budget.set(budget.unwrap_or(0.0));
+                self.sweep_estimate
+                    .set(sweep.map_or(0.0, |s| s.as_secs_f64()));
+                self.hot_pairs.set(hot as f64);
             }
             Event::ListSize { .. } | Event::PassStarted { .. } => {}
         }

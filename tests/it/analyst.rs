@@ -489,7 +489,12 @@ async fn sync_into_its_own_schema_leaves_public_without_tables() {
     assert_eq!(summary, 150);
     // What status and the status page read comes from the schema too.
     let pairs = h.app.store().known_pairs().await.unwrap();
-    let status = h.app.store().status(&pairs).await.unwrap();
+    let status = h
+        .app
+        .store()
+        .status(&pairs, h.settings.sync.rate_half_life)
+        .await
+        .unwrap();
     let visits: Vec<i64> = status.iter().map(|p| p.visits).collect();
     assert_eq!(visits, [120, 30]);
     assert_eq!(h.app.store().totals().await.unwrap().visits, 150);

@@ -20,6 +20,8 @@
 //! - [`migrations`]: upgrading a database that holds rows the new constraints refuse;
 //! - [`partition`]: the database behind a partition or a failover ([`proxy`]): no hang;
 //! - [`pace`]: fetching ahead, pairs in parallel, and the controller behind a rate limit;
+//! - [`schedule`]: the adaptive schedule: busy viewers checked between ticks, dormant ones once
+//!   a tick, replicas sharing the due checks;
 //! - [`setup`]: a newcomer's path: config/demo.toml against mock-api, a missing database or
 //!   config file, `check` as a quick probe, the demo kept off the configured database.
 //!
@@ -40,6 +42,7 @@ mod pace;
 mod partition;
 mod process;
 mod proxy;
+mod schedule;
 mod setup;
 mod sync;
 mod upstream_changes;

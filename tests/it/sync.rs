@@ -397,14 +397,20 @@ async fn a_pairs_last_run_success_and_error_stay_on_its_state_row() {
     let before = h
         .app
         .store()
-        .status(std::slice::from_ref(&key))
+        .status(
+            std::slice::from_ref(&key),
+            std::time::Duration::from_secs(3600),
+        )
         .await
         .unwrap();
     h.sync_ok().await;
     let after = h
         .app
         .store()
-        .status(std::slice::from_ref(&key))
+        .status(
+            std::slice::from_ref(&key),
+            std::time::Duration::from_secs(3600),
+        )
         .await
         .unwrap();
     assert_eq!(after[0].last_outcome, Some(RunOutcome::Ok));

@@ -23,7 +23,8 @@ WITH live AS MATERIALIZED (SELECT k FROM szb_advisory_lock_keys() AS k),
                 = (c.agent_id, c.user_id, c.activity_filter)
       RETURNING s.agent_id, s.user_id, s.activity_filter, s.settled_count,
                 s.anchor_visit_at, s.anchor_activity_ids, s.upstream_total,
-                s.leased_at, c.prev_owner, c.prev_leased_at),
+                s.leased_at, s.arrival_rate, s.rate_at, s.last_run_at, s.due_reason,
+                c.prev_owner, c.prev_leased_at),
      lost AS (
          INSERT INTO sync_runs (agent_id, user_id, activity_filter, started_at,
                 finished_at, outcome, error)

@@ -1,11 +1,14 @@
 -- The status of pairs $1-$3 (agents, users, filters), in their order; $4/$5/$6 the outcomes ok,
--- running and failed.
+-- running and failed; $7 the arrival rates' half-life in seconds.
 WITH p AS (
     SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[])
            WITH ORDINALITY AS p (agent_id, user_id, activity_filter, ord))
 SELECT p.ord, s.settled_count, s.upstream_total,
        coalesce(s.failures_in_row, 0) AS failures_in_row,
        CASE WHEN s.next_due_at > now() THEN s.next_due_at END AS next_due_at,
+       CASE WHEN s.last_run_at IS NULL THEN 'new' ELSE s.due_reason END AS due_reason,
+       coalesce(s.arrival_rate * power(2::float8,
+           -greatest(extract(epoch FROM now() - s.rate_at)::float8, 0) / $7), 0) AS arrival_rate,
        CASE WHEN s.lease_expires_at > now() THEN s.lease_owner END AS lease_owner,
        s.leased_by,
        -- A quiet run leaves no run row, and a skipped or running one has no
