@@ -187,6 +187,7 @@ impl App {
             next_due: None,
             wait_for_others: false,
             until: None,
+            extra: false,
         };
         let _stopping = self.stop_store_on(shutdown);
         self.engine.sync_due(&self.pairs, plan, shutdown).await

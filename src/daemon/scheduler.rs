@@ -67,6 +67,7 @@ pub fn plan_at(cron: &croner::Cron, now: DateTime<Utc>, ticked: bool, adaptive: 
         next_due,
         wait_for_others: true,
         until: next_due.filter(|_| adaptive),
+        extra: false,
     }
 }
 
@@ -141,29 +142,64 @@ pub async fn run(
     ));
     // A first pass right away: nobody wants to wait for the first tick to see data.
     let _ = tick_tx.try_send(false);
+    // With the adaptive schedule: when the next pass between the ticks is due.
+    let adaptive = schedule.refresh == Refresh::Adaptive;
+    let mut extra_at: Option<DateTime<Utc>> = None;
     loop {
-        tokio::select! {
+        let early = async {
+            match extra_at {
+                Some(at) => {
+                    let wait = (at - Utc::now()).to_std().unwrap_or_default();
+                    tokio::time::sleep(wait).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let plan = tokio::select! {
             tick = ticks.recv() => {
                 let Some(ticked) = tick else { break };
-                let plan = plan_at(&pattern, Utc::now(), ticked, schedule.refresh == Refresh::Adaptive);
-                let pairs = schedule.pairs.borrow_and_update().clone();
-                notify::status(&format!(
-                    "pass for the tick of {} running over {}",
-                    plan.due_by.map_or_else(|| "now".to_owned(), |t| t.to_rfc3339()),
-                    plural(pairs.len(), "pair", "pairs")
-                ));
-                live.set_next_pass(plan.next_due);
-                let report = beat.during(engine.sync_due(&pairs, plan, shutdown)).await;
-                notify::status(&format!("last pass: {report}"));
-                match beat.during(engine.prune_history(schedule.keep_runs)).await {
-                    Ok(0) => {}
-                    Ok(pruned) => tracing::info!(pruned, "old sync_runs, sync_passes and sync_rejects rows pruned"),
-                    Err(e) => tracing::warn!(error = %crate::error::logged(&e), "pruning old history failed"),
+                plan_at(&pattern, Utc::now(), ticked, adaptive)
+            }
+            () = early => PassPlan {
+                extra: true,
+                ..plan_at(&pattern, Utc::now(), false, adaptive)
+            },
+            _ = beat.tick() => continue,
+            () = shutdown.cancelled() => break,
+        };
+        let pairs = schedule.pairs.borrow_and_update().clone();
+        if !plan.extra {
+            notify::status(&format!(
+                "pass for the tick of {} running over {}",
+                plan.due_by
+                    .map_or_else(|| "now".to_owned(), |t| t.to_rfc3339()),
+                plural(pairs.len(), "pair", "pairs")
+            ));
+        }
+        live.set_next_pass(plan.next_due);
+        let report = beat.during(engine.sync_due(&pairs, plan, shutdown)).await;
+        if !plan.extra {
+            notify::status(&format!("last pass: {report}"));
+            match beat.during(engine.prune_history(schedule.keep_runs)).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(
+                    pruned,
+                    "old sync_runs, sync_passes and sync_rejects rows pruned"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %crate::error::logged(&e), "pruning old history failed")
                 }
             }
-            _ = beat.tick() => {}
-            () = shutdown.cancelled() => break,
         }
+        extra_at = match plan.until {
+            Some(next_tick) if !shutdown.is_cancelled() => beat
+                .during(engine.next_extra_pass(next_tick))
+                .await
+                // Never sooner than a second from now: a pair due now that no pass could take
+                // (another replica holds it) is not polled for in a tight loop.
+                .map(|at| at.max(Utc::now() + chrono::Duration::seconds(1))),
+            _ => None,
+        };
         if shutdown.is_cancelled() {
             break;
         }

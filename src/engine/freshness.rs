@@ -91,10 +91,17 @@ fn decay(elapsed_s: f64, half_life: Duration) -> f64 {
     (-elapsed_s / half_life.as_secs_f64().max(1e-9)).exp2()
 }
 
-/// A pair whose rate promises fewer than this many visits per tick is dormant: checked at the
-/// ticks only. Without it a budget larger than the account needs would be spent on pairs whose
-/// rate has all but decayed away.
+/// A pair whose rate promises fewer than this many visits per tick (per hour, for longer ticks)
+/// is dormant: checked at the ticks only. Without it a budget larger than the account needs
+/// would be spent on pairs whose rate has all but decayed away.
 const DORMANT_PER_TICK: f64 = 1.0 / 32.0;
+/// The longest horizon [`DORMANT_PER_TICK`] looks over.
+const DORMANT_HORIZON: f64 = 3600.0;
+
+/// Whether a pair with `rate` visits per second is worth checking between ticks of `tick` s.
+fn lively(rate: f64, tick: f64) -> bool {
+    rate * tick.min(DORMANT_HORIZON) >= DORMANT_PER_TICK
+}
 
 /// How a request budget is shared between the pairs: the square-root rule's constant, or none
 /// when the budget is no more than one check per pair per tick.
@@ -124,11 +131,7 @@ impl Allocation {
         let t = tick.as_secs_f64().max(1e-9);
         let min = min_interval.min(tick).as_secs_f64().max(1e-9);
         let n = rates.len() as f64;
-        let hot: Vec<f64> = rates
-            .iter()
-            .copied()
-            .filter(|&l| l * t >= DORMANT_PER_TICK)
-            .collect();
+        let hot: Vec<f64> = rates.iter().copied().filter(|&l| lively(l, t)).collect();
         let flat = Allocation::every_tick(tick);
         if hot.is_empty() || !(budget > n / t) {
             return flat;
@@ -169,7 +172,7 @@ impl Allocation {
     pub fn interval(&self, rate: f64) -> Duration {
         let t = self.tick.as_secs_f64();
         match self.c {
-            Some(c) if rate * t >= DORMANT_PER_TICK => {
+            Some(c) if lively(rate, t) => {
                 let i = (c / rate.sqrt()).clamp(self.min_interval.as_secs_f64(), t);
                 Duration::from_secs_f64(i)
             }

@@ -212,6 +212,8 @@ pub struct PassPlan {
     /// by its own arrival rate and never later than `next_due`. `None`: the pass takes the
     /// pairs due by `due_by` once each and ends.
     pub until: Option<DateTime<Utc>>,
+    /// A pass between the ticks, for the pairs that fell due early: logged at debug level.
+    pub extra: bool,
 }
 
 impl PassPlan {
@@ -222,6 +224,7 @@ impl PassPlan {
             next_due: None,
             wait_for_others: false,
             until: None,
+            extra: false,
         }
     }
 }
@@ -253,6 +256,8 @@ pub struct Engine {
     feed: Feed,
     /// The request budget as measured over the passes.
     pace: Arc<std::sync::Mutex<freshness::PaceMeter>>,
+    /// The latest tick's schedule, by that tick's next one: the passes between the ticks use it.
+    planned: Arc<std::sync::Mutex<Option<(DateTime<Utc>, PassSchedule)>>>,
 }
 
 impl Engine {
@@ -267,6 +272,7 @@ impl Engine {
             coordinator,
             feed,
             pace: Arc::default(),
+            planned: Arc::default(),
         }
     }
 
@@ -453,8 +459,20 @@ impl Engine {
         let (Some(_), Some(next), Some(by)) = (plan.until, plan.next_due, plan.due_by) else {
             return flat;
         };
+        if plan.extra
+            && let Ok(planned) = self.planned.lock()
+            && let Some((tick_next, schedule)) = *planned
+            && tick_next == next
+        {
+            return schedule;
+        }
         let tick = (next - by).to_std().unwrap_or(Duration::from_secs(600));
         let keys: Vec<&PairKey> = pairs.iter().map(|p| &p.key).collect();
+        // New pairs need a state row before a look for due pairs can find them.
+        if let Err(e) = self.store.add_state_rows(&keys).await {
+            tracing::warn!(error = %crate::error::logged(&e), "could not add state rows for new pairs; this pass checks every pair once per tick");
+            return flat;
+        }
         let known = match self
             .store
             .pair_rates(&keys, self.options.rate_half_life)
@@ -514,9 +532,25 @@ impl Engine {
             sweep,
             spare: allocation.has_spare(),
         });
-        PassSchedule {
+        let schedule = PassSchedule {
             adaptive: Some((allocation, prior)),
             next_tick: plan.next_due,
+        };
+        if let Ok(mut planned) = self.planned.lock() {
+            *planned = Some((next, schedule));
+        }
+        schedule
+    }
+
+    /// When the adaptive schedule's next pass between the ticks is due: the earliest pair that
+    /// falls due before `next_tick`; `None` when none does (or the database cannot say).
+    pub async fn next_extra_pass(&self, next_tick: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self.store.earliest_due(next_tick).await {
+            Ok(at) => at,
+            Err(e) => {
+                tracing::warn!(error = %crate::error::logged(&e), "could not read when the next pair falls due; waiting for the tick");
+                None
+            }
         }
     }
 

@@ -165,6 +165,7 @@ impl Engine {
         let totals = report.pass_totals();
         self.feed
             .emit(crate::telemetry::events::Event::PassFinished {
+                extra: plan.extra,
                 outcome: totals.outcome,
                 elapsed,
                 pairs: report.pairs.len(),
@@ -360,19 +361,10 @@ impl<'a> Pass<'a> {
                 if shutdown.is_cancelled() || !claiming {
                     break;
                 }
-                if let Some((until, _)) = self.until {
-                    // Nothing due: record what finished, then wait for the next pair to fall
-                    // due, or for the pass's end.
-                    self.flush().await;
-                    let left = (until - chrono::Utc::now()).to_std().unwrap_or_default();
-                    if left.is_zero() {
-                        break;
-                    }
-                    tokio::select! {
-                        () = tokio::time::sleep(left.min(DUE_REFRESH)) => {}
-                        () = shutdown.cancelled() => {}
-                    }
-                    continue;
+                if self.until.is_some() {
+                    // Nothing due now: the pass ends. The schedule starts the next one when a
+                    // pair falls due, or at the tick.
+                    break;
                 }
                 if !wait {
                     break;

@@ -156,6 +156,21 @@ pub fn new_owner_id() -> String {
 }
 
 impl Store {
+    /// Makes a state row exist for each of `pairs` (new pairs get one, due at once; existing
+    /// rows are left alone), so the adaptive schedule's look for due pairs sees them.
+    pub async fn add_state_rows(&self, pairs: &[&PairKey]) -> Result<(), StoreError> {
+        let keys: PairKeys = pairs.iter().copied().collect();
+        self.deadline
+            .within("adding state rows for new pairs", async {
+                keys.bind(sqlx::query(include_str!("sql/add_state_rows.sql")))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(query_err("adding state rows for new pairs"))?;
+                Ok(())
+            })
+            .await
+    }
+
     /// The schedule's inputs for `pairs` (those with a state row), the rates decayed to now
     /// with `half_life`.
     pub async fn pair_rates(
@@ -197,6 +212,24 @@ impl Store {
                 )
             })
             .collect())
+    }
+
+    /// When the earliest pair falls due after now and before `before` (the next tick): when
+    /// the adaptive schedule runs a pass between the ticks. Any pair of the table counts: a
+    /// wake-up too early only costs a look for due pairs.
+    pub async fn earliest_due(
+        &self,
+        before: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.deadline
+            .within("reading the earliest due time", async {
+                sqlx::query_scalar(include_str!("sql/earliest_due.sql"))
+                    .bind(before)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(query_err("reading the earliest due time"))
+            })
+            .await
     }
 
     /// This process's coordinator, owning leases as `owner` for `lease` at a time. Connects on

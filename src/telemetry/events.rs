@@ -118,6 +118,8 @@ pub enum Event<'a> {
     },
     /// A pass ended.
     PassFinished {
+        /// A pass between the ticks (see `PassPlan::extra`).
+        extra: bool,
         outcome: RunOutcome,
         elapsed: Duration,
         pairs: usize,

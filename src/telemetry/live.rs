@@ -185,6 +185,7 @@ impl Observer for Live {
                 failed,
                 counts,
                 errors,
+                ..
             } => {
                 let (started_at, due_by) = state
                     .current
@@ -262,6 +263,7 @@ mod tests {
 
     fn pass_finished(live: &Live, pairs: usize, failed: usize) {
         live.on(&Event::PassFinished {
+            extra: false,
             outcome: if failed > 0 {
                 RunOutcome::Failed
             } else {

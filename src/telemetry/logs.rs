@@ -103,6 +103,7 @@ impl Observer for LogLines {
                 }
             }
             Event::PassFinished {
+                extra,
                 outcome,
                 elapsed,
                 pairs,
@@ -132,6 +133,8 @@ impl Observer for LogLines {
                 }
                 if outcome == RunOutcome::Failed {
                     pass_line!(warn);
+                } else if extra {
+                    pass_line!(debug);
                 } else {
                     pass_line!(info);
                 }

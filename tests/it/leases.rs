@@ -228,6 +228,7 @@ async fn passes_of_two_replicas_for_one_tick_run_each_pair_once() {
         next_due: Some(due_by + chrono::Duration::minutes(10)),
         wait_for_others: true,
         until: None,
+        extra: false,
     };
 
     let first = h.app.engine().sync_due(h.pairs(), plan(tick), &stop).await;

@@ -1395,8 +1395,10 @@ async fn three_replicas_share_the_pairs_once_each_and_take_over_from_a_killed_on
         )
         .replace(
             "fetch_ahead = 0\n",
+            // Every pair once per tick: what this test counts (the adaptive schedule's replicas
+            // are tests/it/schedule.rs's).
             &format!(
-                "fetch_ahead = 0\nconcurrency = 8\nlease_period = \"{}s\"\n",
+                "fetch_ahead = 0\nconcurrency = 8\nlease_period = \"{}s\"\nrefresh = \"every-tick\"\n",
                 LEASE.as_secs()
             ),
         );
