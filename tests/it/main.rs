@@ -8,6 +8,8 @@
 //!   a closed stdout, completions and man pages as committed, each subcommand's `--help`;
 //! - [`deploy`]: the systemd unit (verified, its sandbox scored), `check --offline`, the Debian
 //!   package, the compose file, the image's build context, the alert rules and the dashboard;
+//! - [`docs`]: the README and docs/: every relative link and anchor resolves, every page is
+//!   linked from the README, the README stays short;
 //! - [`kubernetes`]: the manifests: the ConfigMap through `check --offline`, the sandbox and
 //!   probes, `kubernetes-validate`;
 //! - [`http`]: the listener: metrics through promtool, health, the status page in Chromium;
@@ -33,6 +35,7 @@
 mod analyst;
 mod cli;
 mod deploy;
+mod docs;
 mod faults;
 mod helpers;
 mod hostile_bodies;
