@@ -4,7 +4,7 @@
 # /app/config/szb-sync.toml (the default path) or pass --config, or set SZB_<SECTION>__<KEY>
 # variables (without a config file, SZB_TARGETS must set the targets), and give the token as a
 # file (SZB_API__TOKEN_FILE=/run/secrets/…).
-# See docker-compose.yml, and the README's "Containers" for what was and was not run.
+# See docker-compose.yml, and docs/operations.md ("Containers") for what the tests check.
 
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
@@ -14,6 +14,8 @@ COPY src ./src
 COPY crates ./crates
 # sqlx::migrate! embeds the migrations at compile time.
 COPY migrations ./migrations
+# `szb-sync bench` embeds the example queries of this page (include_str!).
+COPY docs/tables.md ./docs/tables.md
 RUN cargo build --release --locked --bin szb-sync
 
 # Same Debian release as the build stage, so the binary's glibc matches.

@@ -21,7 +21,7 @@ use crate::settings::{Settings, SettingsError};
 use crate::store::{Store, StoreError};
 use crate::telemetry::Telemetry;
 
-/// Page sizes below this may not line up around tie groups (see the README's limits).
+/// Page sizes below this may not line up around tie groups (see docs/how-sync-works.md, Limits).
 const SMALL_PAGE_SIZE: u32 = 50;
 
 /// After shutdown is asked for, the database gets this long to answer what is in flight (the

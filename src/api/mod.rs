@@ -55,7 +55,7 @@ pub struct FetchedPage {
     /// Requests this page cost, retries included.
     pub attempts: u32,
     /// Strings (and numbers) in the body repaired so they can be stored (NUL, lone surrogates,
-    /// invalid UTF-8, numbers past a double: see README "Rejects").
+    /// invalid UTF-8, numbers past a double: see docs/how-sync-works.md, "Rejects").
     pub strings_cleaned: u64,
 }
 

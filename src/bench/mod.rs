@@ -9,7 +9,7 @@
 //! - `workloads`: what each workload syncs and measures;
 //! - `run`: one workload's run, from a fresh database to what it left in the tables;
 //! - `process`: the child processes (the simulator, `sync`, `run`) and what they print;
-//! - `reads`: timing the status page's reads and the README's example queries;
+//! - `reads`: timing the status page's reads and the example queries of docs/tables.md;
 //! - `report`: what a run measured, and the tables printed of it;
 //! - `sql`: the SQL only the benchmark runs (its database, dropping indexes, timing any read,
 //!   the `COPY` baseline, sums over runs and passes): the one exception to "all SQL in the

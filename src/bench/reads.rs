@@ -1,5 +1,5 @@
-//! Timing reads: the status page's and `/metrics`' over a workload's pairs, and the README's
-//! example queries with and without an index; and finding those examples in the README.
+//! Timing reads: the status page's and `/metrics`' over a workload's pairs, and the example
+//! queries of docs/tables.md with and without an index; and finding those examples in the page.
 
 use std::time::{Duration, Instant};
 
@@ -60,10 +60,11 @@ pub(super) async fn time_board(store: &Store, users: u64) -> Result<BoardTimes> 
     })
 }
 
-/// The README, whose ```sql examples the benchmark times.
-const README: &str = include_str!("../../README.md");
+/// docs/tables.md, whose ```sql examples the benchmark times (the Dockerfile copies it into the
+/// build stage for this).
+const TABLES_PAGE: &str = include_str!("../../docs/tables.md");
 
-/// Times every SELECT of the README's examples, after `VACUUM (ANALYZE) visits` (what
+/// Times every SELECT of the page's examples, after `VACUUM (ANALYZE) visits` (what
 /// autovacuum does soon after a first sync), with the online-now index and without it (the
 /// drop rolled back), and `COPY` into a table shaped like `visits`, with and without it
 /// (alternating, the median of three each). The examples' activity and user become the busiest
@@ -72,7 +73,7 @@ pub(super) async fn time_reads(bench: &BenchSql) -> Result<ReadTimes> {
     bench.vacuum_analyze_visits().await?;
     let activity = bench.busiest_activity().await?.unwrap_or_default();
     let mut reads = Vec::new();
-    for statement in sql_blocks(README).into_iter().flatten() {
+    for statement in sql_blocks(TABLES_PAGE).into_iter().flatten() {
         let body: Vec<&str> = statement
             .lines()
             .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with("--"))
@@ -113,7 +114,7 @@ pub(super) async fn time_reads(bench: &BenchSql) -> Result<ReadTimes> {
 }
 
 /// The SQL statements of a Markdown text's ```sql blocks, each with the comment lines before it
-/// (the README's examples: the benchmark times them, a test runs them). A statement ends at a
+/// (the examples of docs/tables.md: the benchmark times them, a test runs them). A statement ends at a
 /// line ending in `;`.
 pub fn sql_blocks(markdown: &str) -> Vec<Vec<String>> {
     let mut blocks = Vec::new();

@@ -22,7 +22,7 @@ pub(super) struct Measured {
     pub(super) replicas: Option<ReplicaStats>,
     /// The status page's and the metrics' reads over this workload's pairs.
     pub(super) board: Option<BoardTimes>,
-    /// The README's example queries and the views, timed after the sync.
+    /// The example queries of docs/tables.md and the views, timed after the sync.
     pub(super) reads: Option<ReadTimes>,
     /// The status page's loads, for the listener workloads.
     pub(super) loads: Option<LoadStats>,
@@ -43,7 +43,7 @@ pub(super) struct LoadStats {
     pub(super) visits: i64,
 }
 
-/// Each README example statement, timed (median of five) with the online-now index and
+/// Each example statement of docs/tables.md, timed (median of five) with the online-now index and
 /// without it, and `COPY` into a table shaped like `visits` with and without it.
 #[derive(Debug, Clone)]
 pub(super) struct ReadTimes {
@@ -133,14 +133,14 @@ fn board(f: &mut fmt::Formatter<'_>, rows: &[Row]) -> fmt::Result {
     Ok(())
 }
 
-/// The README's queries and the views, for the workloads that timed them.
+/// The example queries and the views, for the workloads that timed them.
 fn reads(f: &mut fmt::Formatter<'_>, rows: &[Row]) -> fmt::Result {
     let ms = |d: &Duration| format!("{:.1}", d.as_secs_f64() * 1000.0);
     for (w, _, m) in rows {
         let Some(r) = &m.reads else { continue };
         writeln!(
             f,
-            "\n| after {}: README query (median of 5) | rows | ms | ms without {ONLINE_NOW_INDEX} |",
+            "\n| after {}: docs/tables.md query (median of 5) | rows | ms | ms without {ONLINE_NOW_INDEX} |",
             w.name
         )?;
         writeln!(f, "| --- | ---: | ---: | ---: |")?;

@@ -204,7 +204,7 @@ impl BenchSql {
         Ok(())
     }
 
-    /// Runs a read-only statement (a README example, a view) `runs` times and returns the
+    /// Runs a read-only statement (an example of docs/tables.md, a view) `runs` times and returns the
     /// median time and the rows it returned. With `without_index`, that index is dropped
     /// first inside a transaction that is rolled back: the same query, as it ran before the
     /// index existed.

@@ -38,7 +38,7 @@ pub(super) struct Workload {
     /// An index of `visits` dropped after the migrations, before the sync: the write path as
     /// it was before a migration added it.
     pub(super) drop_index: Option<&'static str>,
-    /// Time the README's example queries and the views after the sync.
+    /// Time the example queries of docs/tables.md and the views after the sync.
     pub(super) time_reads: bool,
 }
 

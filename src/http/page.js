@@ -1,14 +1,24 @@
 // The status page's script: a file of its own, as its Content-Security-Policy allows no inline
-// script. It reads /api/overview, /api/pairs and /api/rejects every 5 s.
+// script. It reads /api/overview, /api/pairs and /api/rejects every 5 s. Until a view's first
+// answer its place says "loading…", or "could not load" when the read failed; a failed read
+// also shows the banner at the top, which the next good refresh clears. body[data-state] is
+// loading, ready or error (what a screenshot waits for).
 "use strict";
 const REFRESH_MS = 5000;
 const state = { view: "attention", q: "", pairsPage: 0, rejectsPage: 0, per: 50 };
 const $ = (id) => document.getElementById(id);
 const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 const num = (n) => (n === null || n === undefined) ? "–" : Number(n).toLocaleString("en-US");
+// Past this, a time is shown as a date: "in 26328 d" reads as noise (a schedule years ahead).
+const AS_DATE_AFTER_S = 30 * 86400;
 const when = (t) => {
   if (!t) return "–";
   const d = new Date(t), s = Math.round((Date.now() - d.getTime()) / 1000);
+  if (Number.isNaN(s)) return esc(t);
+  if (Math.abs(s) >= AS_DATE_AFTER_S) {
+    const date = d.toISOString().slice(0, 16).replace("T", " ") + " UTC";
+    return `<span title="${esc(d.toISOString())}">${s < 0 ? "on " : ""}${date}</span>`;
+  }
   const ago = Math.abs(s) < 90 ? `${Math.abs(s)} s` : Math.abs(s) < 5400 ? `${Math.round(Math.abs(s) / 60)} min` : Math.abs(s) < 129600 ? `${Math.round(Math.abs(s) / 3600)} h` : `${Math.round(Math.abs(s) / 86400)} d`;
   return `<span title="${esc(d.toISOString())}">${s >= 0 ? ago + " ago" : "in " + ago}</span>`;
 };
@@ -18,8 +28,13 @@ const pairName = (r) => `${r.agent_id}:${r.user_id}${r.activity_filter ? " (acti
 async function get(path) {
   // Against the origin: a page opened as http://user:token@host/ has credentials in its own
   // address, and fetch refuses a URL that carries them.
-  const res = await fetch(new URL(path, location.origin), { cache: "no-store" });
-  const text = await res.text();
+  let res, text;
+  try {
+    res = await fetch(new URL(path, location.origin), { cache: "no-store" });
+    text = await res.text();
+  } catch (e) {
+    throw new Error(`${path}: the listener did not answer (${e.message})`);
+  }
   if (!res.ok) throw new Error(`${path}: ${res.status} ${text.trim()}`);
   return JSON.parse(text);
 }
@@ -105,21 +120,37 @@ function renderRejects(j) {
     : j.rows.map((r) => `<tr><td>${when(r.first_seen_at)}</td><td class="mono">${pairName(r)}</td><td>${esc(r.reason)}</td><td class="err">${esc(r.raw.length > 300 ? r.raw.slice(0, 300) + "…" : r.raw)}</td></tr>`).join("");
 }
 
+// Views that have shown data once; until then a failed read replaces their "loading…".
+const shown = { overview: false, pairs: false, rejects: false };
+const PLACES = { overview: ["passes", "totals"], pairs: ["pairs"], rejects: ["rejects"] };
+function notLoaded(view) {
+  if (shown[view]) return;
+  for (const id of PLACES[view]) {
+    const cell = $(id).querySelector(".placeholder");
+    if (cell) cell.textContent = "could not load (retrying every 5 s)";
+  }
+}
+
 async function refresh() {
   const params = new URLSearchParams({ view: state.view, page: state.pairsPage, per: state.per });
   if (state.q) params.set("q", state.q);
   const problems = [];
+  const failed = (view) => (e) => { problems.push(e.message); notLoaded(view); };
   const [o, p, j] = await Promise.all([
-    get("/api/overview").catch((e) => { problems.push(e.message); }),
-    get("/api/pairs?" + params).catch((e) => { problems.push(e.message); }),
-    get(`/api/rejects?page=${state.rejectsPage}&per=20`).catch((e) => { problems.push(e.message); }),
+    get("/api/overview").catch(failed("overview")),
+    get("/api/pairs?" + params).catch(failed("pairs")),
+    get(`/api/rejects?page=${state.rejectsPage}&per=20`).catch(failed("rejects")),
   ]);
-  if (o) renderOverview(o);
-  if (p) renderPairs(p);
-  if (j) renderRejects(j);
+  if (o) { renderOverview(o); shown.overview = true; }
+  if (p) { renderPairs(p); shown.pairs = true; }
+  if (j) { renderRejects(j); shown.rejects = true; }
   $("problem").style.display = problems.length ? "block" : "none";
-  $("problem").innerHTML = problems.map((m) => `<div class="err">${esc(m)}</div>`).join("");
-  $("refreshed").textContent = new Date().toLocaleTimeString();
+  $("problem").innerHTML = problems.length
+    ? `<strong>could not load</strong> (retrying every 5 s):` + problems.map((m) => `<div class="err">${esc(m)}</div>`).join("")
+    : "";
+  const at = new Date().toLocaleTimeString();
+  $("refreshed").textContent = problems.length ? `refresh failed at ${at}` : `refreshed ${at}`;
+  document.body.dataset.state = problems.length ? "error" : "ready";
   document.body.dataset.loaded = "yes";
 }
 

@@ -158,7 +158,7 @@ impl Settings {
                  its lastOnlineAt is older than this, and the mark never reads a settled visit \
                  again, so with less than the platform's gap between lastOnlineAt updates of a \
                  viewer still online, a visit would settle while it still grows (see Limits in \
-                 the README)",
+                 docs/how-sync-works.md)",
                 humantime::format_duration(MIN_SETTLE_AFTER),
                 humantime::format_duration(self.sync.settle_after)
             ));

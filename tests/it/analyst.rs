@@ -1,6 +1,6 @@
 //! What analysts read: comments on every column, the views (checked against values computed
-//! here from the visit rows), the README's column lists and SQL examples, the read-only role
-//! recipe, and `database.schema`.
+//! here from the visit rows), the column lists and SQL examples of docs/tables.md, the read-only
+//! role recipe, and `database.schema`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -13,18 +13,18 @@ use crate::helpers::{AGENT, Harness, TOKEN, TestDb, sim_with, target, test_setti
 /// The simulator seed of this module's worlds.
 const SEED: u64 = 10;
 
-/// The README, read from disk as a user reads it.
-fn readme() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap()
+/// docs/tables.md, read from disk as a user reads it.
+fn tables_page() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/tables.md")).unwrap()
 }
 
-/// The README's sql blocks: the read-only recipe (the one block with `CREATE ROLE`), and the
+/// The page's sql blocks: the read-only recipe (the one block with `CREATE ROLE`), and the
 /// statements of every other block.
-fn readme_sql() -> (Vec<String>, Vec<String>) {
-    let (recipe, examples): (Vec<_>, Vec<_>) = sql_blocks(&readme())
+fn tables_sql() -> (Vec<String>, Vec<String>) {
+    let (recipe, examples): (Vec<_>, Vec<_>) = sql_blocks(&tables_page())
         .into_iter()
         .partition(|b| b.iter().any(|s| s.contains("CREATE ROLE")));
-    assert_eq!(recipe.len(), 1, "one read-only recipe in the README");
+    assert_eq!(recipe.len(), 1, "one read-only recipe in docs/tables.md");
     (
         recipe.into_iter().flatten().collect(),
         examples.into_iter().flatten().collect(),
@@ -104,12 +104,12 @@ async fn every_table_view_and_column_has_a_comment() {
 }
 
 #[tokio::test]
-async fn the_readme_lists_every_column_of_every_table_and_view_in_order() {
+async fn the_tables_page_lists_every_column_of_every_table_and_view_in_order() {
     let h = Harness::new(sim_with(SEED, &[]), vec![], 1000).await;
     let rels = relations(&h.db.pool, "public").await;
-    let text = readme();
-    let section = &text[text.find("\n## Tables\n").unwrap()..];
-    let section = &section[..section[1..].find("\n## ").unwrap()];
+    // Tables, views and bookkeeping: the page up to its example queries.
+    let text = tables_page();
+    let section = &text[..text.find("\n## Example queries\n").unwrap()];
 
     // An entry starts at **`name`**; its `Columns:` sentence runs to the next blank line.
     let mut listed: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -409,7 +409,7 @@ async fn peak_concurrency_merges_a_users_overlaps_and_counts_touching_visits_tog
 }
 
 #[tokio::test]
-async fn every_sql_example_in_the_readme_runs_against_synced_data() {
+async fn every_sql_example_in_the_docs_runs_against_synced_data() {
     const USER: i64 = 15_460_259;
     let h = Harness::new(
         sim_with(SEED, &[(USER, 300), (2, 50)]),
@@ -422,7 +422,7 @@ async fn every_sql_example_in_the_readme_runs_against_synced_data() {
     h.sim.insert_visit_at(AGENT, USER, at, Some("10096289"));
     h.sim.open_visit(AGENT, 2);
     h.sync_ok().await;
-    let (_, examples) = readme_sql();
+    let (_, examples) = tables_sql();
     assert!(examples.len() >= 9, "{} statements", examples.len());
 
     let mut rows_of = BTreeMap::new();
@@ -430,7 +430,7 @@ async fn every_sql_example_in_the_readme_runs_against_synced_data() {
         let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
             .fetch_all(&h.db.pool)
             .await
-            .unwrap_or_else(|e| panic!("README example failed: {e}\n{sql}"));
+            .unwrap_or_else(|e| panic!("docs/tables.md example failed: {e}\n{sql}"));
         let label = sql
             .lines()
             .find(|l| !l.trim().is_empty())
@@ -512,7 +512,7 @@ async fn the_read_only_recipe_as_written_in_public_reads_and_writes_nothing() {
     read_only_recipe_in("public").await;
 }
 
-/// The README's read-only recipe, run in `schema` (its `public` replaced), then the reader's
+/// The read-only recipe of docs/tables.md, run in `schema` (its `public` replaced), then the reader's
 /// reads and refused writes.
 async fn read_only_recipe_in(schema: &str) {
     let role = format!(
@@ -522,7 +522,7 @@ async fn read_only_recipe_in(schema: &str) {
     );
     let h = harness_in(schema, &[(1, 20)]).await;
     h.sync_ok().await;
-    let (recipe, _) = readme_sql();
+    let (recipe, _) = tables_sql();
     let mut owner = PgConnection::connect(&h.db.url).await.unwrap();
     for statement in &recipe {
         let sql = statement

@@ -774,6 +774,73 @@ fn the_image_build_context_holds_the_sources_and_no_config_or_secret() {
             );
         }
     }
+    // Every file the crates embed (include_str!, include_bytes!) is in the context and copied
+    // into the build stage, or the image does not compile.
+    let copied: Vec<&str> = build
+        .lines()
+        .filter(|l| l.starts_with("COPY "))
+        .flat_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            words[1..words.len() - 1].to_vec()
+        })
+        .map(|s| s.trim_end_matches('/'))
+        .collect();
+    for embedded in embedded_files() {
+        assert!(
+            context.contains(embedded.as_str()),
+            "{embedded} (embedded by the build) is in the build context"
+        );
+        assert!(
+            copied
+                .iter()
+                .any(|c| embedded == *c || embedded.starts_with(&format!("{c}/"))),
+            "{embedded} (embedded by the build) is copied into the build stage"
+        );
+    }
+}
+
+/// The files `include_str!`/`include_bytes!` embed in the sources of `src/` and `crates/`, as
+/// paths from the repository's root.
+fn embedded_files() -> Vec<String> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let root = repo("");
+    let mut sources = Vec::new();
+    walk(&repo("src"), &mut sources);
+    walk(&repo("crates"), &mut sources);
+    let mut found = Vec::new();
+    for source in sources {
+        let text = std::fs::read_to_string(&source).unwrap();
+        for macro_call in ["include_str!(\"", "include_bytes!(\""] {
+            for piece in text.split(macro_call).skip(1) {
+                let relative = piece.split('"').next().unwrap();
+                let mut path = source.parent().unwrap().to_path_buf();
+                for part in relative.split('/') {
+                    match part {
+                        ".." => {
+                            path.pop();
+                        }
+                        "." => {}
+                        part => path.push(part),
+                    }
+                }
+                found.push(path.strip_prefix(&root).unwrap().display().to_string());
+            }
+        }
+    }
+    assert!(
+        found.iter().any(|f| f == "docs/tables.md"),
+        "the benchmark embeds docs/tables.md: {found:?}"
+    );
+    found
 }
 
 // ---- Prometheus and Grafana -------------------------------------------------------------------

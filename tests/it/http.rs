@@ -14,7 +14,9 @@ use szb_sync::settings::Settings;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{AGENT, TOKEN, TestDb, get, only_at_start, sim_with, target, test_settings};
+use crate::helpers::{
+    AGENT, TOKEN, TestDb, far_year, get, only_at_start, sim_with, target, test_settings,
+};
 
 const GOOD_USERS: [i64; 2] = [1, 2];
 /// Synced with a token the simulator refuses: a failing pair.
@@ -435,25 +437,91 @@ fn chromium(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-#[tokio::test]
-async fn the_status_page_shows_passes_failing_pairs_rejects_and_totals_in_a_real_browser() {
-    let d = Daemon::start().await;
-    let url = format!("{}/?q=", d.base);
-
-    let base = d.base.clone();
-    let dom = tokio::task::spawn_blocking(move || chromium(&["--dump-dom", &format!("{base}/")]))
+/// The page at `url` as its script left it (`--dump-dom` after Chromium's virtual time ran out).
+async fn page_as_the_script_left_it(url: String) -> String {
+    let dom = tokio::task::spawn_blocking(move || chromium(&["--dump-dom", &url]))
         .await
         .unwrap();
-
-    let html = String::from_utf8_lossy(&dom.stdout);
     assert!(
         dom.status.success(),
         "{}",
         String::from_utf8_lossy(&dom.stderr)
     );
+    String::from_utf8_lossy(&dom.stdout).into_owned()
+}
+
+/// A listener whose database never answers (nothing listens on port 1): the page itself is
+/// served, its views are not.
+async fn listening_without_a_database() -> (String, CancellationToken, JoinHandle<()>) {
+    let mut settings = test_settings("http://127.0.0.1:9", vec![target(AGENT, TOKEN, &[1])]);
+    settings.database.url = Secret::new("postgres://root:db-password-secret@127.0.0.1:1/nothing");
+    listening(settings).await
+}
+
+#[tokio::test]
+async fn the_status_page_says_loading_in_every_view_until_its_script_has_data() {
+    let (base, stop, task) = listening_without_a_database().await;
+
+    let (status, html) = get(&format!("{base}/")).await.unwrap();
+
+    assert_eq!(status, 200);
+    assert!(html.contains("<body data-state=\"loading\">"), "{html}");
+    for place in ["passes", "totals", "pairs", "rejects"] {
+        let at = html
+            .find(&format!("id=\"{place}\""))
+            .unwrap_or_else(|| panic!("#{place} on the page"));
+        let next = &html[at..at + 160.min(html.len() - at)];
+        assert!(next.contains("loading…"), "#{place} says loading: {next}");
+    }
+    assert!(html.contains("<span id=\"refreshed\">loading…</span>"));
+    stop_daemon(stop, task).await;
+}
+
+#[tokio::test]
+#[ignore = "needs chromium: see docs/development.md"]
+async fn the_status_page_shows_an_error_in_place_of_views_it_could_not_load() {
+    let (base, stop, task) = listening_without_a_database().await;
+
+    let html = page_as_the_script_left_it(format!("{base}/")).await;
+
+    assert!(html.contains("data-state=\"error\""), "{html}");
     assert!(
-        html.contains("data-loaded=\"yes\""),
-        "the script ran:\n{html}"
+        html.contains("<strong>could not load</strong>") && html.contains("/api/overview: 503"),
+        "the banner names the view and its answer:\n{html}"
+    );
+    assert!(
+        !html.contains("loading…"),
+        "every place that was loading now says it could not:\n{html}"
+    );
+    assert_eq!(
+        html.matches("could not load (retrying every 5 s)").count(),
+        4,
+        "passes, totals, pairs and rejects:\n{html}"
+    );
+    assert!(html.contains("refresh failed at"), "{html}");
+    assert!(!html.contains("db-password-secret"));
+    stop_daemon(stop, task).await;
+}
+
+#[tokio::test]
+async fn the_status_page_shows_passes_failing_pairs_rejects_and_totals_in_a_real_browser() {
+    let d = Daemon::start().await;
+    let url = format!("{}/?q=", d.base);
+
+    let html = page_as_the_script_left_it(format!("{}/", d.base)).await;
+
+    assert!(
+        html.contains("data-loaded=\"yes\"") && html.contains("data-state=\"ready\""),
+        "the script ran and every view answered:\n{html}"
+    );
+    assert!(
+        !html.contains("loading…") && !html.contains("could not load"),
+        "no view is left loading:\n{html}"
+    );
+    // The next pass is decades away (the test's cron): a date, not "in 26328 d".
+    assert!(
+        html.contains(&format!("on {}-01-01 00:00 UTC", far_year())),
+        "the next due pass as a date:\n{html}"
     );
     for shown in [
         // Passes: the last one, failed, with its pairs.
@@ -473,11 +541,7 @@ async fn the_status_page_shows_passes_failing_pairs_rejects_and_totals_in_a_real
     assert!(!html.contains(WRONG_TOKEN) && !html.contains(TOKEN));
 
     // The search box, through the address: one pair, and it is ok.
-    let search = format!("{url}{AGENT}:{}", GOOD_USERS[0]);
-    let found = tokio::task::spawn_blocking(move || chromium(&["--dump-dom", &search]))
-        .await
-        .unwrap();
-    let html = String::from_utf8_lossy(&found.stdout);
+    let html = page_as_the_script_left_it(format!("{url}{AGENT}:{}", GOOD_USERS[0])).await;
     assert!(
         html.contains("1–1 of 1")
             && html.contains(&format!(

@@ -2,11 +2,16 @@
 //! fresh database per test) and the built-in simulator, and asserts on the rows in the tables.
 //!
 //! - [`analyst`]: column comments, the views against values computed from the visits, the
-//!   README's column lists and SQL examples, the read-only role recipe, `database.schema`;
+//!   column lists and SQL examples of docs/tables.md, the read-only role recipe,
+//!   `database.schema`;
 //! - [`cli`]: the day-two commands: `status` exit codes and `--json`, `sync --only`, `rejects`,
 //!   a closed stdout, completions and man pages as committed, each subcommand's `--help`;
 //! - [`deploy`]: the systemd unit (verified, its sandbox scored), `check --offline`, the Debian
 //!   package, the compose file, the image's build context, the alert rules and the dashboard;
+//! - [`docs`]: the README and docs/: every relative link and anchor resolves, every page is
+//!   linked from the README, the README stays short;
+//! - [`kubernetes`]: the manifests: the ConfigMap through `check --offline`, the sandbox and
+//!   probes, `kubernetes-validate`;
 //! - [`http`]: the listener: metrics through promtool, health, the status page in Chromium;
 //! - [`sync`]: what lands in the tables, quiet resyncs, resumes, resync;
 //! - [`upstream_changes`]: open visits, purges, appends, ties, activity changes;
@@ -30,11 +35,13 @@
 mod analyst;
 mod cli;
 mod deploy;
+mod docs;
 mod faults;
 mod helpers;
 mod hostile_bodies;
 mod hostile_strings;
 mod http;
+mod kubernetes;
 mod leases;
 mod listener;
 mod migrations;

@@ -1,5 +1,5 @@
 //! The simulated platforms the demo and `mock-api` serve, each defined once here. Their
-//! descriptions (what `mock-api` prints, what the README lists) are generated from these
+//! descriptions (what `mock-api` prints, what the docs list) are generated from these
 //! definitions, and tests read their numbers from here instead of repeating them.
 
 use crate::handle::Simulator;

@@ -215,6 +215,12 @@ fn the_shipped_config_files_load() {
         "{}",
         redact_url(demo.database.url.expose())
     );
+    // `run` with the demo config serves the status page (docs: the first real sync).
+    assert_eq!(
+        demo.http.listen,
+        Some("127.0.0.1:9187".parse().unwrap()),
+        "the demo config has an [http] listener"
+    );
 }
 
 #[test]
