@@ -86,7 +86,9 @@ impl App {
         telemetry
             .metrics
             .know_agents(pairs.iter().map(|p| p.key.agent_id));
-        let api = ApiClient::new(&settings.api)?.with_feed(telemetry.feed.clone());
+        let api = ApiClient::new(&settings.api)?
+            .with_feed(telemetry.feed.clone())
+            .with_token_origins(settings.token_origins());
         let engine = Engine::new(
             store.clone(),
             api.clone(),

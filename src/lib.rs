@@ -55,3 +55,6 @@ pub mod secret;
 pub mod settings;
 pub mod store;
 pub mod telemetry;
+
+/// Where to report a bug of szb-sync: the issues of the repository in Cargo.toml.
+pub const ISSUES_URL: &str = concat!(env!("CARGO_PKG_REPOSITORY"), "/issues");

@@ -2,12 +2,14 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::Parser as _;
 use szb_sync::cli::{Cli, execute};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli =
+        Cli::try_parse_from(&args).unwrap_or_else(|e| szb_sync::cli::parse_error(e, &args).exit());
     szb_sync::telemetry::init_with(
         cli.log_format
             .unwrap_or_else(szb_sync::telemetry::LogFormat::detect),

@@ -43,7 +43,7 @@ complete -c szb-sync -n "__fish_szb_sync_needs_command" -f -a "bench" -d 'Measur
 complete -c szb-sync -n "__fish_szb_sync_needs_command" -f -a "completions" -d 'Print the shell completion script for SHELL (bash: source it; zsh: save it as `_szb-sync` in your $fpath; fish: save it in ~/.config/fish/completions/)'
 complete -c szb-sync -n "__fish_szb_sync_needs_command" -f -a "man" -d 'Print the man page, szb-sync(1), as roff (`szb-sync man | man -l -`)'
 complete -c szb-sync -n "__fish_szb_sync_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c szb-sync -n "__fish_szb_sync_using_subcommand sync" -l only -d 'Sync only these configured pairs (comma-separated, or the option repeated). An entry that is not a configured pair stops the command before anything syncs' -r
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand sync" -l only -d 'Sync only these configured pairs (comma-separated, or the option repeated). An entry that is not a configured pair stops the command before anything syncs' -r -f
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand sync" -s c -l config -d 'Configuration file (TOML). Default: config/szb-sync.toml in the working directory, else /etc/szb-sync/szb-sync.toml; one must exist unless SZB_TARGETS sets the targets (demo and bench need none)' -r -F
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand sync" -l log-format -d 'Log format: text or json on stderr, or journald. Default: journald when stderr is the journal (under systemd), else text. Filter with RUST_LOG (default: info)' -r -f -a "text\t'Human-readable lines on stderr; coloured only when stderr is a terminal'
 json\t'One JSON object per line on stderr, for log collectors'
@@ -72,42 +72,43 @@ json\t'One JSON object per line on stderr, for log collectors'
 journald\t'Native journald entries, each field its own (`journalctl -o json`)'"
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand status" -l json -d 'Print one JSON document (`failing`, `pairs`) instead of the table; the exit code is the same'
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c szb-sync -n "__fish_szb_sync_using_subcommand rejects" -l agent-id -d 'Only rejects of this agent\'s pairs' -r
-complete -c szb-sync -n "__fish_szb_sync_using_subcommand rejects" -l user-id -d 'Only rejects of this user' -r
-complete -c szb-sync -n "__fish_szb_sync_using_subcommand rejects" -l since -d 'Only items first seen since then: a duration back from now (`2h`, `7days`) or an RFC 3339 time (`2026-12-01T00:00:00Z`)' -r
-complete -c szb-sync -n "__fish_szb_sync_using_subcommand rejects" -l limit -d 'Show at most this many, newest first' -r
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand rejects" -l agent-id -d 'Only rejects of this agent\'s pairs' -r -f
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand rejects" -l user-id -d 'Only rejects of this user' -r -f
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand rejects" -l since -d 'Only items first seen since then: a duration back from now (`2h`, `7days`) or an RFC 3339 time (`2026-12-01T00:00:00Z`)' -r -f
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand rejects" -l limit -d 'Show at most this many, newest first' -r -f
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand rejects" -s c -l config -d 'Configuration file (TOML). Default: config/szb-sync.toml in the working directory, else /etc/szb-sync/szb-sync.toml; one must exist unless SZB_TARGETS sets the targets (demo and bench need none)' -r -F
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand rejects" -l log-format -d 'Log format: text or json on stderr, or journald. Default: journald when stderr is the journal (under systemd), else text. Filter with RUST_LOG (default: info)' -r -f -a "text\t'Human-readable lines on stderr; coloured only when stderr is a terminal'
 json\t'One JSON object per line on stderr, for log collectors'
 journald\t'Native journald entries, each field its own (`journalctl -o json`)'"
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand rejects" -l json -d 'Print one JSON document (`matching`, `rejects`) instead of the table; each reject\'s `raw` is the item as served'
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand rejects" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c szb-sync -n "__fish_szb_sync_using_subcommand resync" -l agent-id -d 'Only the pairs of this agent' -r
-complete -c szb-sync -n "__fish_szb_sync_using_subcommand resync" -l user-id -d 'Only the pairs of this user (with --agent-id: only that pair)' -r
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand resync" -l agent-id -d 'Only the pairs of this agent' -r -f
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand resync" -l user-id -d 'Only the pairs of this user (with --agent-id: only that pair)' -r -f
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand resync" -s c -l config -d 'Configuration file (TOML). Default: config/szb-sync.toml in the working directory, else /etc/szb-sync/szb-sync.toml; one must exist unless SZB_TARGETS sets the targets (demo and bench need none)' -r -F
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand resync" -l log-format -d 'Log format: text or json on stderr, or journald. Default: journald when stderr is the journal (under systemd), else text. Filter with RUST_LOG (default: info)' -r -f -a "text\t'Human-readable lines on stderr; coloured only when stderr is a terminal'
 json\t'One JSON object per line on stderr, for log collectors'
 journald\t'Native journald entries, each field its own (`journalctl -o json`)'"
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand resync" -l all -d 'Every configured pair: each list is read again from its start at the next sync. Without --agent-id or --user-id, resync needs this (on a terminal it asks instead)'
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand resync" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c szb-sync -n "__fish_szb_sync_using_subcommand mock-api" -l listen -d 'Address to listen on (port 0: any free port; the first line printed names it)' -r
-complete -c szb-sync -n "__fish_szb_sync_using_subcommand mock-api" -l users -d 'Instead of the demo world: this many users (ids 1..=N) of agent 105131, token `mock-token`, each with --visits-per-user visits' -r
-complete -c szb-sync -n "__fish_szb_sync_using_subcommand mock-api" -l visits-per-user -d 'Visits generated for each of --users' -r
-complete -c szb-sync -n "__fish_szb_sync_using_subcommand mock-api" -l latency -d 'Answer every request this much later, as over a real network ("100ms")' -r
-complete -c szb-sync -n "__fish_szb_sync_using_subcommand mock-api" -l rate-limit -d 'A server-side rate limit in requests per second (a token bucket with a burst of the same size); requests over it get a 429 with a Retry-After' -r
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand mock-api" -l listen -d 'Address to listen on (port 0: any free port; the first line printed names it)' -r -f
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand mock-api" -l users -d 'Instead of the demo world: this many users (ids 1..=N) of agent 105131, token `mock-token`, each with --visits-per-user visits' -r -f
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand mock-api" -l visits-per-user -d 'Visits generated for each of --users' -r -f
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand mock-api" -l latency -d 'Answer every request this much later, as over a real network ("100ms")' -r -f
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand mock-api" -l rate-limit -d 'A server-side rate limit in requests per second (a token bucket with a burst of the same size); requests over it get a 429 with a Retry-After' -r -f
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand mock-api" -l log-format -d 'Log format: text or json on stderr, or journald. Default: journald when stderr is the journal (under systemd), else text. Filter with RUST_LOG (default: info)' -r -f -a "text\t'Human-readable lines on stderr; coloured only when stderr is a terminal'
 json\t'One JSON object per line on stderr, for log collectors'
 journald\t'Native journald entries, each field its own (`journalctl -o json`)'"
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand mock-api" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c szb-sync -n "__fish_szb_sync_using_subcommand demo" -l database-url -d 'Write into this database instead of `szb_demo` on the configured server (created when missing). Rows of the demo\'s simulated agents there are replaced' -r
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand demo" -l database-url -d 'Write into this database instead of `szb_demo` on the configured server (created when missing). Rows of the demo\'s simulated agents there are replaced' -r -f
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand demo" -l database-name -d 'The demo\'s database on the configured server, instead of `szb_demo`. Hidden: the tests use it so that they never touch a `szb_demo` they did not create' -r -f
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand demo" -s c -l config -d 'Configuration file (TOML). Default: config/szb-sync.toml in the working directory, else /etc/szb-sync/szb-sync.toml; one must exist unless SZB_TARGETS sets the targets (demo and bench need none)' -r -F
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand demo" -l log-format -d 'Log format: text or json on stderr, or journald. Default: journald when stderr is the journal (under systemd), else text. Filter with RUST_LOG (default: info)' -r -f -a "text\t'Human-readable lines on stderr; coloured only when stderr is a terminal'
 json\t'One JSON object per line on stderr, for log collectors'
 journald\t'Native journald entries, each field its own (`journalctl -o json`)'"
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand demo" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c szb-sync -n "__fish_szb_sync_using_subcommand bench" -l scale -d 'Divide every workload\'s users by this factor, for a quick look (1: the full workloads)' -r
-complete -c szb-sync -n "__fish_szb_sync_using_subcommand bench" -l runs -d 'Runs of each workload, 1..=9; the table shows the median run (by wall time)' -r
-complete -c szb-sync -n "__fish_szb_sync_using_subcommand bench" -l only -d 'Only the workloads whose name contains this text (`--only quiet`, `--only replicas`)' -r
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand bench" -l scale -d 'Divide every workload\'s users by this factor, for a quick look (1: the full workloads)' -r -f
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand bench" -l runs -d 'Runs of each workload, 1..=9; the table shows the median run (by wall time)' -r -f
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand bench" -l only -d 'Only the workloads whose name contains this text (`--only quiet`, `--only replicas`)' -r -f
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand bench" -s c -l config -d 'Configuration file (TOML). Default: config/szb-sync.toml in the working directory, else /etc/szb-sync/szb-sync.toml; one must exist unless SZB_TARGETS sets the targets (demo and bench need none)' -r -F
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand bench" -l log-format -d 'Log format: text or json on stderr, or journald. Default: journald when stderr is the journal (under systemd), else text. Filter with RUST_LOG (default: info)' -r -f -a "text\t'Human-readable lines on stderr; coloured only when stderr is a terminal'
 json\t'One JSON object per line on stderr, for log collectors'

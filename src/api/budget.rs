@@ -367,6 +367,7 @@ mod tests {
         let refused = ApiError::Unauthorized {
             agent_id: 1,
             status: 401,
+            origin: String::new(),
             detail: String::new(),
         };
 

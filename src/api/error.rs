@@ -12,14 +12,13 @@ const SNIPPET_BYTES: usize = 200;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error(
-        "agent {agent_id}: the platform refused the token (HTTP {status}). Check the token configured \
-         for this agent, and ask the platform to enable 用户明细 (user details) and 用户管理 (user \
-         management) for the account, third-party login customisation, and the UID whitelist{detail}"
-    )]
+    #[error("{}", unauthorized_message(*.agent_id, *.status, .origin, .detail))]
     Unauthorized {
         agent_id: i64,
         status: u16,
+        /// Where the agent's token was configured ("targets[0].token in the file …", "the
+        /// environment variable SZB_API__TOKEN"); empty when not known.
+        origin: String,
         detail: String,
     },
     #[error(
@@ -68,6 +67,30 @@ pub enum ApiError {
     Client(String),
 }
 
+/// A 401 is a token the platform does not know (a typo, an old one): the fix is in the
+/// configuration, named by `origin`. A 403 is a known token without the rights: the fix is on
+/// the platform's side, and only then is its feature list worth reading.
+fn unauthorized_message(agent_id: i64, status: u16, origin: &str, detail: &str) -> String {
+    let origin = if origin.is_empty() {
+        "the token configured for this agent"
+    } else {
+        origin
+    };
+    if status == 403 {
+        format!(
+            "agent {agent_id}: the platform refused the token (HTTP 403): it knows the token \
+             ({origin}) but does not let it read visits; ask the platform to enable 用户明细 (user \
+             details) and 用户管理 (user management) for the account, third-party login \
+             customisation, and the UID whitelist{detail}"
+        )
+    } else {
+        format!(
+            "agent {agent_id}: the platform refused the token (HTTP {status}): it does not know \
+             it; check {origin}{detail}"
+        )
+    }
+}
+
 fn fmt_retry_after(d: &Option<Duration>) -> String {
     d.map_or_else(|| "not given".to_owned(), |d| format!("{}s", d.as_secs()))
 }
@@ -98,10 +121,12 @@ impl ApiError {
             ApiError::Unauthorized {
                 agent_id,
                 status,
+                origin,
                 detail,
             } => ApiError::Unauthorized {
                 agent_id,
                 status,
+                origin,
                 detail: r(detail),
             },
             ApiError::NotFound {
@@ -148,11 +173,13 @@ impl ApiError {
     }
 }
 
+/// The error of an answer with `status`; `origin` says where the pair's token was configured.
 pub(super) fn status_error(
     status: StatusCode,
     pair: &PairKey,
     retry_after: Option<Duration>,
     body: &[u8],
+    origin: &str,
 ) -> ApiError {
     let snippet = snippet(body);
     let detail = if snippet.is_empty() {
@@ -164,6 +191,7 @@ pub(super) fn status_error(
         401 | 403 => ApiError::Unauthorized {
             agent_id: pair.agent_id,
             status: status.as_u16(),
+            origin: origin.to_owned(),
             detail,
         },
         404 => ApiError::NotFound {
@@ -252,7 +280,7 @@ mod tests {
         cut.extend_from_slice(format!("Bearer {token} and more").as_bytes());
 
         for body in [whole.as_bytes(), &cut] {
-            let err = status_error(StatusCode::BAD_GATEWAY, &pair, None, body).redacted(token);
+            let err = status_error(StatusCode::BAD_GATEWAY, &pair, None, body, "").redacted(token);
 
             let msg = err.to_string();
             assert!(!msg.contains("tok-"), "{msg}");
@@ -273,19 +301,34 @@ mod tests {
     #[test]
     fn unauthorized_names_the_agent_and_what_to_check() {
         let pair = PairKey::new(105131, 1, None);
-        let err = status_error(
-            StatusCode::UNAUTHORIZED,
-            &pair,
-            None,
-            b"{\"message\":\"bad token\"}",
+        let origin = "targets[0].token in the file config/szb-sync.toml";
+        let error = |status| status_error(status, &pair, None, b"{\"message\":\"bad\"}", origin);
+
+        let unknown = error(StatusCode::UNAUTHORIZED).to_string();
+        let forbidden = error(StatusCode::FORBIDDEN).to_string();
+
+        // A 401 is a typo or an old token: it names where the token came from, and no
+        // platform feature, which no typo fixes.
+        assert_eq!(
+            unknown,
+            "agent 105131: the platform refused the token (HTTP 401): it does not know it; check \
+             targets[0].token in the file config/szb-sync.toml. The platform said: \
+             {\"message\":\"bad\"}"
         );
-        let msg = err.to_string();
+        // A 403: the token is known, the rights are missing; the feature list is the advice.
         assert!(
-            msg.contains("agent 105131")
-                && msg.contains("用户明细")
-                && msg.contains("UID whitelist"),
-            "{msg}"
+            forbidden.contains("agent 105131")
+                && forbidden.contains("HTTP 403")
+                && forbidden.contains(origin)
+                && forbidden.contains("用户明细")
+                && forbidden.contains("UID whitelist"),
+            "{forbidden}"
         );
-        assert!(!err.is_retryable());
+        assert!(!error(StatusCode::UNAUTHORIZED).is_retryable());
+        assert!(
+            status_error(StatusCode::UNAUTHORIZED, &pair, None, b"", "")
+                .to_string()
+                .ends_with("check the token configured for this agent")
+        );
     }
 }

@@ -70,6 +70,8 @@ pub struct ApiClient {
     retry: RetryPolicy,
     pacers: Pacers,
     feed: Feed,
+    /// Where each agent's token was configured, for the error of a refused one.
+    token_origins: std::sync::Arc<std::collections::BTreeMap<i64, String>>,
 }
 
 impl ApiClient {
@@ -97,7 +99,15 @@ impl ApiClient {
             },
             pacers: Pacers::new(settings.max_concurrency, settings.max_requests_per_second),
             feed: Feed::new(),
+            token_origins: Default::default(),
         })
+    }
+
+    /// The same client, naming where each agent's token was configured
+    /// ([`crate::settings::Settings::token_origins`]) when the platform refuses it.
+    pub fn with_token_origins(mut self, origins: std::collections::BTreeMap<i64, String>) -> Self {
+        self.token_origins = std::sync::Arc::new(origins);
+        self
     }
 
     /// The same client, telling `feed` of each attempt and retry.
@@ -247,7 +257,11 @@ impl ApiClient {
         })
         .await?;
         if !status.is_success() {
-            return Err(status_error(status, pair, retry_after, &body.bytes));
+            let origin = self
+                .token_origins
+                .get(&pair.agent_id)
+                .map_or("", String::as_str);
+            return Err(status_error(status, pair, retry_after, &body.bytes, origin));
         }
         // Items are checked against the platform's own clock (a visit from its future is
         // refused); what is settled is judged on the sane one below.

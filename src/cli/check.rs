@@ -59,7 +59,7 @@ pub(super) async fn run(settings: &Settings, offline: bool) -> Result<ExitCode> 
     }
     let mut probe_settings = settings.api.clone();
     probe_settings.timeout = probe_settings.timeout.min(PROBE_TIMEOUT);
-    let api = ApiClient::new(&probe_settings)?;
+    let api = ApiClient::new(&probe_settings)?.with_token_origins(settings.token_origins());
     // One request per agent, with the first user of its first target.
     let mut agents = BTreeMap::new();
     for pair in &pairs {

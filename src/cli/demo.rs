@@ -29,6 +29,10 @@ pub struct DemoArgs {
     /// missing). Rows of the demo's simulated agents there are replaced.
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
+    /// The demo's database on the configured server, instead of `szb_demo`. Hidden: the tests
+    /// use it so that they never touch a `szb_demo` they did not create.
+    #[arg(long, value_name = "NAME", hide = true, default_value = DEMO_DATABASE, conflicts_with = "database_url")]
+    database_name: String,
     #[command(flatten)]
     pub(super) config: super::ConfigArg,
 }
@@ -38,7 +42,7 @@ pub(super) async fn run(settings: &Settings, args: DemoArgs) -> Result<ExitCode>
     let mut settings = settings.clone();
     let url = match args.database_url {
         Some(url) => Secret::new(url),
-        None => demo_database_url(&settings.database.url)?,
+        None => demo_database_url(&settings.database.url, &args.database_name)?,
     };
     settings.database.url = url.clone();
     out!(
@@ -143,11 +147,12 @@ pub(super) async fn run(settings: &Settings, args: DemoArgs) -> Result<ExitCode>
     Ok(exit_code(report.failed().count() == 0))
 }
 
-/// `url` with its database replaced by [`DEMO_DATABASE`]: same server, user and options.
-fn demo_database_url(url: &Secret) -> Result<Secret> {
+/// `url` with its database replaced by `name` ([`DEMO_DATABASE`] unless a test names another):
+/// same server, user and options.
+fn demo_database_url(url: &Secret, name: &str) -> Result<Secret> {
     let mut parsed = url::Url::parse(url.expose())
         .with_context(|| format!("database.url is not a URL: {}", redact_url(url.expose())))?;
-    parsed.set_path(&format!("/{DEMO_DATABASE}"));
+    parsed.set_path(&format!("/{name}"));
     Ok(Secret::new(parsed.to_string()))
 }
 
@@ -186,7 +191,7 @@ mod tests {
     fn the_demo_database_is_szb_demo_on_the_configured_server() {
         let url = Secret::new("postgres://bob:pw@db.internal:6543/szb?sslmode=require");
 
-        let demo = demo_database_url(&url).unwrap();
+        let demo = demo_database_url(&url, DEMO_DATABASE).unwrap();
 
         assert_eq!(
             demo.expose(),

@@ -143,6 +143,9 @@ impl Cli {
     pub fn default_log_filter(&self) -> &'static str {
         match self.command {
             Command::Demo(_) => crate::telemetry::QUIET_FILTER,
+            Command::Sync { .. } if std::io::IsTerminal::is_terminal(&std::io::stderr()) => {
+                crate::telemetry::TERMINAL_SYNC_FILTER
+            }
             _ => crate::telemetry::DEFAULT_FILTER,
         }
     }
@@ -190,12 +193,7 @@ pub async fn execute(cli: Cli) -> Result<ExitCode> {
     let name = cli.command.name();
     let config = match (cli.config, cli.command.config_arg()) {
         (Some(_), None) => {
-            return Ok(usage_error(
-                name,
-                &format!(
-                    "{name} reads no configuration file, so --config would be ignored; drop it"
-                ),
-            ));
+            return Ok(usage_error(name, &no_config_message(name)));
         }
         (Some(_), Some(ConfigArg { config: Some(_) })) => {
             return Ok(usage_error(
@@ -205,6 +203,9 @@ pub async fn execute(cli: Cli) -> Result<ExitCode> {
         }
         (before, after) => before.or_else(|| after.and_then(|a| a.config.clone())),
     };
+    if let Some(path) = &config {
+        crate::store::hint_with_config(path);
+    }
     let settings = || load(&config);
     // These need no config file: without one they take the defaults and the environment.
     let optional =
@@ -229,6 +230,43 @@ pub async fn execute(cli: Cli) -> Result<ExitCode> {
 
 fn load(config: &Option<PathBuf>) -> Result<Settings> {
     Settings::load(config.as_deref()).context("loading the configuration")
+}
+
+/// Why `--config` is refused around `command`, which reads no configuration.
+fn no_config_message(command: &str) -> String {
+    format!("{command} reads no configuration file, so --config would be ignored; drop it")
+}
+
+/// The commands that read no configuration file, so take no `--config`.
+const NO_CONFIG: [&str; 3] = ["mock-api", "completions", "man"];
+
+/// clap's error for `args` (the process's arguments), with one made clearer: `--config` after a
+/// command that reads none (`mock-api --config x`) is refused in the same words as before it,
+/// not with clap's bare "unexpected argument".
+pub fn parse_error(error: clap::Error, args: &[std::ffi::OsString]) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if error.kind() != ErrorKind::UnknownArgument {
+        return error;
+    }
+    let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) else {
+        return error;
+    };
+    let is_config = arg == "--config" || arg.starts_with("--config=") || arg.starts_with("-c");
+    let command = args
+        .iter()
+        .skip(1)
+        .filter_map(|a| a.to_str())
+        .find(|a| NO_CONFIG.contains(a));
+    match command {
+        Some(command) if is_config => {
+            use clap::CommandFactory as _;
+            let mut cli = Cli::command();
+            cli.build();
+            let mut sub = cli.find_subcommand(command).cloned().unwrap_or(cli);
+            sub.error(ErrorKind::ArgumentConflict, no_config_message(command))
+        }
+        _ => error,
+    }
 }
 
 /// A usage error of `command` found after parsing: said as clap says its own (`error: …`, the

@@ -137,6 +137,11 @@ pub(super) async fn run(settings: &Settings, args: RejectsArgs) -> Result<ExitCo
     } else {
         out!("\n{shown} matching {noun}, newest first");
     }
+    out!(
+        "A reject is usually a platform bug or a format change: report it there with its raw \
+         item. If szb-sync is wrong to reject it, file an issue at {}",
+        crate::ISSUES_URL
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -23,7 +23,8 @@ pub(super) async fn run(settings: &Settings, only: &[PairSelector]) -> Result<Ex
     let progress = Progress::start(&app, pairs.len());
     let report = app.sync_pairs(&pairs, &shutdown_on_signals()).await;
     progress.finish();
-    for p in &report.pairs {
+    let errors = error_lines(&report.pairs);
+    for (p, error) in report.pairs.iter().zip(errors) {
         let t = &p.totals;
         out!(
             "{:<40} {:<11} requests {:>4}  inserted {:>6}  updated {:>6}  settled {:>7}{}",
@@ -33,8 +34,7 @@ pub(super) async fn run(settings: &Settings, only: &[PairSelector]) -> Result<Ex
             t.visits_inserted,
             t.visits_updated,
             p.settled,
-            p.error
-                .as_deref()
+            error
                 .map(|e| format!("\n    error: {e}"))
                 .unwrap_or_default()
         );
@@ -50,6 +50,25 @@ pub(super) async fn run(settings: &Settings, only: &[PairSelector]) -> Result<Ex
         return Ok(code);
     }
     Ok(exit_code(report.all_ok()))
+}
+
+/// The error line of each pair: an error said for an earlier pair (a refused token fails every
+/// pair of its agent alike) is not said again, only pointed at.
+fn error_lines(pairs: &[crate::engine::PairReport]) -> Vec<Option<String>> {
+    let mut said: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
+    pairs
+        .iter()
+        .map(|p| {
+            let error = p.error.as_deref()?;
+            Some(match said.get(error) {
+                Some(first) => format!("the same as {first} above"),
+                None => {
+                    said.insert(error, p.pair.to_string());
+                    error.to_owned()
+                }
+            })
+        })
+        .collect()
 }
 
 /// The progress bar: pairs done of total, visits written and their rate, requests per second,
@@ -83,7 +102,8 @@ impl Progress {
             loop {
                 every.tick().await;
                 if let Some(view) = live.current() {
-                    let limit: f64 = api.pace().iter().map(|p| p.limit).sum();
+                    // (A sum of no f64 is -0.0: `limit -0` before the first request.)
+                    let limit = api.pace().iter().fold(0.0, |sum, p| sum + p.limit);
                     b.set_length(view.pairs as u64);
                     b.set_position(view.done as u64);
                     b.set_message(line(&view, limit));
@@ -107,8 +127,14 @@ fn line(view: &PassView, limit: f64) -> String {
     let written = view.counts.visits_written();
     let visits_rate = written as f64 / secs;
     let requests_rate = view.counts.requests as f64 / secs;
+    // No pace yet (no request made): no limit to show.
+    let limit = if limit > 0.0 {
+        format!("{limit:.0}")
+    } else {
+        "…".to_owned()
+    };
     format!(
-        "{} ({visits_rate:.0}/s)  {requests_rate:.1} req/s  limit {limit:.0}  ETA {}",
+        "{} ({visits_rate:.0}/s)  {requests_rate:.1} req/s  limit {limit}  ETA {}",
         plural(written, "visit", "visits"),
         eta(view, visits_rate)
     )
@@ -168,6 +194,49 @@ mod tests {
                 && msg.contains("4.0 req/s")
                 && msg.contains("limit 8"),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn before_any_request_the_limit_is_not_shown_as_minus_zero() {
+        let none: f64 = [].iter().sum();
+        assert!(none.is_sign_negative(), "the sum of no f64 is -0.0");
+
+        let msg = line(&view(0, 0, 0, 0), none);
+
+        assert!(msg.contains("limit …") && !msg.contains("-0"), "{msg}");
+    }
+
+    #[test]
+    fn an_error_is_said_once_and_pointed_at_for_the_next_pairs() {
+        use crate::domain::{PairKey, RunOutcome};
+        let report = |user: i64, error: Option<&str>| crate::engine::PairReport {
+            pair: PairKey::new(7, user, None),
+            outcome: RunOutcome::Failed,
+            totals: Default::default(),
+            settled: 0,
+            recoveries: Vec::new(),
+            error: error.map(str::to_owned),
+        };
+        let refused = "agent 7: the platform refused the token (HTTP 401): …";
+        let pairs = [
+            report(1, Some(refused)),
+            report(2, None),
+            report(3, Some(refused)),
+            report(4, Some("other")),
+        ];
+
+        let lines = error_lines(&pairs);
+
+        let first = pairs[0].pair.to_string();
+        assert_eq!(
+            lines,
+            [
+                Some(refused.to_owned()),
+                None,
+                Some(format!("the same as {first} above")),
+                Some("other".to_owned())
+            ]
         );
     }
 }

@@ -349,7 +349,7 @@ impl Engine {
             (next_due, reason, rate)
         };
         let finished = |report: &PairReport,
-                        refused: bool,
+                        (refused, unknown_token): (bool, bool),
                         (next_due, due_reason, rate): (
             Option<DateTime<Utc>>,
             DueReason,
@@ -363,6 +363,7 @@ impl Engine {
             recoveries: report.recoveries.clone(),
             error: report.error.clone(),
             refused,
+            unknown_token,
             started_at: claimed.leased_at,
             locked: claimed.locked,
             next_due,
@@ -374,7 +375,7 @@ impl Engine {
         if !claimed.locked {
             const REASON: &str = "another szb-sync process held the pair's lock";
             let report = PairReport::unwalked(key, RunOutcome::Skipped, Some(REASON.to_owned()));
-            let run = finished(&report, false, due_after(&[], false, 0));
+            let run = finished(&report, (false, false), due_after(&[], false, 0));
             return (report, run);
         }
         let settle_after =
@@ -388,10 +389,13 @@ impl Engine {
         let mut session = self.store.session(key, self.owner());
         let walked = self.walk(&pair, &mut session, &mut walk, &shutdown).await;
         drop(session);
-        let refused = matches!(
-            walked.ended,
-            Err(PairError::Api(ApiError::Unauthorized { .. }))
-        );
+        // (403: the rights, backs off at once; 401: an unknown token, never backs off.)
+        let refused = match &walked.ended {
+            Err(PairError::Api(ApiError::Unauthorized { status, .. })) => {
+                (*status != 401, *status == 401)
+            }
+            _ => (false, false),
+        };
         let (outcome, error) = match walked.ended {
             Ok(outcome) => (outcome, None),
             // The error may quote the upstream's answer; should it echo the token, the stored

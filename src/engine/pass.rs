@@ -214,6 +214,7 @@ impl Engine {
                 recoveries: Vec::new(),
                 error: None,
                 refused: false,
+                unknown_token: false,
                 started_at: claimed.leased_at,
                 locked: claimed.locked,
                 next_due: schedule.next_tick,

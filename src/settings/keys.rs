@@ -36,6 +36,22 @@ pub(super) fn sections() -> Vec<Section> {
     ]
 }
 
+/// Every section of the configuration file and its keys, as the types declare them: the
+/// `[[targets]]` entries' keys under `targets`. The man page lists them.
+pub fn config_keys() -> Vec<(&'static str, &'static [&'static str])> {
+    sections()
+        .into_iter()
+        .map(|s| {
+            let keys = if s.name == "targets" {
+                fields::<super::Target>()
+            } else {
+                s.keys
+            };
+            (s.name, keys)
+        })
+        .collect()
+}
+
 fn section<T: for<'de> Deserialize<'de>>(name: &'static str) -> Section {
     let keys = fields::<T>();
     let text = keys

@@ -8,7 +8,7 @@ use figment::providers::{Format, Toml};
 
 use super::env::{self, with_env};
 use super::report::describe_figment_error;
-use super::targets::{name_token_sources, read_token_file};
+use super::targets::{name_token_sources, read_token_file, token_places};
 use super::{Settings, SettingsError};
 
 /// The configuration file used when none is given, relative to the working directory.
@@ -114,6 +114,7 @@ impl Settings {
         settings
             .validate()
             .map_err(|e| name_token_sources(e, &figment))?;
+        settings.token_places = token_places(&settings, &figment);
         Ok(settings)
     }
 }

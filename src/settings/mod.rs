@@ -41,6 +41,7 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
+pub use keys::config_keys;
 pub use load::{DEFAULT_CONFIG_PATH, SYSTEM_CONFIG_PATH};
 pub use types::{
     ApiSettings, DatabaseSettings, HttpSettings, Refresh, ScheduleSettings, Settings, SyncSettings,

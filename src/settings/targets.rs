@@ -41,6 +41,56 @@ pub(super) fn name_token_sources(error: SettingsError, figment: &Figment) -> Set
     SettingsError::Invalid(problems)
 }
 
+/// Where each target's token was configured, by target index: its own `targets[i].token`, or
+/// `api.token`, or `api.token_file`, each with the file or the variable that set it
+/// ("targets[0].token in the file config/szb-sync.toml", "the environment variable
+/// SZB_API__TOKEN").
+pub(super) fn token_places(settings: &Settings, figment: &Figment) -> Vec<String> {
+    let place = |what: String, key: &str| match report::source_of(figment, key) {
+        // SZB_API__TOKEN holds the token itself: the variable is the place.
+        Some(source) if key == "api.token" && source.starts_with("the environment variable") => {
+            source
+        }
+        Some(source) => format!("{what} in {source}"),
+        None => what,
+    };
+    settings
+        .targets
+        .iter()
+        .enumerate()
+        .map(|(i, target)| {
+            if target.token.is_some() {
+                place(format!("targets[{i}].token"), "targets")
+            } else if settings.api.token.is_some() {
+                place("api.token".to_owned(), "api.token")
+            } else if let Some(path) = &settings.api.token_file {
+                place(
+                    format!("the file {} (api.token_file)", path.display()),
+                    "api.token_file",
+                )
+            } else {
+                String::new()
+            }
+        })
+        .collect()
+}
+
+impl Settings {
+    /// Where each agent's token was configured (its first target's), for the error of a
+    /// refused token. Empty for settings built by hand.
+    pub fn token_origins(&self) -> BTreeMap<i64, String> {
+        let mut origins = BTreeMap::new();
+        for (target, place) in self.targets.iter().zip(&self.token_places) {
+            if !place.is_empty() {
+                origins
+                    .entry(target.agent_id)
+                    .or_insert_with(|| place.clone());
+            }
+        }
+        origins
+    }
+}
+
 impl HttpSettings {
     /// `http.token`, or the content of `http.token_file` (trimmed); `None` when neither is set.
     pub fn token(&self) -> Result<Option<Secret>, String> {

@@ -24,6 +24,10 @@ pub struct Settings {
     /// `api.token_file`'s content, read once by [`Settings::from_figment`].
     #[serde(skip)]
     pub(super) file_token: Option<Secret>,
+    /// Where each target's token was configured, by target index, for the error of a refused
+    /// token; set by [`Settings::from_figment`], empty for settings built by hand.
+    #[serde(skip)]
+    pub(super) token_places: Vec<String>,
 }
 
 /// `[database]`.

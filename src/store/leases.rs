@@ -69,8 +69,13 @@ pub struct FinishedRun {
     pub mark_after: i64,
     pub recoveries: Vec<String>,
     pub error: Option<String>,
-    /// The platform refused the token: the pair backs off from this failure on.
+    /// The platform refused the token's rights (HTTP 403): the pair backs off from this
+    /// failure on.
     pub refused: bool,
+    /// The platform did not know the token (HTTP 401: a typo, an old token): the next
+    /// configuration may fix it, so the pair never backs off for it (it is due at the next
+    /// tick), or a daemon started with the right token would honour the wrong one's backoff.
+    pub unknown_token: bool,
     pub started_at: DateTime<Utc>,
     /// The pair's advisory lock is held and is released with the lease.
     pub locked: bool,
@@ -516,7 +521,12 @@ impl Coordinator {
                             .map(|r| r.error.as_deref().map(crate::domain::storable_text))
                             .collect::<Vec<_>>(),
                     )
-                    .bind(runs.iter().map(|r| r.refused).collect::<Vec<_>>())
+                    // NULL: an unknown token, which never backs off.
+                    .bind(
+                        runs.iter()
+                            .map(|r| (!r.unknown_token).then_some(r.refused))
+                            .collect::<Vec<_>>(),
+                    )
                     .bind(runs.iter().map(FinishedRun::notable).collect::<Vec<_>>())
                     .bind(runs.iter().map(|r| r.started_at).collect::<Vec<_>>())
                     .bind(runs.iter().map(|r| r.locked).collect::<Vec<_>>())

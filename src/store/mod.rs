@@ -167,14 +167,42 @@ fn query_err(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |error| StoreError::Query { context, error }
 }
 
+/// The `--config FILE` the user gave, as a shell word, for the hint of a missing database: run
+/// as printed, `migrate --create-database` reads the same file. Set once by the command line.
+static CONFIG_FOR_HINTS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Makes the hint of a missing database repeat `--config path`.
+pub fn hint_with_config(path: &std::path::Path) {
+    let _ = CONFIG_FOR_HINTS.set(shell_word(&path.to_string_lossy()));
+}
+
+/// `word` as a POSIX shell reads it back: as is when it is plain, else in single quotes.
+fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./:,@%+=".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// `szb-sync [--config FILE] migrate --create-database`, with the `--config` the user gave.
+fn create_database_command() -> String {
+    match CONFIG_FOR_HINTS.get() {
+        Some(config) => format!("szb-sync --config {config} migrate --create-database"),
+        None => "szb-sync migrate --create-database".to_owned(),
+    }
+}
+
 /// What a user is told of a driver error. A database's answer is its message alone: sqlx's
 /// "error returned from database:" and the server's source location (`at line 948` of a
 /// Postgres C file) are noise to a user. A database that does not exist says how to create it.
 pub(crate) fn describe(error: &sqlx::Error) -> String {
     match error {
         sqlx::Error::Database(db) if db.code().as_deref() == Some("3D000") => format!(
-            "{}; create it with `szb-sync migrate --create-database` or createdb",
-            db.message()
+            "{}; create it with `{}` or createdb",
+            db.message(),
+            create_database_command()
         ),
         sqlx::Error::Database(db) => db.message().to_owned(),
         other => crate::error::chain(other),
@@ -512,6 +540,13 @@ mod tests {
              --create-database` or createdb"
         );
         assert!(err.is_connection());
+    }
+
+    #[test]
+    fn a_config_path_is_one_shell_word_in_the_hint() {
+        assert_eq!(shell_word("config/szb-sync.toml"), "config/szb-sync.toml");
+        assert_eq!(shell_word("/tmp/my config.toml"), "'/tmp/my config.toml'");
+        assert_eq!(shell_word("it's.toml"), r"'it'\''s.toml'");
     }
 
     #[tokio::test]

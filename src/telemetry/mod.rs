@@ -54,6 +54,11 @@ pub const DEFAULT_FILTER: &str = "info,tokio_cron_scheduler=warn,sqlx=warn,hyper
 /// unless `RUST_LOG` asks for more.
 pub const QUIET_FILTER: &str = "warn";
 
+/// `sync` on a terminal, when `RUST_LOG` is unset: its table says each pair's outcome and error
+/// once, and the progress bar shows the pass, so the log lines of pairs and passes, which
+/// said each pair a second time, are left out.
+pub const TERMINAL_SYNC_FILTER: &str = "warn,szb_sync::telemetry::logs=off";
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -151,6 +156,7 @@ mod tests {
     #[test]
     fn the_default_filter_parses() {
         assert!(EnvFilter::try_new(DEFAULT_FILTER).is_ok());
+        assert!(EnvFilter::try_new(TERMINAL_SYNC_FILTER).is_ok());
     }
 
     #[test]

@@ -150,7 +150,9 @@ async fn status_exits_one_while_a_configured_pair_fails_and_json_says_which() {
             .is_some_and(|e| e.contains("agent 200001")),
         "{bad:#}"
     );
-    assert!(bad["next_due_at"].as_str().is_some(), "{bad:#}");
+    // A 401 (a token the platform does not know) never backs off: the next configuration may
+    // fix it.
+    assert_eq!(bad["next_due_at"], Value::Null, "{bad:#}");
     for out in [&sync, &table, &json] {
         assert!(!out.both().contains(WRONG), "{out:?}");
         assert!(!out.both().contains(TOKEN), "{out:?}");
@@ -301,6 +303,12 @@ async fn rejects_lists_the_rejected_items_newest_first_with_each_filter() {
     assert!(user_lines[2].contains("duration"), "{all:?}");
     assert_eq!(all.stdout.matches("\n    raw: {").count(), 3, "{all:?}");
     assert!(all.stdout.contains("3 matching rejects"), "{all:?}");
+    // Where to file an issue, with an address.
+    assert!(
+        all.stdout
+            .contains("file an issue at https://github.com/szb-sync/szb-sync/issues"),
+        "{all:?}"
+    );
 
     assert!(user_2.status.success(), "{user_2:?}");
     let doc = json_of(&user_2);
@@ -351,6 +359,91 @@ async fn rejects_lists_the_rejected_items_newest_first_with_each_filter() {
     for out in [&all, &user_2, &limited, &since_at] {
         assert!(!out.both().contains(TOKEN), "{out:?}");
     }
+}
+
+/// A one-character typo in an agent's token: `sync` says the 401 once for the agent (its other
+/// pairs point at it), names where the token was configured, and gives no platform feature
+/// list, which no typo fixes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mistyped_token_is_said_once_per_agent_naming_where_it_was_configured() {
+    let sim = sim_with(SEED, &[(1, 5), (2, 5), (3, 5)]);
+    let server = sim.spawn().await.unwrap();
+    let db = TestDb::new().await;
+    let typo = format!("{}x", &TOKEN[..TOKEN.len() - 1]);
+    let cfg = config(
+        &server.base_url,
+        &db.url,
+        100,
+        &[Tgt(AGENT, &typo, &[1, 2, 3])],
+    );
+
+    let sync = run(&args(&cfg, &["sync"])).await;
+
+    assert_eq!(sync.status.code(), Some(1), "{sync:?}");
+    let said = format!(
+        "agent {AGENT}: the platform refused the token (HTTP 401): it does not know it; check \
+         targets[0].token in the file {}",
+        cfg.path().display()
+    );
+    assert_eq!(sync.stdout.matches(&said).count(), 1, "{sync:?}");
+    let first = format!("agent {AGENT} user 1");
+    assert_eq!(
+        sync.stdout
+            .matches(&format!("error: the same as {first} above"))
+            .count(),
+        2,
+        "{sync:?}"
+    );
+    assert!(!sync.both().contains("用户明细"), "{sync:?}");
+    assert!(!sync.both().contains(&typo), "{sync:?}");
+}
+
+/// The man page says more than the command line: the configuration, every key of it, the
+/// environment, the files, the exit status and where to report a bug.
+#[tokio::test]
+async fn the_man_page_has_the_configuration_environment_files_and_exit_status() {
+    let man = run(&["man"]).await;
+
+    assert!(man.status.success(), "{man:?}");
+    // roff writes a dash as `\-`.
+    let text = man.stdout.replace("\\-", "-");
+    for section in [
+        ".SH CONFIGURATION",
+        ".SH ENVIRONMENT",
+        ".SH FILES",
+        ".SH \"EXIT STATUS\"",
+        ".SH \"REPORTING BUGS\"",
+    ] {
+        assert!(text.contains(section), "{section} in {text}");
+    }
+    let mut named = 0;
+    for (section, keys) in szb_sync::settings::config_keys() {
+        assert!(!keys.is_empty(), "{section}");
+        for key in keys {
+            let shown = if section == "targets" {
+                (*key).to_owned()
+            } else {
+                format!("{section}.{key}")
+            };
+            assert!(text.contains(&shown), "{shown} in the man page");
+            if section != "targets" {
+                let var = format!("SZB_{section}__{key}").to_ascii_uppercase();
+                assert!(text.contains(&var), "{var} in the man page");
+            }
+            named += 1;
+        }
+    }
+    assert!(named > 30, "every key: {named}");
+    for word in [
+        "SZB_TARGETS",
+        "DATABASE_URL",
+        "RUST_LOG",
+        "/etc/szb-sync/szb-sync.toml",
+        "128+N",
+    ] {
+        assert!(text.contains(word), "{word}");
+    }
+    assert!(text.contains(szb_sync::ISSUES_URL));
 }
 
 /// The committed completion scripts: the shell, the file, under `deploy/completions/`.
@@ -423,6 +516,98 @@ async fn completions_and_man_pages_equal_the_committed_files() {
             std::fs::read_to_string(pages.path().join(name)).unwrap() == committed(&path),
             "{} is stale; {REGENERATE}",
             path.display()
+        );
+    }
+}
+
+/// What bash completes for `words` (the last one is the word under the cursor) with `script`
+/// sourced, as bash-completion calls the function `complete -p szb-sync` names, in a directory
+/// holding one file, `a-file-here`.
+fn bash_completes(script: &Path, words: &[&str]) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a-file-here"), "").unwrap();
+    let program = r#"
+        script="$1"; shift
+        compopt() { :; }  # only valid inside a completion bash itself started
+        source "$script"
+        spec="$(complete -p szb-sync)" || exit 3
+        fn="${spec##*-F }"; fn="${fn%% *}"
+        COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); COMP_LINE="$*"; COMP_POINT=${#COMP_LINE}
+        "$fn" szb-sync "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
+        printf '%s\n' "${COMPREPLY[@]}"
+    "#;
+    let out = std::process::Command::new("bash")
+        .args(["--norc", "--noprofile", "-c", program, "bash"])
+        .arg(script)
+        .args(words)
+        .current_dir(dir.path())
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "{words:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Bash completes below the top level, in the script `completions bash` prints and in the
+/// committed copy the package installs: the options of a subcommand, the shells of
+/// `completions`, and no file names for a value that is not a file.
+#[tokio::test]
+async fn bash_completes_subcommands_their_options_and_values() {
+    let generated = run(&["completions", "bash"]).await;
+    assert!(generated.status.success(), "{generated:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let printed = dir.path().join("szb-sync.bash");
+    std::fs::write(&printed, &generated.stdout).unwrap();
+    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/completions/szb-sync.bash");
+
+    for script in [printed.as_path(), committed.as_path()] {
+        let complete = |words: &[&str]| bash_completes(script, words);
+        let top = complete(&["szb-sync", ""]);
+        assert!(
+            top.contains(&"sync".to_owned()) && top.contains(&"mock-api".to_owned()),
+            "{top:?}"
+        );
+        let sync = complete(&["szb-sync", "sync", "--"]);
+        assert!(
+            sync.contains(&"--only".to_owned()) && sync.contains(&"--config".to_owned()),
+            "sync --<TAB>: {sync:?}"
+        );
+        assert!(!sync.contains(&"--listen".to_owned()), "{sync:?}");
+        let shells = complete(&["szb-sync", "completions", ""]);
+        for shell in ["bash", "elvish", "fish", "powershell", "zsh"] {
+            assert!(
+                shells.contains(&shell.to_owned()),
+                "completions <TAB>: {shells:?}"
+            );
+        }
+        assert_eq!(complete(&["szb-sync", "completions", "f"]), ["fish"]);
+        let mock = complete(&["szb-sync", "mock-api", "--"]);
+        assert!(
+            mock.contains(&"--listen".to_owned()) && !mock.contains(&"--config".to_owned()),
+            "{mock:?}"
+        );
+        // A value that is not a file offers no file names; --config's does.
+        for words in [
+            &["szb-sync", "sync", "--only", ""][..],
+            &["szb-sync", "mock-api", "--listen", ""],
+            &["szb-sync", "rejects", "--agent-id", ""],
+        ] {
+            let values = complete(words);
+            assert!(
+                !values.contains(&"a-file-here".to_owned()),
+                "{words:?}: {values:?}"
+            );
+        }
+        assert_eq!(
+            complete(&["szb-sync", "sync", "--config", "a-"]),
+            ["a-file-here"]
         );
     }
 }
@@ -626,10 +811,11 @@ async fn commands_that_read_no_configuration_refuse_config_before_or_after_them(
             )),
             "{name}: {before:?}"
         );
+        // After the command too: the same words, not clap's bare "unexpected argument".
         assert!(
-            after
-                .stderr
-                .contains("error: unexpected argument '--config' found"),
+            after.stderr.contains(&format!(
+                "error: {name} reads no configuration file, so --config would be ignored"
+            )),
             "{name}: {after:?}"
         );
         for out in [&before, &after] {
@@ -646,7 +832,7 @@ async fn commands_that_read_no_configuration_refuse_config_before_or_after_them(
     let scripts = run(&["completions", "bash"]).await;
     let mock_api = scripts
         .stdout
-        .split("szb__subcmd__sync__subcmd__mock__subcmd__api)")
+        .split("szb__sync__subcmd__mock__subcmd__api)")
         .nth(1)
         .and_then(|rest| rest.lines().find(|l| l.contains("opts=")))
         .unwrap_or_else(|| panic!("mock-api's options in {scripts:?}"));

@@ -25,10 +25,11 @@ fn systemd_analyze(args: &[&str], unit: &std::path::Path) -> std::process::Outpu
         .args(args)
         .arg(unit)
         .output()
-        .expect("systemd-analyze runs (.ci/run installs systemd when it is missing)")
+        .expect("systemd-analyze runs (scripts/install-test-tools installs it)")
 }
 
 #[test]
+#[ignore = "needs systemd-analyze: see docs/development.md"]
 fn the_systemd_unit_verifies_and_its_sandbox_exposure_is_below_two() {
     let dir = tempfile::tempdir().unwrap();
     let unit = unit_file(dir.path());
@@ -150,8 +151,7 @@ fn stdout_of(output: &std::process::Output, what: &str) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-const CARGO_DEB_HINT: &str =
-    "cargo-deb is missing: install it with `cargo install cargo-deb --locked` (.ci/run does)";
+const CARGO_DEB_HINT: &str = "cargo-deb is missing: install it with `cargo install cargo-deb --locked` (scripts/install-test-tools does)";
 
 /// Builds the package from the binary this test run already built, with no build of its own:
 /// cargo-deb's assets name `target/release/szb-sync`, so a target directory of our own holds a
@@ -186,6 +186,7 @@ fn build_package(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 #[test]
+#[ignore = "needs cargo-deb and dpkg-deb: see docs/development.md"]
 fn the_debian_package_installs_the_binary_the_unit_the_config_the_user_and_the_docs() {
     let dir = tempfile::tempdir().unwrap();
     let deb = build_package(dir.path());
@@ -347,12 +348,17 @@ fn the_package_user_is_the_unit_user() {
     );
     assert!(UNIT.lines().any(|l| l == "DynamicUser=yes"));
     assert!(read("deploy/debian/postinst").contains(&format!("root {user} 0640")));
+}
+
+#[test]
+#[ignore = "needs systemd-sysusers: see docs/development.md"]
+fn systemd_sysusers_accepts_the_package_user() {
     // The file is what systemd-sysusers accepts (a `:` in the GECOS field, say, is refused).
     let dry_run = Command::new("systemd-sysusers")
         .arg("--dry-run")
         .arg(repo("deploy/debian/szb-sync.sysusers"))
         .output()
-        .expect("systemd-sysusers runs (Debian's systemd; .ci/run installs it)");
+        .expect("systemd-sysusers runs (Debian's systemd; scripts/install-test-tools installs it)");
     let stderr = String::from_utf8_lossy(&dry_run.stderr);
     assert!(
         dry_run.status.success() && !stderr.contains("not a valid"),
@@ -444,7 +450,7 @@ fn the_packaged_config_is_the_example_with_the_token_left_to_the_unit() {
 // ---- containers -------------------------------------------------------------------------------
 
 const PYTHON_HINT: &str = "python3 with PyYAML and docker-py comes with Debian's docker-compose: apt-get install -y \
-     docker-compose (.ci/run does)";
+     docker-compose (scripts/install-test-tools does)";
 
 /// `docker-compose [ARGS] config` (Debian's docker-compose 1.29, which needs no engine) on the
 /// repository's file, with no variable of ours and no .env file leaking in, as JSON.
@@ -466,7 +472,7 @@ fn compose_config(args: &[&str]) -> serde_json::Value {
         .output()
         .unwrap_or_else(|e| {
             panic!(
-                "docker-compose does not run ({e}): apt-get install -y docker-compose (.ci/run \
+                "docker-compose does not run ({e}): apt-get install -y docker-compose (scripts/install-test-tools \
                  does; it needs no Docker engine)"
             )
         });
@@ -512,6 +518,7 @@ fn env_value<'a>(env: &'a [(String, String)], key: &str) -> &'a str {
 }
 
 #[test]
+#[ignore = "needs docker-compose and python3-yaml: see docs/development.md"]
 fn docker_compose_config_has_a_healthy_db_the_token_as_a_secret_and_the_port_published() {
     let config = compose_config(&[]);
     let services = &config["services"];
@@ -595,6 +602,7 @@ fn demo_profile() -> (serde_json::Value, Vec<(String, String)>) {
 }
 
 #[test]
+#[ignore = "needs docker-compose and python3-yaml: see docs/development.md"]
 fn docker_compose_demo_profile_points_szb_sync_at_the_simulator_and_publishes_the_status_page() {
     let (services, env) = demo_profile();
     let mock = &services["mock-api"];
@@ -634,6 +642,7 @@ fn docker_compose_demo_profile_points_szb_sync_at_the_simulator_and_publishes_th
 /// mock-api command and szb-sync's environment from the demo profile, against a fresh database.
 /// Every configured pair syncs the simulator's visits to the last one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs docker-compose and python3-yaml: see docs/development.md"]
 async fn docker_compose_demo_settings_sync_the_simulator_the_demo_runs() {
     use szb_simulator::demo_world::MOCK_API;
     let (services, env) = demo_profile();
@@ -699,6 +708,7 @@ async fn docker_compose_demo_settings_sync_the_simulator_the_demo_runs() {
 }
 
 #[test]
+#[ignore = "needs python3-docker: see docs/development.md"]
 fn the_image_build_context_holds_the_sources_and_no_config_or_secret() {
     let dockerfile = read("Dockerfile");
     // What comes before the first FROM is the file's comment.
@@ -893,11 +903,11 @@ fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
     names
 }
 
-const PROMTOOL_HINT: &str =
-    "promtool comes with Debian's prometheus: apt-get install -y prometheus (.ci/run does)";
+const PROMTOOL_HINT: &str = "promtool comes with Debian's prometheus: apt-get install -y prometheus (scripts/install-test-tools does)";
 
 #[test]
-fn promtool_accepts_the_alert_rules_and_each_alert_fires_in_its_unit_tests() {
+#[ignore = "needs promtool: see docs/development.md"]
+fn promtool_accepts_the_alert_rules_and_their_unit_tests() {
     let rules = repo("deploy/prometheus/alerts.yml");
     let tests = repo("deploy/prometheus/alerts.test.yml");
     let check = run(
@@ -913,7 +923,12 @@ fn promtool_accepts_the_alert_rules_and_each_alert_fires_in_its_unit_tests() {
         PROMTOOL_HINT,
     );
     stdout_of(&tested, "promtool test rules");
+}
 
+/// Each alert has a case that fires and one that does not in alerts.test.yml, which
+/// [`promtool_accepts_the_alert_rules_and_their_unit_tests`] runs.
+#[test]
+fn each_alert_fires_and_stays_quiet_in_its_unit_tests() {
     let alerts_yml = read("deploy/prometheus/alerts.yml");
     let alerts: Vec<&str> = alerts_yml
         .lines()
@@ -1012,7 +1027,27 @@ fn the_grafana_dashboard_charts_every_metric_through_a_prometheus_datasource_var
     for metric in METRICS {
         assert!(used.contains(*metric), "no panel shows {metric}");
     }
+}
 
+/// The PromQL of every target of the dashboard.
+fn dashboard_exprs() -> Vec<String> {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("deploy/grafana/szb-sync.json")).expect("valid JSON");
+    dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["type"] != "row")
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| t["expr"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+#[ignore = "needs promtool: see docs/development.md"]
+fn promtool_parses_every_query_of_the_grafana_dashboard() {
+    let exprs = dashboard_exprs();
+    assert!(!exprs.is_empty());
     // Every query parses as PromQL: promtool checks them as recording rules, with Grafana's
     // variables given values.
     let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");

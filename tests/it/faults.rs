@@ -436,7 +436,10 @@ async fn refused_tokens_401_and_403_are_not_retried_and_say_what_to_check() {
 
     assert_eq!(report_for(&report, AGENT, 1).outcome, RunOutcome::Ok);
     assert_eq!(h.visits(AGENT, 1).await, h.truth(AGENT, 1, false));
-    for (agent, user, status) in [(FORBIDDEN, 2, "403"), (WRONG, 3, "401")] {
+    for (agent, user, status, advice) in [
+        (FORBIDDEN, 2, "403", "用户明细"),
+        (WRONG, 3, "401", "does not know it"),
+    ] {
         assert_eq!(
             h.sim.requests_for(agent, user),
             1,
@@ -446,7 +449,7 @@ async fn refused_tokens_401_and_403_are_not_retried_and_say_what_to_check() {
         let run = only_run(&h, agent, user).await;
         assert_eq!((run.outcome.as_str(), run.requests), ("failed", 1));
         let error = run.error.unwrap();
-        for needle in [format!("agent {agent}"), "用户明细".into(), status.into()] {
+        for needle in [format!("agent {agent}"), advice.into(), status.into()] {
             assert!(
                 error.contains(&needle),
                 "HTTP {status}: lacks {needle:?}: {error}"
@@ -826,17 +829,20 @@ async fn make_due(h: &Harness) {
         .unwrap();
 }
 
+/// A 403: the platform knows the token but denies it the visits (a feature not enabled), which
+/// no configuration fixes: the pair backs off from the first refusal.
 #[tokio::test]
 async fn a_refused_pair_backs_off_doubling_while_the_others_sync_at_every_pass() {
     const REFUSED: i64 = 300_001;
     let sim = sim_with(SEED, &[(1, 30)]);
-    sim.add_agent(REFUSED, "the-right-token");
+    sim.add_agent(REFUSED, "its-token");
+    sim.set_agent_forbidden(REFUSED, true);
     sim.generate_visits(REFUSED, 9, 12);
     let h = Harness::tweaked(
         sim,
         vec![
             target(AGENT, TOKEN, &[1]),
-            target(REFUSED, "a-wrong-one", &[9]),
+            target(REFUSED, "its-token", &[9]),
         ],
         10,
         one_at_a_time,
@@ -855,8 +861,8 @@ async fn a_refused_pair_backs_off_doubling_while_the_others_sync_at_every_pass()
     h.app.sync_due(&never).await;
     good.push(h.sim.requests_for(AGENT, 1));
     let second = backoff_of(&h, REFUSED, 9).await;
-    // The platform starts accepting the token.
-    h.sim.add_agent(REFUSED, "a-wrong-one");
+    // The platform enables the feature.
+    h.sim.set_agent_forbidden(REFUSED, false);
     make_due(&h).await;
     h.app.sync_due(&never).await;
     good.push(h.sim.requests_for(AGENT, 1));
@@ -870,6 +876,45 @@ async fn a_refused_pair_backs_off_doubling_while_the_others_sync_at_every_pass()
     assert!(
         good.windows(2).all(|w| w[0] < w[1]),
         "the good pair synced at every pass: {good:?}"
+    );
+}
+
+/// A 401: the platform does not know the token (a typo). The next configuration fixes it, so
+/// the pair never backs off: a daemon started with the right token must not wait out the wrong
+/// one's backoff.
+#[tokio::test]
+async fn an_unknown_token_never_backs_off_the_pair() {
+    const TYPO: i64 = 300_002;
+    let sim = sim_with(SEED, &[(1, 30)]);
+    sim.add_agent(TYPO, "the-right-token");
+    sim.generate_visits(TYPO, 9, 12);
+    let h = Harness::tweaked(
+        sim,
+        vec![
+            target(AGENT, TOKEN, &[1]),
+            target(TYPO, "the-right-tokem", &[9]),
+        ],
+        10,
+        one_at_a_time,
+    )
+    .await;
+    let never = CancellationToken::new();
+
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        h.app.sync_due(&never).await;
+        seen.push((backoff_of(&h, TYPO, 9).await, h.sim.requests_for(TYPO, 9)));
+    }
+
+    assert_eq!(
+        seen,
+        [
+            ((1, None), 1),
+            ((2, None), 2),
+            ((3, None), 3),
+            ((4, None), 4)
+        ],
+        "failures counted, no next_due_at: tried at every pass"
     );
 }
 

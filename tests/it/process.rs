@@ -1191,15 +1191,8 @@ async fn demo_creates_its_database_syncs_and_prints_the_sample_query() {
 }
 
 #[tokio::test]
+#[ignore = "needs psql: see docs/development.md"]
 async fn the_demos_psql_line_pastes_into_a_shell_and_finds_the_runs_in_its_schema() {
-    if std::process::Command::new("psql")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: no psql on PATH");
-        return;
-    }
     let (_db, url, _cleanup) = demo_database().await;
 
     let demo = finish(

@@ -71,9 +71,11 @@ async fn a_missing_database_is_named_with_how_to_create_it_and_migrate_creates_i
     let again = run(&create).await;
     let sync_after = run(&with_config(&cfg, "sync")).await;
 
+    // The hint repeats the --config given: run as printed, it reads the same file.
     let says_how = format!(
-        "database \"{name}\" does not exist; create it with `szb-sync migrate \
-         --create-database` or createdb"
+        "database \"{name}\" does not exist; create it with `szb-sync --config {} migrate \
+         --create-database` or createdb",
+        cfg.path().display()
     );
     for (what, out) in [
         ("check", &check),
@@ -323,11 +325,22 @@ async fn demo_never_writes_into_the_configured_database() {
     let real = TestDb::new().await;
     szb_sync::store::MIGRATOR.run(&real.pool).await.unwrap();
     let workdir = tempfile::tempdir().unwrap();
+    // Not `szb_demo` itself, which may be a developer's: a name of this test's own, given the
+    // way only tests do, so the demo still derives the URL from the configured one.
+    let name = format!(
+        "szb_demo_own_{}_{}",
+        std::process::id(),
+        rand::random::<u32>()
+    );
+    let _cleanup = DropDatabase {
+        admin_url: real.url.clone(),
+        name: name.clone(),
+    };
     let mut demo_url = url::Url::parse(&real.url).unwrap();
-    demo_url.set_path("/szb_demo");
+    demo_url.set_path(&format!("/{name}"));
 
     let demo = finish(
-        szb(&["demo"])
+        szb(&["demo", "--database-name", &name])
             .env("SZB_DATABASE__URL", &real.url)
             .current_dir(workdir.path())
             .spawn()

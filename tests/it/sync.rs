@@ -210,7 +210,14 @@ async fn a_refused_token_fails_that_pair_clearly_and_the_others_still_sync() {
             .await
             .unwrap();
     assert_eq!(outcome, "failed");
-    assert!(error.unwrap().contains("用户明细"));
+    // A 401: the platform does not know the token, and no platform feature fixes that.
+    let error = error.unwrap();
+    assert!(
+        error.contains("HTTP 401")
+            && error.contains("does not know it")
+            && !error.contains("用户明细"),
+        "{error}"
+    );
 }
 
 #[tokio::test]

@@ -266,3 +266,54 @@ fn a_token_set_twice_names_where_each_came_from() {
     );
     assert!(!msg.contains("t0ken-secret"));
 }
+
+/// Where each agent's token was configured, for the message of a refused token: its target's
+/// own key in the file, `api.token` from the environment, `api.token_file` with its path.
+#[test]
+fn each_agents_token_origin_names_the_key_and_the_file_or_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("szb-sync.toml");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "from-a-file\n").unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[api]\ntoken_file = {:?}\n\n[[targets]]\nagent_id = 1\nuser_ids = [1]\ntoken = \"own\"\n\n\
+             [[targets]]\nagent_id = 2\nuser_ids = [1]\n",
+            token_file.display().to_string()
+        ),
+    )
+    .unwrap();
+    let no_default = dir.path().join("no-default-token.toml");
+    std::fs::write(&no_default, "[[targets]]\nagent_id = 3\nuser_ids = [1]\n").unwrap();
+
+    let from_file = Settings::load_with_env(Some(&config), vec![])
+        .unwrap()
+        .token_origins();
+    let from_env = Settings::load_with_env(
+        Some(&no_default),
+        vec![("SZB_API__TOKEN".into(), "t".into())],
+    )
+    .unwrap()
+    .token_origins();
+
+    let file = config.display();
+    assert_eq!(
+        from_file.get(&1).map(String::as_str),
+        Some(format!("targets[0].token in the file {file}").as_str())
+    );
+    assert_eq!(
+        from_file.get(&2).map(String::as_str),
+        Some(
+            format!(
+                "the file {} (api.token_file) in the file {file}",
+                token_file.display()
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(
+        from_env.get(&3).map(String::as_str),
+        Some("the environment variable SZB_API__TOKEN")
+    );
+}

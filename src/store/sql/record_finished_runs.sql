@@ -37,9 +37,11 @@ WITH f AS (
                     ELSE s.failures_in_row END,
                 -- Backoff doubles from failure_backoff with each failure past
                 -- the first that counts (the first for a refused token), up to
-                -- the cap; every other ended run is due when the schedule said.
+                -- the cap; every other ended run is due when the schedule said. A NULL
+                -- refused is a token the platform does not know (401), which the
+                -- next configuration may fix: it never backs off.
                 next_due_at = CASE
-                    WHEN f.outcome = $21
+                    WHEN f.outcome = $21 AND f.refused IS NOT NULL
                          AND (f.refused OR s.failures_in_row + 1 >= $24)
                     THEN greatest(f.next_due, now() + make_interval(secs => least(
                          $22 * power(2, least(greatest(s.failures_in_row + 1
@@ -48,7 +50,7 @@ WITH f AS (
                     WHEN f.outcome = $26 THEN s.next_due_at
                     ELSE f.next_due END,
                 due_reason = CASE
-                    WHEN f.outcome = $21
+                    WHEN f.outcome = $21 AND f.refused IS NOT NULL
                          AND (f.refused OR s.failures_in_row + 1 >= $24) THEN 'backoff'
                     WHEN f.outcome = $26 THEN s.due_reason
                     ELSE f.due_reason END,
