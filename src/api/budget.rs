@@ -163,6 +163,7 @@ impl RetryPolicy {
             attempts += 1;
             let result = attempt().await;
             permit.finish(|took| match &result {
+                Err(ApiError::RateLimited { .. }) => Signal::RateLimited,
                 Err(e) if e.is_backpressure() => Signal::Backpressure,
                 _ => Signal::Answered(took),
             });
@@ -417,5 +418,103 @@ mod tests {
             shared,
             "another token has its own budget"
         );
+    }
+
+    /// A platform's gateway on tokio's clock, like the simulator's: `rate` requests a second,
+    /// bursts of `rate`, and a 429 with a `Retry-After` in whole seconds.
+    struct Gateway {
+        rate: f64,
+        tokens: f64,
+        at: Instant,
+    }
+
+    impl Gateway {
+        fn take(&mut self) -> Result<(), Duration> {
+            let now = Instant::now();
+            let earned = now.duration_since(self.at).as_secs_f64() * self.rate;
+            self.tokens = (self.tokens + earned).min(self.rate);
+            self.at = now;
+            if self.tokens >= 1.0 {
+                self.tokens -= 1.0;
+                return Ok(());
+            }
+            let wait = ((1.0 - self.tokens) / self.rate).ceil().max(1.0);
+            Err(Duration::from_secs_f64(wait))
+        }
+    }
+
+    /// `requests` pages fetched by 16 pairs of one token through the retry loop, behind a
+    /// gateway of `limit` requests a second answering after `latency`: (attempts, 429s, the
+    /// time it took).
+    async fn behind_a_gateway(
+        limit: f64,
+        latency: Duration,
+        requests: usize,
+    ) -> (u64, u64, Duration) {
+        let gateway = Arc::new(Mutex::new(Gateway {
+            rate: limit,
+            tokens: limit,
+            at: Instant::now(),
+        }));
+        let pacer = Arc::new(TokenPacer::new(16, None));
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counts = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let started = Instant::now();
+        let pairs: Vec<_> = (0..16)
+            .map(|_| {
+                let (gateway, pacer, next) = (gateway.clone(), pacer.clone(), next.clone());
+                let (counts, refused) = (counts.clone(), refused.clone());
+                tokio::spawn(async move {
+                    use std::sync::atomic::Ordering::SeqCst;
+                    while next.fetch_add(1, SeqCst) < requests {
+                        let attempt = || {
+                            counts.fetch_add(1, SeqCst);
+                            let taken = gateway.lock().unwrap().take();
+                            let refused = refused.clone();
+                            async move {
+                                tokio::time::sleep(latency).await;
+                                taken.map_err(|wait| {
+                                    refused.fetch_add(1, SeqCst);
+                                    ApiError::RateLimited {
+                                        retry_after: Some(wait),
+                                    }
+                                })
+                            }
+                        };
+                        policy().run(&pacer, attempt, |_, _, _| {}).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for pair in pairs {
+            pair.await.unwrap();
+        }
+        (
+            counts.load(std::sync::atomic::Ordering::SeqCst),
+            refused.load(std::sync::atomic::Ordering::SeqCst),
+            started.elapsed(),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn behind_any_limit_from_5_to_100_a_second_fewer_than_one_request_in_ten_meets_a_429() {
+        let mut seen = Vec::new();
+        for latency in [Duration::ZERO, Duration::from_millis(50)] {
+            for limit in [5.0, 10.0, 20.0, 50.0, 100.0] {
+                // A minute's worth of the limit.
+                let pages = (limit * 60.0) as usize;
+                let (attempts, refused, took) = behind_a_gateway(limit, latency, pages).await;
+                let share = refused as f64 / attempts as f64;
+                let pace = (attempts - refused) as f64 / took.as_secs_f64();
+                seen.push(format!(
+                    "{limit}/s {latency:?}: {attempts} attempts, {refused} 429s ({:.1}%), {pace:.1}/s",
+                    share * 100.0
+                ));
+                assert!(share < 0.10, "{seen:#?}");
+                assert!(pace > 0.75 * limit, "the limit is used: {seen:#?}");
+            }
+        }
+        eprintln!("{seen:#?}");
     }
 }

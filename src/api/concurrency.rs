@@ -9,6 +9,8 @@
 //! - **Back off.** A 429, a 503 or a timeout cuts the limit by half; a clear rise in latency
 //!   cuts it by a quarter. At most one cut per round trip, so one burst of errors is one cut.
 //! - **Retry-After** pauses the whole token: no request of any of its pairs starts before then.
+//! - **A rate cap.** A 429 also caps the requests started per second ([`super::rate_cap`]), since
+//!   on a fast link even one request in flight outruns a platform's limit.
 //!
 //! It never exceeds `api.max_concurrency`, and never goes below one.
 
@@ -18,6 +20,8 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+use super::rate_cap::RateCap;
 
 /// Requests in flight a new token starts with.
 pub const INITIAL_LIMIT: f64 = 2.0;
@@ -43,8 +47,10 @@ pub enum Signal {
     /// An answer that says nothing about load (a success, a 4xx, a broken body), and how long
     /// it took.
     Answered(Duration),
-    /// The upstream pushed back: 429, 503, or no answer within the timeout.
+    /// The upstream pushed back with a 503, or no answer within the timeout.
     Backpressure,
+    /// A 429: backpressure, and a sign of where the platform's rate ends.
+    RateLimited,
 }
 
 /// What the controller of one token is doing, for logs, metrics and the status page.
@@ -61,6 +67,8 @@ pub struct Pace {
     pub baseline_rtt: Option<Duration>,
     /// Until when the token is paused by a `Retry-After`.
     pub paused_for: Option<Duration>,
+    /// Requests a second the token keeps under, learned from its 429s; none before the first.
+    pub rate_cap: Option<f64>,
 }
 
 #[derive(Debug)]
@@ -78,6 +86,7 @@ struct State {
     saturated: bool,
     completed: u64,
     backpressure: u64,
+    rate: RateCap,
 }
 
 /// The requests-in-flight limit of one token.
@@ -94,6 +103,8 @@ pub struct Controller {
 pub struct Permit {
     controller: Arc<Controller>,
     started: Instant,
+    /// The rate cap made this request wait: the cap is in use.
+    held: bool,
     done: bool,
 }
 
@@ -113,6 +124,7 @@ impl Controller {
                 saturated: false,
                 completed: 0,
                 backpressure: 0,
+                rate: RateCap::default(),
             }),
             changed: Notify::new(),
         })
@@ -122,8 +134,10 @@ impl Controller {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits until the token is not paused and a slot under the limit is free.
+    /// Waits until the token is not paused, the rate cap allows a start, and a slot under the
+    /// limit is free.
     pub async fn acquire(self: &Arc<Self>) -> Permit {
+        let mut held = false;
         loop {
             // Registered before the state is read, so a release in between is not missed.
             let mut changed = pin!(self.changed.notified());
@@ -133,18 +147,27 @@ impl Controller {
                 let now = Instant::now();
                 match s.paused_until {
                     Some(until) if until > now => Some(until),
-                    _ => {
-                        if (s.in_flight as f64) < s.limit.floor().max(1.0) {
+                    _ => match s.rate.wait_until(now) {
+                        Some(at) => {
+                            held = true;
+                            Some(at)
+                        }
+                        None if (s.in_flight as f64) < s.limit.floor().max(1.0) => {
+                            let idle = s.in_flight == 0;
+                            s.rate.start(now, idle);
                             s.in_flight += 1;
                             return Permit {
                                 controller: Arc::clone(self),
                                 started: now,
+                                held,
                                 done: false,
                             };
                         }
-                        s.saturated = true;
-                        None
-                    }
+                        None => {
+                            s.saturated = true;
+                            None
+                        }
+                    },
                 }
             };
             match wait_until {
@@ -166,6 +189,7 @@ impl Controller {
         let now = Instant::now();
         let until = now.checked_add(wait).unwrap_or(now + MAX_PAUSE);
         s.paused_until = Some(s.paused_until.map_or(until, |p| p.max(until)));
+        s.rate.paused_until(until);
         drop(s);
         self.changed.notify_waiters();
     }
@@ -183,24 +207,41 @@ impl Controller {
                 .paused_until
                 .filter(|u| *u > now)
                 .map(|u| u.duration_since(now)),
+            rate_cap: s.rate.cap(),
         }
     }
 
-    fn release(&self, signal: Option<Signal>) {
+    fn release(&self, signal: Option<Signal>, started: Instant, held: bool) {
         let mut s = self.lock();
         s.in_flight = s.in_flight.saturating_sub(1);
-        let before = s.limit;
+        let (before, cap_before) = (s.limit, s.rate.cap());
         if let Some(signal) = signal {
             s.completed += 1;
+            let now = Instant::now();
+            match signal {
+                Signal::Answered(_) => s.rate.accepted(now, held),
+                Signal::Backpressure => s.rate.touch(now),
+                Signal::RateLimited => {
+                    s.rate.rate_limited(now, started);
+                }
+            }
             self.judge(&mut s, signal);
         }
-        let after = s.limit;
+        let (after, cap_after) = (s.limit, s.rate.cap());
         drop(s);
         if after != before {
             tracing::debug!(
                 limit = after,
                 was = before,
                 "request concurrency limit changed"
+            );
+        }
+        // Growth moves the cap on every answer; only a cut is worth a line.
+        if let Some(cap) = cap_after.filter(|cap| cap_before.is_none_or(|was| *cap < was)) {
+            tracing::debug!(
+                rate_cap = cap,
+                was = cap_before,
+                "request rate cap cut after a 429"
             );
         }
         self.changed.notify_waiters();
@@ -212,7 +253,7 @@ impl Controller {
         let rtt = s.baseline.map_or(Duration::ZERO, Duration::from_secs_f64);
         let may_cut = s.last_cut.is_none_or(|at| now.duration_since(at) >= rtt);
         let rtt = match signal {
-            Signal::Backpressure => {
+            Signal::Backpressure | Signal::RateLimited => {
                 s.backpressure += 1;
                 if may_cut {
                     self.cut(s, BACKPRESSURE_CUT, now);
@@ -268,14 +309,15 @@ impl Permit {
     pub fn finish(mut self, signal: impl FnOnce(Duration) -> Signal) {
         self.done = true;
         let elapsed = self.started.elapsed();
-        self.controller.release(Some(signal(elapsed)));
+        self.controller
+            .release(Some(signal(elapsed)), self.started, self.held);
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
         if !self.done {
-            self.controller.release(None);
+            self.controller.release(None, self.started, self.held);
         }
     }
 }

@@ -11,6 +11,7 @@ mod body;
 mod budget;
 pub mod concurrency;
 mod error;
+mod rate_cap;
 mod repair;
 mod wire;
 

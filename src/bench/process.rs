@@ -101,13 +101,13 @@ async fn read_base_url(sim: &mut Child) -> Result<String> {
 }
 
 /// Sets the simulator's latency and rate limit, resets its counts, and returns the counts it
-/// had: (requests, 429s).
+/// had: (requests, 429s, from the first request to the last).
 pub(super) async fn sim_config(
     http: &reqwest::Client,
     base_url: &str,
     latency_ms: u64,
     rate_limit: f64,
-) -> Result<(u64, u64)> {
+) -> Result<(u64, u64, Duration)> {
     let reply: serde_json::Value = http
         .get(format!("{base_url}/_sim/stats"))
         .send()
@@ -121,7 +121,11 @@ pub(super) async fn sim_config(
     .await?
     .error_for_status()?;
     let count = |k: &str| reply[k].as_u64().unwrap_or(0);
-    Ok((count("requests"), count("rateLimited")))
+    Ok((
+        count("requests"),
+        count("rateLimited"),
+        Duration::from_millis(count("spanMs")),
+    ))
 }
 
 /// Runs `szb-sync sync` on `config`: its exit code, its wall time and its peak RSS in KiB.

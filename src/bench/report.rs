@@ -15,6 +15,8 @@ pub(super) struct Measured {
     pub(super) sums: RunSums,
     pub(super) rate_limited: u64,
     pub(super) sim_requests: u64,
+    /// From the simulator's first request to its last.
+    pub(super) sim_span: Duration,
     /// Rows per second of the `COPY` baseline, where the workload has one.
     pub(super) copy_rate: Option<f64>,
     /// Visit rows the timed passes wrote, from `sync_passes`.
@@ -95,8 +97,47 @@ impl fmt::Display for Report {
         table(f, &self.rows)?;
         board(f, &self.rows)?;
         reads(f, &self.rows)?;
-        loads(f, &self.rows)
+        loads(f, &self.rows)?;
+        pace(f, &self.rows)
     }
+}
+
+/// The pace workloads: 429s and requests a second against each server limit, as the
+/// simulator counted them between its first request and its last.
+fn pace(f: &mut fmt::Formatter<'_>, rows: &[Row]) -> fmt::Result {
+    let paced: Vec<_> = rows
+        .iter()
+        .filter(|(w, _, _)| w.kind == Kind::Pace)
+        .collect();
+    if paced.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        f,
+        "\n| pace under server limits | limit req/s | latency ms | requests | 429s | 429 share | req/s sent | req/s answered | answered / limit | failed pairs |"
+    )?;
+    writeln!(
+        f,
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    )?;
+    for (w, _, m) in paced {
+        let secs = m.sim_span.as_secs_f64().max(1e-3);
+        let answered = m.sim_requests.saturating_sub(m.rate_limited) as f64 / secs;
+        writeln!(
+            f,
+            "| {} | {} | {} | {} | {} | {:.1}% | {:.1} | {answered:.1} | {:.2} | {} |",
+            w.name,
+            w.rate_limit,
+            w.latency_ms,
+            m.sim_requests,
+            m.rate_limited,
+            100.0 * m.rate_limited as f64 / m.sim_requests.max(1) as f64,
+            m.sim_requests as f64 / secs,
+            answered / w.rate_limit,
+            m.sums.failed
+        )?;
+    }
+    Ok(())
 }
 
 /// The status page's reads, for the workloads that timed them.
@@ -249,6 +290,7 @@ fn table(f: &mut fmt::Formatter<'_>, rows: &[Row]) -> fmt::Result {
                 )
             }),
             Kind::Listener => "first sync; the load is in its own table below".to_owned(),
+            Kind::Pace => "first sync; its pace is in its own table below".to_owned(),
             Kind::Quiet | Kind::Initial => format!(
                 "{:.2} requests per pair; {} sync_runs rows",
                 m.sim_requests as f64 / *users as f64,

@@ -21,6 +21,9 @@ pub(super) enum Kind {
     /// After a first sync, `szb-sync run` with its listener, passes every 5 s, while
     /// [`LOAD_CLIENTS`] clients load the status page's views in a tight loop.
     Listener,
+    /// A first sync behind a server rate limit: the share of 429s, and the pace kept against
+    /// the limit (issue 18, "a pace that fits low limits too").
+    Pace,
 }
 
 #[derive(Debug)]
@@ -72,6 +75,26 @@ const LISTENER_1M: Workload = Workload {
     drop_index: None,
     time_reads: false,
 };
+
+/// Seconds of requests at its limit each pace workload's first sync takes.
+const PACE_SECONDS: u64 = 30;
+
+/// A first sync of `limit × PACE_SECONDS` pairs of one visit each (one request a pair) behind a
+/// server limit of `limit` requests a second, answered after `latency_ms`.
+const fn pace(name: &'static str, limit: u64, latency_ms: u64) -> Workload {
+    Workload {
+        name,
+        users: limit * PACE_SECONDS,
+        visits_per_user: 1,
+        latency_ms,
+        rate_limit: limit as f64,
+        api: "",
+        database: "",
+        kind: Kind::Pace,
+        drop_index: None,
+        time_reads: false,
+    }
+}
 
 /// Clients loading the status page at once, each in a tight loop.
 pub(super) const LOAD_CLIENTS: usize = 24;
@@ -182,6 +205,16 @@ pub(super) const WORKLOADS: &[Workload] = &[
         drop_index: None,
         time_reads: false,
     },
+    pace("pace under server limits, 5 req/s, 0 ms", 5, 0),
+    pace("pace under server limits, 10 req/s, 0 ms", 10, 0),
+    pace("pace under server limits, 20 req/s, 0 ms", 20, 0),
+    pace("pace under server limits, 50 req/s, 0 ms", 50, 0),
+    pace("pace under server limits, 100 req/s, 0 ms", 100, 0),
+    pace("pace under server limits, 5 req/s, 50 ms", 5, 50),
+    pace("pace under server limits, 10 req/s, 50 ms", 10, 50),
+    pace("pace under server limits, 20 req/s, 50 ms", 20, 50),
+    pace("pace under server limits, 50 req/s, 50 ms", 50, 50),
+    pace("pace under server limits, 100 req/s, 50 ms", 100, 50),
 ];
 
 /// Quiet workloads with at least this many pairs time the status page's reads after the sync.

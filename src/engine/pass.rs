@@ -179,6 +179,7 @@ impl Engine {
                 in_flight = pace.in_flight,
                 backpressure = pace.backpressure,
                 baseline_rtt_ms = pace.baseline_rtt.map(|d| d.as_millis() as u64),
+                rate_cap = pace.rate_cap,
                 "request pace of a token"
             );
         }

@@ -127,3 +127,41 @@ async fn behind_a_platform_that_answers_429_every_visit_lands_and_no_pair_fails(
         "the controller heard every 429: {pace:?}"
     );
 }
+
+#[tokio::test]
+async fn behind_a_limit_of_10_requests_a_second_fewer_than_one_request_in_ten_meets_a_429() {
+    // 150 pairs of one visit each, one page a pair: about 15 s of requests at the limit, the
+    // simulator's own token bucket (bursts of 10, `Retry-After` in whole seconds).
+    let users: Vec<i64> = (1..=150).collect();
+    let sim = sim_without_ties(SEED, &users.iter().map(|u| (*u, 1)).collect::<Vec<_>>());
+    sim.set_rate_limit(Some((10.0, 10.0)));
+    let h = Harness::tweaked(sim, vec![target(AGENT, TOKEN, &users)], 10, |s| {
+        s.api.max_retries = 10;
+    })
+    .await;
+
+    let report = h.sync_ok().await;
+
+    let (requests, refused) = (h.sim.request_count(), h.sim.rate_limited_count());
+    assert_eq!(
+        u64::from(report.totals().requests),
+        requests,
+        "the run counts every request the simulator saw"
+    );
+    assert_eq!(report.totals().visits_inserted, users.len() as u64);
+    assert!(
+        refused * 10 < requests,
+        "{refused} of {requests} requests were answered 429"
+    );
+    let pace = h.app.api().pace();
+    let cap = pace[0]
+        .rate_cap
+        .expect("a 429 taught the client a rate cap");
+    // Learned from the accepted rate, then probing up by 2% a second: near the limit, not
+    // the first round's guess from a full bucket's burst.
+    assert!(
+        cap < 20.0,
+        "the cap it learned, {cap}, is near the limit of 10"
+    );
+    eprintln!("{refused} of {requests} requests answered 429; rate cap {cap:.1}");
+}

@@ -82,6 +82,7 @@ impl Simulator {
         fn set_latency(latency: std::time::Duration);
         fn clear_before_request();
         fn request_count() -> u64;
+        fn requests_span() -> std::time::Duration;
         fn requests_for(agent_id: i64, user_id: i64) -> u64;
         fn reset_request_counts();
         fn visits(agent_id: i64, user_id: i64) -> Vec<TruthVisit>;

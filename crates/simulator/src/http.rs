@@ -33,6 +33,11 @@ impl World {
     /// request is over the rate limit.
     fn begin_request(&mut self, ids: Option<(i64, i64)>) -> (u64, Option<Fault>) {
         self.request_count += 1;
+        let now = std::time::Instant::now();
+        self.requests_span = Some(
+            self.requests_span
+                .map_or((now, now), |(first, _)| (first, now)),
+        );
         if let Some(pair) = ids {
             *self.requests_by_pair.entry(pair).or_default() += 1;
         }
@@ -576,10 +581,15 @@ fn respond_streaming(now: DateTime<Utc>, body: Body) -> Response {
     response
 }
 
-/// `GET /_sim/stats`: `{"requests": N, "rateLimited": N}` since the last reset.
+/// `GET /_sim/stats`: `{"requests": N, "rateLimited": N, "spanMs": N}` since the last reset,
+/// the span from the first visits request to the latest.
 async fn stats_endpoint(State(sim): State<Simulator>) -> Response {
     let body = sim.with_world(|w| {
-        serde_json::json!({"requests": w.request_count(), "rateLimited": w.rate_limited_count()})
+        serde_json::json!({
+            "requests": w.request_count(),
+            "rateLimited": w.rate_limited_count(),
+            "spanMs": u64::try_from(w.requests_span().as_millis()).unwrap_or(u64::MAX),
+        })
     });
     respond(sim.now(), StatusCode::OK, body.to_string().into_bytes())
 }

@@ -288,6 +288,7 @@ impl World {
     pub fn reset_request_counts(&mut self) {
         self.request_count = 0;
         self.rate_limited = 0;
+        self.requests_span = None;
         self.requests_by_pair.clear();
     }
 }

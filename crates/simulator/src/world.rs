@@ -222,6 +222,8 @@ pub struct World {
     /// The platform's own rate limit, when one is set: requests over it get a 429.
     pub(crate) rate_limit: Option<TokenBucket>,
     pub(crate) rate_limited: u64,
+    /// When the first and the latest visits request since the last reset arrived.
+    pub(crate) requests_span: Option<(std::time::Instant, std::time::Instant)>,
     /// Added to every visits request before it is answered.
     pub(crate) latency: std::time::Duration,
     pub(crate) hostile: HashMap<(i64, i64), Hostile>,
@@ -278,6 +280,7 @@ impl World {
             requests_by_pair: HashMap::new(),
             rate_limit: None,
             rate_limited: 0,
+            requests_span: None,
             latency: std::time::Duration::ZERO,
             hostile: HashMap::new(),
         }
@@ -359,6 +362,13 @@ impl World {
     /// Requests answered with a 429 by [`World::set_rate_limit`] so far.
     pub fn rate_limited_count(&self) -> u64 {
         self.rate_limited
+    }
+
+    /// From the first visits request since the last reset to the latest: with the counts, the
+    /// pace a client kept.
+    pub fn requests_span(&self) -> std::time::Duration {
+        self.requests_span
+            .map_or(std::time::Duration::ZERO, |(first, last)| last - first)
     }
 
     /// Visits requests seen so far, over all pairs, faulted and refused ones included.
