@@ -8,6 +8,7 @@
 //!
 //! - `workloads`: what each workload syncs and measures;
 //! - `run`: one workload's run, from a fresh database to what it left in the tables;
+//! - `freshness`: the freshness workload's run, both refresh policies on the same arrivals;
 //! - `process`: the child processes (the simulator, `sync`, `run`) and what they print;
 //! - `reads`: timing the status page's reads and the example queries of docs/tables.md;
 //! - `report`: what a run measured, and the tables printed of it;
@@ -18,6 +19,7 @@
 //! A module rather than a crate of its own: it runs the `szb-sync` binary and uses the library's
 //! store and settings, and the binary calls it, so a crate would be a dependency cycle.
 
+mod freshness;
 mod process;
 mod reads;
 mod report;
@@ -29,9 +31,11 @@ use anyhow::{Context, Result};
 
 use crate::secret::{Secret, redact_url};
 use crate::settings::Settings;
+use freshness::run_freshness;
+use report::Measured;
 use run::{run_listener, run_replicas, run_workload};
 use sql::BenchDb;
-use workloads::{Kind, WORKLOADS};
+use workloads::{FRESHNESS, FRESHNESS_SMOKE, Kind, WORKLOADS};
 
 pub use reads::sql_blocks;
 pub use report::Report;
@@ -43,8 +47,12 @@ pub struct Options {
     pub scale: u64,
     /// Runs of each workload; the report shows the median run (by wall time).
     pub runs: u64,
-    /// Only the workloads whose name contains this text.
+    /// Only the workloads whose name contains this text. Without it, all but freshness (it
+    /// takes about 25 minutes: `--only freshness`).
     pub only: Option<String>,
+    /// Only the freshness workload, in its quick version (200 pairs, a minute of arrivals, cron
+    /// every 20 s), to check its plumbing.
+    pub smoke: bool,
 }
 
 /// The benchmark, on the database `szb_bench` of the configured server.
@@ -81,9 +89,18 @@ impl Bench {
         let exe = std::env::current_exe().context("finding the szb-sync binary")?;
         let mut rows = Vec::new();
         for w in WORKLOADS {
-            if options.only.as_deref().is_some_and(|o| !w.name.contains(o)) {
+            let chosen = match options.only.as_deref() {
+                _ if options.smoke => w.kind == Kind::Freshness,
+                Some(only) => w.name.contains(only),
+                None => w.kind != Kind::Freshness,
+            };
+            if !chosen {
                 continue;
             }
+            let (w, plan) = match w.kind {
+                Kind::Freshness if options.smoke => (&FRESHNESS_SMOKE.0, FRESHNESS_SMOKE.1),
+                _ => (w, FRESHNESS),
+            };
             let users = (w.users / options.scale.max(1)).max(1);
             let mut runs = Vec::new();
             for i in 0..options.runs {
@@ -91,6 +108,11 @@ impl Bench {
                 runs.push(match w.kind {
                     Kind::Replicas => run_replicas(&exe, &self.db, w, users).await?,
                     Kind::Listener => run_listener(&exe, &self.db, w, users).await?,
+                    Kind::Freshness => {
+                        let started = std::time::Instant::now();
+                        let fresh = run_freshness(&exe, &self.db, w, users, &plan).await?;
+                        Measured::of_freshness(started.elapsed(), fresh)
+                    }
                     _ => run_workload(&exe, &self.db, w, users).await?,
                 });
             }

@@ -27,11 +27,22 @@ pub(super) fn child_command(exe: &Path) -> Command {
 
 /// The simulator of a workload, running with no latency or limit yet, and its base URL.
 pub(super) async fn start_sim(exe: &Path, w: &Workload, users: u64) -> Result<(Child, String)> {
+    start_sim_with(exe, w, users, &[]).await
+}
+
+/// [`start_sim`] with more of `mock-api`'s options (its arrivals).
+pub(super) async fn start_sim_with(
+    exe: &Path,
+    w: &Workload,
+    users: u64,
+    options: &[String],
+) -> Result<(Child, String)> {
     let mut sim = child_command(exe);
     sim.args(["mock-api", "--listen", "127.0.0.1:0", "--users"])
         .arg(users.to_string())
         .arg("--visits-per-user")
         .arg(w.visits_per_user.to_string())
+        .args(options)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true);
@@ -39,6 +50,31 @@ pub(super) async fn start_sim(exe: &Path, w: &Workload, users: u64) -> Result<(C
     let base_url = read_base_url(&mut sim).await?;
     sim_config(&reqwest::Client::new(), &base_url, 0, 0.0).await?;
     Ok((sim, base_url))
+}
+
+/// `szb-sync run` on `config`, logging only errors (to the bench's stderr).
+pub(super) fn spawn_run(exe: &Path, config: &Path) -> Result<Child> {
+    child_command(exe)
+        .arg("--config")
+        .arg(config)
+        .arg("run")
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting szb-sync run")
+}
+
+/// SIGTERM, and up to 30 s for the child to finish its page and exit.
+pub(super) async fn terminate(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await;
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait()).await;
 }
 
 /// Polls `probe` every 20 ms until it returns `Some`, for at most `limit`.
@@ -100,6 +136,33 @@ async fn read_base_url(sim: &mut Child) -> Result<String> {
     Ok(url.to_owned())
 }
 
+/// The simulator's counts (`/_sim/stats`): visits requests and 429s since the last reset, and
+/// visits opened by its arrivals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct SimStats {
+    pub(super) requests: u64,
+    pub(super) rate_limited: u64,
+    pub(super) arrivals: u64,
+    /// From the first visits request to the latest.
+    pub(super) span: Duration,
+}
+
+pub(super) async fn sim_stats(http: &reqwest::Client, base_url: &str) -> Result<SimStats> {
+    let reply: serde_json::Value = http
+        .get(format!("{base_url}/_sim/stats"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let count = |k: &str| reply[k].as_u64().unwrap_or(0);
+    Ok(SimStats {
+        requests: count("requests"),
+        rate_limited: count("rateLimited"),
+        arrivals: count("arrivals"),
+        span: Duration::from_millis(count("spanMs")),
+    })
+}
+
 /// Sets the simulator's latency and rate limit, resets its counts, and returns the counts it
 /// had: (requests, 429s, from the first request to the last).
 pub(super) async fn sim_config(
@@ -108,24 +171,14 @@ pub(super) async fn sim_config(
     latency_ms: u64,
     rate_limit: f64,
 ) -> Result<(u64, u64, Duration)> {
-    let reply: serde_json::Value = http
-        .get(format!("{base_url}/_sim/stats"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let had = sim_stats(http, base_url).await?;
     http.post(format!(
         "{base_url}/_sim/config?latencyMs={latency_ms}&rateLimit={rate_limit}&reset=true"
     ))
     .send()
     .await?
     .error_for_status()?;
-    let count = |k: &str| reply[k].as_u64().unwrap_or(0);
-    Ok((
-        count("requests"),
-        count("rateLimited"),
-        Duration::from_millis(count("spanMs")),
-    ))
+    Ok((had.requests, had.rate_limited, had.span))
 }
 
 /// Runs `szb-sync sync` on `config`: its exit code, its wall time and its peak RSS in KiB.

@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use super::sql::RunSums;
-use super::workloads::{Kind, LOAD_CLIENTS, LOAD_FOR, ONLINE_NOW_INDEX, Workload};
+use super::workloads::{FreshnessPlan, Kind, LOAD_CLIENTS, LOAD_FOR, ONLINE_NOW_INDEX, Workload};
 use crate::plural::plural;
 
 /// One timed sync process.
@@ -28,6 +28,141 @@ pub(super) struct Measured {
     pub(super) reads: Option<ReadTimes>,
     /// The status page's loads, for the listener workloads.
     pub(super) loads: Option<LoadStats>,
+    /// Each refresh policy's delays, for the freshness workload.
+    pub(super) freshness: Option<FreshnessStats>,
+}
+
+impl Measured {
+    /// The freshness workload's run: its wall time and its own stats, nothing else.
+    pub(super) fn of_freshness(wall: Duration, fresh: FreshnessStats) -> Self {
+        Measured {
+            wall,
+            peak_rss_kib: 0,
+            sums: RunSums::default(),
+            rate_limited: 0,
+            sim_requests: 0,
+            copy_rate: None,
+            pass_visits: 0,
+            replicas: None,
+            board: None,
+            reads: None,
+            loads: None,
+            freshness: Some(fresh),
+        }
+    }
+}
+
+/// What the freshness workload measured, one run per refresh policy.
+#[derive(Debug, Clone)]
+pub(super) struct FreshnessStats {
+    pub(super) plan: FreshnessPlan,
+    /// In the order of [`POLICIES`](super::workloads::POLICIES): the old policy first.
+    pub(super) runs: Vec<PolicyRun>,
+    /// Policies this build's settings refused.
+    pub(super) missing: Vec<&'static str>,
+}
+
+/// One refresh policy's run: the delays of the arrivals, and what the simulator counted from
+/// the arrivals' start until the drain ended.
+#[derive(Debug, Clone)]
+pub(super) struct PolicyRun {
+    pub(super) policy: &'static str,
+    pub(super) all: DelayStats,
+    /// The arrivals picked from the hot set, and the cold ones.
+    pub(super) hot: DelayStats,
+    pub(super) cold: DelayStats,
+    pub(super) requests: u64,
+    pub(super) rate_limited: u64,
+    /// From the arrivals' start until every visit landed (or the drain gave up).
+    pub(super) window: Duration,
+    /// The first sync of every pair: one sweep at the pace the limit allows.
+    pub(super) sweep: Duration,
+}
+
+/// Delays from `visitAt` to `first_synced_at`, in seconds, over the visits that landed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct DelayStats {
+    pub(super) arrivals: usize,
+    pub(super) landed: usize,
+    /// NaN when none landed.
+    pub(super) mean: f64,
+    pub(super) p50: f64,
+    pub(super) p95: f64,
+    pub(super) max: f64,
+}
+
+impl DelayStats {
+    /// Each arrival's delay, `None` for one that never landed. Percentiles by nearest rank.
+    pub(super) fn of(delays: &[Option<f64>]) -> Self {
+        let mut landed: Vec<f64> = delays.iter().flatten().copied().collect();
+        landed.sort_by(f64::total_cmp);
+        let rank = |q: f64| {
+            let at = (q * landed.len() as f64).ceil() as usize;
+            landed
+                .get(at.clamp(1, landed.len().max(1)) - 1)
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
+        DelayStats {
+            arrivals: delays.len(),
+            landed: landed.len(),
+            mean: landed.iter().sum::<f64>() / landed.len() as f64,
+            p50: rank(0.5),
+            p95: rank(0.95),
+            max: landed.last().copied().unwrap_or(f64::NAN),
+        }
+    }
+
+    pub(super) fn lost(&self) -> usize {
+        self.arrivals - self.landed
+    }
+}
+
+/// One floor of issue 18, checked on the new policy's run against the old one's.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Floor {
+    pub(super) floor: String,
+    pub(super) measured: String,
+    pub(super) pass: bool,
+}
+
+/// The floors: mean at most 1/4 and p95 at most 1/2 of the old policy's, max at most one tick
+/// plus one sweep, no visit lost, 429s at most 10% of the requests.
+pub(super) fn floors(old: &PolicyRun, new: &PolicyRun, tick: Duration) -> Vec<Floor> {
+    let bound = (tick + new.sweep).as_secs_f64();
+    let share_429 = new.rate_limited as f64 / new.requests.max(1) as f64;
+    let vs = |new: f64, old: f64| new / old;
+    vec![
+        Floor {
+            floor: format!("mean ≤ 1/4 of {}'s", old.policy),
+            measured: format!("{:.2}", vs(new.all.mean, old.all.mean)),
+            pass: new.all.mean <= old.all.mean / 4.0,
+        },
+        Floor {
+            floor: format!("p95 ≤ 1/2 of {}'s", old.policy),
+            measured: format!("{:.2}", vs(new.all.p95, old.all.p95)),
+            pass: new.all.p95 <= old.all.p95 / 2.0,
+        },
+        Floor {
+            floor: format!(
+                "max ≤ one tick + one sweep ({} s + {:.1} s)",
+                tick.as_secs(),
+                new.sweep.as_secs_f64()
+            ),
+            measured: format!("{:.1} s", new.all.max),
+            pass: new.all.max <= bound,
+        },
+        Floor {
+            floor: "no visit lost".to_owned(),
+            measured: plural(new.all.lost(), "lost", "lost"),
+            pass: new.all.lost() == 0 && new.all.arrivals > 0,
+        },
+        Floor {
+            floor: "429s ≤ 10% of requests".to_owned(),
+            measured: format!("{:.1}%", 100.0 * share_429),
+            pass: share_429 <= 0.10,
+        },
+    ]
 }
 
 /// What the clients of the status page saw while `run` synced.
@@ -98,7 +233,8 @@ impl fmt::Display for Report {
         board(f, &self.rows)?;
         reads(f, &self.rows)?;
         loads(f, &self.rows)?;
-        pace(f, &self.rows)
+        pace(f, &self.rows)?;
+        freshness(f, &self.rows)
     }
 }
 
@@ -136,6 +272,95 @@ fn pace(f: &mut fmt::Formatter<'_>, rows: &[Row]) -> fmt::Result {
             answered / w.rate_limit,
             m.sums.failed
         )?;
+    }
+    Ok(())
+}
+
+
+/// The freshness workload: a row per policy, the ratios, and the floors.
+fn freshness(f: &mut fmt::Formatter<'_>, rows: &[Row]) -> fmt::Result {
+    let secs = |s: f64| {
+        if s.is_nan() {
+            "-".to_owned()
+        } else {
+            format!("{s:.1}")
+        }
+    };
+    for (w, users, m) in rows {
+        let Some(fresh) = &m.freshness else { continue };
+        let plan = &fresh.plan;
+        let arrivals = fresh.runs.first().map_or(0, |r| r.all.arrivals);
+        writeln!(
+            f,
+            "\n| {}: {users} pairs, {} req/s limit, {} ms latency, cron every {} s; {} min of arrivals ({arrivals} new visits) | mean s | p50 s | p95 s | max s | hot / cold mean s | never landed | requests | 429s | requests/s | first sweep s |",
+            w.name,
+            w.rate_limit,
+            w.latency_ms,
+            plan.tick.as_secs(),
+            plan.arrivals_for.as_secs_f64() / 60.0,
+        )?;
+        writeln!(
+            f,
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        )?;
+        for r in &fresh.runs {
+            writeln!(
+                f,
+                "| {} | {} | {} | {} | {} | {} / {} | {} | {} | {} ({:.1}%) | {:.1} | {:.1} |",
+                r.policy,
+                secs(r.all.mean),
+                secs(r.all.p50),
+                secs(r.all.p95),
+                secs(r.all.max),
+                secs(r.hot.mean),
+                secs(r.cold.mean),
+                r.all.lost(),
+                r.requests,
+                r.rate_limited,
+                100.0 * r.rate_limited as f64 / r.requests.max(1) as f64,
+                r.requests as f64 / r.window.as_secs_f64(),
+                r.sweep.as_secs_f64(),
+            )?;
+        }
+        writeln!(
+            f,
+            "\nArrivals every {} s, {} a step, from a hot set of {} (Zipf s = {}) with a cold share of {}, seed {}; the same for each policy, each on a fresh database and simulator. Delay: visits.first_synced_at − visitAt. Requests and 429s: the simulator's, from the arrivals' start until every visit landed (at most one tick plus one sweep after they stop).",
+            plan.arrivals_every.as_secs(),
+            plan.per_step,
+            plan.hot_users,
+            plan.zipf,
+            plan.cold_share,
+            plan.seed,
+        )?;
+        for policy in &fresh.missing {
+            writeln!(
+                f,
+                "\n{policy}: not run, this build's settings refuse `sync.refresh = {policy:?}`."
+            )?;
+        }
+        let [old, new, ..] = fresh.runs.as_slice() else {
+            writeln!(f, "\nThe floors need both policies in the same run.")?;
+            continue;
+        };
+        writeln!(
+            f,
+            "\n{} / {}: mean {:.2}, p95 {:.2}\n",
+            new.policy,
+            old.policy,
+            new.all.mean / old.all.mean,
+            new.all.p95 / old.all.p95
+        )?;
+        writeln!(f, "| floor ({}) | measured | |", new.policy)?;
+        writeln!(f, "| --- | ---: | --- |")?;
+        for floor in floors(old, new, plan.tick) {
+            writeln!(
+                f,
+                "| {} | {} | {} |",
+                floor.floor,
+                floor.measured,
+                if floor.pass { "PASS" } else { "FAIL" }
+            )?;
+        }
     }
     Ok(())
 }
@@ -235,8 +460,11 @@ fn loads(f: &mut fmt::Formatter<'_>, rows: &[Row]) -> fmt::Result {
     Ok(())
 }
 
-/// The main table: one row per workload.
+/// The main table: one row per workload, but freshness (its table is its own).
 fn table(f: &mut fmt::Formatter<'_>, rows: &[Row]) -> fmt::Result {
+    if rows.iter().all(|(w, _, _)| w.kind == Kind::Freshness) {
+        return Ok(());
+    }
     writeln!(
         f,
         "| workload | pairs | visits | requests | 429s | wall s | visits/s | vs baseline | peak RSS MiB | rows written |"
@@ -245,7 +473,7 @@ fn table(f: &mut fmt::Formatter<'_>, rows: &[Row]) -> fmt::Result {
         f,
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"
     )?;
-    for (w, users, m) in rows {
+    for (w, users, m) in rows.iter().filter(|(w, _, _)| w.kind != Kind::Freshness) {
         let visits = m.sums.visits_inserted;
         let secs = m.wall.as_secs_f64();
         let written = m.pass_visits + m.sums.activities_written;
@@ -291,6 +519,7 @@ fn table(f: &mut fmt::Formatter<'_>, rows: &[Row]) -> fmt::Result {
             }),
             Kind::Listener => "first sync; the load is in its own table below".to_owned(),
             Kind::Pace => "first sync; its pace is in its own table below".to_owned(),
+            Kind::Freshness => unreachable!("left out above"),
             Kind::Quiet | Kind::Initial => format!(
                 "{:.2} requests per pair; {} sync_runs rows",
                 m.sim_requests as f64 / *users as f64,
@@ -313,4 +542,68 @@ fn table(f: &mut fmt::Formatter<'_>, rows: &[Row]) -> fmt::Result {
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(policy: &'static str, delays: &[Option<f64>], requests: u64, limited: u64) -> PolicyRun {
+        let all = DelayStats::of(delays);
+        PolicyRun {
+            policy,
+            all,
+            hot: all,
+            cold: all,
+            requests,
+            rate_limited: limited,
+            window: Duration::from_secs(400),
+            sweep: Duration::from_secs(100),
+        }
+    }
+
+    #[test]
+    fn delay_stats_take_percentiles_by_nearest_rank_over_the_visits_that_landed() {
+        let delays: Vec<Option<f64>> = (1..=20)
+            .map(|s| Some(f64::from(s)))
+            .chain([None, None])
+            .collect();
+
+        let stats = DelayStats::of(&delays);
+
+        assert_eq!((stats.arrivals, stats.landed, stats.lost()), (22, 20, 2));
+        assert_eq!(stats.mean, 10.5);
+        assert_eq!((stats.p50, stats.p95, stats.max), (10.0, 19.0, 20.0));
+        let none = DelayStats::of(&[None]);
+        assert_eq!((none.landed, none.lost()), (0, 1));
+        assert!(none.mean.is_nan() && none.p95.is_nan() && none.max.is_nan());
+    }
+
+    #[test]
+    fn the_floors_pass_only_within_each_bound() {
+        let old = run(
+            "every-tick",
+            &[Some(40.0), Some(60.0), Some(200.0)],
+            1000,
+            200,
+        );
+        let good = run("adaptive", &[Some(5.0), Some(10.0), Some(15.0)], 1000, 100);
+        let tick = Duration::from_secs(120);
+
+        assert!(floors(&old, &good, tick).iter().all(|f| f.pass));
+
+        let slow_lossy = run(
+            "adaptive",
+            &[Some(30.0), Some(90.0), Some(230.0), None],
+            1000,
+            101,
+        );
+        let failed: Vec<bool> = floors(&old, &slow_lossy, tick)
+            .iter()
+            .map(|f| f.pass)
+            .collect();
+        // Mean 116.7 > 100/4; p95 230 > 200/2; max 230 ≤ 120 + 100 is false too; one lost;
+        // 10.1% 429s.
+        assert_eq!(failed, [false, false, false, false, false]);
+    }
 }

@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use szb_simulator::demo_world::{GENERATED_AGENT, GENERATED_TOKEN};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-use super::process::{child_command, poll, read_listen, sim_config, start_sim, sync, vm_hwm_kib};
+use super::process::{
+    child_command, poll, read_listen, sim_config, spawn_run, start_sim, sync, terminate, vm_hwm_kib,
+};
 use super::reads::{time_board, time_reads};
 use super::report::{LoadStats, Measured, ReplicaStats};
 use super::sql::{BenchDb, BenchSql};
@@ -19,7 +21,7 @@ use crate::store::Store;
 
 /// A fresh bench database, and a config for `users` pairs of the generated agent on it with
 /// `extra` appended; returns the config's path and the user-id file's.
-async fn prepare(
+pub(super) async fn prepare(
     db: &BenchDb,
     base_url: &str,
     w: &Workload,
@@ -48,7 +50,7 @@ async fn prepare(
 }
 
 /// Closes the workload's connections, stops its simulator and removes its files.
-async fn tear_down(store: Store, bench: BenchSql, mut sim: Child, files: &[&Path]) {
+pub(super) async fn tear_down(store: Store, bench: BenchSql, mut sim: Child, files: &[&Path]) {
     store.close().await;
     bench.close().await;
     let _ = sim.kill().await;
@@ -122,6 +124,7 @@ pub(super) async fn run_workload(
         board,
         reads,
         loads: None,
+        freshness: None,
     })
 }
 
@@ -149,18 +152,7 @@ pub(super) async fn run_replicas(
     let started_db = bench.now().await?;
     let started = Instant::now();
     let mut children: Vec<Child> = (0..REPLICAS)
-        .map(|_| {
-            child_command(exe)
-                .arg("--config")
-                .arg(&config)
-                .arg("run")
-                .env("RUST_LOG", "error")
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .kill_on_drop(true)
-                .spawn()
-                .context("starting szb-sync run")
-        })
+        .map(|_| spawn_run(exe, &config))
         .collect::<Result<_>>()?;
     let want = i64::try_from(users)?;
     poll(Duration::from_secs(1800), "the first sync", || async {
@@ -218,12 +210,8 @@ pub(super) async fn run_replicas(
     for c in &mut children {
         if let Some(pid) = c.id() {
             peak_rss_kib = peak_rss_kib.max(vm_hwm_kib(pid).unwrap_or(0));
-            let _ = Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status()
-                .await;
         }
-        let _ = tokio::time::timeout(Duration::from_secs(30), c.wait()).await;
+        terminate(c).await;
     }
     let sums = bench.runs_since(0).await?;
     tear_down(store, bench, sim, &[&config, &ids_file]).await;
@@ -249,6 +237,7 @@ pub(super) async fn run_replicas(
         }),
         board: None,
         loads: None,
+        freshness: None,
     })
 }
 
@@ -321,13 +310,7 @@ pub(super) async fn run_listener(
     }
     let passes = bench.passes_finished_since(before_pass).await?;
     let failed_pairs = bench.runs_since(before_run).await?.failed;
-    if let Some(pid) = daemon.id() {
-        let _ = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .await;
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(30), daemon.wait()).await;
+    terminate(&mut daemon).await;
     let mut times: Vec<Duration> = seen.iter().map(|(t, _)| *t).collect();
     times.sort();
     let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
@@ -356,5 +339,6 @@ pub(super) async fn run_listener(
         board: None,
         reads: None,
         loads: Some(loads),
+        freshness: None,
     })
 }

@@ -1,7 +1,8 @@
 //! The SQL only the benchmark runs: dropping and creating its database, dropping an index,
-//! timing any read, the `COPY` baseline, and sums over the runs, passes and leases a workload
-//! left. The one place outside [`crate::store`] with SQL: none of it is part of the daemon, so
-//! the store keeps only what the daemon, `demo` and `status` run.
+//! timing any read, the `COPY` baseline, sums over the runs, passes and leases a workload
+//! left, and how long arrivals took to land. The one place outside [`crate::store`] with SQL:
+//! none of it is part of the daemon, so the store keeps only what the daemon, `demo` and
+//! `status` run.
 
 use anyhow::{Context, Result};
 use sqlx::migrate::MigrateDatabase;
@@ -11,6 +12,7 @@ use sqlx::{PgPool, Postgres, Row};
 use crate::domain::{PairKey, RunOutcome};
 use crate::secret::{Secret, redact_url};
 use crate::store::Store;
+use szb_simulator::Arrival;
 
 /// The bench database: `szb_bench` on the configured server, in `database.schema`.
 pub(super) struct BenchDb {
@@ -297,6 +299,24 @@ impl BenchSql {
             .fetch_all(&self.pool)
             .await
             .context("summing passes by owner")
+    }
+
+    /// For each arrival, in order: seconds from its `visitAt` until its row was first written,
+    /// `None` while it has not landed.
+    pub(super) async fn arrival_delays(&self, arrivals: &[Arrival]) -> Result<Vec<Option<f64>>> {
+        sqlx::query_scalar(include_str!("sql/arrival_delays.sql"))
+            .bind(arrivals.iter().map(|a| a.agent).collect::<Vec<_>>())
+            .bind(arrivals.iter().map(|a| a.user).collect::<Vec<_>>())
+            .bind(
+                arrivals
+                    .iter()
+                    .map(|a| a.activity_id.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(arrivals.iter().map(|a| a.visit_at).collect::<Vec<_>>())
+            .fetch_all(&self.pool)
+            .await
+            .context("joining the arrivals with visits")
     }
 
     /// Pairs whose latest run ended ok after `since`.

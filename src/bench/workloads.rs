@@ -24,6 +24,9 @@ pub(super) enum Kind {
     /// A first sync behind a server rate limit: the share of 429s, and the pace kept against
     /// the limit (issue 18, "a pace that fits low limits too").
     Pace,
+    /// `szb-sync run` under each refresh policy in turn, while viewers arrive
+    /// ([`FRESHNESS`]): how long a new visit takes to land.
+    Freshness,
 }
 
 #[derive(Debug)]
@@ -215,6 +218,82 @@ pub(super) const WORKLOADS: &[Workload] = &[
     pace("pace under server limits, 20 req/s, 50 ms", 20, 50),
     pace("pace under server limits, 50 req/s, 50 ms", 50, 50),
     pace("pace under server limits, 100 req/s, 50 ms", 100, 50),
+    FRESHNESS_WORKLOAD,
+];
+
+/// The freshness workload of issue 18, as "Measured today" there: 2,000 pairs behind a 20
+/// requests/s limit with 50 ms of latency, so that a sweep nearly fills the 2-minute tick.
+const FRESHNESS_WORKLOAD: Workload = Workload {
+    name: "freshness, 2,000 pairs",
+    users: 2_000,
+    visits_per_user: 5,
+    latency_ms: 50,
+    rate_limit: 20.0,
+    api: "",
+    database: "",
+    kind: Kind::Freshness,
+    drop_index: None,
+    time_reads: false,
+};
+
+/// The arrivals and the schedule of a freshness run.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct FreshnessPlan {
+    /// `schedule.cron`, and the period it ticks at.
+    pub(super) cron: &'static str,
+    pub(super) tick: Duration,
+    /// A step of arrivals this often, each opening `per_step` visits.
+    pub(super) arrivals_every: Duration,
+    pub(super) per_step: u64,
+    /// The hot set, its Zipf exponent, and the share of picks that go to a random cold user.
+    pub(super) hot_users: u64,
+    pub(super) zipf: f64,
+    pub(super) cold_share: f64,
+    /// How long visits arrive; the run then drains for at most one tick plus one sweep.
+    pub(super) arrivals_for: Duration,
+    /// Both policies see the same picks.
+    pub(super) seed: u64,
+}
+
+/// The full run: arrivals every 5 s for 6 minutes, 8 at a time, from a hot set of 100 with
+/// Zipf weights (s = 1) and one pick in ten a random cold user; cron every 2 minutes.
+pub(super) const FRESHNESS: FreshnessPlan = FreshnessPlan {
+    cron: "0 */2 * * * *",
+    tick: Duration::from_secs(120),
+    arrivals_every: Duration::from_secs(5),
+    per_step: 8,
+    hot_users: 100,
+    zipf: 1.0,
+    cold_share: 0.1,
+    arrivals_for: Duration::from_secs(360),
+    seed: 18,
+};
+
+/// `bench --smoke`: the freshness workload in about three minutes, to check the plumbing (its
+/// numbers say little): 200 pairs behind 12 requests/s (a sweep of about 17 s), cron every
+/// 20 s, arrivals for a minute from a hot set of 20.
+pub(super) const FRESHNESS_SMOKE: (Workload, FreshnessPlan) = (
+    Workload {
+        name: "freshness, 200 pairs (smoke)",
+        users: 200,
+        rate_limit: 12.0,
+        ..FRESHNESS_WORKLOAD
+    },
+    FreshnessPlan {
+        cron: "*/20 * * * * *",
+        tick: Duration::from_secs(20),
+        per_step: 4,
+        hot_users: 20,
+        arrivals_for: Duration::from_secs(60),
+        ..FRESHNESS
+    },
+);
+
+/// The refresh policies a freshness run compares, each with its `[sync]` line: the old one
+/// first, the ratios are the new one's over it.
+pub(super) const POLICIES: [(&str, &str); 2] = [
+    ("every-tick", "refresh = \"every-tick\""),
+    ("adaptive", "refresh = \"adaptive\""),
 ];
 
 /// Quiet workloads with at least this many pairs time the status page's reads after the sync.

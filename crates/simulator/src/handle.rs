@@ -85,6 +85,9 @@ impl Simulator {
         fn requests_span() -> std::time::Duration;
         fn requests_for(agent_id: i64, user_id: i64) -> u64;
         fn reset_request_counts();
+        fn arrivals_gate() -> tokio::sync::oneshot::Receiver<()>;
+        fn open_arrivals_gate() -> bool;
+        fn arrivals_count() -> u64;
         fn visits(agent_id: i64, user_id: i64) -> Vec<TruthVisit>;
         fn all_visits_ever(agent_id: i64, user_id: i64) -> Vec<TruthVisit>;
         fn activity(activity_id: &str) -> Option<TruthActivity>;

@@ -25,6 +25,7 @@ const VISITS_ROUTE: &str = "/api/v3/agent/{id}/user/{user_id}/stats/visits";
 /// The simulator's own routes, for a benchmark driving it from another process.
 const STATS_ROUTE: &str = "/_sim/stats";
 const CONFIG_ROUTE: &str = "/_sim/config";
+const ARRIVALS_ROUTE: &str = "/_sim/arrivals";
 const DEFAULT_PAGE_SIZE: u64 = 10;
 const MAX_PAGE_SIZE: u64 = 1000;
 // Serving a request.
@@ -581,14 +582,15 @@ fn respond_streaming(now: DateTime<Utc>, body: Body) -> Response {
     response
 }
 
-/// `GET /_sim/stats`: `{"requests": N, "rateLimited": N, "spanMs": N}` since the last reset,
-/// the span from the first visits request to the latest.
+/// `GET /_sim/stats`: `{"requests": N, "rateLimited": N, "spanMs": N, "arrivals": N}`, the
+/// first three since the last reset (the span from the first visits request to the latest).
 async fn stats_endpoint(State(sim): State<Simulator>) -> Response {
     let body = sim.with_world(|w| {
         serde_json::json!({
             "requests": w.request_count(),
             "rateLimited": w.rate_limited_count(),
             "spanMs": u64::try_from(w.requests_span().as_millis()).unwrap_or(u64::MAX),
+            "arrivals": w.arrivals_count(),
         })
     });
     respond(sim.now(), StatusCode::OK, body.to_string().into_bytes())
@@ -626,6 +628,16 @@ async fn config_endpoint(State(sim): State<Simulator>, RawQuery(query): RawQuery
     stats_endpoint(State(sim)).await
 }
 
+/// `POST /_sim/arrivals`: starts the arrival process waiting behind its gate (`mock-api
+/// --arrivals-every …`); 409 when none waits.
+async fn arrivals_endpoint(State(sim): State<Simulator>) -> Response {
+    if sim.open_arrivals_gate() {
+        return respond(sim.now(), StatusCode::OK, br#"{"started":true}"#.to_vec());
+    }
+    let message = "no arrival process is waiting to start (none was planned, or it has started)";
+    respond(sim.now(), StatusCode::CONFLICT, error_body(message))
+}
+
 async fn not_found(State(sim): State<Simulator>) -> Response {
     respond(sim.now(), StatusCode::NOT_FOUND, error_body("not found"))
 }
@@ -645,6 +657,7 @@ impl Simulator {
             .route(VISITS_ROUTE, get(visits_endpoint))
             .route(STATS_ROUTE, get(stats_endpoint))
             .route(CONFIG_ROUTE, post(config_endpoint))
+            .route(ARRIVALS_ROUTE, post(arrivals_endpoint))
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .with_state(self.clone())

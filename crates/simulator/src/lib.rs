@@ -14,6 +14,8 @@
 //!
 //! - [`demo_world`]: the simulated platforms of the demo and `mock-api`, defined once;
 //! - `http`: the endpoint itself (one page of the list, faults, hostility), and serving it;
+//! - [`arrivals`]: viewers starting to watch on a schedule of their own (Zipf-weighted hot
+//!   users and a trickle of cold ones), for the freshness benchmark;
 //! - `handle`: [`Simulator`], the shared handle, with each knob of the world;
 //! - `knobs`: what tests and the demo change: new visits, ties, purges, faults, limits;
 //! - `generate`: how visits and activities are made up, from the seeded generator;
@@ -21,6 +23,7 @@
 //!
 //! It is a crate of its own beside the daemon's (`szb-sync`), and depends on nothing of it.
 
+pub mod arrivals;
 pub mod demo_world;
 mod generate;
 mod handle;
@@ -31,6 +34,7 @@ pub mod world;
 #[cfg(test)]
 mod tests;
 
+pub use arrivals::{Arrival, ArrivalPlan};
 pub use handle::Simulator;
 pub use http::SpawnedSimulator;
 pub use world::{

@@ -1,11 +1,12 @@
 //! The simulator's own tests: the endpoint's answers, the knobs, and the demo's world.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 
+use crate::arrivals::{ArrivalPlan, Picker};
 use crate::http::iso;
 use crate::{Fault, Simulator, SpawnedSimulator, TruthVisit};
 
@@ -504,4 +505,127 @@ fn the_demo_world_has_the_documented_pairs() {
     assert!(second.last().unwrap().open);
     assert_eq!(sim.visits(200_001, 30_000_001).len(), 5);
     assert!(sim.activities().iter().all(|a| !a.deleted));
+}
+
+fn arrival_plan() -> ArrivalPlan {
+    ArrivalPlan {
+        agent_id: AGENT,
+        users: 2_000,
+        every: std::time::Duration::from_secs(5),
+        per_step: 8,
+        hot_users: 100,
+        zipf_exponent: 1.0,
+        cold_share: 0.1,
+        duration: std::time::Duration::from_secs(360),
+        seed: 18,
+    }
+}
+
+#[test]
+fn arrivals_pick_hot_users_with_zipf_weights_and_cold_ones_now_and_then() {
+    let plan = arrival_plan();
+    let mut picker = Picker::new(&plan);
+    let hot = picker.hot_users().to_vec();
+    let mut counts: HashMap<i64, u64> = HashMap::new();
+    let mut cold = 0;
+    const PICKS: u64 = 200_000;
+
+    for _ in 0..PICKS {
+        let (user, from_hot) = picker.pick();
+        assert!((1..=plan.users).contains(&user), "user {user}");
+        *counts.entry(user).or_default() += 1;
+        cold += u64::from(!from_hot);
+    }
+
+    // Weights 1/k over 100 ranks: the hottest is twice the second and ten times the tenth;
+    // the ten hottest hold H(10)/H(100) = 56.5% of the hot picks.
+    let of = |rank: usize| counts.get(&hot[rank - 1]).copied().unwrap_or(0) as f64;
+    let (first, second, tenth) = (of(1), of(2), of(10));
+    assert!(
+        (1.85..=2.15).contains(&(first / second)),
+        "{first} / {second}"
+    );
+    assert!((9.0..=11.0).contains(&(first / tenth)), "{first} / {tenth}");
+    let hot_picks = (PICKS - cold) as f64;
+    let top_ten: f64 = (1..=10).map(of).sum();
+    assert!(
+        (0.55..=0.58).contains(&(top_ten / hot_picks)),
+        "{top_ten} of {hot_picks}"
+    );
+    let cold_share = cold as f64 / PICKS as f64;
+    assert!((0.095..=0.105).contains(&cold_share), "{cold_share}");
+    // The cold picks spread over all users: most users are picked at least once.
+    assert!(counts.len() > 1_800, "{} users picked", counts.len());
+    // The same seed picks the same users in the same order; another seed, other hot users.
+    let mut again = Picker::new(&plan);
+    let mut replay = Picker::new(&plan);
+    assert!((0..1_000).all(|_| again.pick() == replay.pick()));
+    let other = Picker::new(&ArrivalPlan { seed: 19, ..plan });
+    assert_ne!(other.hot_users(), hot.as_slice());
+}
+
+#[test]
+fn an_arrival_plan_that_cannot_work_is_refused_naming_the_value() {
+    let plan = arrival_plan();
+    assert!(plan.validate().is_ok());
+    let too_hot = ArrivalPlan {
+        hot_users: 2_001,
+        ..plan.clone()
+    };
+    let err = too_hot.validate().unwrap_err();
+    assert!(err.contains("hot set") && err.contains("2001"), "{err}");
+    let share = ArrivalPlan {
+        cold_share: 1.5,
+        ..plan.clone()
+    };
+    assert!(share.validate().unwrap_err().contains("cold share"));
+    let zipf = ArrivalPlan {
+        zipf_exponent: f64::NAN,
+        ..plan
+    };
+    assert!(zipf.validate().unwrap_err().contains("Zipf"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn arrivals_open_a_visit_per_pick_each_step_until_their_time_is_up() {
+    let sim = Simulator::new(1);
+    sim.add_agent(AGENT, TOKEN);
+    let plan = ArrivalPlan {
+        users: 50,
+        hot_users: 10,
+        per_step: 3,
+        duration: std::time::Duration::from_secs(30),
+        ..arrival_plan()
+    };
+    assert!(!sim.open_arrivals_gate(), "no process waits yet");
+    let gate = sim.arrivals_gate();
+    let mut log = Vec::new();
+
+    assert!(sim.open_arrivals_gate());
+    assert!(!sim.open_arrivals_gate(), "a gate opens once");
+    gate.await.unwrap();
+    let opened = sim.run_arrivals(&plan, |a| log.push(a.clone())).await;
+
+    // Steps at 0, 5, …, 25 s: six of three.
+    assert_eq!(opened, 18);
+    assert_eq!(log.len(), 18);
+    assert_eq!(sim.arrivals_count(), 18);
+    for arrival in &log {
+        let visits = sim.visits(AGENT, arrival.user);
+        assert!(
+            visits.iter().any(|v| v.open
+                && v.activity_id == arrival.activity_id
+                && v.visit_at == arrival.visit_at),
+            "{arrival:?} is not a visit of the world"
+        );
+    }
+    let line = serde_json::to_value(&log[0]).unwrap();
+    assert_eq!(line["agent"], AGENT);
+    assert!(
+        line["visit_at"]
+            .as_str()
+            .unwrap()
+            .parse::<DateTime<Utc>>()
+            .is_ok()
+    );
 }

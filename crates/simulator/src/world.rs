@@ -227,6 +227,10 @@ pub struct World {
     /// Added to every visits request before it is answered.
     pub(crate) latency: std::time::Duration,
     pub(crate) hostile: HashMap<(i64, i64), Hostile>,
+    /// Where a waiting arrival process is told to start (`arrivals`).
+    pub(crate) arrivals_gate: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Visits opened by arrival processes.
+    pub(crate) arrivals: u64,
 }
 
 /// A server-side rate limit: `rate` requests a second, bursts of up to `burst`.
@@ -283,6 +287,8 @@ impl World {
             requests_span: None,
             latency: std::time::Duration::ZERO,
             hostile: HashMap::new(),
+            arrivals_gate: None,
+            arrivals: 0,
         }
     }
 
