@@ -41,6 +41,7 @@ impl Measured {
             sums: RunSums::default(),
             rate_limited: 0,
             sim_requests: 0,
+            sim_span: Duration::ZERO,
             copy_rate: None,
             pass_visits: 0,
             replicas: None,
@@ -275,7 +276,6 @@ fn pace(f: &mut fmt::Formatter<'_>, rows: &[Row]) -> fmt::Result {
     }
     Ok(())
 }
-
 
 /// The freshness workload: a row per policy, the ratios, and the floors.
 fn freshness(f: &mut fmt::Formatter<'_>, rows: &[Row]) -> fmt::Result {

@@ -133,7 +133,7 @@ impl Allocation {
         let n = rates.len() as f64;
         let hot: Vec<f64> = rates.iter().copied().filter(|&l| lively(l, t)).collect();
         let flat = Allocation::every_tick(tick);
-        if hot.is_empty() || !(budget > n / t) {
+        if hot.is_empty() || budget.is_nan() || budget <= n / t {
             return flat;
         }
         // Checks per second the rule spends for a given c, each pair between once per tick and
@@ -475,7 +475,8 @@ mod tests {
         rates.extend(vec![0.0; 99]);
         let a = Allocation::new(&rates, 2.0 * 100.0 / 120.0, tick, Duration::from_secs(5));
         let now = at("2026-12-03T12:00:00Z");
-        let next_tick = Some(at("2026-12-03T12:01:00Z"));
+        let tick_at = at("2026-12-03T12:01:00Z");
+        let next_tick = Some(tick_at);
         let quiet = Checked {
             rate: 0.05,
             open: false,
@@ -483,7 +484,8 @@ mod tests {
         };
         let (due, why) = next_check(&a, 0.0, quiet, now, next_tick);
         assert_eq!(why, DueReason::Hot);
-        assert!(due.unwrap() < next_tick.unwrap() && due.unwrap() > now);
+        let due = due.expect("a due time");
+        assert!(due < tick_at && due > now);
         // What the check found names the reason.
         let found = Checked {
             found_new: true,

@@ -246,6 +246,9 @@ struct PassSchedule {
     next_tick: Option<DateTime<Utc>>,
 }
 
+/// A tick's schedule, by the time of the tick after it.
+type Planned = (DateTime<Utc>, PassSchedule);
+
 /// Syncs pairs: the only place that calls the API, the mark and the store together.
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -257,7 +260,7 @@ pub struct Engine {
     /// The request budget as measured over the passes.
     pace: Arc<std::sync::Mutex<freshness::PaceMeter>>,
     /// The latest tick's schedule, by that tick's next one: the passes between the ticks use it.
-    planned: Arc<std::sync::Mutex<Option<(DateTime<Utc>, PassSchedule)>>>,
+    planned: Arc<std::sync::Mutex<Option<Planned>>>,
 }
 
 impl Engine {
