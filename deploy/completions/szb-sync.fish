@@ -95,6 +95,15 @@ complete -c szb-sync -n "__fish_szb_sync_using_subcommand mock-api" -l users -d 
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand mock-api" -l visits-per-user -d 'Visits generated for each of --users' -r -f
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand mock-api" -l latency -d 'Answer every request this much later, as over a real network ("100ms")' -r -f
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand mock-api" -l rate-limit -d 'A server-side rate limit in requests per second (a token bucket with a burst of the same size); requests over it get a 429 with a Retry-After' -r -f
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand mock-api" -l arrivals-every -d 'Turns arrivals on: a step this often ("5s"). They wait for `POST /_sim/arrivals` unless --arrivals-after says when to start' -r -f
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand mock-api" -l arrivals-per-step -d 'Visits opened at each step' -r -f
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand mock-api" -l hot-users -d 'Users in the hot set (drawn once from 1..=--users by --arrivals-seed)' -r -f
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand mock-api" -l zipf -d 'The Zipf exponent s over the hot set: the k-th hottest user is picked in proportion to 1/k^s (0: all alike)' -r -f
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand mock-api" -l cold-share -d 'The share of picks that go to a uniformly random user of all --users instead (0..=1)' -r -f
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand mock-api" -l arrivals-for -d 'Steps stop this long after the first' -r -f
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand mock-api" -l arrivals-after -d 'Start by itself this long after listening, rather than on `POST /_sim/arrivals`' -r -f
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand mock-api" -l arrivals-seed -d 'The seed of the picks: the same seed opens visits for the same users in the same order' -r -f
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand mock-api" -l arrivals-log -d 'Appends one JSON line per visit opened, written as it is opened: {"agent", "user", "activity_id", "visit_at" (RFC 3339), "hot"}. The file is created or emptied at start' -r -F
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand mock-api" -l log-format -d 'Log format: text or json on stderr, or journald. Default: journald when stderr is the journal (under systemd), else text. Filter with RUST_LOG (default: info)' -r -f -a "text\t'Human-readable lines on stderr; coloured only when stderr is a terminal'
 json\t'One JSON object per line on stderr, for log collectors'
 journald\t'Native journald entries, each field its own (`journalctl -o json`)'"
@@ -108,11 +117,12 @@ journald\t'Native journald entries, each field its own (`journalctl -o json`)'"
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand demo" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand bench" -l scale -d 'Divide every workload\'s users by this factor, for a quick look (1: the full workloads)' -r -f
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand bench" -l runs -d 'Runs of each workload, 1..=9; the table shows the median run (by wall time)' -r -f
-complete -c szb-sync -n "__fish_szb_sync_using_subcommand bench" -l only -d 'Only the workloads whose name contains this text (`--only quiet`, `--only replicas`)' -r -f
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand bench" -l only -d 'Only the workloads whose name contains this text (`--only quiet`, `--only replicas`). Without it, every workload but freshness, which takes about 25 minutes of mostly waiting: `--only freshness`' -r -f
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand bench" -s c -l config -d 'Configuration file (TOML). Default: config/szb-sync.toml in the working directory, else /etc/szb-sync/szb-sync.toml; one must exist unless SZB_TARGETS sets the targets (demo and bench need none)' -r -F
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand bench" -l log-format -d 'Log format: text or json on stderr, or journald. Default: journald when stderr is the journal (under systemd), else text. Filter with RUST_LOG (default: info)' -r -f -a "text\t'Human-readable lines on stderr; coloured only when stderr is a terminal'
 json\t'One JSON object per line on stderr, for log collectors'
 journald\t'Native journald entries, each field its own (`journalctl -o json`)'"
+complete -c szb-sync -n "__fish_szb_sync_using_subcommand bench" -l smoke -d 'Only the freshness workload, in a quick version that checks its plumbing in about three minutes: 200 pairs, a minute of arrivals, cron every 20 s'
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand bench" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c szb-sync -n "__fish_szb_sync_using_subcommand completions" -l log-format -d 'Log format: text or json on stderr, or journald. Default: journald when stderr is the journal (under systemd), else text. Filter with RUST_LOG (default: info)' -r -f -a "text\t'Human-readable lines on stderr; coloured only when stderr is a terminal'
 json\t'One JSON object per line on stderr, for log collectors'
