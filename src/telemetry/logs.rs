@@ -16,6 +16,20 @@ const SKEW_LOG_EVERY: Duration = Duration::from_secs(60 * 60);
 pub struct LogLines {
     /// When a clock skew was last logged.
     skew_logged: Mutex<Option<Instant>>,
+    /// The errors of failed pairs told in this pass, by agent: a token refused for every pair of
+    /// an agent is one error line, not one per pair.
+    failures_told: Mutex<std::collections::HashSet<(i64, String)>>,
+}
+
+impl LogLines {
+    /// Whether `error` of a pair of `agent_id` is new in this pass (told at error level) rather
+    /// than the same as another pair's of that agent (told at debug level).
+    fn first_of_its_kind(&self, agent_id: i64, error: &str) -> bool {
+        self.failures_told
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((agent_id, error.to_owned()))
+    }
 }
 
 impl Observer for LogLines {
@@ -49,6 +63,16 @@ impl Observer for LogLines {
             } => {
                 let filter = pair.activity_filter.as_deref();
                 match outcome {
+                    RunOutcome::Failed
+                        if !self.first_of_its_kind(pair.agent_id, error.unwrap_or("")) =>
+                    {
+                        tracing::debug!(
+                            agent_id = pair.agent_id,
+                            user_id = pair.user_id,
+                            activity_filter = filter,
+                            "pair failed with the same error as another pair of its agent in this pass"
+                        )
+                    }
                     RunOutcome::Failed => tracing::error!(
                         agent_id = pair.agent_id,
                         user_id = pair.user_id,
@@ -159,8 +183,41 @@ impl Observer for LogLines {
             | Event::ListSize { .. }
             | Event::PageWritten { .. }
             | Event::Checked { .. }
-            | Event::Schedule { .. }
-            | Event::PassStarted { .. } => {}
+            | Event::Schedule { .. } => {}
+            Event::PassStarted { .. } => self
+                .failures_told
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_is_told_once_per_agent_and_pass() {
+        let logs = LogLines::default();
+        let refused = "the platform refused agent 7's token (401)";
+        assert!(logs.first_of_its_kind(7, refused));
+        assert!(
+            !logs.first_of_its_kind(7, refused),
+            "a second pair of agent 7"
+        );
+        assert!(logs.first_of_its_kind(8, refused), "another agent is told");
+        assert!(
+            logs.first_of_its_kind(7, "a timeout"),
+            "another error is told"
+        );
+        logs.on(&Event::PassStarted {
+            pairs: 2,
+            due_by: None,
+        });
+        assert!(
+            logs.first_of_its_kind(7, refused),
+            "told again in the next pass"
+        );
     }
 }
