@@ -469,7 +469,15 @@ impl<'a> Pass<'a> {
 
     /// Claims up to `want` pairs of `span`; returns how many it got.
     async fn claim(&mut self, span: &[&PairKey], want: usize) -> Result<usize, StoreError> {
-        let claimed = again(|| self.engine.coordinator.claim(span, want, &self.plan)).await?;
+        // An adaptive pass takes what is due by now: a pair falls due again while it runs.
+        let plan = match self.until {
+            Some(_) => ClaimPlan {
+                due_by: Some(chrono::Utc::now()),
+                ..self.plan
+            },
+            None => self.plan,
+        };
+        let claimed = again(|| self.engine.coordinator.claim(span, want, &plan)).await?;
         let got = claimed.len();
         for c in claimed {
             let Some(&i) = self.index.get(&c.pair) else {
