@@ -48,16 +48,12 @@ impl ArrivalRate {
         now: DateTime<Utc>,
         half_life: Duration,
     ) -> ArrivalRate {
-        let weight = std::f64::consts::LN_2 / half_life.as_secs_f64().max(1e-9);
-        let seen: f64 = arrivals
+        let unseen: Vec<DateTime<Utc>> = arrivals
             .iter()
-            .filter(|t| **t > self.at && **t <= now)
-            .map(|t| weight * decay(seconds_between(*t, now), half_life))
-            .sum();
-        ArrivalRate {
-            per_second: self.at(now, half_life) + seen,
-            at: now.max(self.at),
-        }
+            .copied()
+            .filter(|t| *t > self.at && *t <= now)
+            .collect();
+        self.with_new(&unseen, now, half_life)
     }
 }
 
